@@ -1,0 +1,1 @@
+"""The kopf adapter: watches Routeway resources and keeps gateways serving them."""

@@ -1,0 +1,1 @@
+"""The aiohttp data plane: serves a `ProxyConfig`, knows nothing of Kubernetes objects."""

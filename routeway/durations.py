@@ -1,0 +1,37 @@
+"""Durations as Kubernetes users write them (`500ms`, `2s`, `5m`, `1h30m`).
+
+Kept as strings in the resources (what `kubectl get -o yaml` shows back) and converted to
+seconds only when rendering the ProxyConfig, so the proxy never parses text on its hot path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_WHOLE = re.compile(DURATION_PATTERN)
+
+
+def parse_duration(text: str) -> float:
+    """Return seconds; raises ValueError naming the accepted form."""
+    if not _WHOLE.match(text):
+        raise ValueError(f"invalid duration {text!r}: use a number with a unit, e.g. 500ms, 2s, 5m, 1h30m")
+    return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _PART.findall(text))
+
+
+def _check(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_check),
+    Field(pattern=DURATION_PATTERN, json_schema_extra={"example": "30s"}),
+]
+"""A duration field: validated like the CRD's pattern, stored as written."""

@@ -1,0 +1,171 @@
+"""The `ProxyConfig` document: the one contract between the control plane and the proxy.
+
+Translation produces it, the operator stores it in a ConfigMap, `routeway serve` keeps it
+in memory, and the proxy serves it. The proxy never sees a Kubernetes object, only this.
+
+Why a separate schema from the custom resources: resources are what people write (defaults
+implicit, references by name, durations as strings); the ProxyConfig is what a data plane
+needs (everything resolved to ids, durations in seconds, defaults applied, sorted), so the
+proxy has nothing left to decide and two renders of the same input are byte-identical.
+
+Credentials never appear here: a backend carries a `credentialRef` (namespace/name/key of a
+Secret); the value is looked up at run time in a separate credential store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+"""Bumped on any change a proxy of the previous version would misread."""
+
+SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION})
+
+RetryReason = Literal["connect-failure", "timeout", "5xx", "429"]
+"""Upstream outcomes a route may retry: connection failure, first-byte timeout,
+502/503/504, and 429. Never retried: an upstream 4xx other than 429 (the client's fault)."""
+
+DEFAULT_RETRY_ON: tuple[RetryReason, ...] = ("connect-failure", "5xx", "429")
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Timeouts(_Doc):
+    """Seconds. `idle` bounds the gap between streamed chunks; `total` is optional so long
+    healthy generations are not cut by a wall-clock cap."""
+
+    connect: float
+    first_byte: float = Field(alias="firstByte")
+    idle: float
+    total: float | None = None
+
+
+class OutlierDetection(_Doc):
+    """Passive health: after `consecutive_failures` failures in a row a backend is ejected
+    for `base_ejection` seconds, doubled on each repeated ejection up to `max_ejection`."""
+
+    consecutive_failures: int = Field(alias="consecutiveFailures")
+    base_ejection: float = Field(alias="baseEjection")
+    max_ejection: float = Field(alias="maxEjection")
+
+
+class MockBehaviour(_Doc):
+    """Knobs of the built-in simulated model (provider `mock`)."""
+
+    latency: float = 0.0
+    time_to_first_token: float = Field(0.0, alias="timeToFirstToken")
+    tokens_per_second: float = Field(0.0, alias="tokensPerSecond")  # 0 = unthrottled
+    error_rate: float = Field(0.0, alias="errorRate")
+    max_tokens: int = Field(16, alias="maxTokens")
+    embedding_dimensions: int = Field(8, alias="embeddingDimensions")
+
+
+class BackendConfig(_Doc):
+    id: str  # "namespace/name"
+    namespace: str
+    name: str
+    provider: Literal["openai", "mock"]
+    url: str | None = None  # base URL as an OpenAI SDK takes it, e.g. http://vllm:8000/v1
+    version: str | None = None
+    credential_ref: str | None = Field(None, alias="credentialRef")  # "namespace/secret/key"
+    timeouts: Timeouts
+    max_concurrency: int | None = Field(None, alias="maxConcurrency")
+    queue_timeout: float = Field(alias="queueTimeout")  # bounded wait for a concurrency slot
+    outlier_detection: OutlierDetection = Field(alias="outlierDetection")
+    mock: MockBehaviour | None = None
+
+
+class Target(_Doc):
+    """One backend a route sends to, with the model name to send upstream."""
+
+    backend: str  # BackendConfig.id
+    model: str
+    weight: int = 0
+
+
+class Retries(_Doc):
+    attempts: int  # extra attempts after the first, on the same or another weighted backend
+    retry_on: tuple[RetryReason, ...] = Field(DEFAULT_RETRY_ON, alias="retryOn")
+    backoff_base: float = Field(0.05, alias="backoffBase")
+    backoff_max: float = Field(1.0, alias="backoffMax")
+
+
+class RouteConfig(_Doc):
+    id: str  # "namespace/name"
+    namespace: str
+    name: str
+    model: str  # the public model name clients send
+    generation: int | None = None  # metadata.generation rendered, so status can say "Programmed"
+    targets: tuple[Target, ...]  # weighted; weight 0 targets receive no traffic
+    fallbacks: tuple[Target, ...] = ()  # tried in order after the weighted choice failed
+    retries: Retries
+    timeout: float | None = None  # whole-request cap in seconds across attempts
+    sticky_header: str | None = Field(None, alias="stickyHeader")
+
+
+class GatewayConfig(_Doc):
+    namespace: str
+    name: str
+    max_body_bytes: int = Field(alias="maxBodyBytes")
+    # Client authentication: when non-empty, a request must carry `Authorization: Bearer <k>`
+    # where <k> is the value of one of these credential refs; otherwise 401.
+    client_key_refs: tuple[str, ...] = Field((), alias="clientKeyRefs")
+
+
+class ProxyConfig(_Doc):
+    schema_version: int = Field(SCHEMA_VERSION, alias="schemaVersion")
+    revision: str = ""  # content hash of everything else; set by `with_revision`
+    gateway: GatewayConfig
+    backends: tuple[BackendConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+
+    def to_document(self) -> dict[str, Any]:
+        """JSON-ready dict with the public (camelCase) field names."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_json(self) -> bytes:
+        """Canonical bytes: sorted keys, so equal configs are equal byte strings."""
+        return orjson.dumps(self.to_document(), option=orjson.OPT_SORT_KEYS)
+
+    def with_revision(self) -> ProxyConfig:
+        """Return a copy whose `revision` is the hash of its content (revision excluded)."""
+        body = self.model_copy(update={"revision": ""}).to_json()
+        return self.model_copy(update={"revision": hashlib.sha256(body).hexdigest()[:16]})
+
+
+class UnsupportedSchemaVersion(ValueError):
+    """A config written by a newer control plane: keep serving the last good one."""
+
+
+def parse_proxy_config(raw: bytes | str | dict[str, Any]) -> ProxyConfig:
+    """Parse and check a ProxyConfig document; raises ValueError (pydantic or version)."""
+    data: Any = raw if isinstance(raw, dict) else orjson.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("ProxyConfig must be a JSON object")
+    version = data.get("schemaVersion")
+    if version not in SUPPORTED_SCHEMA_VERSIONS:
+        raise UnsupportedSchemaVersion(
+            f"ProxyConfig schemaVersion {version!r} is not supported by this proxy "
+            f"(supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)})"
+        )
+    return ProxyConfig.model_validate(data)
+
+
+def credential_store_key(ref: str) -> str:
+    """Map a `namespace/secret/key` credential ref to a valid Secret data key.
+
+    Namespace and secret names cannot contain `_`, so the first two `_` split it back.
+    """
+    namespace, name, key = ref.split("/", 2)
+    return f"{namespace}_{name}_{key}"
+
+
+def credential_ref_from_store_key(store_key: str) -> str:
+    namespace, name, key = store_key.split("_", 2)
+    return f"{namespace}/{name}/{key}"
