@@ -308,6 +308,49 @@ class ModelGatewaySpec(_Spec):
     ]
 
 
+
+# ---------------------------------------------------------------------------- status
+
+
+class Condition(_Spec):
+    """A status condition as Kubernetes tooling (kubectl wait, kstatus, Argo CD) reads it."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+    type: str = Field(description="Condition type, e.g. Ready, Accepted, ResolvedRefs, Programmed.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field("", description="Human-readable details.")
+    observed_generation: int | None = Field(None, description="metadata.generation this condition describes.")
+    last_transition_time: str | None = Field(None, description="When status last changed (RFC 3339).")
+
+
+class _Status(_Spec):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+    observed_generation: int | None = Field(None, description="metadata.generation last reconciled.")
+    conditions: list[Condition] = Field(default_factory=list, description="Current conditions, keyed by type.")
+
+
+class ModelBackendStatus(_Status):
+    routes: int | None = Field(None, description="Number of routes sending to this backend.")
+
+
+class ModelRouteStatus(_Status):
+    backend_weights: str | None = Field(
+        None, description="Effective weights being served, e.g. `llama-v1=90,llama-v2=10`."
+    )
+    gateway: str | None = Field(None, description="namespace/name of the gateway serving this route.")
+    config_revision: str | None = Field(None, description="Gateway config revision that programs this route.")
+
+
+class ModelGatewayStatus(_Status):
+    replicas: int | None = Field(None, description="Proxy pods.")
+    ready_replicas: int | None = Field(None, description="Proxy pods ready.")
+    address: str | None = Field(None, description="In-cluster URL of the gateway's OpenAI-compatible API.")
+    config_revision: str | None = Field(None, description="Revision of the ProxyConfig applied.")
+    routes: int | None = Field(None, description="Number of routes served.")
+
 # ---------------------------------------------------------------------------- objects
 
 
@@ -336,6 +379,7 @@ class ModelBackend(_Object):
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("mb",)
     PLURAL: ClassVar[str] = "modelbackends"
     kind: Literal["ModelBackend"] = "ModelBackend"
+    status: ModelBackendStatus | None = None
     spec: ModelBackendSpec
 
 
@@ -346,6 +390,7 @@ class ModelRoute(_Object):
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("mr",)
     PLURAL: ClassVar[str] = "modelroutes"
     kind: Literal["ModelRoute"] = "ModelRoute"
+    status: ModelRouteStatus | None = None
     spec: ModelRouteSpec
 
 
@@ -356,6 +401,7 @@ class ModelGateway(_Object):
     SHORT_NAMES: ClassVar[tuple[str, ...]] = ("mgw",)
     PLURAL: ClassVar[str] = "modelgateways"
     kind: Literal["ModelGateway"] = "ModelGateway"
+    status: ModelGatewayStatus | None = None
     spec: ModelGatewaySpec = Field(default_factory=ModelGatewaySpec)
 
 
