@@ -116,6 +116,9 @@ class GatewayConfig(_Doc):
     # Client authentication: when non-empty, a request must carry `Authorization: Bearer <k>`
     # where <k> is the value of one of these credential refs; otherwise 401.
     client_key_refs: tuple[str, ...] = Field((), alias="clientKeyRefs")
+    # True whenever the gateway configures auth, even if its key Secret is missing or empty:
+    # authentication then fails closed (every request 401) instead of opening the gateway.
+    require_client_key: bool = Field(False, alias="requireClientKey")
 
 
 class ProxyConfig(_Doc):
