@@ -1,0 +1,58 @@
+"""Resolve the credential refs a ProxyConfig names into values, at the edge that needs them.
+
+The ProxyConfig only says `namespace/secret/key`; values are looked up here, by `routeway
+serve` from Secrets in its files and by the operator from the API, and are handed to the proxy
+through a separate channel (memory, or a Kubernetes Secret) — never a ConfigMap.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Iterable
+
+from routeway.proxyconfig import ProxyConfig
+from routeway.resources import Secret
+
+Lookup = Callable[[str, str, str], str | None]
+
+
+def credential_refs(config: ProxyConfig) -> list[str]:
+    refs = {b.credential_ref for b in config.backends if b.credential_ref}
+    refs.update(config.gateway.client_key_refs)
+    return sorted(refs)
+
+
+def resolve_credentials(config: ProxyConfig, lookup: Lookup) -> dict[str, str]:
+    """Map each credential ref of `config` to its value; refs without a value are left out
+    (the proxy then answers as for a missing credential, never with someone else's)."""
+    out: dict[str, str] = {}
+    for ref in credential_refs(config):
+        namespace, name, key = ref.split("/", 2)
+        value = lookup(namespace, name, key)
+        if value is not None:
+            out[ref] = value
+    return out
+
+
+def secret_value(secret: Secret, key: str) -> str | None:
+    """A Secret's value as the API server would store it: stringData wins over data."""
+    if key in secret.string_data:
+        return secret.string_data[key]
+    raw = secret.data.get(key)
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw, validate=True).decode("utf-8").strip()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def lookup_in(secrets: Iterable[Secret]) -> Lookup:
+    index = {(s.namespace, s.name): s for s in secrets}
+
+    def lookup(namespace: str, name: str, key: str) -> str | None:
+        secret = index.get((namespace, name))
+        return secret_value(secret, key) if secret else None
+
+    return lookup

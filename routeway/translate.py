@@ -1,0 +1,303 @@
+"""Translate a snapshot of resources into per-gateway routing IR plus per-object verdicts.
+
+Pure and deterministic: the same `Inventory` always yields the same `Translation`, whatever
+order its mappings were filled in. Both the operator (from kopf index snapshots) and local
+mode (from files) call this, so a route behaves the same in a cluster and on a laptop.
+
+Invalid objects never poison the rest: each problem is a `Finding` on that object alone, and
+the object is left out (or, for a route missing one of several backends, rendered with the
+backends that do resolve) while everything else renders.
+
+Conflict rule: when two routes claim the same public model on one gateway, the older one
+(by creationTimestamp, then namespace/name) keeps it, as Gateway API resolves conflicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias
+
+from routeway import conditions as c
+from routeway.resources import ModelBackend, ModelGateway, ModelRoute, Secret
+
+NsName: TypeAlias = tuple[str, str]
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class ObjectKey:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.kind}/{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem on one object: which field, a CamelCase reason, a sentence for people."""
+
+    condition: str  # the condition type it falsifies: Accepted or ResolvedRefs
+    reason: str
+    field: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Everything translation may look at. Secrets contribute key names only, never values."""
+
+    backends: Mapping[NsName, ModelBackend] = field(default_factory=dict)
+    routes: Mapping[NsName, ModelRoute] = field(default_factory=dict)
+    gateways: Mapping[NsName, ModelGateway] = field(default_factory=dict)
+    secret_keys: Mapping[NsName, frozenset[str]] = field(default_factory=dict)
+    invalid: Mapping[ObjectKey, str] = field(default_factory=dict)  # failed to parse → why
+
+    @classmethod
+    def from_objects(
+        cls,
+        objects: Iterable[ModelBackend | ModelRoute | ModelGateway | Secret],
+        invalid: Mapping[ObjectKey, str] | None = None,
+    ) -> Inventory:
+        backends: dict[NsName, ModelBackend] = {}
+        routes: dict[NsName, ModelRoute] = {}
+        gateways: dict[NsName, ModelGateway] = {}
+        secrets: dict[NsName, frozenset[str]] = {}
+        for obj in objects:
+            key = (obj.namespace, obj.name)
+            if isinstance(obj, ModelBackend):
+                backends[key] = obj
+            elif isinstance(obj, ModelRoute):
+                routes[key] = obj
+            elif isinstance(obj, ModelGateway):
+                gateways[key] = obj
+            else:
+                secrets[key] = frozenset(obj.data) | frozenset(obj.string_data)
+        return cls(backends, routes, gateways, secrets, dict(invalid or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTarget:
+    backend: ModelBackend
+    model: str  # the name sent upstream
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouteIR:
+    route: ModelRoute
+    targets: tuple[ResolvedTarget, ...]
+    fallbacks: tuple[ResolvedTarget, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayIR:
+    gateway: ModelGateway
+    routes: tuple[RouteIR, ...]  # sorted by public model name
+    client_key_refs: tuple[str, ...]
+    require_client_key: bool
+
+
+@dataclass(frozen=True)
+class Translation:
+    gateways: Mapping[NsName, GatewayIR]
+    findings: Mapping[ObjectKey, tuple[Finding, ...]]
+    conditions: Mapping[ObjectKey, tuple[c.Condition, ...]]  # Accepted + ResolvedRefs per object
+    attachments: Mapping[ObjectKey, NsName]  # accepted route → its gateway
+
+    def gateways_of_route(self, key: ObjectKey) -> NsName | None:
+        return self.attachments.get(key)
+
+
+def translate(inv: Inventory) -> Translation:
+    findings: dict[ObjectKey, list[Finding]] = {}
+    for key, message in inv.invalid.items():
+        findings.setdefault(key, []).append(Finding(c.ACCEPTED, c.REASON_INVALID, "", message))
+
+    usable_backends = _check_backends(inv, findings)
+    gateway_auth = _check_gateways(inv, findings)
+    route_irs, attachments = _translate_routes(inv, usable_backends, findings)
+
+    gateways: dict[NsName, GatewayIR] = {}
+    for gw_key in sorted(gateway_auth):
+        refs, required = gateway_auth[gw_key]
+        routes = tuple(sorted(route_irs.get(gw_key, []), key=lambda r: r.route.spec.model))
+        gateways[gw_key] = GatewayIR(inv.gateways[gw_key], routes, refs, required)
+
+    all_keys = (
+        [ObjectKey("ModelBackend", *k) for k in inv.backends]
+        + [ObjectKey("ModelRoute", *k) for k in inv.routes]
+        + [ObjectKey("ModelGateway", *k) for k in inv.gateways]
+        + list(inv.invalid)
+    )
+    frozen_findings = {k: tuple(findings.get(k, ())) for k in sorted(set(all_keys))}
+    conds = {k: _summarise(f) for k, f in frozen_findings.items()}
+    return Translation(gateways, frozen_findings, conds, attachments)
+
+
+def _summarise(findings: tuple[Finding, ...]) -> tuple[c.Condition, ...]:
+    """Fold findings into the two conditions translation owns; messages list every problem."""
+    out = []
+    for ctype, ok in ((c.ACCEPTED, c.accepted()), (c.RESOLVED_REFS, c.resolved())):
+        mine = [f for f in findings if f.condition == ctype]
+        if mine:
+            out.append(c.Condition(ctype, "False", mine[0].reason, "; ".join(f.message for f in mine)))
+        elif ctype == c.RESOLVED_REFS and any(f.condition == c.ACCEPTED for f in findings):
+            out.append(c.Condition(ctype, "Unknown", "NotAccepted", "the object is not accepted"))
+        else:
+            out.append(ok)
+    return tuple(out)
+
+
+def _check_backends(inv: Inventory, findings: dict[ObjectKey, list[Finding]]) -> dict[NsName, ModelBackend]:
+    usable: dict[NsName, ModelBackend] = {}
+    for key, backend in sorted(inv.backends.items()):
+        ref = backend.spec.api_key_secret_ref
+        problem = _secret_problem(inv, backend.namespace, ref.name, ref.key) if ref else None
+        if problem:
+            reason, message = problem
+            findings.setdefault(ObjectKey("ModelBackend", *key), []).append(
+                Finding(c.RESOLVED_REFS, reason, "spec.apiKeySecretRef", message)
+            )
+        else:
+            usable[key] = backend
+    return usable
+
+
+def _secret_problem(inv: Inventory, namespace: str, name: str, key: str | None) -> tuple[str, str] | None:
+    keys = inv.secret_keys.get((namespace, name))
+    if keys is None:
+        return c.REASON_SECRET_NOT_FOUND, f"Secret {name!r} not found in namespace {namespace}"
+    if key is not None and key not in keys:
+        return c.REASON_SECRET_KEY_NOT_FOUND, f"Secret {name!r} has no key {key!r}"
+    if key is None and not keys:
+        return c.REASON_SECRET_KEY_NOT_FOUND, f"Secret {name!r} has no keys"
+    return None
+
+
+def _check_gateways(
+    inv: Inventory, findings: dict[ObjectKey, list[Finding]]
+) -> dict[NsName, tuple[tuple[str, ...], bool]]:
+    """Client-auth refs per gateway. A gateway whose key Secret is missing fails closed:
+    authentication stays required and no key matches, rather than opening the gateway."""
+    out: dict[NsName, tuple[tuple[str, ...], bool]] = {}
+    for key, gateway in sorted(inv.gateways.items()):
+        auth = gateway.spec.auth
+        if auth is None:
+            out[key] = ((), False)
+            continue
+        name = auth.api_key_secret_ref.name
+        problem = _secret_problem(inv, gateway.namespace, name, None)
+        if problem:
+            findings.setdefault(ObjectKey("ModelGateway", *key), []).append(
+                Finding(c.RESOLVED_REFS, problem[0], "spec.auth.apiKeySecretRef", problem[1])
+            )
+            out[key] = ((), True)
+        else:
+            keys = sorted(inv.secret_keys[(gateway.namespace, name)])
+            out[key] = (tuple(f"{gateway.namespace}/{name}/{k}" for k in keys), True)
+    return out
+
+
+def _route_order(item: tuple[NsName, ModelRoute]) -> tuple[str, str, str]:
+    key, route = item
+    return (route.metadata.creation_timestamp or "", key[0], key[1])
+
+
+def _translate_routes(
+    inv: Inventory, usable: Mapping[NsName, ModelBackend], findings: dict[ObjectKey, list[Finding]]
+) -> tuple[dict[NsName, list[RouteIR]], dict[ObjectKey, NsName]]:
+    by_gateway: dict[NsName, list[RouteIR]] = {}
+    attachments: dict[ObjectKey, NsName] = {}
+    claimed: dict[tuple[NsName, str], ObjectKey] = {}
+    for key, route in sorted(inv.routes.items(), key=_route_order):
+        okey = ObjectKey("ModelRoute", *key)
+        mine = findings.setdefault(okey, [])
+        gw_key = _gateway_of(route)
+        rejection = _attachment_problem(inv, route, gw_key)
+        if rejection is None and sum(b.weight for b in route.spec.backends) == 0:
+            rejection = Finding(
+                c.ACCEPTED, c.REASON_NO_WEIGHT, "spec.backends", "every backend has weight 0: no traffic could flow"
+            )
+        if rejection is None and (gw_key, route.spec.model) in claimed:
+            owner = claimed[(gw_key, route.spec.model)]
+            rejection = Finding(
+                c.ACCEPTED,
+                c.REASON_MODEL_CONFLICT,
+                "spec.model",
+                f"model {route.spec.model!r} is already served on gateway {gw_key[0]}/{gw_key[1]} "
+                f"by ModelRoute {owner.namespace}/{owner.name}",
+            )
+        if rejection is not None:
+            mine.append(rejection)
+            continue
+        claimed[(gw_key, route.spec.model)] = okey
+        attachments[okey] = gw_key
+        targets = []
+        for i, ref in enumerate(route.spec.backends):
+            backend = _resolve_backend(inv, usable, route, ref.name, f"spec.backends[{i}].name", mine)
+            if backend is not None:
+                targets.append(ResolvedTarget(backend, backend.spec.model or route.spec.model, ref.weight))
+        fallbacks = []
+        for i, fb in enumerate(route.spec.fallbacks):
+            backend = _resolve_backend(inv, usable, route, fb.name, f"spec.fallbacks[{i}].name", mine)
+            if backend is not None:
+                fallbacks.append(ResolvedTarget(backend, backend.spec.model or route.spec.model, 0))
+        by_gateway.setdefault(gw_key, []).append(RouteIR(route, tuple(targets), tuple(fallbacks)))
+    return by_gateway, attachments
+
+
+def _gateway_of(route: ModelRoute) -> NsName:
+    ref = route.spec.gateway_ref
+    if ref is None:
+        return (route.namespace, "default")
+    return (ref.namespace or route.namespace, ref.name)
+
+
+def _attachment_problem(inv: Inventory, route: ModelRoute, gw_key: NsName) -> Finding | None:
+    gateway = inv.gateways.get(gw_key)
+    where = f"{gw_key[0]}/{gw_key[1]}"
+    if gateway is None:
+        if ObjectKey("ModelGateway", *gw_key) in inv.invalid:
+            return Finding(c.ACCEPTED, c.REASON_GATEWAY_INVALID, "spec.gatewayRef", f"ModelGateway {where} is invalid")
+        return Finding(c.ACCEPTED, c.REASON_GATEWAY_NOT_FOUND, "spec.gatewayRef", f"ModelGateway {where} not found")
+    allowed = gateway.spec.allowed_routes.namespaces
+    ok = (
+        allowed.from_ == "All"
+        or (allowed.from_ == "Same" and route.namespace == gateway.namespace)
+        or (allowed.from_ == "List" and route.namespace in allowed.names)
+    )
+    if not ok:
+        return Finding(
+            c.ACCEPTED,
+            c.REASON_NOT_ALLOWED,
+            "spec.gatewayRef",
+            f"ModelGateway {where} does not accept routes from namespace {route.namespace}",
+        )
+    return None
+
+
+def _resolve_backend(
+    inv: Inventory,
+    usable: Mapping[NsName, ModelBackend],
+    route: ModelRoute,
+    name: str,
+    field_path: str,
+    out: list[Finding],
+) -> ModelBackend | None:
+    key = (route.namespace, name)
+    if key in usable:
+        return usable[key]
+    if key in inv.backends:
+        reason, what = c.REASON_BACKEND_UNRESOLVED, "has unresolved references (see its status)"
+    elif ObjectKey("ModelBackend", *key) in inv.invalid:
+        reason, what = c.REASON_BACKEND_INVALID, "is invalid"
+    else:
+        reason, what = c.REASON_BACKEND_NOT_FOUND, f"not found in namespace {route.namespace}"
+    out.append(Finding(c.RESOLVED_REFS, reason, field_path, f"ModelBackend {name!r} {what}"))
+    return None
