@@ -58,7 +58,9 @@ def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
             wanted.add((ref.namespace or obj.namespace, ref.name) if ref else (obj.namespace, "default"))
     open_to_all = AllowedRoutes(namespaces=RouteNamespaces(from_="All"))
     return [
-        ModelGateway(metadata=ObjectMeta(name=name, namespace=ns), spec=ModelGatewaySpec(allowed_routes=open_to_all))
+        ModelGateway(
+            metadata=ObjectMeta(name=name, namespace=ns), spec=ModelGatewaySpec(allowed_routes=open_to_all)
+        )
         for ns, name in sorted(wanted)
     ]
 
@@ -86,7 +88,11 @@ def choose_gateway(translation: Translation, wanted: str | None) -> NsName | Non
             ns, name = wanted.split("/", 1)
             return (ns, name) if (ns, name) in translation.gateways else None
         matches = [k for k in keys if k[1] == wanted]
-        return matches[0] if len(matches) == 1 else (("default", wanted) if ("default", wanted) in matches else None)
+        return (
+            matches[0]
+            if len(matches) == 1
+            else (("default", wanted) if ("default", wanted) in matches else None)
+        )
     if not keys:
         return None
     if len(keys) == 1:
@@ -108,4 +114,12 @@ def load_local(paths: Sequence[str], gateway: str | None = None) -> LocalLoad:
     return LocalLoad(config, credentials, tuple(problems), ev.loaded.files)
 
 
-__all__ = ["Evaluation", "LocalLoad", "ObjectKey", "choose_gateway", "evaluate", "implicit_gateways", "load_local"]
+__all__ = [
+    "Evaluation",
+    "LocalLoad",
+    "ObjectKey",
+    "choose_gateway",
+    "evaluate",
+    "implicit_gateways",
+    "load_local",
+]

@@ -82,10 +82,14 @@ def parse_object(body: Mapping[str, Any]) -> Resource:
         model = Secret
     elif isinstance(kind, str) and kind in KIND_MODELS:
         if api_version != "routeway.dev/v1alpha1":
-            raise ObjectError([("apiVersion", f"expected routeway.dev/v1alpha1 for {kind}, got {api_version!r}")])
+            raise ObjectError(
+                [("apiVersion", f"expected routeway.dev/v1alpha1 for {kind}, got {api_version!r}")]
+            )
         model = KIND_MODELS[kind]  # type: ignore[assignment]
     else:
-        raise ObjectError([("kind", f"unsupported kind {kind!r} (apiVersion {api_version!r}); expected {SUPPORTED}")])
+        raise ObjectError(
+            [("kind", f"unsupported kind {kind!r} (apiVersion {api_version!r}); expected {SUPPORTED}")]
+        )
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -135,7 +139,9 @@ def load_manifests(paths: Sequence[str], stdin: IO[str] | None = None) -> LoadRe
             try:
                 text = Path(file).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
-                problems.append(Problem(name, "file", "", f"cannot read: {getattr(exc, 'strerror', None) or exc}"))
+                problems.append(
+                    Problem(name, "file", "", f"cannot read: {getattr(exc, 'strerror', None) or exc}")
+                )
                 continue
         for index, doc in _documents(name, text, problems):
             label, namespace, obj_name = _object_label(doc, index)
@@ -152,7 +158,12 @@ def load_manifests(paths: Sequence[str], stdin: IO[str] | None = None) -> LoadRe
             key = ObjectKey(obj.kind, obj.namespace, obj.name)
             if key in sources or key in invalid:
                 problems.append(
-                    Problem(source, label, "metadata.name", f"defined twice (also in {sources.get(key, 'an invalid document')})")
+                    Problem(
+                        source,
+                        label,
+                        "metadata.name",
+                        f"defined twice (also in {sources.get(key, 'an invalid document')})",
+                    )
                 )
                 continue
             sources[key] = source
@@ -176,7 +187,9 @@ def _documents(name: str, text: str, problems: list[Problem]) -> Iterator[tuple[
             continue
         index += 1
         if not isinstance(doc, Mapping):
-            problems.append(Problem(name, f"document {index}", "", f"expected a mapping, got {type(doc).__name__}"))
+            problems.append(
+                Problem(name, f"document {index}", "", f"expected a mapping, got {type(doc).__name__}")
+            )
             continue
         if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
             for item in doc["items"]:

@@ -33,12 +33,16 @@ def render_backend(backend: ModelBackend) -> BackendConfig:
     mock = None
     if spec.provider == "mock":
         m = spec.mock
-        mock = MockBehaviour() if m is None else MockBehaviour(
-            latency=parse_duration(m.latency),
-            time_to_first_token=parse_duration(m.time_to_first_token),
-            tokens_per_second=m.tokens_per_second,
-            error_rate=m.error_rate,
-            max_tokens=m.max_tokens,
+        mock = (
+            MockBehaviour()
+            if m is None
+            else MockBehaviour(
+                latency=parse_duration(m.latency),
+                time_to_first_token=parse_duration(m.time_to_first_token),
+                tokens_per_second=m.tokens_per_second,
+                error_rate=m.error_rate,
+                max_tokens=m.max_tokens,
+            )
         )
     return BackendConfig(
         id=f"{backend.namespace}/{backend.name}",

@@ -33,9 +33,7 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBD
 class _Spec(BaseModel):
     """Base of every spec part: camelCase names, frozen, unknown fields rejected."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid"
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
 
 
 class ObjectMeta(BaseModel):
@@ -88,7 +86,10 @@ class BackendTimeouts(_Spec):
 
 class OutlierDetectionSpec(_Spec):
     consecutive_failures: int = Field(
-        5, ge=1, le=1000, description="Failures in a row (connect errors, 5xx, timeouts) that eject the backend."
+        5,
+        ge=1,
+        le=1000,
+        description="Failures in a row (connect errors, 5xx, timeouts) that eject the backend.",
     )
     base_ejection_time: Duration = Field(
         "10s", description="First ejection's length; doubled on each repeated ejection."
@@ -148,8 +149,14 @@ class ModelBackendSpec(_Spec):
         return self
 
     CEL_RULES: ClassVar[list[dict[str, str]]] = [
-        {"rule": "self.provider != 'openai' || has(self.url)", "message": "url is required when provider is openai"},
-        {"rule": "self.provider == 'mock' || !has(self.mock)", "message": "mock may only be set when provider is mock"},
+        {
+            "rule": "self.provider != 'openai' || has(self.url)",
+            "message": "url is required when provider is openai",
+        },
+        {
+            "rule": "self.provider == 'mock' || !has(self.mock)",
+            "message": "mock may only be set when provider is mock",
+        },
     ]
 
 
@@ -278,7 +285,9 @@ ResourceQuantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|G
 
 
 class ResourceRequirementsSpec(_Spec):
-    requests: dict[str, ResourceQuantity] = Field(default_factory=dict, description="e.g. {cpu: 500m, memory: 256Mi}")
+    requests: dict[str, ResourceQuantity] = Field(
+        default_factory=dict, description="e.g. {cpu: 500m, memory: 256Mi}"
+    )
     limits: dict[str, ResourceQuantity] = Field(default_factory=dict, description="e.g. {memory: 512Mi}")
 
 
@@ -287,7 +296,9 @@ class ModelGatewaySpec(_Spec):
     image: Annotated[str, Field(max_length=512)] | None = Field(
         None, description="Proxy image; defaults to the operator's configured image."
     )
-    workers: int | None = Field(None, ge=1, le=64, description="Worker processes per pod; default: CPU count.")
+    workers: int | None = Field(
+        None, ge=1, le=64, description="Worker processes per pod; default: CPU count."
+    )
     resources: ResourceRequirementsSpec = Field(
         default_factory=ResourceRequirementsSpec, description="Proxy container resources."
     )
@@ -306,7 +317,6 @@ class ModelGatewaySpec(_Spec):
             "message": "allowedRoutes.namespaces.names is only used when from is List",
         },
     ]
-
 
 
 # ---------------------------------------------------------------------------- status
@@ -329,7 +339,9 @@ class _Status(_Spec):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
 
     observed_generation: int | None = Field(None, description="metadata.generation last reconciled.")
-    conditions: list[Condition] = Field(default_factory=list, description="Current conditions, keyed by type.")
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Current conditions, keyed by type."
+    )
 
 
 class ModelBackendStatus(_Status):
@@ -350,6 +362,7 @@ class ModelGatewayStatus(_Status):
     address: str | None = Field(None, description="In-cluster URL of the gateway's OpenAI-compatible API.")
     config_revision: str | None = Field(None, description="Revision of the ProxyConfig applied.")
     routes: int | None = Field(None, description="Number of routes served.")
+
 
 # ---------------------------------------------------------------------------- objects
 

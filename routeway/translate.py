@@ -222,7 +222,10 @@ def _translate_routes(
         rejection = _attachment_problem(inv, route, gw_key)
         if rejection is None and sum(b.weight for b in route.spec.backends) == 0:
             rejection = Finding(
-                c.ACCEPTED, c.REASON_NO_WEIGHT, "spec.backends", "every backend has weight 0: no traffic could flow"
+                c.ACCEPTED,
+                c.REASON_NO_WEIGHT,
+                "spec.backends",
+                "every backend has weight 0: no traffic could flow",
             )
         if rejection is None and (gw_key, route.spec.model) in claimed:
             owner = claimed[(gw_key, route.spec.model)]
@@ -264,8 +267,12 @@ def _attachment_problem(inv: Inventory, route: ModelRoute, gw_key: NsName) -> Fi
     where = f"{gw_key[0]}/{gw_key[1]}"
     if gateway is None:
         if ObjectKey("ModelGateway", *gw_key) in inv.invalid:
-            return Finding(c.ACCEPTED, c.REASON_GATEWAY_INVALID, "spec.gatewayRef", f"ModelGateway {where} is invalid")
-        return Finding(c.ACCEPTED, c.REASON_GATEWAY_NOT_FOUND, "spec.gatewayRef", f"ModelGateway {where} not found")
+            return Finding(
+                c.ACCEPTED, c.REASON_GATEWAY_INVALID, "spec.gatewayRef", f"ModelGateway {where} is invalid"
+            )
+        return Finding(
+            c.ACCEPTED, c.REASON_GATEWAY_NOT_FOUND, "spec.gatewayRef", f"ModelGateway {where} not found"
+        )
     allowed = gateway.spec.allowed_routes.namespaces
     ok = (
         allowed.from_ == "All"
