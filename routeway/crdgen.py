@@ -237,8 +237,9 @@ def _convert(node: JsonDict, defs: JsonDict, path: str) -> JsonDict:
     return out
 
 
-def _root_schema(model_cls: type[BaseModel], kind: str) -> JsonDict:
-    """The object's schema: spec and status from the models, type and object meta as usual."""
+def build_openapi_schema(model_cls: type[BaseModel], kind: str) -> JsonDict:
+    """The `openAPIV3Schema` of a resource model: spec and status from the model, apiVersion,
+    kind and metadata as every custom resource has them."""
     raw = generate_json_schema(model_cls)
     defs: JsonDict = raw.get("$defs", {})
     properties: JsonDict = {
@@ -305,7 +306,7 @@ def _printer_columns(kind: str, root: JsonDict) -> list[JsonDict]:
 def build_crd(model_cls: ResourceModel) -> JsonDict:
     """Return the CustomResourceDefinition of one resource model as a plain dict."""
     kind, plural = model_cls.KIND, model_cls.PLURAL
-    root = _root_schema(model_cls, kind)
+    root = build_openapi_schema(model_cls, kind)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -43,7 +43,7 @@ def secret_value(secret: Secret, key: str) -> str | None:
     if raw is None:
         return None
     try:
-        return base64.b64decode(raw, validate=True).decode("utf-8").strip()
+        return base64.b64decode("".join(raw.split()), validate=True).decode("utf-8").strip()
     except (binascii.Error, UnicodeDecodeError):
         return None
 

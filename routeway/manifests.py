@@ -145,7 +145,7 @@ def load_manifests(paths: Sequence[str], stdin: IO[str] | None = None) -> LoadRe
                 continue
         for index, doc in _documents(name, text, problems):
             label, namespace, obj_name = _object_label(doc, index)
-            source = f"{name}#{index}" if index > 1 else name
+            source = _source(name, index)
             kind = doc.get("kind")
             try:
                 obj = parse_object(doc)
@@ -171,6 +171,11 @@ def load_manifests(paths: Sequence[str], stdin: IO[str] | None = None) -> LoadRe
     return LoadResult(tuple(objects), invalid, tuple(problems), tuple(files), sources)
 
 
+def _source(name: str, index: int) -> str:
+    """`file` for a file's first document, `file#N` for the N-th: short in the common case."""
+    return f"{name}#{index}" if index > 1 else name
+
+
 def _documents(name: str, text: str, problems: list[Problem]) -> Iterator[tuple[int, Mapping[str, Any]]]:
     """Yield (1-based index, mapping) per YAML document; `kind: List` is expanded."""
     try:
@@ -188,7 +193,12 @@ def _documents(name: str, text: str, problems: list[Problem]) -> Iterator[tuple[
         index += 1
         if not isinstance(doc, Mapping):
             problems.append(
-                Problem(name, f"document {index}", "", f"expected a mapping, got {type(doc).__name__}")
+                Problem(
+                    _source(name, index),
+                    f"document {index}",
+                    "",
+                    f"expected a mapping, got {type(doc).__name__}",
+                )
             )
             continue
         if doc.get("kind") == "List" and isinstance(doc.get("items"), list):

@@ -1,0 +1,120 @@
+"""`routeway serve`: the proxy on one machine, from manifest files, reloaded as they change.
+
+The manifests go through `load_local` — the translation the operator runs — so what serves
+here is what a cluster would serve. The files and folders given with `-f` are watched
+(a file added to a watched folder counts); a saved change is live within a second.
+
+An invalid change is logged once and shown at `/routes`; the last good config keeps
+serving. If the very first load is invalid the proxy starts anyway — `serve` is a watch-mode
+tool, and the fix is usually one save away — with `/readyz` at 503 and every request
+answered 503 until a valid config is saved. Exit codes:
+
+- 0: stopped by SIGTERM/SIGINT after serving a valid config (in-flight requests drained);
+- 1: stopped without a valid config ever having loaded (so a script that starts `serve`
+  on broken manifests and stops it sees the failure), or a port could not be bound, or a
+  second signal cut the drain short;
+- 2: usage error, including a `-f` path that does not exist (a typo; nothing to watch).
+
+To check manifests without serving, use `routeway validate`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from routeway.local import LocalLoad, load_local
+from routeway.manifests import YAML_SUFFIXES
+from routeway.proxy.commands import add_serving_arguments, options_from_args
+from routeway.proxy.config_file import POLL_INTERVAL, FileDigests, Snapshot, list_files, watch_snapshots
+from routeway.proxy.process import ConfigLoaded, ConfigRejected, ConfigUpdate, run_proxy
+
+log = logging.getLogger("routeway.serve")
+
+
+@dataclass(frozen=True)
+class LocalManifestSource:
+    """Manifest files and folders, re-translated whenever one of them changes.
+
+    Watches both what `-f` names (so new files in a folder are seen) and every file the last
+    load read. Picklable, so each worker process runs its own copy.
+    """
+
+    paths: tuple[str, ...]
+    gateway: str | None = None
+    interval: float = POLL_INTERVAL
+
+    def describe(self) -> str:
+        return ", ".join(self.paths)
+
+    async def watch(self) -> AsyncIterator[ConfigUpdate]:
+        digests = FileDigests()
+        read: tuple[str, ...] = ()
+
+        def take() -> Snapshot:
+            files: list[str] = []
+            for path in self.paths:
+                files += list_files(path, recursive=True, suffixes=YAML_SUFFIXES)
+            return digests.snapshot([*files, *read])
+
+        async for _ in watch_snapshots(take, self.interval):
+            result = await asyncio.to_thread(self.load)
+            if isinstance(result, LocalLoad):
+                read = result.watched
+                yield to_update(result, self.describe())
+            else:
+                yield result
+
+    def load(self) -> LocalLoad | ConfigRejected:
+        try:
+            return load_local(self.paths, self.gateway)
+        except Exception as exc:  # a bug in translation must not take the proxy down
+            log.debug("load_local failed", exc_info=True)
+            return ConfigRejected(self.describe(), (f"cannot load manifests: {type(exc).__name__}: {exc}",))
+
+
+def to_update(result: LocalLoad, source: str) -> ConfigUpdate:
+    """Any problem rejects the whole change: serving half of an edit is worse than none."""
+    if result.problems or result.config is None:
+        return ConfigRejected(source, result.problems or ("no config could be rendered",))
+    return ConfigLoaded(result.config, result.credentials, source)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `serve` to the `routeway` command line."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve manifests on this machine, reloading them as they change",
+        description="Translate the manifests (Secrets in them included), serve them, and watch the "
+        "files: a saved change is live within a second; an invalid one is reported and the last "
+        "good config keeps serving.",
+    )
+    parser.add_argument(
+        "-f",
+        "--filename",
+        dest="paths",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="manifest file or folder (repeatable; folders are read recursively)",
+    )
+    parser.add_argument(
+        "--gateway", help="ModelGateway to serve: name or namespace/name (default: the only one)"
+    )
+    add_serving_arguments(parser, default_host="127.0.0.1")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    if missing:
+        print(f"routeway serve: error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    options = options_from_args(args, command="routeway serve", never_loaded_exit_code=1)
+    source = LocalManifestSource(tuple(args.paths), args.gateway)
+    return run_proxy(source, options)
