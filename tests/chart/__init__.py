@@ -1,0 +1,1 @@
+"""Helm chart, Dockerfile and tool-fetching tests."""
