@@ -1,0 +1,248 @@
+"""The client-facing aiohttp application: OpenAI-compatible endpoints in front of the routes.
+
+Why it looks like this (aiohttp's background-tasks example): an app factory, typed `AppKey`s,
+and a `cleanup_ctx` that owns the one shared `ClientSession` of the process (keep-alive pool,
+no cookie jar so no state leaks between clients, no connection limit so the per-backend
+`maxConcurrency` is the only limit).
+
+Serving it: run the app with `handler_cancellation=True` (`APP_RUNNER_OPTIONS`, for
+`web.AppRunner`/`web.run_app`), so a client that disconnects cancels its handler and with it
+the upstream request even while the upstream is silent. Without it a disconnect is noticed at
+the next write only.
+
+Every answer is in the OpenAI shape: `openai_errors` turns `ProxyError`, aiohttp's own 404/405
+and any unexpected exception (logged, never shown) into `{"error": {...}}` documents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from routeway.proxy.admin import create_admin_app
+from routeway.proxy.errors import (
+    INVALID_REQUEST,
+    ProxyError,
+    make_bad_request,
+    make_error_response,
+    make_internal_error,
+)
+from routeway.proxy.forward import Forwarder
+from routeway.proxy.headers import read_bearer_token
+from routeway.proxy.providers import EndpointKind
+from routeway.proxy.runtime import ProxyRuntime
+from routeway.proxy.table import RoutingTable, render_model
+
+__all__ = ["APP_RUNNER_OPTIONS", "RUNTIME_KEY", "SESSION_KEY", "create_admin_app", "create_proxy_app"]
+
+log = logging.getLogger("routeway.proxy")
+
+RUNTIME_KEY = web.AppKey("routeway_runtime", ProxyRuntime)
+SESSION_KEY = web.AppKey("routeway_session", aiohttp.ClientSession)
+
+APP_RUNNER_OPTIONS: dict[str, Any] = {"handler_cancellation": True}
+"""Keyword arguments for `web.AppRunner(app, **APP_RUNNER_OPTIONS)` / `web.run_app`."""
+
+_REQUIRED_FIELD: dict[EndpointKind, str] = {
+    "chat": "messages",
+    "completions": "prompt",
+    "embeddings": "input",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
+    """The client API: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
+    app = web.Application(middlewares=[openai_errors], client_max_size=2**40)
+    app[RUNTIME_KEY] = runtime
+    app.cleanup_ctx.append(_own_client_session)
+    app.router.add_post("/v1/chat/completions", _make_inference_handler("chat"))
+    app.router.add_post("/v1/completions", _make_inference_handler("completions"))
+    app.router.add_post("/v1/embeddings", _make_inference_handler("embeddings"))
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
+    return app
+
+
+async def _own_client_session(app: web.Application) -> AsyncIterator[None]:
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=30)
+    session = aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=("User-Agent",),
+        trust_env=False,
+    )
+    app[SESSION_KEY] = session
+    yield
+    await session.close()
+
+
+@web.middleware
+async def openai_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every error in the OpenAI shape; never let a traceback reach the client."""
+    try:
+        return await handler(request)
+    except ProxyError as error:
+        return make_error_response(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return make_error_response(_translate_http_exception(request, exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error answering %s %s", request.method, request.path)
+        return make_error_response(make_internal_error())
+
+
+def _translate_http_exception(request: web.Request, exc: web.HTTPException) -> ProxyError:
+    if exc.status == 404:
+        return ProxyError(404, f"Unknown path: {request.method} {request.path}", "not_found")
+    if exc.status == 405:
+        allow = exc.headers.get("Allow", "")
+        return ProxyError(
+            405,
+            f"Method {request.method} is not allowed on {request.path}.",
+            "method_not_allowed",
+            headers={"Allow": allow} if allow else None,
+        )
+    if exc.status == 413:
+        return ProxyError(413, "Request body is too large.", "request_too_large")
+    return ProxyError(exc.status, exc.reason or "Request failed.", None, INVALID_REQUEST)
+
+
+def _require_table(request: web.Request) -> RoutingTable:
+    table = request.app[RUNTIME_KEY].table
+    if table is None:
+        raise ProxyError(
+            503,
+            "The gateway has no configuration yet.",
+            "not_ready",
+            "server_error",
+            headers={"Retry-After": "1"},
+        )
+    return table
+
+
+def authenticate(table: RoutingTable, authorization: str | None) -> None:
+    """401 unless the request carries one of the gateway's client keys (when any are set)."""
+    if not table.auth_required:
+        return
+    token = read_bearer_token(authorization)
+    accepted = False
+    if token is not None:
+        presented = token.encode()
+        for key in table.client_keys:
+            accepted |= hmac.compare_digest(presented, key)  # no early exit: constant time per key
+    if not accepted:
+        raise ProxyError(
+            401,
+            "Invalid or missing API key: send Authorization: Bearer <key>.",
+            "invalid_api_key",
+            INVALID_REQUEST,
+        )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed `limit` bytes."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ProxyError(413, f"Request body is larger than {limit} bytes.", "request_too_large")
+    if length is not None:
+        return await request.read()
+    parts = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ProxyError(413, f"Request body is larger than {limit} bytes.", "request_too_large")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def parse_request(kind: EndpointKind, raw: bytes) -> tuple[dict[str, Any], str]:
+    """The JSON body and its `model`, or a 400 naming the offending field."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise make_bad_request("Could not parse the request body as JSON.", None, "invalid_json") from None
+    if not isinstance(body, dict):
+        raise make_bad_request("The request body must be a JSON object.", None, "invalid_json")
+    model = body.get("model")
+    if model is None:
+        raise make_bad_request("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if not isinstance(model, str) or not model:
+        raise make_bad_request("'model' must be a non-empty string.", "model")
+    required = _REQUIRED_FIELD[kind]
+    if body.get(required) is None:
+        raise make_bad_request(
+            f"Missing required parameter: '{required}'.", required, "missing_required_parameter"
+        )
+    if kind == "chat" and not isinstance(body["messages"], list):
+        raise make_bad_request("'messages' must be an array.", "messages")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise make_bad_request("'stream' must be a boolean.", "stream")
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise make_bad_request("'stream_options' must be an object.", "stream_options")
+    return body, model
+
+
+def _make_inference_handler(kind: EndpointKind) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await handle_inference(request, kind)
+
+    handle.__name__ = f"handle_{kind}"
+    return handle
+
+
+async def handle_inference(request: web.Request, kind: EndpointKind) -> web.StreamResponse:
+    table = _require_table(request)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        authenticate(table, request.headers.get("Authorization"))
+        body, model = parse_request(kind, await read_body(request, table.max_body_bytes))
+        route = table.routes.get(model)
+        if route is None:
+            raise ProxyError(
+                404,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                "model_not_found",
+                param="model",
+            )
+    except ProxyError as error:
+        table.unrouted.count_request(error.status, loop.time() - started)
+        raise
+    runtime = request.app[RUNTIME_KEY]
+    forwarder = Forwarder(request, request.app[SESSION_KEY], runtime.metrics, route, kind, body, started)
+    return await forwarder.run()
+
+
+async def list_models(request: web.Request) -> web.Response:
+    table = _require_table(request)
+    authenticate(table, request.headers.get("Authorization"))
+    return web.Response(body=table.models_body, content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    table = _require_table(request)
+    authenticate(table, request.headers.get("Authorization"))
+    model = request.match_info["model"]
+    if model not in table.routes:
+        raise ProxyError(
+            404,
+            f"The model '{model}' does not exist or you do not have access to it.",
+            "model_not_found",
+            param="model",
+        )
+    return web.Response(body=orjson.dumps(render_model(model)), content_type="application/json")

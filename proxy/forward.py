@@ -1,0 +1,518 @@
+"""Forwarding one routed request: candidates, retries, fallbacks, timeouts, relay, accounting.
+
+Why one class per request (`Forwarder`): an attempt's outcome depends on request-wide state
+(what was already sent to the client, the route deadline, which backends failed), and the
+final answer and its metrics are decided once, at the end. The pure decisions live elsewhere
+(`balancer`, `health`, `headers`, `streaming`); this module sequences them around I/O.
+
+Attempt order: up to `1 + retries.attempts` weighted picks (sticky or smooth round-robin,
+skipping ejected backends and, when possible, ones that already failed for this request), then
+the fallbacks in order. A failure leads to the next candidate only if nothing reached the
+client yet and its reason is in the route's `retryOn` (a backend with no free concurrency
+slot is always skipped to the next). Exponential backoff with jitter separates attempts. The
+route's `timeout` bounds everything, backoff included.
+
+Final answer when every attempt failed: no concurrency slot → 503 + Retry-After; connection
+failure or drop → 502; timeout → 504; an upstream 429/5xx answer → relayed as it was (its
+body wrapped in the OpenAI error shape if it was not one already).
+A stream that fails after its headers went out ends with an OpenAI error event
+(`data: {"error": ...}`), which the OpenAI SDKs raise as an APIError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from multidict import CIMultiDict
+from routeway.proxy.balancer import pick_sticky
+from routeway.proxy.errors import (
+    ProxyError,
+    make_overloaded,
+    make_upstream_failed,
+    make_upstream_timeout,
+    make_upstream_unreachable,
+    render_error_body,
+)
+from routeway.proxy.headers import build_upstream_headers, filter_response_headers
+from routeway.proxy.metrics import PairMetrics, ProxyMetrics
+from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamCall, UpstreamReply
+from routeway.proxy.streaming import SSEUsageFilter, find_document_usage
+from routeway.proxy.table import RouteEntry, TargetEntry
+from routeway.proxy.timeouts import AttemptTimeout, AttemptWatchdog
+
+log = logging.getLogger("routeway.proxy")
+
+RETRYABLE_STATUSES = {429: "429", 502: "5xx", 503: "5xx", 504: "5xx"}
+CLIENT_CLOSED = 499
+
+
+class AttemptFailed(Exception):
+    """An attempt failed before anything reached the client."""
+
+    def __init__(
+        self, reason: str, retry_reason: str | None, error: ProxyError, answer: web.Response | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason  # metric label
+        self.retry_reason = retry_reason  # RetryReason it counts as, "overloaded", or None
+        self.error = error
+        self.answer = answer  # the upstream's own answer, relayed if this stays the last failure
+
+
+class CandidatePlan:
+    """Which target to try next for one request (see module docstring for the order)."""
+
+    __slots__ = ("_failed", "_fallback_order", "_route", "_sticky_key", "_weighted_left")
+
+    def __init__(self, route: RouteEntry, sticky_key: str | None) -> None:
+        self._route = route
+        self._sticky_key = sticky_key
+        eligible = any(t.target.weight > 0 for t in route.targets)
+        self._weighted_left = 1 + max(route.config.retries.attempts, 0) if eligible else 0
+        self._failed: set[int] = set()
+        self._fallback_order: list[TargetEntry] | None = None
+
+    def has_more(self) -> bool:
+        if self._weighted_left > 0:
+            return True
+        if self._fallback_order is None:
+            return bool(self._route.fallbacks)
+        return bool(self._fallback_order)
+
+    def next(self) -> TargetEntry | None:
+        route = self._route
+        if self._weighted_left > 0:
+            self._weighted_left -= 1
+            index = self._pick_weighted()
+            if index is not None:
+                return route.targets[index]
+            self._weighted_left = 0
+        if self._fallback_order is None:
+            healthy = [t for t in route.fallbacks if not t.backend.health.is_ejected()]
+            ejected = [t for t in route.fallbacks if t.backend.health.is_ejected()]
+            self._fallback_order = healthy + ejected
+        if self._fallback_order:
+            return self._fallback_order.pop(0)
+        return None
+
+    def mark_failed(self, target: TargetEntry) -> None:
+        for i, candidate in enumerate(self._route.targets):
+            if candidate is target:
+                self._failed.add(i)
+
+    def _pick_weighted(self) -> int | None:
+        route = self._route
+        targets = route.targets
+        ejected = {i for i, t in enumerate(targets) if t.target.weight > 0 and t.backend.health.is_ejected()}
+        failed = self._failed
+        live = [i for i, t in enumerate(targets) if t.target.weight > 0 and i not in ejected]
+        if live:
+            fresh_excluded = ejected | failed
+            if any(i not in failed for i in live):
+                return self._pick(fresh_excluded)
+            return self._pick(ejected)  # every live target failed once: try one of them again
+        # every weighted target is ejected: a healthy fallback goes first
+        if any(not t.backend.health.is_ejected() for t in route.fallbacks):
+            return None
+        if any(i not in failed for i, t in enumerate(targets) if t.target.weight > 0):
+            return self._pick(failed)
+        return self._pick(())
+
+    def _pick(self, excluded: set[int] | tuple[()]) -> int | None:
+        route = self._route
+        if self._sticky_key is not None:
+            return pick_sticky(self._sticky_key, route.target_keys, route.balancer.weights, excluded)
+        return route.balancer.pick(excluded)
+
+
+def compute_backoff(retry: int, base: float, cap: float) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, capped."""
+    delay = min(cap, base * (2.0 ** max(retry - 1, 0)))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def is_openai_error(body: bytes) -> bool:
+    if not body.startswith(b"{") or b'"error"' not in body:
+        return False
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("error"), dict)
+
+
+class Forwarder:
+    """Answers one request already matched to `route`."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        session: aiohttp.ClientSession,
+        metrics: ProxyMetrics,
+        route: RouteEntry,
+        kind: EndpointKind,
+        body: dict[str, Any],
+        started: float,
+    ) -> None:
+        self.request = request
+        self.session = session
+        self.metrics = metrics
+        self.route = route
+        self.kind = kind
+        self.body = body
+        self.started = started
+        self.loop = asyncio.get_running_loop()
+        self.stream = kind != "embeddings" and body.get("stream") is True
+        options = body.get("stream_options")
+        self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        self.deadline = started + route.config.timeout if route.config.timeout else None
+        self.base_headers: CIMultiDict[str] = build_upstream_headers(
+            request.headers, authorization=None, client_address=request.remote, scheme=request.scheme
+        )
+        self._payloads: dict[str, tuple[dict[str, Any], bytes]] = {}
+        # a prepared streamed answer, once its headers went to the client
+        self._response: web.StreamResponse | None = None
+        self._filter: SSEUsageFilter | None = None
+        self._target: TargetEntry | None = None
+        self._recorded = False
+
+    async def run(self) -> web.StreamResponse:
+        in_flight = self.route.in_flight
+        in_flight.inc()
+        try:
+            return await self._run()
+        except asyncio.CancelledError:
+            self._record(CLIENT_CLOSED)  # the client went away (handler cancellation)
+            raise
+        finally:
+            in_flight.dec()
+
+    async def _run(self) -> web.StreamResponse:
+        route = self.route
+        sticky_name = route.config.sticky_header
+        sticky_key = self.request.headers.get(sticky_name) if sticky_name else None
+        plan = CandidatePlan(route, sticky_key)
+        retries = route.config.retries
+        failure: AttemptFailed | None = None
+        previous: TargetEntry | None = None
+        attempt = 0
+        while True:
+            target = plan.next()
+            if target is None:
+                break
+            if failure is not None and previous is not None:
+                previous.metrics.count_retry(failure.reason)
+                if failure.retry_reason != "overloaded":
+                    delay = compute_backoff(attempt, retries.backoff_base, retries.backoff_max)
+                    if self.deadline is not None and self.loop.time() + delay >= self.deadline:
+                        failure = self._route_timed_out()
+                        break
+                    await asyncio.sleep(delay)
+            attempt += 1
+            self._target = target
+            try:
+                return await self._attempt(target, plan)
+            except AttemptFailed as failed:
+                failure = failed
+                previous = target
+                plan.mark_failed(target)
+                if failed.retry_reason is None or (
+                    failed.retry_reason != "overloaded" and failed.retry_reason not in route.retry_on
+                ):
+                    break
+                if self.deadline is not None and self.loop.time() >= self.deadline:
+                    failure = self._route_timed_out()
+                    break
+        return self._answer_failure(failure)
+
+    def _route_timed_out(self) -> AttemptFailed:
+        return AttemptFailed(
+            "total-timeout",
+            None,
+            make_upstream_timeout(f"Route {self.route.id} timed out after {self.route.config.timeout}s."),
+        )
+
+    def _answer_failure(self, failure: AttemptFailed | None) -> web.StreamResponse:
+        route = self.route
+        target = self._target
+        headers = target.headers if target is not None else route.headers
+        metrics = target.metrics if target is not None else route.metrics
+        if failure is None:
+            error = make_overloaded(f"Route {route.id} has no backend to send to.")
+            error.headers.update(headers)
+            self._record(error.status, metrics)
+            raise error
+        if failure.answer is not None:
+            self._record(failure.answer.status, metrics)
+            return failure.answer
+        error = failure.error
+        error.headers.update(headers)
+        self._record(error.status, metrics)
+        raise error
+
+    def _record(self, code: int, metrics: PairMetrics | None = None) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        if metrics is None:
+            metrics = self._target.metrics if self._target is not None else self.route.metrics
+        metrics.count_request(code, self.loop.time() - self.started)
+
+    def _build_call(self, target: TargetEntry) -> UpstreamCall:
+        model = target.target.model
+        cached = self._payloads.get(model)
+        if cached is None:
+            body = dict(self.body)
+            body["model"] = model
+            if self.stream and not self.client_wants_usage:
+                options = body.get("stream_options")
+                body["stream_options"] = (
+                    {**options, "include_usage": True}
+                    if isinstance(options, dict)
+                    else {"include_usage": True}
+                )
+            cached = self._payloads[model] = (body, orjson.dumps(body))
+        headers = self.base_headers.copy()
+        authorization = target.backend.authorization
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        return UpstreamCall(self.kind, cached[0], cached[1], headers)
+
+    def _fail(
+        self,
+        target: TargetEntry,
+        reason: str,
+        retry_reason: str | None,
+        error: ProxyError,
+        answer: web.Response | None = None,
+        health: bool = True,
+    ) -> AttemptFailed:
+        target.metrics.count_error(reason)
+        if health:
+            self._record_health_failure(target)
+        return AttemptFailed(reason, retry_reason, error, answer)
+
+    def _record_health_failure(self, target: TargetEntry) -> None:
+        backend = target.backend
+        if backend.health.record_failure():
+            seconds = backend.health.ejection_remaining()
+            self.metrics.ejections.labels(backend.id).inc()
+            self.metrics.ejected_until.labels(backend.id).set(time.time() + seconds)
+            log.warning(
+                "backend %s ejected for %.1fs after %d failures in a row",
+                backend.id,
+                seconds,
+                backend.config.outlier_detection.consecutive_failures,
+            )
+
+    async def _attempt(self, target: TargetEntry, plan: CandidatePlan) -> web.StreamResponse:
+        backend = target.backend
+        config = backend.config
+        route_id = self.route.id
+        now = self.loop.time()
+        wait = config.queue_timeout
+        if self.deadline is not None:
+            wait = min(wait, self.deadline - now)
+        if not await backend.limiter.acquire(wait):
+            raise self._fail(
+                target,
+                "overloaded",
+                "overloaded",
+                make_overloaded(f"Route {route_id}: backend {backend.id} is at its concurrency limit."),
+                health=False,
+            )
+        try:
+            timeouts = config.timeouts
+            hard = now + timeouts.total if timeouts.total is not None else None
+            if self.deadline is not None and (hard is None or self.deadline < hard):
+                hard = self.deadline
+            call = self._build_call(target)
+            try:
+                async with (
+                    AttemptWatchdog(timeouts.first_byte, hard) as watchdog,
+                    backend.provider.open(self.session, call) as reply,
+                ):
+                    watchdog.start_body(timeouts.idle)
+                    return await self._answer(target, reply, watchdog, plan)
+            except AttemptTimeout as timeout:
+                if self._response is not None:
+                    return await self._cut_stream(
+                        target, "idle-timeout" if timeout.kind == "idle" else "total-timeout", 504
+                    )
+                if timeout.kind == "first-byte":
+                    raise self._fail(
+                        target,
+                        "timeout",
+                        "timeout",
+                        make_upstream_timeout(
+                            f"Route {route_id}: backend {backend.id} sent no answer within "
+                            f"{timeouts.first_byte}s."
+                        ),
+                    ) from None
+                if timeout.kind == "idle":
+                    raise self._fail(
+                        target,
+                        "idle-timeout",
+                        None,
+                        make_upstream_timeout(
+                            f"Route {route_id}: backend {backend.id} stalled for {timeouts.idle}s."
+                        ),
+                    ) from None
+                raise self._fail(
+                    target,
+                    "total-timeout",
+                    None,
+                    make_upstream_timeout(
+                        f"Route {route_id}: the request to backend {backend.id} ran out of time."
+                    ),
+                ) from None
+            except ConnectFailure as exc:
+                raise self._fail(
+                    target,
+                    "connect-failure",
+                    "connect-failure",
+                    make_upstream_unreachable(
+                        f"Route {route_id}: could not connect to backend {backend.id} ({exc})."
+                    ),
+                ) from None
+            except StreamDropped:
+                if self._response is not None:
+                    return await self._cut_stream(target, "disconnect", 502)
+                raise self._fail(
+                    target,
+                    "disconnect",
+                    None,
+                    make_upstream_unreachable(
+                        f"Route {route_id}: backend {backend.id} closed the connection mid-answer."
+                    ),
+                ) from None
+        finally:
+            backend.limiter.release()
+
+    async def _answer(
+        self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog, plan: CandidatePlan
+    ) -> web.StreamResponse:
+        status = reply.status
+        if (
+            self.stream
+            and 200 <= status < 300
+            and "text/event-stream" in reply.headers.get("Content-Type", "")
+        ):
+            return await self._relay_stream(target, reply, watchdog)
+        parts = []
+        while True:
+            chunk = await reply.read_chunk()
+            if not chunk:
+                break
+            parts.append(chunk)
+            watchdog.touch()
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        headers = filter_response_headers(reply.headers)
+        headers.update(target.headers)
+        backend = target.backend
+        if status >= 500 and not is_openai_error(body):
+            error = make_upstream_failed(
+                status, f"Route {self.route.id}: backend {backend.id} answered {status}."
+            )
+            answer = web.Response(
+                status=status,
+                body=render_error_body(error.message, error.error_type, error.code),
+                content_type="application/json",
+                headers=target.headers,
+            )
+            answer.headers.update(error.headers)
+        else:
+            answer = web.Response(status=status, body=body, headers=headers)
+        retry_reason = RETRYABLE_STATUSES.get(status)
+        if retry_reason is not None:
+            failed = self._fail(
+                target,
+                retry_reason,
+                retry_reason,
+                make_upstream_failed(
+                    status, f"Route {self.route.id}: backend {backend.id} answered {status}."
+                ),
+                answer,
+                health=status != 429,
+            )
+            if retry_reason in self.route.retry_on and plan.has_more():
+                raise failed
+            self._record(status, target.metrics)
+            return answer
+        if status >= 500:
+            target.metrics.count_error("upstream-5xx")
+            self._record_health_failure(target)
+        else:
+            backend.health.record_success()
+            if status < 300:
+                usage = find_document_usage(body)
+                if usage is not None:
+                    target.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)
+        self._record(status, target.metrics)
+        return answer
+
+    async def _relay_stream(
+        self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog
+    ) -> web.StreamResponse:
+        headers = filter_response_headers(reply.headers)
+        headers.update(target.headers)
+        response = web.StreamResponse(status=reply.status, headers=headers)
+        sse = SSEUsageFilter(strip_usage_chunk=not self.client_wants_usage)
+        self._filter = sse
+        await response.prepare(self.request)
+        self._response = response
+        first = True
+        try:
+            while True:
+                chunk = await reply.read_chunk()
+                if not chunk:
+                    break
+                out = sse.feed(chunk)
+                if out:
+                    if first:
+                        first = False
+                        target.metrics.ttft.observe(self.loop.time() - self.started)
+                    watchdog.pause()  # a slow client is not a stalled upstream
+                    await response.write(out)
+                    watchdog.touch()
+            rest = sse.flush()
+            if rest:
+                await response.write(rest)
+            await response.write_eof()
+        except ConnectionError:
+            self._record(CLIENT_CLOSED, target.metrics)  # client gone; leaving closes the upstream
+            return response
+        target.backend.health.record_success()
+        usage = sse.usage
+        if usage is not None:
+            target.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)
+        self._record(reply.status, target.metrics)
+        return response
+
+    async def _cut_stream(self, target: TargetEntry, reason: str, code: int) -> web.StreamResponse:
+        """The stream broke after its headers went out: end it with an OpenAI error event."""
+        response = self._response
+        assert response is not None
+        if self._filter is not None:
+            self._filter.discard_pending()
+        target.metrics.count_error(reason)
+        self._record_health_failure(target)
+        self._record(code, target.metrics)
+        message = (
+            f"Route {self.route.id}: backend {target.backend.id} "
+            f"{'stalled' if code == 504 else 'broke off'} mid-stream."
+        )
+        event = b"data: " + render_error_body(message, "server_error", reason) + b"\n\n"
+        try:
+            await response.write(event)
+            await response.write_eof()
+        except ConnectionError:
+            pass
+        return response

@@ -1,0 +1,116 @@
+"""Header policy between client and upstream, as pure functions.
+
+Why pure: what crosses the gateway is a security decision (a client's `Authorization` must
+never reach a backend, a backend's hop-by-hop headers must never reach the client), so it is
+decided in one place, with no I/O, and unit-tested on plain mappings.
+
+Rules:
+- Hop-by-hop headers (RFC 9110 §7.6.1: Connection, Keep-Alive, TE, Trailer,
+  Transfer-Encoding, Upgrade, Proxy-*) and every header named in `Connection` are dropped
+  both ways.
+- Upstream: the client's `Authorization` is dropped and replaced by the backend credential;
+  `Host`, `Content-Length` and `Content-Type` are set for the body the gateway sends;
+  `Accept-Encoding: identity` so streamed bytes relay as they are; `X-Forwarded-For` gets the
+  client address appended, `X-Forwarded-Proto` is set unless a front proxy already set it.
+- Downstream: framing headers (`Content-Length`, `Content-Encoding`) and `Date`/`Server` are
+  dropped because aiohttp writes its own for the body the gateway actually sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from multidict import CIMultiDict
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+
+_NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {
+    "authorization",
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "accept-encoding",
+    "expect",
+}
+_NOT_RELAYED_DOWNSTREAM = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
+
+
+def list_connection_tokens(headers: Mapping[str, str]) -> frozenset[str]:
+    """Header names listed in `Connection` (lower-cased): hop-by-hop by declaration."""
+    values = _get_all(headers, "connection")
+    tokens = {token.strip().lower() for value in values for token in value.split(",")}
+    tokens.discard("")
+    return frozenset(tokens)
+
+
+def _get_all(headers: Mapping[str, str], name: str) -> list[str]:
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        found: list[str] = getall(name, [])
+        return found
+    return [v for k, v in headers.items() if k.lower() == name]
+
+
+def _is_dropped(name: str, fixed: frozenset[str], named: frozenset[str]) -> bool:
+    lower = name.lower()
+    return lower in fixed or lower in named or lower.startswith("proxy-")
+
+
+def build_upstream_headers(
+    client_headers: Mapping[str, str],
+    *,
+    authorization: str | None,
+    client_address: str | None,
+    scheme: str,
+) -> CIMultiDict[str]:
+    """Headers to send upstream for a client request whose JSON body the gateway re-sends."""
+    named = list_connection_tokens(client_headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in client_headers.items():
+        if not _is_dropped(name, _NOT_FORWARDED_UPSTREAM, named):
+            out.add(name, value)
+    out["Content-Type"] = "application/json"
+    out["Accept-Encoding"] = "identity"
+    if authorization:
+        out["Authorization"] = authorization
+    if client_address:
+        previous = out.get("X-Forwarded-For")
+        out["X-Forwarded-For"] = f"{previous}, {client_address}" if previous else client_address
+    if "X-Forwarded-Proto" not in out:
+        out["X-Forwarded-Proto"] = scheme
+    return out
+
+
+def filter_response_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """Upstream response headers safe to relay to the client."""
+    named = list_connection_tokens(upstream_headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream_headers.items():
+        if not _is_dropped(name, _NOT_RELAYED_DOWNSTREAM, named):
+            out.add(name, value)
+    return out
+
+
+def read_bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    token = token.strip()
+    return token or None

@@ -1,0 +1,144 @@
+"""Passive health (outlier detection) and per-backend concurrency limits.
+
+Why passive: the gateway already sees every answer a backend gives, so failures in a row are
+the cheapest and most honest health signal; no probe traffic, no extra configuration.
+
+`OutlierDetector` is a pure state machine over an injectable clock (tests move time by hand):
+- `consecutive_failures` failures in a row eject the backend for `base_ejection` seconds;
+- each further ejection doubles the time, up to `max_ejection`;
+- the doubling is forgotten once the backend has stayed in service for `max_ejection`
+  seconds after its last ejection, so a backend that recovered for good starts over;
+- any success resets the failure count.
+Whether an ejected backend still gets traffic (it does when every candidate is ejected) is the
+router's decision, not this class's.
+
+`ConcurrencyLimiter` bounds requests in flight to a backend with a FIFO wait of bounded length:
+a freed slot is handed to the oldest waiter, so nobody starves while newcomers barge in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from routeway.proxyconfig import OutlierDetection
+
+Clock = Callable[[], float]
+
+
+class OutlierDetector:
+    __slots__ = ("_clock", "_config", "consecutive_failures", "ejected_until", "ejections", "level")
+
+    def __init__(self, config: OutlierDetection, clock: Clock = time.monotonic) -> None:
+        self._config = config
+        self._clock = clock
+        self.consecutive_failures = 0
+        self.ejections = 0
+        self.level = 0
+        self.ejected_until: float | None = None
+
+    def is_ejected(self) -> bool:
+        until = self.ejected_until
+        return until is not None and self._clock() < until
+
+    def ejection_remaining(self) -> float:
+        """Seconds until the current ejection ends (0 when not ejected)."""
+        until = self.ejected_until
+        return max(until - self._clock(), 0.0) if until is not None else 0.0
+
+    def record_success(self) -> None:
+        self.consecutive_failures = 0
+        self._forget_old_ejections(self._clock())
+
+    def record_failure(self) -> bool:
+        """Count a failure; True when this failure ejected the backend."""
+        now = self._clock()
+        if self.ejected_until is not None and now < self.ejected_until:
+            return False  # already out; failures while ejected do not extend it
+        threshold = self._config.consecutive_failures
+        if threshold <= 0:
+            return False
+        self.consecutive_failures += 1
+        if self.consecutive_failures < threshold:
+            return False
+        self._forget_old_ejections(now)
+        duration = min(self._config.base_ejection * (2**self.level), self._config.max_ejection)
+        self.ejected_until = now + duration
+        self.level += 1
+        self.ejections += 1
+        self.consecutive_failures = 0
+        return True
+
+    def _forget_old_ejections(self, now: float) -> None:
+        until = self.ejected_until
+        if until is not None and now - until >= self._config.max_ejection:
+            self.level = 0
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready state for /routes."""
+        now = self._clock()
+        ejected = self.ejected_until is not None and now < self.ejected_until
+        return {
+            "ejected": ejected,
+            "ejectedForSeconds": round(self.ejected_until - now, 3)
+            if ejected and self.ejected_until
+            else 0.0,
+            "consecutiveFailures": self.consecutive_failures,
+            "ejections": self.ejections,
+        }
+
+
+class ConcurrencyLimiter:
+    """At most `limit` holders (None: unlimited); `acquire` waits up to a timeout, FIFO."""
+
+    __slots__ = ("_waiters", "in_use", "limit")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    async def acquire(self, wait: float) -> bool:
+        """Take a slot; False when none freed up within `wait` seconds."""
+        if self.limit is None:
+            self.in_use += 1
+            return True
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            return True
+        if wait <= 0:
+            return False
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(wait):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # a slot was handed over just as we gave up: pass it on
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if isinstance(exc, TimeoutError):
+                return False
+            raise
+        return True
+
+    def release(self) -> None:
+        """Give the slot back, or hand it straight to the oldest live waiter."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # in_use unchanged: the slot changes hands
+                return
+        self.in_use -= 1

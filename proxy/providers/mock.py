@@ -1,0 +1,60 @@
+"""Provider `mock`: the simulated model of `mock_model.py`, answered inside the gateway.
+
+Why an adapter and not a shortcut: a `mock` backend goes through the same request path as a
+real upstream — routing, concurrency limits, timeouts (the mock's latency counts against
+first-byte and idle bounds), retries on its `errorRate` failures, passive health, metrics —
+so demos and tests show what the gateway does with a slow or failing model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import aiohttp
+from routeway.proxy.mock_model import MockReply, mock_reply
+from routeway.proxy.providers import UpstreamCall, UpstreamReply
+
+from routeway.proxyconfig import MockBehaviour
+
+
+class _MockReply:
+    __slots__ = ("_body", "_reply")
+
+    def __init__(self, reply: MockReply) -> None:
+        self._reply = reply
+        self._body = reply.body
+
+    @property
+    def status(self) -> int:
+        return self._reply.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._reply.headers
+
+    async def read_chunk(self) -> bytes:
+        try:
+            return await anext(self._body)
+        except StopAsyncIteration:
+            return b""
+
+    async def close(self) -> None:
+        close = getattr(self._body, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class MockProvider:
+    def __init__(self, behaviour: MockBehaviour | None) -> None:
+        self._behaviour = behaviour or MockBehaviour()
+
+    @asynccontextmanager
+    async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> AsyncIterator[UpstreamReply]:
+        reply = _MockReply(
+            await mock_reply(call.kind, call.body, str(call.body.get("model", "")), self._behaviour)
+        )
+        try:
+            yield reply
+        finally:
+            await reply.close()

@@ -1,0 +1,148 @@
+"""Reading token usage out of upstream answers without re-serialising them.
+
+Why this shape: the gateway relays upstream bytes unchanged, so it must find `usage` without
+parsing every document or event. A JSON answer is searched from its end for the `"usage"`
+key and only that object is parsed; a server-sent-event stream is cut into events as it
+arrives and only an event that carries a usage object (`"usage": {`, not `null`) is parsed.
+
+Stripping: when the client did not ask for `stream_options.include_usage`, the gateway asks
+the upstream for it anyway (to count tokens) and drops the usage-only final event (the one
+with `"choices": []`) so the client sees exactly the stream it asked for.
+
+Events are forwarded whole: an event split across upstream chunks is held until its end
+arrives (bytes unchanged), so a stream cut mid-way can be ended with a clean error event.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')
+_USAGE_OPEN = re.compile(rb'"usage"\s*:\s*\{')
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def read_usage(value: Any) -> Usage | None:
+    """A `Usage` from an OpenAI usage object (completion tokens absent for embeddings)."""
+    if not isinstance(value, dict):
+        return None
+    prompt = value.get("prompt_tokens")
+    completion = value.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(max(prompt, 0), max(completion or 0, 0))
+
+
+def find_document_usage(body: bytes) -> Usage | None:
+    """Usage of a JSON answer: the last `"usage": {...}` object in the document.
+
+    A `"usage"` inside a string value would be escaped (`\\"usage\\"`), so the bare key can
+    only be a real key.
+    """
+    position = body.rfind(b'"usage"')
+    while position >= 0:
+        match = _USAGE_OBJECT.match(body, position)
+        if match is not None:
+            try:
+                return read_usage(orjson.loads(match.group(1)))
+            except orjson.JSONDecodeError:
+                return None
+        position = body.rfind(b'"usage"', 0, position)
+    return None
+
+
+def _split_events(block: bytes) -> list[bytes]:
+    """Complete events of `block` (which ends on an event boundary), each with its terminator."""
+    events: list[bytes] = []
+    start = 0
+    for match in _EVENT_END.finditer(block):
+        events.append(block[start : match.end()])
+        start = match.end()
+    return events
+
+
+def _read_event_data(event: bytes) -> bytes:
+    lines = event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    parts = []
+    for line in lines:
+        if line.startswith(b"data:"):
+            value = line[5:]
+            parts.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(parts)
+
+
+def _find_boundary(data: bytes) -> int:
+    """End offset of the last complete event in `data`, or -1."""
+    if b"\r" not in data:
+        index = data.rfind(b"\n\n")
+        return index + 2 if index >= 0 else -1
+    end = -1
+    for match in _EVENT_END.finditer(data):
+        end = match.end()
+    return end
+
+
+class SSEUsageFilter:
+    """Feed upstream SSE bytes; get back the bytes to forward now. Records `usage`."""
+
+    __slots__ = ("_pending", "strip_usage_chunk", "usage")
+
+    def __init__(self, strip_usage_chunk: bool) -> None:
+        self.strip_usage_chunk = strip_usage_chunk
+        self.usage: Usage | None = None
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk if self._pending else chunk
+        end = _find_boundary(data)
+        if end < 0:
+            self._pending = data
+            return b""
+        if end == len(data):
+            complete = data
+            self._pending = b""
+        else:
+            complete = data[:end]
+            self._pending = data[end:]
+        if b'"usage"' in complete and _USAGE_OPEN.search(complete) is not None:
+            return self._take_usage(complete)
+        return complete
+
+    def flush(self) -> bytes:
+        """Bytes of an unterminated last event, at the end of a stream that ended cleanly."""
+        rest, self._pending = self._pending, b""
+        return rest
+
+    def discard_pending(self) -> None:
+        """Forget a partial event (the stream was cut): it must not reach the client."""
+        self._pending = b""
+
+    def _take_usage(self, complete: bytes) -> bytes:
+        kept: list[bytes] = []
+        dropped = False
+        for event in _split_events(complete):
+            if b'"usage"' in event and _USAGE_OPEN.search(event) is not None:
+                try:
+                    document = orjson.loads(_read_event_data(event))
+                except orjson.JSONDecodeError:
+                    kept.append(event)
+                    continue
+                if isinstance(document, dict):
+                    usage = read_usage(document.get("usage"))
+                    if usage is not None:
+                        self.usage = usage
+                        if self.strip_usage_chunk and document.get("choices") == []:
+                            dropped = True
+                            continue
+            kept.append(event)
+        return b"".join(kept) if dropped else complete

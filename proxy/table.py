@@ -1,0 +1,221 @@
+"""The routing table: everything a request needs, built once per applied config.
+
+Why immutable and built once: the hot path does a dict lookup by public model name and reads
+prepared objects (endpoint URLs, credentials as ready `Authorization` values, bound metric
+children, response headers); nothing is parsed or decided per request. A new config builds a
+new table that replaces the old one in one assignment, so a request keeps the table it started
+with to its end.
+
+What carries over between tables: a backend's passive-health state and its concurrency
+limiter, keyed by backend id, as long as that backend's config is unchanged — a reload must
+not reset an ejection or let a full backend take twice its limit.
+
+The balancer state (smooth round-robin scores) belongs to a route's table entry and starts
+over with each config; that costs at most one round of exactness.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import orjson
+from prometheus_client import Gauge
+from routeway.proxy.balancer import WeightedRoundRobin
+from routeway.proxy.health import ConcurrencyLimiter, OutlierDetector
+from routeway.proxy.metrics import PairMetrics, ProxyMetrics
+from routeway.proxy.providers import Provider
+from routeway.proxy.providers.mock import MockProvider
+from routeway.proxy.providers.openai import OpenAIProvider
+
+from routeway.proxyconfig import BackendConfig, ProxyConfig, RouteConfig, Target
+
+log = logging.getLogger("routeway.proxy")
+
+ROUTE_HEADER = "x-routeway-route"
+BACKEND_HEADER = "x-routeway-backend"
+REVISION_HEADER = "x-routeway-revision"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendState:
+    """Per-backend state that outlives a table while the backend's config is unchanged."""
+
+    config: BackendConfig
+    health: OutlierDetector
+    limiter: ConcurrencyLimiter
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEntry:
+    id: str
+    config: BackendConfig
+    health: OutlierDetector
+    limiter: ConcurrencyLimiter
+    provider: Provider
+    authorization: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetEntry:
+    target: Target
+    backend: BackendEntry
+    metrics: PairMetrics
+    headers: Mapping[str, str]  # the three x-routeway-* response headers
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    config: RouteConfig
+    targets: tuple[TargetEntry, ...]
+    fallbacks: tuple[TargetEntry, ...]
+    balancer: WeightedRoundRobin
+    target_keys: tuple[str, ...]  # backend ids, hashed for stickiness
+    retry_on: frozenset[str]
+    headers: Mapping[str, str]  # route and revision headers, before a backend is chosen
+    metrics: PairMetrics  # (route, "") for answers given before a backend was chosen
+    in_flight: Gauge  # child for this route
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    config: ProxyConfig
+    routes: Mapping[str, RouteEntry]  # by public model name
+    backends: Mapping[str, BackendEntry]
+    auth_required: bool  # clientKeyRefs set: a request needs one of `client_keys`
+    client_keys: tuple[bytes, ...]
+    models_body: bytes  # GET /v1/models, prebuilt
+    unrouted: PairMetrics  # ("", "") for answers given before routing
+
+    @property
+    def revision(self) -> str:
+        return self.config.revision
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.config.gateway.max_body_bytes
+
+
+def make_provider(config: BackendConfig) -> Provider:
+    if config.provider == "mock":
+        return MockProvider(config.mock)
+    if not config.url:
+        raise ValueError(f"backend {config.id} has provider {config.provider} but no url")
+    return OpenAIProvider(config.url, config.timeouts.connect)
+
+
+def build_routing_table(
+    config: ProxyConfig,
+    credentials: Mapping[str, str],
+    previous: Mapping[str, BackendState],
+    metrics: ProxyMetrics,
+    clock: Callable[[], float],
+) -> tuple[RoutingTable, dict[str, BackendState]]:
+    """The table for `config`, reusing `previous` state of unchanged backends; and the new state."""
+    states: dict[str, BackendState] = {}
+    backends: dict[str, BackendEntry] = {}
+    for backend in config.backends:
+        old = previous.get(backend.id)
+        if old is not None and old.config == backend:
+            state = old
+        else:
+            state = BackendState(
+                backend,
+                OutlierDetector(backend.outlier_detection, clock),
+                ConcurrencyLimiter(backend.max_concurrency),
+            )
+        states[backend.id] = state
+        authorization = None
+        if backend.credential_ref:
+            value = credentials.get(backend.credential_ref)
+            if value:
+                authorization = f"Bearer {value}"
+            else:
+                log.warning(
+                    "backend %s: credential %s is not available; sending without one",
+                    backend.id,
+                    backend.credential_ref,
+                )
+        backends[backend.id] = BackendEntry(
+            backend.id, backend, state.health, state.limiter, make_provider(backend), authorization
+        )
+
+    revision = config.revision
+    routes: dict[str, RouteEntry] = {}
+    for route in config.routes:
+        if route.model in routes:
+            log.warning(
+                "route %s: model %r is already served by route %s; ignored",
+                route.id,
+                route.model,
+                routes[route.model].id,
+            )
+            continue
+        route_headers = {ROUTE_HEADER: route.id, REVISION_HEADER: revision}
+
+        def bind(
+            targets: tuple[Target, ...],
+            route: RouteConfig = route,
+            route_headers: dict[str, str] = route_headers,
+        ) -> tuple[TargetEntry, ...]:
+            entries = []
+            for target in targets:
+                backend_entry = backends.get(target.backend)
+                if backend_entry is None:
+                    log.warning(
+                        "route %s: backend %s is not in the config; target ignored", route.id, target.backend
+                    )
+                    continue
+                entries.append(
+                    TargetEntry(
+                        target,
+                        backend_entry,
+                        metrics.bind_pair(route.id, backend_entry.id),
+                        {**route_headers, BACKEND_HEADER: backend_entry.id},
+                    )
+                )
+            return tuple(entries)
+
+        targets = bind(route.targets)
+        routes[route.model] = RouteEntry(
+            config=route,
+            targets=targets,
+            fallbacks=bind(route.fallbacks),
+            balancer=WeightedRoundRobin([t.target.weight for t in targets]),
+            target_keys=tuple(t.backend.id for t in targets),
+            retry_on=frozenset(route.retries.retry_on),
+            headers=route_headers,
+            metrics=metrics.bind_pair(route.id, ""),
+            in_flight=metrics.in_flight.labels(route.id),
+        )
+
+    client_keys = []
+    for ref in config.gateway.client_key_refs:
+        value = credentials.get(ref)
+        if value:
+            client_keys.append(value.encode())
+        else:
+            log.warning("gateway client key %s is not available; it will not authenticate anyone", ref)
+    table = RoutingTable(
+        config=config,
+        routes=routes,
+        backends=backends,
+        auth_required=bool(config.gateway.client_key_refs),
+        client_keys=tuple(client_keys),
+        models_body=render_models_list(sorted(routes)),
+        unrouted=metrics.bind_pair("", ""),
+    )
+    return table, states
+
+
+def render_model(model: str) -> dict[str, object]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "routeway"}
+
+
+def render_models_list(models: list[str]) -> bytes:
+    return orjson.dumps({"object": "list", "data": [render_model(m) for m in models]})

@@ -1,0 +1,131 @@
+"""One timer per upstream attempt that enforces first-byte, idle, total and route deadlines.
+
+Why not `asyncio.timeout` per chunk: a streamed answer has hundreds of chunks, and arming and
+cancelling a timer for each costs more than the relay itself. `AttemptWatchdog` keeps the time
+of the last activity (`touch()` is one clock read) and a single timer; when the timer fires it
+checks whether there was activity since and, if so, re-arms for the new expiry. So the idle
+bound is exact (a stream is cut after `idle` seconds without a chunk, never earlier) and a
+long healthy stream costs one timer per `idle` seconds.
+
+Phases: until `start_body()` the bound is `first_byte` from the start of the attempt (headers
+must arrive in time); afterwards it is `idle` since the last `touch()`. A hard deadline
+(`min(attempt start + total, route deadline)`) applies throughout.
+
+It cancels the task like `asyncio.timeout` does and turns that cancellation into
+`AttemptTimeout` on exit, while a cancellation from elsewhere (client disconnect) still
+propagates as `CancelledError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Literal
+
+TimeoutKind = Literal["first-byte", "idle", "total"]
+
+_SLACK = 0.0005  # timers may fire this early; do not re-arm for less
+
+
+class AttemptTimeout(Exception):
+    def __init__(self, kind: TimeoutKind) -> None:
+        super().__init__(kind)
+        self.kind: TimeoutKind = kind
+
+
+class AttemptWatchdog:
+    __slots__ = (
+        "_cancelling",
+        "_deadline",
+        "_expired",
+        "_handle",
+        "_idle",
+        "_last",
+        "_loop",
+        "_paused",
+        "_phase",
+        "_task",
+        "_when",
+        "kind",
+    )
+
+    def __init__(self, first_byte: float, deadline: float | None) -> None:
+        """`deadline` is absolute loop time (or None); `first_byte` is relative to entry."""
+        self._loop = asyncio.get_running_loop()
+        self._idle = first_byte
+        self._deadline = deadline
+        self._phase: TimeoutKind = "first-byte"
+        self._last = self._loop.time()
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = 0.0
+        self._paused = False
+        self._expired = False
+        self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0
+        self.kind: TimeoutKind | None = None
+
+    async def __aenter__(self) -> AttemptWatchdog:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("AttemptWatchdog must be used inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._arm(self._expiry())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        if (
+            self._expired
+            and self._task is not None
+            and self._task.uncancel() <= self._cancelling
+            and exc_type is asyncio.CancelledError
+        ):
+            raise AttemptTimeout(self.kind or "total") from exc
+
+    def start_body(self, idle: float) -> None:
+        """Headers arrived: from now on the bound is `idle` between chunks."""
+        self._phase = "idle"
+        self._idle = idle
+        self._last = self._loop.time()
+        expiry = self._expiry()
+        if expiry < self._when:
+            self._arm(expiry)
+
+    def touch(self) -> None:
+        self._paused = False
+        self._last = self._loop.time()
+
+    def pause(self) -> None:
+        """Stop the idle clock (while writing to a slow client) until the next `touch()`."""
+        self._paused = True
+
+    def _expiry(self) -> float:
+        soft = self._last + self._idle
+        deadline = self._deadline
+        return soft if deadline is None or soft < deadline else deadline
+
+    def _arm(self, when: float) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._when = when
+        self._handle = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._handle = None
+        if self._paused:
+            self._last = self._loop.time()
+        expiry = self._expiry()
+        if expiry - self._loop.time() > _SLACK:
+            self._arm(expiry)
+            return
+        deadline = self._deadline
+        hard = deadline is not None and deadline <= self._last + self._idle
+        self.kind = "total" if hard else self._phase
+        self._expired = True
+        if self._task is not None:
+            self._task.cancel()
