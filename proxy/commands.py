@@ -1,0 +1,112 @@
+"""`routeway proxy`: what a gateway's pods run — serve a rendered ProxyConfig file.
+
+The operator renders each ModelGateway into a ProxyConfig (a ConfigMap) and the credentials
+its backends need (a Secret, one key per credential store key); the pod mounts both and runs
+`routeway proxy --config /etc/routeway/config.json --credentials /etc/routeway/credentials`.
+Both are re-read when Kubernetes updates the mounts; a config this proxy cannot serve (an
+unsupported schemaVersion from a newer operator, say) is rejected and the last good one keeps
+serving. Exit 0 after a drain, 1 when a port cannot be bound.
+
+Other config sources (an in-cluster watch of the ConfigMap and Secret) plug in at
+`build_source`, selected by their own flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from routeway.proxy.config_file import ConfigFileSource
+from routeway.proxy.process import ConfigSource, ServeOptions, run_proxy
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str) -> None:
+    """Flags shared by `routeway proxy` and `routeway serve`."""
+    parser.add_argument(
+        "--host", default=default_host, help=f"address to listen on (default: {default_host})"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="client port (default: 8080)")
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=9090,
+        help="/metrics, /healthz, /readyz, /config, /routes (default: 9090)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=os.cpu_count() or 1,
+        help="processes sharing the client port with SO_REUSEPORT (default: number of CPUs)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=non_negative_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long requests in flight (streams included) may take to finish (default: 30)",
+    )
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+
+
+def options_from_args(
+    args: argparse.Namespace, *, command: str, never_loaded_exit_code: int = 0
+) -> ServeOptions:
+    return ServeOptions(
+        host=args.host,
+        port=args.port,
+        admin_port=args.admin_port,
+        workers=args.workers,
+        drain_timeout=args.drain_timeout,
+        log_level=args.log_level,
+        command=command,
+        never_loaded_exit_code=never_loaded_exit_code,
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `proxy` to the `routeway` command line."""
+    parser = subparsers.add_parser(
+        "proxy",
+        help="serve a rendered ProxyConfig file (what gateway pods run)",
+        description="Serve a ProxyConfig JSON file with credentials from a file or a directory of "
+        "files named by credential store key (a mounted Secret); re-read both when they change.",
+    )
+    parser.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="ProxyConfig JSON, as `routeway render -o json` prints it",
+    )
+    parser.add_argument(
+        "--credentials",
+        metavar="PATH",
+        help="directory with one file per credential store key (namespace_secret_key), or a JSON/YAML "
+        "file mapping credential refs (namespace/secret/key) to values",
+    )
+    add_serving_arguments(parser, default_host="0.0.0.0")
+    parser.set_defaults(func=run)
+
+
+def build_source(args: argparse.Namespace) -> ConfigSource:
+    """The one place a config source is chosen from flags."""
+    return ConfigFileSource(args.config, args.credentials)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_proxy(build_source(args), options_from_args(args, command="routeway proxy"))

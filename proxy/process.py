@@ -1,0 +1,638 @@
+"""Running the proxy: config sources, the apply loop, worker processes, signals and drain.
+
+Shape of a running proxy:
+
+- `workers == 1`: one process serves the client port and the admin port, runs the config
+  source and applies what it yields to its `ProxyRuntime`.
+- `workers > 1`: a supervisor process reserves the client port, spawns N workers that each
+  bind it with SO_REUSEPORT (the kernel spreads connections across them), and serves the
+  admin port itself. Every process — supervisor included — runs its own copy of the config
+  source, so a reload reaches every worker without any IPC, and the supervisor's `/config`
+  and `/routes` show what the group serves. Workers write metrics through prometheus-client's
+  multiprocess mode into a fresh directory; the supervisor's `/metrics` aggregates them, so
+  a scrape describes the whole group, not whichever worker answered.
+
+Workers are started with `spawn`, not `fork`: a fresh interpreter inherits no event loop or
+half-initialised client session, and imports prometheus-client after PROMETHEUS_MULTIPROC_DIR
+is in its environment (multiprocess mode is chosen at import time). The supervisor imports
+prometheus-client before setting that variable, so its own metrics stay out of the sum.
+
+Drain (SIGTERM or SIGINT): stop accepting (listeners closed), `/readyz` answers 503, requests
+in flight — streams included — finish within `drain_timeout`, then exit 0. The supervisor
+forwards the signal to its workers and exits 0 once they all did. A second signal to a
+single process (or the supervisor) stops waiting and exits 1; workers ignore repeats,
+because Ctrl-C reaches the whole process group and the supervisor forwards it as well.
+
+The seam for other config sources (an in-cluster ConfigMap/Secret watch): implement
+`ConfigSource` — a picklable object whose `watch()` yields `ConfigLoaded`/`ConfigRejected`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+from aiohttp import web
+
+from routeway.proxyconfig import ProxyConfig
+
+if TYPE_CHECKING:
+    from routeway.proxy.runtime import ProxyRuntime
+
+log = logging.getLogger("routeway.proxy")
+
+ADMIN_SHUTDOWN_TIMEOUT = 1.0
+"""Admin requests (scrapes, probes) are short; they do not get the client's grace period."""
+
+
+@dataclass(frozen=True)
+class ConfigLoaded:
+    """A config to serve, with the credential values its backends reference."""
+
+    config: ProxyConfig
+    credentials: Mapping[str, str]  # credentialRef "ns/secret/key" -> value
+    source: str  # where it came from, for logs
+
+
+@dataclass(frozen=True)
+class ConfigRejected:
+    """A new config that cannot be served; the last good one keeps serving."""
+
+    source: str
+    errors: tuple[str, ...]
+
+
+ConfigUpdate: TypeAlias = ConfigLoaded | ConfigRejected
+
+
+class ConfigSource(Protocol):
+    """Where a process's config comes from.
+
+    Must be picklable (a frozen dataclass of paths or names): each worker process gets a
+    copy and opens its own `watch()`. `watch()` yields the current state first, then one
+    update per change, and never raises for bad input — bad input is a `ConfigRejected`.
+    """
+
+    def describe(self) -> str: ...
+
+    def watch(self) -> AsyncIterator[ConfigUpdate]: ...
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str
+    port: int
+    admin_port: int
+    workers: int = 1
+    drain_timeout: float = 30.0
+    log_level: str = "info"
+    command: str = "routeway proxy"  # for log lines
+    never_loaded_exit_code: int = 0  # exit code after a run that never had a valid config
+
+
+def configure_logging(level: str) -> None:
+    """One format for every process; the pid tells workers apart."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s[%(process)d] %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(drop_runtime_config_events)
+
+
+def drop_runtime_config_events(record: logging.LogRecord) -> bool:
+    """`ConfigApplier` logs each load and rejection once for the whole process group; the
+    runtime's own lines about the same event (one per worker) would repeat it N+1 times."""
+    return not (record.module == "runtime" and record.funcName in ("apply", "reject"))
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on uvloop when it is installed (faster sockets and timers), else asyncio."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)
+
+
+def run_proxy(source: ConfigSource, options: ServeOptions) -> int:
+    """Serve until SIGTERM/SIGINT; return the process exit code."""
+    configure_logging(options.log_level)
+    if options.workers > 1:
+        return run_async(supervise(source, options))
+    return run_async(serve_process(source, options, role=ProcessRole.single()))
+
+
+# --- the apply loop ---------------------------------------------------------------------
+
+
+class ConfigApplier:
+    """Feeds a source's updates to the runtime: the one place config reaches a process.
+
+    Repeated identical updates are dropped (a touched file, a source re-listing), so each
+    load or rejection is applied and logged once. `announce=False` keeps workers quiet at
+    info level: the supervisor logs for the group.
+    """
+
+    def __init__(self, runtime: ProxyRuntime, *, announce: bool) -> None:
+        self._runtime = runtime
+        self._announce = announce
+        self._last_loaded: tuple[ProxyConfig, bytes] | None = None
+        self._last_rejected: ConfigRejected | None = None
+        self.loaded_once = False
+        self.first_update = asyncio.Event()
+
+    async def run(self, source: ConfigSource) -> None:
+        """Consume the source for ever; a source that crashes is logged and reopened."""
+        while True:
+            try:
+                async for update in source.watch():
+                    self.handle(update)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("config source %s failed; reopening in 1s", source.describe())
+                self.first_update.set()
+            await asyncio.sleep(1.0)
+
+    def handle(self, update: ConfigUpdate) -> None:
+        try:
+            if isinstance(update, ConfigLoaded):
+                self._apply(update)
+            else:
+                self._reject(update)
+        finally:
+            self.first_update.set()
+
+    def _apply(self, update: ConfigLoaded) -> None:
+        key = (update.config, digest_credentials(update.credentials))
+        if key == self._last_loaded and self._last_rejected is None:
+            return
+        try:
+            self._runtime.apply(update.config, update.credentials)
+        except Exception as exc:  # the runtime found it unservable: same as a rejection
+            log.debug("runtime refused config from %s", update.source, exc_info=True)
+            self._reject(ConfigRejected(update.source, (f"{update.source}: {exc}",)))
+            return
+        self._last_loaded, self._last_rejected = key, None
+        self.loaded_once = True
+        config = update.config
+        missing = sorted(
+            {b.credential_ref for b in config.backends if b.credential_ref} - set(update.credentials)
+        )
+        self._log(
+            logging.INFO,
+            "config revision %s loaded from %s: %d routes, %d backends",
+            config.revision or "-",
+            update.source,
+            len(config.routes),
+            len(config.backends),
+        )
+        if missing:
+            self._log(logging.WARNING, "no credential found for %s", ", ".join(missing))
+
+    def _reject(self, update: ConfigRejected) -> None:
+        if update == self._last_rejected:
+            return
+        self._last_rejected = update
+        self._runtime.reject(update.source, update.errors)
+        current = self._runtime.config
+        keeps = f"still serving revision {current.revision or '-'}" if current else "nothing to serve yet"
+        lines = "".join(f"\n  - {e}" for e in update.errors)
+        self._log(logging.WARNING, "config from %s rejected (%s):%s", update.source, keeps, lines)
+
+    def _log(self, level: int, msg: str, *args: object) -> None:
+        log.log(level if self._announce else logging.DEBUG, msg, *args)
+
+
+def digest_credentials(credentials: Mapping[str, str]) -> bytes:
+    """Compare credential sets without keeping a second copy of the values around."""
+    h = hashlib.blake2b(digest_size=16)
+    for ref in sorted(credentials):
+        h.update(ref.encode() + b"\0" + credentials[ref].encode() + b"\0")
+    return h.digest()
+
+
+# --- one serving process ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessRole:
+    """What this process does besides serving the client port."""
+
+    serve_admin: bool
+    announce: bool  # log config loads at info level
+    worker_index: int | None = None  # None: not a worker of a supervisor (which it outlives not)
+
+    @classmethod
+    def single(cls) -> ProcessRole:
+        return cls(serve_admin=True, announce=True)
+
+
+class StopSignals:
+    """SIGTERM/SIGINT → `first` (drain); another one → `second` (give up waiting)."""
+
+    def __init__(self, *, ignore_repeats: bool) -> None:
+        self.first = asyncio.Event()
+        self.second = asyncio.Event()
+        self._ignore_repeats = ignore_repeats
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.receive, sig)
+
+    def receive(self, sig: signal.Signals | None = None) -> None:
+        name = sig.name if sig is not None else "stop"
+        if not self.first.is_set():
+            log.debug("%s received", name)
+            self.first.set()
+        elif not self._ignore_repeats and not self.second.is_set():
+            log.warning("%s received again: not waiting for requests in flight", name)
+            self.second.set()
+
+
+def add_readiness_gate(app: web.Application, not_ready: Callable[[], str | None]) -> None:
+    """Answer `/readyz` with 503 while `not_ready()` gives a reason (draining, workers not up),
+    before the admin app's own check (config loaded) runs."""
+
+    @web.middleware
+    async def readiness_gate(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path == "/readyz":
+            reason = not_ready()
+            if reason is not None:
+                return web.json_response({"ready": False, "reason": reason}, status=503)
+        return await handler(request)
+
+    app.middlewares.insert(0, readiness_gate)
+
+
+async def start_site(runner: web.AppRunner, host: str, port: int, what: str) -> int:
+    """Bind and listen; returns the bound port. SO_REUSEPORT so workers can share it."""
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ListenError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
+    return site.port
+
+
+class ListenError(RuntimeError):
+    """The port is taken or the address is not ours: nothing to serve, exit 1."""
+
+
+async def serve_process(
+    source: ConfigSource,
+    options: ServeOptions,
+    *,
+    role: ProcessRole,
+    on_listening: Callable[[], None] | None = None,
+) -> int:
+    """Serve the client port (and the admin port in a single process) until stopped."""
+    from routeway.proxy.app import create_admin_app, create_proxy_app
+    from routeway.proxy.runtime import ProxyRuntime
+
+    signals = StopSignals(ignore_repeats=role.worker_index is not None)
+    signals.install()
+    runtime = ProxyRuntime()
+    applier = ConfigApplier(runtime, announce=role.announce)
+    apply_task = asyncio.create_task(applier.run(source), name="apply-config")
+    if role.worker_index is not None:
+        watch_parent(signals)
+    # The first config is applied before listening, so the first request does not see a 503.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(applier.first_update.wait(), timeout=10.0)
+
+    proxy_runner = web.AppRunner(
+        create_proxy_app(runtime), access_log=None, shutdown_timeout=options.drain_timeout
+    )
+    admin_runner: web.AppRunner | None = None
+    drained = False
+    try:
+        port = await start_site(proxy_runner, options.host, options.port, "clients")
+        if role.serve_admin:
+            admin_app = create_admin_app(runtime)
+            add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else None)
+            admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT)
+            admin_port = await start_site(admin_runner, options.host, options.admin_port, "admin")
+            log.info(
+                "%s listening on http://%s:%d (admin on http://%s:%d), config from %s",
+                options.command,
+                options.host,
+                port,
+                options.host,
+                admin_port,
+                source.describe(),
+            )
+        else:
+            log.debug("worker %s listening on http://%s:%d", role.worker_index, options.host, port)
+        if on_listening is not None:
+            on_listening()
+        await signals.first.wait()
+        drained = True
+        code = await drain(proxy_runner, signals, options.drain_timeout, announce=role.announce)
+    except ListenError as exc:
+        log.error("%s", exc)
+        code = 1
+    finally:
+        await cancel_tasks(apply_task)
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        if not drained:
+            await proxy_runner.cleanup()
+    if code == 0 and not applier.loaded_once:
+        code = options.never_loaded_exit_code
+    return code
+
+
+async def drain(runner: web.AppRunner, signals: StopSignals, grace: float, *, announce: bool) -> int:
+    """Close the listener, let requests in flight finish (the runner's shutdown_timeout), clean up.
+
+    Returns 0 when everything finished, 1 when a second signal cut the wait short.
+    """
+    server = runner.server
+    open_connections = len(server.connections) if server is not None else 0
+    level = logging.INFO if announce else logging.DEBUG
+    log.log(
+        level,
+        "draining: stopped accepting, %d connections open, waiting up to %gs",
+        open_connections,
+        grace,
+    )
+    cleanup = asyncio.create_task(runner.cleanup(), name="drain")
+    abort = asyncio.create_task(signals.second.wait())
+    try:
+        await asyncio.wait({cleanup, abort}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        abort.cancel()
+    if cleanup.done():
+        cleanup.result()
+        log.log(level, "drained; exiting")
+        return 0
+    cleanup.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cleanup
+    return 1
+
+
+def watch_parent(signals: StopSignals) -> None:
+    """A worker whose supervisor died (SIGKILL, OOM) drains instead of serving orphaned.
+
+    multiprocessing gives a spawned child a sentinel that turns readable when the parent exits.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    loop = asyncio.get_running_loop()
+    sentinel = parent.sentinel
+
+    def parent_gone() -> None:
+        loop.remove_reader(sentinel)
+        log.warning("supervisor %s is gone; draining", parent.pid)
+        signals.receive()
+
+    loop.add_reader(sentinel, parent_gone)
+
+
+async def cancel_tasks(*tasks: asyncio.Task[Any] | None) -> None:
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+# --- several workers --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a spawned worker needs; pickled into the new interpreter."""
+
+    source: ConfigSource
+    options: ServeOptions
+    index: int
+
+
+def run_worker(spec: WorkerSpec, listening: EventLike) -> None:
+    """Entry point of a spawned worker process."""
+    configure_logging(spec.options.log_level)
+    role = ProcessRole(serve_admin=False, announce=False, worker_index=spec.index)
+    sys.exit(run_async(serve_process(spec.source, spec.options, role=role, on_listening=listening.set)))
+
+
+class EventLike(Protocol):
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class _Worker:
+    process: multiprocessing.process.BaseProcess
+    listening: EventLike
+    started: float
+
+
+class WorkerGroup:
+    """N spawned workers sharing the client port; crashed workers are restarted with backoff."""
+
+    def __init__(self, source: ConfigSource, options: ServeOptions, metrics_dir: str) -> None:
+        self._ctx = multiprocessing.get_context("spawn")
+        self._source = source
+        self._options = options
+        self._metrics_dir = metrics_dir
+        self._workers: list[_Worker | None] = [None] * options.workers
+        self._failures = [0] * options.workers
+
+    def start(self) -> None:
+        for index in range(len(self._workers)):
+            self._spawn(index)
+
+    def _spawn(self, index: int) -> None:
+        listening = self._ctx.Event()
+        spec = WorkerSpec(self._source, self._options, index)
+        process = self._ctx.Process(
+            target=run_worker, args=(spec, listening), name=f"routeway-worker-{index}"
+        )
+        process.start()
+        self._workers[index] = _Worker(process, listening, time.monotonic())
+
+    def not_ready(self) -> str | None:
+        up = sum(1 for w in self._workers if w is not None and w.process.is_alive() and w.listening.is_set())
+        return None if up == len(self._workers) else f"{up}/{len(self._workers)} workers listening"
+
+    async def keep_running(self, stopping: asyncio.Event) -> None:
+        """Restart workers that die while the group is serving (not while it drains)."""
+        restart_at: dict[int, float] = {}
+        while not stopping.is_set():
+            now = time.monotonic()
+            for index, worker in enumerate(self._workers):
+                if worker is None:
+                    if now >= restart_at.get(index, 0.0):
+                        restart_at.pop(index, None)
+                        self._spawn(index)
+                    continue
+                code = worker.process.exitcode
+                if code is None or stopping.is_set():
+                    continue
+                self._release(worker)
+                self._workers[index] = None
+                self._failures[index] = self._failures[index] + 1 if now - worker.started < 10 else 0
+                delay = min(30.0, 0.5 * 2 ** self._failures[index])
+                restart_at[index] = now + delay
+                log.error(
+                    "worker %d (pid %s) exited with code %s; restarting in %gs",
+                    index,
+                    worker.process.pid,
+                    code,
+                    delay,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=0.2)
+
+    def _release(self, worker: _Worker) -> None:
+        from prometheus_client import multiprocess
+
+        if worker.process.pid is not None:
+            multiprocess.mark_process_dead(worker.process.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
+        worker.process.close()
+
+    def send(self, sig: signal.Signals) -> None:
+        for worker in self._workers:
+            if worker is not None and worker.process.pid is not None and worker.process.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, sig)
+
+    async def wait_exit(self, within: float, abort: asyncio.Event) -> bool:
+        """Wait for every worker to exit; True when all did with code 0."""
+        deadline = time.monotonic() + within
+        live = [w for w in self._workers if w is not None]
+        while any(w.process.exitcode is None for w in live):
+            if abort.is_set() or time.monotonic() > deadline:
+                log.warning("workers still running; killing them")
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(abort.wait(), timeout=0.1)
+        return all(w.process.exitcode == 0 for w in live)
+
+    def kill_remaining(self) -> None:
+        for worker in self._workers:
+            if worker is None:
+                continue
+            if worker.process.exitcode is None:
+                worker.process.kill()
+                worker.process.join(5)
+            self._release(worker)
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (without listening) the client address with SO_REUSEPORT.
+
+    Resolves port 0 once for all workers, fails early and clearly when the port is taken,
+    and keeps it ours while a worker restarts. A bound socket that never listens receives
+    no connections, so it takes no share of the traffic.
+    """
+    family, kind, proto, _, addr = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def supervise(source: ConfigSource, options: ServeOptions) -> int:
+    """The supervisor: workers serve clients, this process serves the admin port for all."""
+    # Imported before PROMETHEUS_MULTIPROC_DIR is set: only the workers' metrics are summed.
+    from prometheus_client import CollectorRegistry, multiprocess
+    from routeway.proxy.app import create_admin_app
+    from routeway.proxy.runtime import ProxyRuntime
+
+    signals = StopSignals(ignore_repeats=False)
+    signals.install()
+    try:
+        reserved = reserve_port(options.host, options.port)
+    except OSError as exc:
+        log.error("cannot listen for clients on %s:%d: %s", options.host, options.port, exc.strerror)
+        return 1
+    metrics_dir = tempfile.mkdtemp(prefix="routeway-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+    options = dataclasses.replace(options, port=reserved.getsockname()[1])
+    group = WorkerGroup(source, options, metrics_dir)
+    runtime = ProxyRuntime()
+    applier = ConfigApplier(runtime, announce=True)
+    apply_task = asyncio.create_task(applier.run(source), name="apply-config")
+    group.start()
+
+    def group_registry() -> CollectorRegistry:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+        return registry
+
+    admin_app = create_admin_app(runtime, group_registry)
+    add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else group.not_ready())
+    admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT)
+    monitor: asyncio.Task[None] | None = None
+    code = 1
+    try:
+        admin_port = await start_site(admin_runner, options.host, options.admin_port, "admin")
+        log.info(
+            "%s listening on http://%s:%d with %d workers (admin on http://%s:%d), config from %s",
+            options.command,
+            options.host,
+            options.port,
+            options.workers,
+            options.host,
+            admin_port,
+            source.describe(),
+        )
+        monitor = asyncio.create_task(group.keep_running(signals.first), name="workers")
+        await signals.first.wait()
+        log.info("draining: stopping %d workers, waiting up to %gs", options.workers, options.drain_timeout)
+        group.send(signal.SIGTERM)
+        # Workers wait drain_timeout for requests, then up to as long again to cancel them.
+        clean = await group.wait_exit(2 * options.drain_timeout + 5, abort=signals.second)
+        code = 0 if clean else 1
+        if clean:
+            log.info("drained; exiting")
+    except ListenError as exc:
+        log.error("%s", exc)
+    finally:
+        await cancel_tasks(monitor, apply_task)
+        group.kill_remaining()
+        await admin_runner.cleanup()
+        reserved.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    if code == 0 and not applier.loaded_once:
+        code = options.never_loaded_exit_code
+    return code

@@ -1,0 +1,116 @@
+"""`routeway serve` as a user runs it: manifests on disk, edited while it serves.
+
+Covers: a request routed from manifests (credential from a Secret in the same file); an edit
+live without restart (revision header changes, new upstream model); a new file in a watched
+folder; an invalid edit rejected and shown at /routes while the last good config serves;
+an invalid first load (starts, 503 until fixed; exit 1 if never fixed); a missing path
+(exit 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from conftest import Launch, Upstream, eventually, manifest, write_atomically
+
+
+async def test_serve_routes_and_picks_up_edits(tmp_path: Path, launch: Launch, upstream: Upstream) -> None:
+    upstream.expected_key = "sk-from-secret"
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    chat = folder / "chat.yaml"
+    chat.write_text(manifest(upstream.url, model="model-a", key="sk-from-secret"))
+    routeway = await launch("serve", "-f", str(folder))
+
+    first = await routeway.chat()
+    assert first.status == 200
+    assert first.headers["x-routeway-route"] == "default/chat"
+    assert upstream.seen[-1] == {"model": "model-a", "authorization": "Bearer sk-from-secret"}
+    revision = first.headers["x-routeway-revision"]
+    assert (await routeway.get_admin("/readyz"))[0] == 200
+
+    # An edit saved in place (not atomically) is live without a restart.
+    chat.write_text(manifest(upstream.url, model="model-b", key="sk-from-secret"))
+
+    async def new_revision() -> bool:
+        response = await routeway.chat()
+        return response.status == 200 and response.headers["x-routeway-revision"] != revision
+
+    await eventually(new_revision, what="revision change after an edit")
+    assert upstream.seen[-1]["model"] == "model-b"
+
+    # A new file in the watched folder adds a route.
+    write_atomically(folder / "more.yaml", manifest(upstream.url, public="more").split("---\n")[1])
+
+    async def more_routed() -> bool:
+        return (await routeway.chat("more")).status == 200
+
+    await eventually(more_routed, what="route from a new file")
+    assert await routeway.stop() == 0
+    assert "sk-from-secret" not in routeway.log()
+
+
+async def test_invalid_edit_keeps_last_good_config(
+    tmp_path: Path, launch: Launch, upstream: Upstream
+) -> None:
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url))
+    routeway = await launch("serve", "-f", str(path))
+    good = (await routeway.chat()).headers["x-routeway-revision"]
+
+    write_atomically(path, manifest(upstream.url).replace("provider: openai", "provider: nonsense"))
+
+    async def error_shown() -> bool:
+        _, routes = await routeway.get_admin("/routes")
+        return "spec.provider" in str(routes)
+
+    await eventually(error_shown, what="validation error at /routes")
+    response = await routeway.chat()
+    assert response.status == 200
+    assert response.headers["x-routeway-revision"] == good
+    assert (await routeway.get_admin("/readyz"))[0] == 200
+    assert "spec.provider" in routeway.log()
+    assert await routeway.stop() == 0
+
+
+async def test_invalid_first_load_waits_for_a_fix(tmp_path: Path, launch: Launch, upstream: Upstream) -> None:
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url).replace("{name: upstream}", "{name: missing}"))
+    routeway = await launch("serve", "-f", str(path))
+    assert (await routeway.get_admin("/readyz"))[0] == 503
+    assert (await routeway.chat()).status == 503
+
+    path.write_text(manifest(upstream.url))
+
+    async def ready() -> bool:
+        return (await routeway.get_admin("/readyz"))[0] == 200
+
+    await eventually(ready, what="/readyz after the fix")
+    assert (await routeway.chat()).status == 200
+    assert await routeway.stop() == 0
+
+
+async def test_never_valid_exits_1(tmp_path: Path, launch: Launch) -> None:
+    path = tmp_path / "routeway.yaml"
+    path.write_text("kind: ModelRoute\nmetadata: {name: chat}\n")
+    routeway = await launch("serve", "-f", str(path))
+    assert (await routeway.get_admin("/readyz"))[0] == 503
+    assert await routeway.stop() == 1
+    assert "rejected" in routeway.log()
+
+
+async def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
+    from conftest import routeway_command
+
+    proc = await asyncio.create_subprocess_exec(
+        *routeway_command(),
+        "serve",
+        "-f",
+        str(tmp_path / "nope.yaml"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert b"nope.yaml" in err
