@@ -136,10 +136,16 @@ class ProxyConfig(_Doc):
         """Canonical bytes: sorted keys, so equal configs are equal byte strings."""
         return orjson.dumps(self.to_document(), option=orjson.OPT_SORT_KEYS)
 
+    def content_hash(self) -> str:
+        """Hash of the canonical document with `revision` blanked: the same function
+        `routeway.render` applies to the plain document, so both agree."""
+        doc = self.to_document()
+        doc["revision"] = ""
+        return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
     def with_revision(self) -> ProxyConfig:
         """Return a copy whose `revision` is the hash of its content (revision excluded)."""
-        body = self.model_copy(update={"revision": ""}).to_json()
-        return self.model_copy(update={"revision": hashlib.sha256(body).hexdigest()[:16]})
+        return self.model_copy(update={"revision": self.content_hash()})
 
 
 class UnsupportedSchemaVersion(ValueError):

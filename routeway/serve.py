@@ -27,12 +27,18 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from routeway.local import LocalLoad, load_local
 from routeway.manifests import YAML_SUFFIXES
 from routeway.proxy.commands import add_serving_arguments, options_from_args
-from routeway.proxy.config_file import POLL_INTERVAL, FileDigests, Snapshot, list_files, watch_snapshots
-from routeway.proxy.process import ConfigLoaded, ConfigRejected, ConfigUpdate, run_proxy
+
+if TYPE_CHECKING:  # aiohttp and the proxy are imported when the command runs, not at `--help`
+    from routeway.proxy.config_file import Snapshot
+    from routeway.proxy.process import ConfigRejected, ConfigUpdate
+
+POLL_INTERVAL = 0.2
+"""Seconds between checks of the watched files: a saved change is live well within a second."""
 
 log = logging.getLogger("routeway.serve")
 
@@ -53,6 +59,8 @@ class LocalManifestSource:
         return ", ".join(self.paths)
 
     async def watch(self) -> AsyncIterator[ConfigUpdate]:
+        from routeway.proxy.config_file import FileDigests, list_files, watch_snapshots
+
         digests = FileDigests()
         read: tuple[str, ...] = ()
 
@@ -71,6 +79,8 @@ class LocalManifestSource:
                 yield result
 
     def load(self) -> LocalLoad | ConfigRejected:
+        from routeway.proxy.process import ConfigRejected
+
         try:
             return load_local(self.paths, self.gateway)
         except Exception as exc:  # a bug in translation must not take the proxy down
@@ -80,6 +90,8 @@ class LocalManifestSource:
 
 def to_update(result: LocalLoad, source: str) -> ConfigUpdate:
     """Any problem rejects the whole change: serving half of an edit is worse than none."""
+    from routeway.proxy.process import ConfigLoaded, ConfigRejected
+
     if result.problems or result.config is None:
         return ConfigRejected(source, result.problems or ("no config could be rendered",))
     return ConfigLoaded(result.config, result.credentials, source)
@@ -116,5 +128,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"routeway serve: error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return 2
     options = options_from_args(args, command="routeway serve", never_loaded_exit_code=1)
-    source = LocalManifestSource(tuple(args.paths), args.gateway)
-    return run_proxy(source, options)
+    from routeway.proxy.process import run_proxy
+
+    return run_proxy(LocalManifestSource(tuple(args.paths), args.gateway), options)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from routeway import conditions as c
 from routeway.resources import ModelBackend, ModelGateway, ModelRoute, Secret
@@ -24,8 +24,9 @@ from routeway.resources import ModelBackend, ModelGateway, ModelRoute, Secret
 NsName: TypeAlias = tuple[str, str]
 
 
-@dataclass(frozen=True, order=True, slots=True)
-class ObjectKey:
+class ObjectKey(NamedTuple):
+    """Identifies an object across kinds; a tuple so sorting and hashing stay in C."""
+
     kind: str
     namespace: str
     name: str
