@@ -13,12 +13,15 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from .conftest import CHART, ROOT
 
@@ -227,27 +230,38 @@ def stage_builder_context(target: Path) -> None:
                     shutil.copy2(file, out)
 
 
+def build_requirements_installed(pyproject: Path) -> bool:
+    """True when this interpreter already satisfies [build-system].requires."""
+    requires = tomllib.loads(pyproject.read_text())["build-system"]["requires"]
+    for line in requires:
+        requirement = Requirement(line)
+        try:
+            installed = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            return False
+        if not requirement.specifier.contains(installed, prereleases=True):
+            return False
+    return True
+
+
 def test_builder_context_builds_a_wheel_with_all_three_packages(tmp_path: Path) -> None:
     context = tmp_path / "context"
     stage_builder_context(context)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            ".",
-            "--no-deps",
-            "--quiet",
-            "--wheel-dir",
-            str(tmp_path / "wheels"),
-        ],
-        cwd=context,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        ".",
+        "--no-deps",
+        "--quiet",
+        "--wheel-dir",
+        str(tmp_path / "wheels"),
+    ]
+    if build_requirements_installed(context / "pyproject.toml"):
+        # Same backend version the image would fetch, without a fresh isolated env (~8 s).
+        command.append("--no-build-isolation")
+    result = subprocess.run(command, cwd=context, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = (tmp_path / "wheels").glob("routeway-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
