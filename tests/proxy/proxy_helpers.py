@@ -10,6 +10,7 @@ test config is `http://127.0.0.1:<port>/<behaviour>/v1`:
 - `drop-mid`: streams two events, then closes the connection;
 - `echo`: answers the received headers and body as JSON;
 - `gate`: streams one event, then waits for `upstream.release` before finishing;
+- `trickle`: streams ten events 50 ms apart (longer than a 0.2 s idle bound in total);
 - `flaky-<n>`: fails with 503 `n` times per test, then behaves like `ok`.
 Every request is recorded (`upstream.seen`) and a cancelled handler (the gateway hung up)
 is recorded in `upstream.cancelled` and signalled through `upstream.cancel_seen`.
@@ -212,6 +213,10 @@ async def _stream(
     if behaviour == "gate":
         state.entered.set()
         await state.release.wait()
+    if behaviour == "trickle":  # a long, healthy stream: gaps well under the idle bound
+        for _ in range(8):
+            await asyncio.sleep(0.05)
+            await response.write(event("."))
     # the last event split across two writes, to exercise reassembly
     last = event(None, "stop")
     await response.write(last[:10])

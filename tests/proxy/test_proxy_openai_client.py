@@ -20,8 +20,10 @@ def client(gateway: Gateway, key: str = "anything") -> AsyncOpenAI:
 
 def apply_simple(gateway: Gateway, upstream: Upstream, behaviour: str = "ok", **route_args: object) -> None:
     backend = make_backend("b1", upstream.base(behaviour), credential="ns/s/key")
-    gateway.runtime.apply(make_config([backend], [make_route("gpt", [("b1", 1)], **route_args)]),  # type: ignore[arg-type]
-                          {"ns/s/key": "backend-secret"})
+    gateway.runtime.apply(
+        make_config([backend], [make_route("gpt", [("b1", 1)], **route_args)]),  # type: ignore[arg-type]
+        {"ns/s/key": "backend-secret"},
+    )
 
 
 def sample(gateway: Gateway, name: str, **labels: str) -> float:
@@ -33,7 +35,8 @@ async def test_chat_completion_is_routed_and_rewritten(gateway: Gateway, upstrea
     apply_simple(gateway, upstream)
     async with client(gateway) as c:
         raw = await c.chat.completions.with_raw_response.create(
-            model="gpt", messages=[{"role": "user", "content": "hi"}])
+            model="gpt", messages=[{"role": "user", "content": "hi"}]
+        )
         answer = raw.parse()
     assert answer.choices[0].message.content == "hello there"
     assert answer.model == "b1-model"  # what the upstream saw and answered
@@ -48,11 +51,14 @@ async def test_chat_completion_is_routed_and_rewritten(gateway: Gateway, upstrea
     assert sample(gateway, "routeway_tokens_total", route="ns/gpt", backend="ns/b1", type="completion") == 2
 
 
-async def test_streaming_chat_strips_usage_the_client_did_not_ask_for(gateway: Gateway, upstream: Upstream) -> None:
+async def test_streaming_chat_strips_usage_the_client_did_not_ask_for(
+    gateway: Gateway, upstream: Upstream
+) -> None:
     apply_simple(gateway, upstream)
     async with client(gateway) as c:
         stream = await c.chat.completions.create(
-            model="gpt", messages=[{"role": "user", "content": "hi"}], stream=True)
+            model="gpt", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
         chunks = [chunk async for chunk in stream]
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "Hello"
     assert all(ch.choices for ch in chunks), "the usage-only chunk must not reach the client"
@@ -65,8 +71,11 @@ async def test_streaming_chat_keeps_usage_the_client_asked_for(gateway: Gateway,
     apply_simple(gateway, upstream)
     async with client(gateway) as c:
         stream = await c.chat.completions.create(
-            model="gpt", messages=[{"role": "user", "content": "hi"}], stream=True,
-            stream_options={"include_usage": True})
+            model="gpt",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
         chunks = [chunk async for chunk in stream]
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
@@ -93,7 +102,9 @@ async def test_embeddings(gateway: Gateway, upstream: Upstream) -> None:
 
 async def test_models_list_and_retrieve(gateway: Gateway, upstream: Upstream) -> None:
     backend = make_backend("b1", upstream.base("ok"))
-    gateway.runtime.apply(make_config([backend], [make_route("gpt", [("b1", 1)]), make_route("small", [("b1", 1)])]), {})
+    gateway.runtime.apply(
+        make_config([backend], [make_route("gpt", [("b1", 1)]), make_route("small", [("b1", 1)])]), {}
+    )
     async with client(gateway) as c:
         models = await c.models.list()
         one = await c.models.retrieve("small")
@@ -104,11 +115,15 @@ async def test_models_list_and_retrieve(gateway: Gateway, upstream: Upstream) ->
     assert missing.value.code == "model_not_found"
 
 
-async def test_unknown_model_is_404_model_not_found_without_a_label(gateway: Gateway, upstream: Upstream) -> None:
+async def test_unknown_model_is_404_model_not_found_without_a_label(
+    gateway: Gateway, upstream: Upstream
+) -> None:
     apply_simple(gateway, upstream)
     async with client(gateway) as c:
         with pytest.raises(openai.NotFoundError) as error:
-            await c.chat.completions.create(model="secret-user-model", messages=[{"role": "user", "content": "x"}])
+            await c.chat.completions.create(
+                model="secret-user-model", messages=[{"role": "user", "content": "x"}]
+            )
     assert error.value.code == "model_not_found"
     assert error.value.status_code == 404
     exposition = gateway.runtime.metrics.registry.collect()
@@ -177,9 +192,17 @@ async def test_upstream_errors_reach_the_sdk_typed(
 async def test_gateway_errors_reach_the_sdk_typed(gateway: Gateway, upstream: Upstream) -> None:
     unreachable = make_backend("down", "http://127.0.0.1:9/v1")
     stalled = make_backend("slow", upstream.base("stall"), first_byte=0.2)
-    gateway.runtime.apply(make_config([unreachable, stalled], [
-        make_route("down", [("down", 1)]), make_route("slow", [("slow", 1)]), make_route("empty", [("down", 0)]),
-    ]), {})
+    gateway.runtime.apply(
+        make_config(
+            [unreachable, stalled],
+            [
+                make_route("down", [("down", 1)]),
+                make_route("slow", [("slow", 1)]),
+                make_route("empty", [("down", 0)]),
+            ],
+        ),
+        {},
+    )
     async with client(gateway) as c:
         with pytest.raises(openai.APIStatusError) as bad_gateway:
             await c.chat.completions.create(model="down", messages=[{"role": "user", "content": "x"}])

@@ -1,0 +1,307 @@
+"""Failure handling through the real gateway: retries, fallbacks, timeouts, drops, disconnects.
+
+Matrix: retry on 5xx then success; retries exhausted (upstream answer relayed); 500 and 400
+never retried; 429 retried per retryOn; fallback after the weighted attempts; connect failure
+to fallback; first-byte timeout (retried only when `timeout` is in retryOn); route timeout;
+stream stalled mid-way (idle timeout ends it with an error event) vs a long healthy stream;
+stream dropped mid-way; non-OpenAI 5xx body wrapped; client disconnect cancels the upstream
+request (before the first byte and mid-stream); maxConcurrency with a bounded wait (503 +
+Retry-After, then a waiter getting the freed slot); header policy on the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import openai
+import orjson
+import pytest
+from openai import AsyncOpenAI
+from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
+
+CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def client(gateway: Gateway) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=gateway.v1, api_key="k", max_retries=0, timeout=10)
+
+
+def sample(gateway: Gateway, name: str, **labels: str) -> float:
+    return gateway.runtime.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def post(
+    gateway: Gateway, body: dict[str, object] = CHAT, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], dict[str, object]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", data=orjson.dumps(body), headers=headers) as response,
+    ):
+        return response.status, dict(response.headers), orjson.loads(await response.read())
+
+
+async def test_retry_on_5xx_then_success(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(
+        make_config(
+            [make_backend("b", upstream.base("flaky-2"))], [make_route("gpt", [("b", 1)], attempts=2)]
+        ),
+        {},
+    )
+    status, _headers, _ = await post(gateway)
+    assert status == 200
+    assert len(upstream.seen) == 3
+    assert sample(gateway, "routeway_retries_total", route="ns/gpt", backend="ns/b", reason="5xx") == 2
+    assert (
+        sample(gateway, "routeway_upstream_errors_total", route="ns/gpt", backend="ns/b", reason="5xx") == 2
+    )
+
+
+async def test_retries_exhausted_relays_the_upstream_answer(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(
+        make_config(
+            [make_backend("b", upstream.base("status-503"))], [make_route("gpt", [("b", 1)], attempts=1)]
+        ),
+        {},
+    )
+    status, headers, body = await post(gateway)
+    assert (status, body["error"]["code"]) == (503, "u503")  # type: ignore[index]
+    assert headers["X-Upstream"] == "yes" and headers["x-routeway-backend"] == "ns/b"
+    assert len(upstream.seen) == 2
+
+
+@pytest.mark.parametrize("behaviour", ["status-500", "status-400", "status-404"])
+async def test_500_and_4xx_are_never_retried(gateway: Gateway, upstream: Upstream, behaviour: str) -> None:
+    gateway.runtime.apply(
+        make_config(
+            [make_backend("b", upstream.base(behaviour)), make_backend("fb", upstream.base("ok"))],
+            [make_route("gpt", [("b", 1)], attempts=3, fallbacks=("fb",))],
+        ),
+        {},
+    )
+    status, _, _body = await post(gateway)
+    assert status == int(behaviour.split("-")[1])
+    assert len(upstream.seen) == 1
+
+
+async def test_429_is_retried_only_when_listed(gateway: Gateway, upstream: Upstream) -> None:
+    backends = [make_backend("b", upstream.base("status-429")), make_backend("fb", upstream.base("ok"))]
+    gateway.runtime.apply(make_config(backends, [make_route("gpt", [("b", 1)], fallbacks=("fb",))]), {})
+    status, headers, _ = await post(gateway)
+    assert (status, headers["x-routeway-backend"]) == (200, "ns/fb")
+    gateway.runtime.apply(
+        make_config(backends, [make_route("gpt", [("b", 1)], fallbacks=("fb",), retry_on=("5xx",))]), {}
+    )
+    status, _, body = await post(gateway)
+    assert (status, body["error"]["code"]) == (429, "u429")  # type: ignore[index]
+
+
+async def test_fallbacks_in_order_after_weighted_attempts(gateway: Gateway, upstream: Upstream) -> None:
+    backends = [
+        make_backend("b", upstream.base("status-502")),
+        make_backend("f1", "http://127.0.0.1:9/v1"),
+        make_backend("f2", upstream.base("ok")),
+    ]
+    gateway.runtime.apply(
+        make_config(backends, [make_route("gpt", [("b", 1)], attempts=1, fallbacks=("f1", "f2"))]), {}
+    )
+    status, headers, body = await post(gateway)
+    assert (status, headers["x-routeway-backend"]) == (200, "ns/f2")
+    assert [s.behaviour for s in upstream.seen] == ["status-502", "status-502", "ok"]
+    assert body["model"] == "f2-model"
+    assert (
+        sample(
+            gateway,
+            "routeway_upstream_errors_total",
+            route="ns/gpt",
+            backend="ns/f1",
+            reason="connect-failure",
+        )
+        == 1
+    )
+
+
+async def test_first_byte_timeout_retried_only_when_listed(gateway: Gateway, upstream: Upstream) -> None:
+    backends = [
+        make_backend("slow", upstream.base("stall"), first_byte=0.1),
+        make_backend("fb", upstream.base("ok")),
+    ]
+    gateway.runtime.apply(
+        make_config(backends, [make_route("gpt", [("slow", 1)], fallbacks=("fb",), retry_on=("timeout",))]),
+        {},
+    )
+    status, headers, _ = await post(gateway)
+    assert (status, headers["x-routeway-backend"]) == (200, "ns/fb")
+    gateway.runtime.apply(make_config(backends, [make_route("gpt", [("slow", 1)], fallbacks=("fb",))]), {})
+    status, headers, body = await post(gateway)
+    assert (status, body["error"]["code"]) == (504, "upstream_timeout")  # type: ignore[index]
+    assert headers["x-routeway-backend"] == "ns/slow"
+    assert upstream.cancelled.count("stall") >= 1  # the gateway hung up on the stalled upstream
+
+
+async def test_route_timeout_caps_the_whole_request(gateway: Gateway, upstream: Upstream) -> None:
+    backends = [make_backend("slow", upstream.base("stall"), first_byte=30)]
+    gateway.runtime.apply(make_config(backends, [make_route("gpt", [("slow", 1)], timeout=0.2)]), {})
+    status, _, body = await post(gateway)
+    assert (status, body["error"]["code"]) == (504, "upstream_timeout")  # type: ignore[index]
+
+
+async def test_stalled_stream_is_cut_but_a_long_healthy_one_is_not(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    backends = [
+        make_backend("stall", upstream.base("stall-mid"), idle=0.2),
+        make_backend("trickle", upstream.base("trickle"), idle=0.2),
+    ]
+    gateway.runtime.apply(
+        make_config(backends, [make_route("gpt", [("stall", 1)]), make_route("long", [("trickle", 1)])]), {}
+    )
+    received: list[str] = []
+    async with client(gateway) as c:
+        stream = await c.chat.completions.create(
+            model="gpt", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        with pytest.raises(openai.APIError) as error:
+            async for chunk in stream:
+                received.append(chunk.choices[0].delta.content or "")
+        assert received == ["Hel", "lo"]
+        assert "stalled" in error.value.message
+        long = await c.chat.completions.create(
+            model="long", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        text = "".join([ch.choices[0].delta.content or "" async for ch in long])
+    assert text == "Hello........"
+    assert sample(gateway, "routeway_requests_total", route="ns/gpt", backend="ns/stall", code="504") == 1
+    assert (
+        sample(
+            gateway,
+            "routeway_upstream_errors_total",
+            route="ns/gpt",
+            backend="ns/stall",
+            reason="idle-timeout",
+        )
+        == 1
+    )
+
+
+async def test_dropped_stream_ends_with_an_error_event(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(
+        make_config([make_backend("b", upstream.base("drop-mid"))], [make_route("gpt", [("b", 1)])]), {}
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "stream": True}) as response,
+    ):
+        assert response.status == 200
+        body = await response.read()
+    events = [e for e in body.split(b"\n\n") if e]
+    assert len(events) == 3
+    assert orjson.loads(events[-1][6:])["error"]["code"] == "disconnect"
+    assert sample(gateway, "routeway_requests_total", route="ns/gpt", backend="ns/b", code="502") == 1
+
+
+async def test_plain_5xx_body_is_wrapped_in_the_openai_shape(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(
+        make_config([make_backend("b", upstream.base("status-502-plain"))], [make_route("gpt", [("b", 1)])]),
+        {},
+    )
+    status, _, body = await post(gateway)
+    assert status == 502
+    assert body["error"]["code"] == "upstream_error" and "ns/b" in body["error"]["message"]  # type: ignore[index]
+
+
+async def test_client_disconnect_before_first_byte_cancels_upstream(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    gateway.runtime.apply(
+        make_config([make_backend("b", upstream.base("stall"))], [make_route("gpt", [("b", 1)])]), {}
+    )
+    async with aiohttp.ClientSession() as session:
+        request = asyncio.create_task(session.post(f"{gateway.v1}/chat/completions", json=CHAT))
+        await upstream.entered.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+    await asyncio.wait_for(upstream.cancel_seen.wait(), 5)
+    assert upstream.cancelled == ["stall"]
+
+
+async def test_client_disconnect_mid_stream_cancels_upstream(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(
+        make_config([make_backend("b", upstream.base("gate"))], [make_route("gpt", [("b", 1)])]), {}
+    )
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "stream": True})
+        first = await response.content.readuntil(b"\n\n")
+        assert b"Hel" in first
+        await upstream.entered.wait()
+        response.close()
+    await asyncio.wait_for(upstream.cancel_seen.wait(), 5)
+    assert upstream.cancelled == ["gate"]
+    for _ in range(100):
+        if sample(gateway, "routeway_requests_total", route="ns/gpt", backend="ns/b", code="499"):
+            break
+        await asyncio.sleep(0.01)
+    assert sample(gateway, "routeway_requests_total", route="ns/gpt", backend="ns/b", code="499") == 1
+    assert gateway.runtime.table.backends["ns/b"].limiter.in_use == 0  # type: ignore[union-attr]
+
+
+async def test_max_concurrency_bounded_wait(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(
+        make_config(
+            [make_backend("b", upstream.base("gate"), max_concurrency=1, queue_timeout=0.05)],
+            [make_route("gpt", [("b", 1)])],
+        ),
+        {},
+    )
+    async with aiohttp.ClientSession() as session:
+        holder = await session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "stream": True})
+        await upstream.entered.wait()
+        status, headers, body = await post(gateway)
+        assert (status, body["error"]["code"]) == (503, "backend_unavailable")  # type: ignore[index]
+        assert headers["Retry-After"] == "1" and headers["x-routeway-backend"] == "ns/b"
+        # a waiter with a longer queue timeout gets the slot as soon as the holder finishes
+        gateway.runtime.apply(
+            make_config(
+                [make_backend("b", upstream.base("gate"), max_concurrency=1, queue_timeout=10)],
+                [make_route("gpt", [("b", 1)])],
+            ),
+            {},
+        )
+        waiter = asyncio.create_task(post(gateway))
+        upstream.release.set()
+        await holder.read()
+        holder.close()
+        status, _, _ = await waiter
+        assert status == 200
+    assert (
+        sample(gateway, "routeway_upstream_errors_total", route="ns/gpt", backend="ns/b", reason="overloaded")
+        == 1
+    )
+
+
+async def test_header_policy_on_the_wire(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(
+        make_config(
+            [make_backend("b", upstream.base("echo"), credential="ns/s/k")], [make_route("gpt", [("b", 1)])]
+        ),
+        {"ns/s/k": "upstream-key"},
+    )
+    status, headers, body = await post(
+        gateway,
+        headers={
+            "Authorization": "Bearer client-key",
+            "Connection": "X-Hop-Me",
+            "X-Hop-Me": "1",
+            "Proxy-Authorization": "Basic x",
+            "X-Session-Id": "s1",
+        },
+    )
+    assert status == 200
+    seen = body["headers"]
+    assert seen["Authorization"] == "Bearer upstream-key"  # type: ignore[index]
+    assert "X-Hop-Me" not in seen and "Proxy-Authorization" not in seen  # type: ignore[operator]
+    assert seen["X-Forwarded-For"] == "127.0.0.1" and seen["X-Forwarded-Proto"] == "http"  # type: ignore[index]
+    assert seen["X-Session-Id"] == "s1"  # type: ignore[index]
+    assert "X-Secret-Hop" not in headers and "Keep-Alive" not in headers
+    assert headers["X-Kept"] == "yes"

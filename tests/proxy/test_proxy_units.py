@@ -1,0 +1,321 @@
+"""Pure parts of the request path, without sockets.
+
+Matrix: balancer (exact weighted shares over 10,000 picks, weight 0, exclusion, interleaving,
+sticky stability and share, movement when a target leaves); outlier detection (ejection after
+N failures, doubling up to the maximum, reset by success, forgetting old ejections, injectable
+clock); concurrency limiter (FIFO hand-over, bounded wait, cancellation); header policy
+(hop-by-hop both ways, Connection-named headers, Authorization replaced, X-Forwarded-*);
+usage extraction and SSE stripping (any chunking, CRLF events); histogram quantiles and
+merging; redaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+from routeway.proxy.balancer import WeightedRoundRobin, pick_sticky
+from routeway.proxy.headers import build_upstream_headers, filter_response_headers, read_bearer_token
+from routeway.proxy.health import ConcurrencyLimiter, OutlierDetector
+from routeway.proxy.redact import REDACTED, redact_document
+from routeway.proxy.stats import Buckets
+from routeway.proxy.streaming import SSEUsageFilter, Usage, find_document_usage
+
+from routeway.proxyconfig import OutlierDetection
+
+# --- balancer ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weights", [[90, 10], [1, 1, 1], [50, 30, 20], [97, 2, 1], [3, 0, 7]])
+def test_round_robin_shares_are_exact(weights: list[int]) -> None:
+    balancer = WeightedRoundRobin(weights)
+    counts = Counter(balancer.pick() for _ in range(10_000))
+    total = sum(weights)
+    for i, weight in enumerate(weights):
+        assert abs(counts[i] / 10_000 - weight / total) < 0.01
+    assert counts[None] == 0
+
+
+def test_round_robin_is_smooth_and_skips_weight_zero() -> None:
+    balancer = WeightedRoundRobin([5, 1, 1, 0])
+    picks = [balancer.pick() for _ in range(7)]
+    assert Counter(picks) == {0: 5, 1: 1, 2: 1}
+    assert picks[:2] != [0, 0] or picks[2] != 0  # interleaved, not a run of five
+
+
+def test_round_robin_exclusion_and_nothing_left() -> None:
+    balancer = WeightedRoundRobin([1, 1, 0])
+    assert {balancer.pick({0}) for _ in range(5)} == {1}
+    assert balancer.pick({0, 1}) is None
+    assert WeightedRoundRobin([0, 0]).pick() is None
+
+
+def test_sticky_keys_keep_their_target_and_follow_weights() -> None:
+    ids = ("ns/a", "ns/b", "ns/c")
+    weights = (60, 30, 10)
+    chosen = {f"session-{i}": pick_sticky(f"session-{i}", ids, weights) for i in range(6000)}
+    assert all(pick_sticky(k, ids, weights) == v for k, v in list(chosen.items())[:200])
+    shares = Counter(chosen.values())
+    assert abs(shares[0] / 6000 - 0.6) < 0.03 and abs(shares[2] / 6000 - 0.1) < 0.03
+    # excluding b moves only b's sessions
+    moved = [k for k, v in chosen.items() if pick_sticky(k, ids, weights, {1}) != v]
+    assert all(chosen[k] == 1 for k in moved)
+    assert pick_sticky("x", ids, (0, 0, 0)) is None
+
+
+# --- outlier detection --------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_outlier_detection_ejects_doubles_and_recovers() -> None:
+    clock = Clock()
+    health = OutlierDetector(OutlierDetection(consecutiveFailures=3, baseEjection=10, maxEjection=25), clock)
+    assert [health.record_failure() for _ in range(3)] == [False, False, True]
+    assert health.is_ejected() and health.ejection_remaining() == 10
+    assert health.record_failure() is False  # failures while ejected do not extend it
+    clock.now = 10
+    assert not health.is_ejected()
+    health.record_failure()
+    health.record_success()  # resets the count
+    health.record_failure()
+    health.record_failure()
+    assert health.record_failure() is True
+    assert health.ejection_remaining() == 20  # doubled
+    clock.now = 30
+    for _ in range(3):
+        health.record_failure()
+    assert health.ejection_remaining() == 25  # capped at maxEjection
+    clock.now = 55 + 25  # in service for maxEjection after the last ejection: doubling forgotten
+    health.record_success()
+    for _ in range(3):
+        health.record_failure()
+    assert health.ejection_remaining() == 10
+    assert health.ejections == 4
+    assert health.describe()["ejected"] is True
+
+
+def test_outlier_detection_disabled_with_zero_threshold() -> None:
+    health = OutlierDetector(OutlierDetection(consecutiveFailures=0, baseEjection=1, maxEjection=1), Clock())
+    assert not any(health.record_failure() for _ in range(10))
+
+
+# --- concurrency limiter ------------------------------------------------------------------------
+
+
+async def test_limiter_hands_slots_over_in_order_and_bounds_the_wait() -> None:
+    limiter = ConcurrencyLimiter(1)
+    assert await limiter.acquire(0)
+    assert not await limiter.acquire(0)  # no wait allowed
+    order: list[str] = []
+
+    async def wait(name: str) -> None:
+        assert await limiter.acquire(5)
+        order.append(name)
+
+    first = asyncio.create_task(wait("first"))
+    second = asyncio.create_task(wait("second"))
+    await asyncio.sleep(0)
+    assert limiter.waiting == 2
+    limiter.release()
+    await first
+    limiter.release()
+    await second
+    assert order == ["first", "second"]
+    assert not await limiter.acquire(0.01)  # bounded wait expires, nothing leaks
+    limiter.release()
+    assert limiter.in_use == 0
+    cancelled = asyncio.create_task(limiter.acquire(5))
+    assert await limiter.acquire(0)
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    limiter.release()
+    assert limiter.in_use == 0 and limiter.waiting == 0
+
+
+async def test_unlimited_limiter_counts_in_flight() -> None:
+    limiter = ConcurrencyLimiter(None)
+    assert await limiter.acquire(0) and await limiter.acquire(0)
+    assert limiter.in_use == 2
+
+
+# --- headers ------------------------------------------------------------------------------------
+
+
+def test_upstream_headers_drop_hop_by_hop_and_client_authorization() -> None:
+    client = CIMultiDict(
+        {
+            "Authorization": "Bearer client-key",
+            "Connection": "keep-alive, X-Private",
+            "X-Private": "drop me",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authorization": "x",
+            "TE": "trailers",
+            "Transfer-Encoding": "chunked",
+            "Upgrade": "h2c",
+            "Host": "gateway",
+            "Content-Length": "10",
+            "X-Forwarded-For": "10.0.0.1",
+            "User-Agent": "sdk",
+            "X-Session-Id": "abc",
+        }
+    )
+    out = build_upstream_headers(
+        client, authorization="Bearer backend", client_address="10.0.0.2", scheme="http"
+    )
+    assert out["Authorization"] == "Bearer backend"
+    assert out["X-Forwarded-For"] == "10.0.0.1, 10.0.0.2"
+    assert out["X-Forwarded-Proto"] == "http"
+    assert out["User-Agent"] == "sdk" and out["X-Session-Id"] == "abc"
+    for dropped in (
+        "Connection",
+        "X-Private",
+        "Keep-Alive",
+        "Proxy-Authorization",
+        "TE",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+    ):
+        assert dropped not in out
+    bare = build_upstream_headers(
+        {"authorization": "Bearer c"}, authorization=None, client_address=None, scheme="https"
+    )
+    assert "Authorization" not in bare and bare["X-Forwarded-Proto"] == "https"
+
+
+def test_response_headers_drop_hop_by_hop_and_framing() -> None:
+    upstream = CIMultiDict(
+        {
+            "Connection": "close, X-Hop",
+            "X-Hop": "1",
+            "Transfer-Encoding": "chunked",
+            "Content-Length": "5",
+            "Content-Encoding": "gzip",
+            "Trailer": "x",
+            "Server": "up",
+            "Content-Type": "application/json",
+            "X-Request-Id": "r1",
+        }
+    )
+    out = filter_response_headers(upstream)
+    assert dict(out) == {"Content-Type": "application/json", "X-Request-Id": "r1"}
+
+
+def test_read_bearer_token() -> None:
+    assert read_bearer_token("Bearer abc") == "abc"
+    assert read_bearer_token("bearer  abc ") == "abc"
+    assert read_bearer_token("Basic abc") is None
+    assert read_bearer_token(None) is None
+    assert read_bearer_token("Bearer ") is None
+
+
+# --- usage and SSE ------------------------------------------------------------------------------
+
+
+def test_document_usage_is_found_from_the_end() -> None:
+    body = orjson.dumps(
+        {
+            "choices": [{"message": {"content": 'say "usage": {"prompt_tokens": 99}'}}],
+            "usage": {
+                "prompt_tokens": 4,
+                "completion_tokens": 6,
+                "prompt_tokens_details": {"cached_tokens": 0},
+            },
+        }
+    )
+    assert find_document_usage(body) == Usage(4, 6)
+    assert find_document_usage(b'{"data": [], "usage": {"prompt_tokens": 3, "total_tokens": 3}}') == Usage(
+        3, 0
+    )
+    assert find_document_usage(b'{"usage": null}') is None
+    assert find_document_usage(b"not json") is None
+
+
+def _events(include_usage: bool, crlf: bool = False) -> bytes:
+    def event(document: dict[str, object]) -> bytes:
+        return b"data: " + orjson.dumps(document) + (b"\r\n\r\n" if crlf else b"\n\n")
+
+    usage = {"usage": None} if include_usage else {}
+    body = b"".join(event({"choices": [{"delta": {"content": t}}], **usage}) for t in ["a", "b", "c"])
+    if include_usage:
+        body += event({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
+    return body + (b"data: [DONE]\r\n\r\n" if crlf else b"data: [DONE]\n\n")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    cuts=st.lists(st.integers(min_value=1, max_value=400), max_size=12),
+    strip=st.booleans(),
+    crlf=st.booleans(),
+)
+def test_sse_filter_strips_only_the_usage_chunk_under_any_chunking(
+    cuts: list[int], strip: bool, crlf: bool
+) -> None:
+    stream = _events(include_usage=True, crlf=crlf)
+    positions = sorted({c for c in cuts if c < len(stream)})
+    pieces = [stream[a:b] for a, b in zip([0, *positions], [*positions, len(stream)], strict=True)]
+    sse = SSEUsageFilter(strip_usage_chunk=strip)
+    out = b"".join(sse.feed(p) for p in pieces) + sse.flush()
+    assert sse.usage == Usage(7, 3)
+    if strip:
+        expected = stream.replace(
+            b"data: "
+            + orjson.dumps({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
+            + (b"\r\n\r\n" if crlf else b"\n\n"),
+            b"",
+        )
+        assert out == expected
+    else:
+        assert out == stream
+
+
+def test_sse_filter_holds_partial_events_and_can_discard_them() -> None:
+    sse = SSEUsageFilter(strip_usage_chunk=True)
+    assert sse.feed(b'data: {"a"') == b""
+    assert sse.feed(b": 1}\n\ndata: {") == b'data: {"a": 1}\n\n'
+    sse.discard_pending()
+    assert sse.flush() == b""
+
+
+# --- statistics ---------------------------------------------------------------------------------
+
+
+def test_bucket_quantiles_and_merge() -> None:
+    a = Buckets((0.1, 0.5, 1.0, float("inf")), (50, 90, 100, 100), 20.0)
+    assert a.quantile(0.5) == pytest.approx(0.1)
+    assert a.quantile(0.95) == pytest.approx(0.75)
+    merged = a.merge(Buckets((0.1, 0.5, 1.0, float("inf")), (0, 0, 0, 100), 500.0))
+    assert merged.count == 200 and merged.total == 520
+    assert merged.quantile(0.99) == 1.0  # falls in +Inf: the highest finite bound
+    assert Buckets().quantile(0.5) is None
+    with pytest.raises(ValueError):
+        a.merge(Buckets((1.0, float("inf")), (1, 1), 1))
+
+
+def test_redaction() -> None:
+    document = {
+        "url": "http://user:pw@host/v1",
+        "credentialRef": "ns/s/k",
+        "apiKey": "sk-1",
+        "nested": [{"note": "token is hunter22"}],
+    }
+    out = redact_document(document, {"hunter22"})
+    assert out["url"] == f"http://{REDACTED}@host/v1"
+    assert out["credentialRef"] == "ns/s/k"
+    assert out["apiKey"] == REDACTED
+    assert out["nested"][0]["note"] == f"token is {REDACTED}"
