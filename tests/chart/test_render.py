@@ -8,14 +8,16 @@ security context, the operator's environment contract, probes, metrics wiring).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
-from .conftest import CHART, RELEASE_NAMESPACE, Helm, Rendered
+from .conftest import CHART, RELEASE_NAMESPACE, Helm, Rendered, helm_template
 
 KUBERNETES_VERSION = "1.33"
 
@@ -249,3 +251,20 @@ def test_service_monitor(template: Callable[..., Rendered]) -> None:
     assert monitor["spec"]["endpoints"] == [
         {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
     ]
+
+
+def test_oldest_supported_kubernetes(helm: Helm, tmp_path: Path) -> None:
+    """Chart.yaml's kubeVersion floor is honest: helm enforces it and every object fits that schema."""
+    floor = re.fullmatch(
+        r">=(\d+\.\d+)\.0-0", yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    )
+    assert floor, "kubeVersion should be a plain >=X.Y.0-0 floor"
+    major, minor = (int(part) for part in floor[1].split("."))
+    too_old = helm_template(helm, tmp_path, None, "--kube-version", f"{major}.{minor - 1}.0")
+    assert too_old.returncode != 0 and "kubeVersion" in too_old.stderr, too_old.stderr
+    for values in ({"replicas": 2}, VALUE_SETS["watch-namespaces"]):
+        result = helm_template(helm, tmp_path, values, "--kube-version", f"{major}.{minor}.0")
+        assert result.returncode == 0, result.stderr
+        for obj in (doc for doc in yaml.safe_load_all(result.stdout) if doc):
+            if obj["kind"] not in CUSTOM_KINDS:
+                kubernetes_validate.validate(obj, floor[1], strict=True)
