@@ -339,7 +339,6 @@ class Forwarder:
                     AttemptWatchdog(timeouts.first_byte, hard) as watchdog,
                     backend.provider.open(self.session, call) as reply,
                 ):
-                    watchdog.start_body(timeouts.idle)
                     return await self._answer(target, reply, watchdog, plan)
             except AttemptTimeout as timeout:
                 if self._response is not None:
@@ -400,14 +399,19 @@ class Forwarder:
         self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog, plan: CandidatePlan
     ) -> web.StreamResponse:
         status = reply.status
+        # The first-byte bound lasts until the first body bytes, not just the headers: a
+        # streaming server sends its headers at once and its first token much later, and
+        # nothing has gone to the client yet, so a timeout here can still be retried.
+        first = await reply.read_chunk()
+        watchdog.start_body(target.backend.config.timeouts.idle)
         if (
             self.stream
             and 200 <= status < 300
             and "text/event-stream" in reply.headers.get("Content-Type", "")
         ):
-            return await self._relay_stream(target, reply, watchdog)
-        parts = []
-        while True:
+            return await self._relay_stream(target, reply, watchdog, first)
+        parts = [first]
+        while first:
             chunk = await reply.read_chunk()
             if not chunk:
                 break
@@ -459,7 +463,7 @@ class Forwarder:
         return answer
 
     async def _relay_stream(
-        self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog
+        self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog, first_chunk: bytes
     ) -> web.StreamResponse:
         headers = filter_response_headers(reply.headers)
         headers.update(target.headers)
@@ -469,11 +473,9 @@ class Forwarder:
         await response.prepare(self.request)
         self._response = response
         first = True
+        chunk = first_chunk
         try:
-            while True:
-                chunk = await reply.read_chunk()
-                if not chunk:
-                    break
+            while chunk:
                 out = sse.feed(chunk)
                 if out:
                     if first:
@@ -482,6 +484,7 @@ class Forwarder:
                     watchdog.pause()  # a slow client is not a stalled upstream
                     await response.write(out)
                     watchdog.touch()
+                chunk = await reply.read_chunk()
             rest = sse.flush()
             if rest:
                 await response.write(rest)

@@ -7,8 +7,8 @@ checks whether there was activity since and, if so, re-arms for the new expiry. 
 bound is exact (a stream is cut after `idle` seconds without a chunk, never earlier) and a
 long healthy stream costs one timer per `idle` seconds.
 
-Phases: until `start_body()` the bound is `first_byte` from the start of the attempt (headers
-must arrive in time); afterwards it is `idle` since the last `touch()`. A hard deadline
+Phases: until `start_body()` the bound is `first_byte` from the start of the attempt (the
+caller calls it once the first body bytes arrived); afterwards it is `idle` since the last `touch()`. A hard deadline
 (`min(attempt start + total, route deadline)`) applies throughout.
 
 It cancels the task like `asyncio.timeout` does and turns that cancellation into
@@ -88,7 +88,7 @@ class AttemptWatchdog:
             raise AttemptTimeout(self.kind or "total") from exc
 
     def start_body(self, idle: float) -> None:
-        """Headers arrived: from now on the bound is `idle` between chunks."""
+        """The first body bytes arrived: from now on the bound is `idle` between chunks."""
         self._phase = "idle"
         self._idle = idle
         self._last = self._loop.time()
