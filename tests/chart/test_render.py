@@ -268,3 +268,10 @@ def test_oldest_supported_kubernetes(helm: Helm, tmp_path: Path) -> None:
         for obj in (doc for doc in yaml.safe_load_all(result.stdout) if doc):
             if obj["kind"] not in CUSTOM_KINDS:
                 kubernetes_validate.validate(obj, floor[1], strict=True)
+
+
+def test_readme_documents_the_environment_contract(template: Callable[..., Rendered]) -> None:
+    readme = (CHART / "README.md").read_text()
+    section = readme.partition("## Operator environment")[2]
+    documented = set(re.findall(r"`((?:ROUTEWAY|POD)_[A-Z_]+)`", section))
+    assert documented == set(env_of(operator_container(template())))
