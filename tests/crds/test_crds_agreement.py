@@ -1,0 +1,383 @@
+"""The pydantic models and the generated CRDs (schema + CEL) give the same verdict.
+
+The CLI (`routeway validate`) and the operator judge manifests with the pydantic models; the
+API server judges them with the CRDs. A manifest one accepts and the other rejects is a bug in
+one of them, so every case of the table below states the expected verdict, and both sides are
+checked against it separately (the failing test names the side that disagrees):
+
+- `test_pydantic_verdict`: `Model.model_validate(manifest)`;
+- `test_api_server_verdict`: the API server's steps (crds_apiserver.admit): null pruning,
+  defaulting, OpenAPI schema with unknown fields rejected, list-map keys, CEL rules;
+- `test_cel_rule_verdict`: the case's CEL rule (if it names one) is what rejects it, and no
+  rule fails on a valid case — evaluated with cel-expr-python;
+- `test_defaults_agree`: for valid cases, the object as the API server stores it (defaults
+  applied) equals what pydantic parses, so a default lives in one place: the model.
+
+Rows cover, per kind: minimal and full valid objects, wrong enum, bad duration, missing
+required field, out-of-range numbers, unknown fields (top and nested), pattern violations,
+wrong scalar types, and the cross-field rules (openai needs url, mock block only for mock,
+unique backend names, `names` only with `from: List`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+import pytest
+from crds_apiserver import Admission, admit
+
+from routeway.resources import KIND_MODELS
+
+ABSENT: Any = object()
+SPEC_RULE_MESSAGES = {
+    "openai-url": "url is required when provider is openai",
+    "mock-only": "mock may only be set when provider is mock",
+    "unique-backends": "backend names must be unique within a route",
+    "names-with-list": "allowedRoutes.namespaces.names is only used when from is List",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    kind: str
+    spec: Any
+    valid: bool
+    rule: str | None = None  # key of SPEC_RULE_MESSAGES: the CEL rule that must reject it
+    status: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def manifest(self) -> dict[str, Any]:
+        obj: dict[str, Any] = {
+            "apiVersion": "routeway.dev/v1alpha1",
+            "kind": self.kind,
+            "metadata": {"name": "sample", "namespace": "ml"},
+        }
+        if self.spec is not ABSENT:
+            obj["spec"] = self.spec
+        if self.status is not None:
+            obj["status"] = self.status
+        return obj
+
+
+def backend(spec: Any, valid: bool, id: str, rule: str | None = None) -> Case:
+    return Case(id=f"backend-{id}", kind="ModelBackend", spec=spec, valid=valid, rule=rule)
+
+
+def route(spec: Any, valid: bool, id: str, rule: str | None = None) -> Case:
+    return Case(id=f"route-{id}", kind="ModelRoute", spec=spec, valid=valid, rule=rule)
+
+
+def gateway(spec: Any, valid: bool, id: str, rule: str | None = None) -> Case:
+    return Case(id=f"gateway-{id}", kind="ModelGateway", spec=spec, valid=valid, rule=rule)
+
+
+VLLM = "http://vllm.ml.svc:8000/v1"
+OPENAI = {"provider": "openai", "url": VLLM}
+MOCK = {"provider": "mock"}
+ROUTE = {"model": "chat", "backends": [{"name": "llama-v1"}]}
+
+
+def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    return {**base, **changes}
+
+
+def _backends(count: int) -> list[dict[str, Any]]:
+    return [{"name": f"b{i}", "weight": 1} for i in range(count)]
+
+
+CONDITIONS = [
+    {
+        "type": "Ready",
+        "status": "True",
+        "reason": "Programmed",
+        "message": "served by ml/default",
+        "observedGeneration": 3,
+        "lastTransitionTime": "2026-11-29T14:00:00Z",
+    },
+    {"type": "ResolvedRefs", "status": "False", "reason": "BackendNotFound"},
+]
+
+CASES: list[Case] = [
+    # ---------------------------------------------------------------- ModelBackend
+    backend(OPENAI, True, "openai-minimal"),
+    backend(MOCK, True, "mock-minimal"),
+    backend(
+        {
+            "provider": "openai",
+            "url": "https://api.openai.com/v1",
+            "model": "gpt-4o-mini",
+            "apiKeySecretRef": {"name": "openai", "key": "api-key"},
+            "timeouts": {"connect": "2s", "firstByte": "1m30s", "idle": "500ms", "total": "10m"},
+            "maxConcurrency": 32,
+            "queueTimeout": "250ms",
+            "version": "2024-07-18",
+            "outlierDetection": {
+                "consecutiveFailures": 3,
+                "baseEjectionTime": "30s",
+                "maxEjectionTime": "1h",
+            },
+        },
+        True,
+        "openai-full",
+    ),
+    backend(
+        _with(
+            MOCK,
+            mock={
+                "latency": "10ms",
+                "timeToFirstToken": "1.5s",
+                "tokensPerSecond": 42.5,
+                "errorRate": 0.25,
+                "maxTokens": 64,
+            },
+        ),
+        True,
+        "mock-full",
+    ),
+    backend(_with(MOCK, url=None, model=None), True, "null-optional-fields"),
+    backend({"provider": "anthropic", "url": VLLM}, False, "unknown-provider"),
+    backend({"url": VLLM}, False, "missing-provider"),
+    backend(ABSENT, False, "missing-spec"),
+    backend({"provider": "openai"}, False, "openai-without-url", rule="openai-url"),
+    backend(_with(OPENAI, mock={"latency": "1s"}), False, "mock-block-on-openai", rule="mock-only"),
+    backend(_with(OPENAI, url="ftp://files.example/v1"), False, "url-not-http"),
+    backend(_with(OPENAI, timeouts={"connect": "5 seconds"}), False, "bad-duration"),
+    backend(_with(OPENAI, queueTimeout="1d"), False, "bad-duration-unit"),
+    backend(_with(OPENAI, region="eu"), False, "unknown-field"),
+    backend(_with(OPENAI, timeouts={"read": "5s"}), False, "unknown-nested-field"),
+    backend(_with(OPENAI, maxConcurrency=0), False, "zero-concurrency"),
+    backend(_with(MOCK, mock={"errorRate": 1.5}), False, "error-rate-above-one"),
+    backend(_with(OPENAI, apiKeySecretRef={"name": "openai"}), False, "secret-ref-without-key"),
+    backend(
+        _with(OPENAI, apiKeySecretRef={"name": "openai", "key": "api key"}), False, "secret-key-with-space"
+    ),
+    backend(_with(OPENAI, version="v" * 64), False, "version-too-long"),
+    backend(_with(OPENAI, maxConcurrency="10"), False, "string-for-integer"),
+    backend(_with(MOCK, mock={"maxTokens": True}), False, "boolean-for-integer"),
+    backend(_with(MOCK, mock={"errorRate": "0.5"}), False, "string-for-number"),
+    backend(_with(OPENAI, model=7), False, "integer-for-string"),
+    # ---------------------------------------------------------------- ModelRoute
+    route(ROUTE, True, "minimal"),
+    route(
+        {
+            "model": "chat",
+            "gatewayRef": {"name": "edge", "namespace": "gateways"},
+            "backends": [{"name": "llama-v1", "weight": 90}, {"name": "llama-v2", "weight": 10}],
+            "fallbacks": [{"name": "llama-v1"}],
+            "retries": {
+                "attempts": 2,
+                "retryOn": ["connect-failure", "timeout", "5xx", "429"],
+                "backoff": "100ms",
+            },
+            "timeout": "2m",
+            "stickiness": {"header": "x-session-id"},
+        },
+        True,
+        "full",
+    ),
+    route(
+        _with(ROUTE, backends=[{"name": "a", "weight": 0}, {"name": "b", "weight": 0}]),
+        True,
+        "all-weights-zero",
+    ),
+    route(_with(ROUTE, backends=_backends(64)), True, "most-backends"),
+    route(_with(ROUTE, retries={"attempts": 0, "retryOn": []}), True, "no-retries"),
+    route(
+        _with(
+            ROUTE,
+            strategy={"canary": {"steps": [{"weight": 10, "pause": "5m"}], "analysis": {"any": "thing"}}},
+        ),
+        True,
+        "reserved-canary-is-opaque",
+    ),
+    route(_with(ROUTE, backends=[{"name": "a", "weight": -1}]), False, "negative-weight"),
+    route(_with(ROUTE, backends=[{"name": "a", "weight": 1_000_001}]), False, "weight-above-max"),
+    route(
+        _with(ROUTE, backends=[{"name": "a", "weight": 1}, {"name": "a", "weight": 2}]),
+        False,
+        "duplicate-backend-names",
+        rule="unique-backends",
+    ),
+    route(_with(ROUTE, backends=[]), False, "no-backends"),
+    route({"model": "chat"}, False, "missing-backends"),
+    route({"backends": [{"name": "a"}]}, False, "missing-model"),
+    route(_with(ROUTE, model=""), False, "empty-model"),
+    route(_with(ROUTE, backends=[{"name": "Llama_V1"}]), False, "backend-name-not-dns"),
+    route(_with(ROUTE, backends=[{"weight": 1}]), False, "backend-without-name"),
+    route(_with(ROUTE, backends=_backends(65)), False, "too-many-backends"),
+    route(_with(ROUTE, fallbacks=[{"name": f"f{i}"} for i in range(17)]), False, "too-many-fallbacks"),
+    route(_with(ROUTE, retries={"retryOn": ["502"]}), False, "unknown-retry-on"),
+    route(_with(ROUTE, retries={"attempts": 11}), False, "too-many-attempts"),
+    route(_with(ROUTE, timeout="2 minutes"), False, "bad-timeout"),
+    route(_with(ROUTE, stickiness={"header": "x session"}), False, "bad-header-name"),
+    route(_with(ROUTE, fallback=[{"name": "a"}]), False, "unknown-field"),
+    route(_with(ROUTE, backends=[{"name": "a", "weigth": 5}]), False, "unknown-field-in-list-item"),
+    route(_with(ROUTE, backends=[{"name": "a", "weight": "5"}]), False, "string-for-weight"),
+    # ---------------------------------------------------------------- ModelGateway
+    gateway(ABSENT, True, "no-spec"),
+    gateway({}, True, "empty-spec"),
+    gateway(
+        {
+            "replicas": 3,
+            "image": "ghcr.io/routeway/proxy:0.1.0",
+            "workers": 4,
+            "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+            "service": {"type": "LoadBalancer", "port": 8080},
+            "allowedRoutes": {"namespaces": {"from": "List", "names": ["ml", "team-a"]}},
+            "auth": {"apiKeySecretRef": {"name": "gateway-keys"}},
+            "maxRequestBodyBytes": 1_048_576,
+        },
+        True,
+        "full",
+    ),
+    gateway({"allowedRoutes": {"namespaces": {"from": "All"}}}, True, "all-namespaces"),
+    gateway({"replicas": 0}, True, "scaled-to-zero"),
+    gateway(
+        {"allowedRoutes": {"namespaces": {"from": "Same", "names": ["ml"]}}},
+        False,
+        "names-without-list",
+        rule="names-with-list",
+    ),
+    gateway(
+        {"allowedRoutes": {"namespaces": {"names": ["ml"]}}},
+        False,
+        "names-with-default-from",
+        rule="names-with-list",
+    ),
+    gateway({"allowedRoutes": {"namespaces": {"from": "Selector"}}}, False, "unknown-from"),
+    gateway(
+        {"allowedRoutes": {"namespaces": {"from": "List", "names": ["Team_A"]}}}, False, "bad-namespace-name"
+    ),
+    gateway({"service": {"type": "External"}}, False, "unknown-service-type"),
+    gateway({"service": {"port": 0}}, False, "port-zero"),
+    gateway({"service": {"port": 70000}}, False, "port-too-high"),
+    gateway({"replicas": -1}, False, "negative-replicas"),
+    gateway({"workers": 0}, False, "zero-workers"),
+    gateway({"resources": {"requests": {"cpu": "lots"}}}, False, "bad-quantity"),
+    gateway({"maxRequestBodyBytes": 100}, False, "body-limit-too-small"),
+    gateway({"auth": {}}, False, "auth-without-secret"),
+    gateway({"replica": 3}, False, "unknown-field"),
+    gateway({"replicas": "3"}, False, "string-for-replicas"),
+    # ---------------------------------------------------------------- status, as the operator writes it
+    Case(
+        "backend-status",
+        "ModelBackend",
+        MOCK,
+        True,
+        status={"observedGeneration": 3, "conditions": CONDITIONS, "routes": 2},
+    ),
+    Case(
+        "route-status",
+        "ModelRoute",
+        ROUTE,
+        True,
+        status={
+            "observedGeneration": 1,
+            "conditions": CONDITIONS,
+            "backendWeights": "llama-v1=90,llama-v2=10",
+            "gateway": "ml/default",
+            "configRevision": "5f2c",
+        },
+    ),
+    Case(
+        "gateway-status",
+        "ModelGateway",
+        {},
+        True,
+        status={
+            "observedGeneration": 2,
+            "conditions": CONDITIONS,
+            "replicas": 2,
+            "readyReplicas": 1,
+            "address": "http://routeway-default.ml.svc:80/v1",
+            "configRevision": "5f2c",
+            "routes": 4,
+        },
+    ),
+]
+
+_VALID = [c for c in CASES if c.valid]
+
+
+def _ids(cases: list[Case]) -> list[str]:
+    return [c.id for c in cases]
+
+
+def test_case_ids_are_unique() -> None:
+    assert len(set(_ids(CASES))) == len(CASES)
+
+
+def _pydantic(case: Case) -> tuple[Any, str]:
+    try:
+        return KIND_MODELS[case.kind].model_validate(case.manifest()), ""
+    except pydantic.ValidationError as exc:
+        return None, str(exc)
+
+
+def _api_server(case: Case, crds_by_kind: dict[str, dict[str, Any]]) -> Admission:
+    return admit(crds_by_kind[case.kind], case.manifest())
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_pydantic_verdict(case: Case) -> None:
+    parsed, errors = _pydantic(case)
+    verdict = "accepts" if parsed is not None else "rejects"
+    assert (parsed is not None) == case.valid, (
+        f"pydantic {verdict} {case.id}; expected the opposite\n{errors}"
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids(CASES))
+def test_api_server_verdict(case: Case, crds_by_kind: dict[str, dict[str, Any]]) -> None:
+    admission = _api_server(case, crds_by_kind)
+    verdict = "accepts" if admission.accepted else "rejects"
+    assert admission.accepted == case.valid, (
+        f"the CRD {verdict} {case.id}; expected the opposite\n" + "\n".join(admission.errors)
+    )
+
+
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.valid or c.rule], ids=_ids([c for c in CASES if c.valid or c.rule])
+)
+def test_cel_rule_verdict(case: Case, crds_by_kind: dict[str, dict[str, Any]]) -> None:
+    cel_errors = _api_server(case, crds_by_kind).cel_errors
+    if case.rule is None:
+        assert cel_errors == []
+    else:
+        assert any(SPEC_RULE_MESSAGES[case.rule] in e for e in cel_errors), cel_errors
+
+
+@pytest.mark.parametrize("case", _VALID, ids=_ids(_VALID))
+def test_defaults_agree(case: Case, crds_by_kind: dict[str, dict[str, Any]]) -> None:
+    """What the API server stores after defaulting is what pydantic parses, field for field."""
+    parsed, errors = _pydantic(case)
+    assert parsed is not None, errors
+    stored = _api_server(case, crds_by_kind).stored
+    assert stored["spec"] == parsed.spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    if case.status is not None:
+        assert stored["status"] == parsed.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def test_every_cel_rule_is_exercised(crds_by_kind: dict[str, dict[str, Any]]) -> None:
+    """A new rule in CEL_RULES needs rows in the table above."""
+    messages = {
+        validation["message"]
+        for crd in crds_by_kind.values()
+        for version in crd["spec"]["versions"]
+        for node in _nodes(version["schema"]["openAPIV3Schema"])
+        for validation in node.get("x-kubernetes-validations", [])
+    }
+    assert messages == set(SPEC_RULE_MESSAGES.values())
+
+
+def _nodes(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [schema]
+    for child in schema.get("properties", {}).values():
+        found += _nodes(child)
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            found += _nodes(schema[key])
+    return found
