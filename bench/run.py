@@ -1,0 +1,463 @@
+"""One command, side by side on loopback: direct upstream, the yardstick proxy, Routeway.
+
+    .venv/bin/python bench/run.py [--duration 10] [--workers 2] [--connections 1,16,64]
+
+Starts a fast upstream (bench/fast_upstream.py), the minimal aiohttp proxy
+(bench/yardstick_proxy.py) and `routeway serve` with generated manifests pointing one
+ModelRoute at that upstream (provider openai), then for each target:
+- `wrk` non-streaming POST /v1/chat/completions at each connection count (bench/post.lua),
+  after a short warm-up: throughput, p50/p99 latency, errors;
+- CPU time per request of the proxy's process tree (utime+stime from /proc before/after);
+- a streaming client (aiohttp): sequential and concurrent streamed requests, time to first
+  byte of the body and time to the end of the stream.
+Writes bench/out/bench-<time>.json and prints a markdown report with the ratios. Every
+process it starts is in its own session and is stopped at the end; every step is bounded.
+Nothing leaves 127.0.0.1. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+PYTHON = sys.executable
+ROUTEWAY = str(Path(sys.executable).parent / "routeway")  # the console script of this venv
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STREAM_BODY = {
+    "model": "bench",
+    "messages": [{"role": "user", "content": "Say something short."}],
+    "max_tokens": 16,
+    "stream": True,
+}
+
+MANIFESTS = """\
+apiVersion: routeway.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: fast-upstream, namespace: default}}
+spec:
+  provider: openai
+  url: http://127.0.0.1:{port}/v1
+  model: bench-model
+---
+apiVersion: routeway.dev/v1alpha1
+kind: ModelRoute
+metadata: {{name: bench, namespace: default}}
+spec:
+  model: bench
+  backends:
+    - name: fast-upstream
+"""
+
+
+@dataclass
+class Target:
+    name: str
+    url: str  # base URL, no trailing slash
+    root_pid: int | None  # the process tree whose CPU is charged (None: nothing in between)
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tree_pids(root: int) -> list[int]:
+    """`root` and all its descendants, from /proc (workers forked or spawned alike)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(root: int | None) -> float:
+    """utime+stime of a process tree (live processes; workers that exited are not counted)."""
+    if root is None:
+        return 0.0
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / CLK_TCK
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+@contextlib.contextmanager
+def started(name: str, command: list[str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server in its own session; stop the whole group on exit, SIGKILL if it lingers."""
+    log = (logs / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
+    )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+        log.close()
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0, method: str = "GET") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode} before answering {url}")
+        try:
+            request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
+            with urllib.request.urlopen(request, timeout=2) as response:
+                if response.status < 500:
+                    return
+        except Exception:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+def run_wrk(url: str, connections: int, seconds: float) -> dict[str, Any]:
+    command = [
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "--latency",
+        "-s", str(BENCH / "post.lua"), url + "/v1/chat/completions",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("BENCHJSON "))
+    result: dict[str, Any] = json.loads(line.removeprefix("BENCHJSON "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["error_total"] = sum(result["errors"].values())
+    return result
+
+
+def measure_load(target: Target, connections: list[int], seconds: float, upstream_pid: int) -> None:
+    for count in connections:
+        run_wrk(target.url, count, min(2.0, seconds))  # warm-up: pools filled, code paths hot
+        load_before = load_average()
+        cpu_before, upstream_before = cpu_seconds(target.root_pid), cpu_seconds(upstream_pid)
+        result = run_wrk(target.url, count, seconds)
+        cpu_after, upstream_after = cpu_seconds(target.root_pid), cpu_seconds(upstream_pid)
+        requests = max(result["requests"], 1)
+        result["proxy_cpu_ms_per_request"] = (cpu_after - cpu_before) * 1000 / requests
+        result["upstream_cpu_ms_per_request"] = (upstream_after - upstream_before) * 1000 / requests
+        result["load_average_before"] = load_before
+        target.results[f"c{count}"] = result
+        print(
+            f"  {target.name:10} c={count:<3} {result['rps']:9.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
+            f"p99 {result['p99_us'] / 1000:6.2f} ms  cpu {result['proxy_cpu_ms_per_request']:.3f} ms/req  "
+            f"errors {result['error_total']}",
+            flush=True,
+        )
+
+
+async def stream_once(session: aiohttp.ClientSession, url: str) -> tuple[float, float, int]:
+    """(time to first body byte, time to end of stream, bytes) of one streamed request."""
+    start = time.perf_counter()
+    async with session.post(url, json=STREAM_BODY) as response:
+        first = await response.content.readany()
+        ttfb = time.perf_counter() - start
+        size, tail = len(first), first[-32:]
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            tail = (tail + chunk)[-32:]
+        if response.status != 200 or b"[DONE]" not in tail:
+            raise RuntimeError(f"stream failed: status {response.status}, ends with {tail!r}")
+    return ttfb, time.perf_counter() - start, size
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+async def measure_streams(target: Target, sequential: int, concurrency: int, per_task: int) -> None:
+    url = target.url + "/v1/chat/completions"
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for _ in range(20):  # warm-up
+            await stream_once(session, url)
+        cpu_before = cpu_seconds(target.root_pid)
+        seq = [await stream_once(session, url) for _ in range(sequential)]
+
+        async def worker() -> list[tuple[float, float, int]]:
+            return [await stream_once(session, url) for _ in range(per_task)]
+
+        started_at = time.perf_counter()
+        batches = await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started_at
+        cpu_after = cpu_seconds(target.root_pid)
+    conc = [item for batch in batches for item in batch]
+    total = len(seq) + len(conc)
+    target.results["stream"] = {
+        "sequential": sequential,
+        "concurrency": concurrency,
+        "concurrent_requests": len(conc),
+        "seq_ttfb_p50_ms": statistics.median(t for t, _, _ in seq) * 1000,
+        "seq_ttfb_p99_ms": percentile([t for t, _, _ in seq], 99) * 1000,
+        "seq_total_p50_ms": statistics.median(t for _, t, _ in seq) * 1000,
+        "conc_ttfb_p50_ms": statistics.median(t for t, _, _ in conc) * 1000,
+        "conc_ttfb_p99_ms": percentile([t for t, _, _ in conc], 99) * 1000,
+        "conc_streams_per_s": len(conc) / elapsed,
+        "proxy_cpu_ms_per_stream": (cpu_after - cpu_before) * 1000 / total,
+        "bytes_per_stream": statistics.median(b for _, _, b in seq),
+    }
+    s = target.results["stream"]
+    print(
+        f"  {target.name:10} stream: ttfb p50 {s['seq_ttfb_p50_ms']:.2f} ms (sequential), "
+        f"{s['conc_ttfb_p50_ms']:.2f}/{s['conc_ttfb_p99_ms']:.2f} ms p50/p99 at {concurrency} concurrent, "
+        f"{s['conc_streams_per_s']:.0f} streams/s, cpu {s['proxy_cpu_ms_per_stream']:.3f} ms/stream",
+        flush=True,
+    )
+
+
+def routeway_available() -> bool:
+    done = subprocess.run([ROUTEWAY, "serve", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    return done.returncode == 0 and "--workers" in done.stdout
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        "unknown",
+    )  # fmt: skip
+    versions = {}
+    for package in ("aiohttp", "uvloop", "orjson"):
+        with contextlib.suppress(Exception):
+            versions[package] = __import__("importlib.metadata").metadata.version(package)
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "wrk": wrk[0] if wrk else "",
+        "load_average_at_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    targets: dict[str, dict[str, Any]] = report["targets"]
+    conns = [f"c{c}" for c in report["settings"]["connections"]]
+    lines = [
+        f"Run {report['started']} UTC, {report['settings']['duration_s']} s per point, "
+        f"proxy workers {report['settings']['workers']}, upstream workers {report['settings']['upstream_workers']}.",
+        "",
+        "| target | conns | req/s | p50 ms | p99 ms | proxy CPU ms/req | errors | load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, results in targets.items():
+        for key in conns:
+            r = results.get(key)
+            if r is None:
+                lines.append(f"| {name} | {key[1:]} | pending | | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {key[1:]} | {r['rps']:.0f} | {r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | "
+                f"{r['proxy_cpu_ms_per_request']:.3f} | {r['error_total']} | {r['load_average_before']:.2f} |"
+            )
+    lines += [
+        "",
+        "| target | TTFB p50 ms (sequential) | TTFB p99 ms (seq) | TTFB p50 / p99 ms (concurrent) "
+        "| streams/s (concurrent) | proxy CPU ms/stream |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, results in targets.items():
+        s = results.get("stream")
+        if s is None:
+            lines.append(f"| {name} | pending | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {s['seq_ttfb_p50_ms']:.2f} | {s['seq_ttfb_p99_ms']:.2f} | "
+            f"{s['conc_ttfb_p50_ms']:.2f} / {s['conc_ttfb_p99_ms']:.2f} | {s['conc_streams_per_s']:.0f} | "
+            f"{s['proxy_cpu_ms_per_stream']:.3f} |"
+        )
+    lines += [
+        "",
+        "| ratio | " + " | ".join(f"{c[1:]} conns" for c in conns) + " |",
+        "|---|" + "---:|" * len(conns),
+    ]
+    for label, row in report["ratios"].items():
+        lines.append(f"| {label} | " + " | ".join(_fmt(row.get(c)) for c in conns) + " |")
+    for label, value in report.get("stream_ratios", {}).items():
+        lines.append(f"| {label} | {_fmt(value)} |" + " |" * (len(conns) - 1))
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def compute_ratios(report: dict[str, Any]) -> None:
+    t = report["targets"]
+    ratios: dict[str, dict[str, float]] = {
+        "yardstick / direct (req/s)": {},
+        "routeway / yardstick (req/s), target >= 0.9": {},
+        "yardstick / routeway (CPU per req), target >= 0.9": {},
+        "routeway - yardstick p50 ms, target <= 0.2 at 1 conn": {},
+    }
+    for key in (f"c{c}" for c in report["settings"]["connections"]):
+        direct, yard, rw = (t.get(n, {}).get(key) for n in ("direct", "yardstick", "routeway"))
+        if direct and yard:
+            ratios["yardstick / direct (req/s)"][key] = yard["rps"] / direct["rps"]
+        if yard and rw:
+            ratios["routeway / yardstick (req/s), target >= 0.9"][key] = rw["rps"] / yard["rps"]
+            ratios["yardstick / routeway (CPU per req), target >= 0.9"][key] = yard[
+                "proxy_cpu_ms_per_request"
+            ] / max(rw["proxy_cpu_ms_per_request"], 1e-9)
+            ratios["routeway - yardstick p50 ms, target <= 0.2 at 1 conn"][key] = (
+                rw["p50_us"] - yard["p50_us"]
+            ) / 1000
+    report["ratios"] = ratios
+    yard_s, rw_s = t.get("yardstick", {}).get("stream"), t.get("routeway", {}).get("stream")
+    if yard_s and rw_s:
+        report["stream_ratios"] = {
+            "stream TTFB p50 routeway - yardstick ms (sequential), target <= 0.2": rw_s["seq_ttfb_p50_ms"]
+            - yard_s["seq_ttfb_p50_ms"],
+            "streams/s routeway / yardstick (concurrent)": rw_s["conc_streams_per_s"]
+            / yard_s["conc_streams_per_s"],
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of wrk load per point")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="proxy worker processes")
+    parser.add_argument("--upstream-workers", type=int, default=1)
+    parser.add_argument("--connections", default="1,16,64")
+    parser.add_argument("--targets", default="direct,yardstick,routeway")
+    parser.add_argument("--stream-sequential", type=int, default=300)
+    parser.add_argument("--stream-concurrency", type=int, default=16)
+    parser.add_argument("--stream-per-task", type=int, default=40)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    connections = [int(c) for c in args.connections.split(",")]
+    wanted = args.targets.split(",")
+    OUT.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    logs = OUT / f"logs-{stamp}"
+    logs.mkdir()
+    report: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+        "command": " ".join([Path(PYTHON).name, *sys.argv]),
+        "machine": machine(),
+        "settings": {
+            "duration_s": args.duration,
+            "workers": args.workers,
+            "upstream_workers": args.upstream_workers,
+            "connections": connections,
+        },
+        "targets": {},
+    }
+    up_port, yard_port, rw_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    upstream_cmd = [PYTHON, str(BENCH / "fast_upstream.py"), "--port", str(up_port)]
+    upstream_cmd += ["--workers", str(args.upstream_workers)]
+    with started("upstream", upstream_cmd, logs) as upstream, tempfile.TemporaryDirectory() as manifests:
+        wait_http(f"http://127.0.0.1:{up_port}/v1/models", upstream)
+        targets: list[tuple[Target, contextlib.AbstractContextManager[Any]]] = []
+        if "direct" in wanted:
+            targets.append((Target("direct", f"http://127.0.0.1:{up_port}", None), contextlib.nullcontext()))
+        if "yardstick" in wanted:
+            command = [PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(yard_port)]
+            command += ["--upstream", f"http://127.0.0.1:{up_port}", "--workers", str(args.workers)]
+            targets.append(
+                (
+                    Target("yardstick", f"http://127.0.0.1:{yard_port}", None),
+                    started("yardstick", command, logs),
+                )
+            )
+        if "routeway" in wanted:
+            if routeway_available():
+                Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port))
+                command = [ROUTEWAY, "serve", "-f", manifests, "--host", "127.0.0.1"]
+                command += [
+                    "--port",
+                    str(rw_port),
+                    "--admin-port",
+                    str(admin_port),
+                    "--workers",
+                    str(args.workers),
+                ]
+                targets.append(
+                    (
+                        Target("routeway", f"http://127.0.0.1:{rw_port}", None),
+                        started("routeway", command, logs),
+                    )
+                )
+            else:
+                print("routeway serve --workers is not available yet: its rows are pending", flush=True)
+                report["targets"]["routeway"] = {}
+        for target, context in targets:
+            with context as process:
+                if process is not None:
+                    target.root_pid = process.pid
+                    if target.name == "routeway":
+                        wait_http(f"http://127.0.0.1:{admin_port}/readyz", process)
+                    wait_http(target.url + "/v1/chat/completions", process, method="POST")
+                    time.sleep(1.0)  # every worker bound and idle
+                print(f"{target.name}:", flush=True)
+                measure_load(target, connections, args.duration, upstream.pid)
+                asyncio.run(
+                    measure_streams(
+                        target, args.stream_sequential, args.stream_concurrency, args.stream_per_task
+                    )
+                )
+                report["targets"][target.name] = target.results
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    report["machine"]["load_average_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    compute_ratios(report)
+    path = OUT / f"bench-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print()
+    print(render_markdown(report))
+    print(f"\nJSON: {path.relative_to(ROOT)}; server logs: {logs.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
