@@ -1,0 +1,147 @@
+"""Create-or-patch of desired objects, writing only when their content hash differs.
+
+Each desired object gets a `routeway.dev/content-hash` annotation: the hash of everything
+the operator sets. Applying compares that hash with what is known (in memory, else one GET)
+and writes nothing when they agree, so an operator restart or a periodic resync over an
+unchanged cluster writes nothing at all.
+
+Conflicts are tolerated the way two racing handlers (or replicas) need: a create that meets
+409 re-reads and patches; a patch that meets 404 creates. An object of the same name that the
+gateway does not own is never taken over (PermanentError: the user must resolve it).
+
+Merge patches (RFC 7386) replace lists wholesale, which is what a desired container list or
+condition list means; keys of `data`/`binaryData` that are no longer desired are deleted
+explicitly with nulls.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from routeway.operator.kube import ApiError, KubeApi, path_for
+
+HASH_ANNOTATION = "routeway.dev/content-hash"
+PLURALS = {
+    "ConfigMap": "configmaps",
+    "Secret": "secrets",
+    "Service": "services",
+    "ServiceAccount": "serviceaccounts",
+    "Deployment": "deployments",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+}
+REPLACED_MAPS = ("data", "binaryData")
+
+
+def content_hash(obj: Mapping[str, Any]) -> str:
+    body = copy.deepcopy(dict(obj))
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    annotations.pop(HASH_ANNOTATION, None)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()[:16]
+
+
+def with_hash(obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(obj))
+    out.setdefault("metadata", {}).setdefault("annotations", {})[HASH_ANNOTATION] = content_hash(obj)
+    return out
+
+
+def object_path(obj: Mapping[str, Any], *, collection: bool = False) -> str:
+    meta = obj["metadata"]
+    plural = PLURALS[obj["kind"]]
+    return path_for(obj["apiVersion"], plural, meta.get("namespace"), None if collection else meta["name"])
+
+
+def merge_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch turning `current` into `desired` for every field the operator owns."""
+    patch = copy.deepcopy(dict(desired))
+    for key in REPLACED_MAPS:
+        old = current.get(key) or {}
+        new = desired.get(key)
+        if new is None and old:
+            patch[key] = None
+        elif new is not None:
+            patch[key] = {**{k: None for k in old if k not in new}, **new}
+    return patch
+
+
+def owner_uids(obj: Mapping[str, Any]) -> set[str]:
+    return {ref.get("uid", "") for ref in obj.get("metadata", {}).get("ownerReferences") or []}
+
+
+class Applier:
+    """Applies desired objects; remembers the hashes it wrote or saw to skip even the GET."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+        self._known: dict[str, str] = {}
+
+    def known_hash(self, path: str) -> str | None:
+        return self._known.get(path)
+
+    def forget(self, path: str) -> None:
+        self._known.pop(path, None)
+
+    def forget_prefix(self, prefix: str) -> None:
+        for path in [p for p in self._known if p.startswith(prefix)]:
+            del self._known[path]
+
+    async def apply(self, desired: Mapping[str, Any]) -> bool:
+        """Create or patch `desired`; return whether anything was written."""
+        body = with_hash(desired)
+        wanted = body["metadata"]["annotations"][HASH_ANNOTATION]
+        path = object_path(body)
+        if self._known.get(path) == wanted:
+            return False
+        what = f"{body['kind']} {body['metadata'].get('namespace')}/{body['metadata']['name']}"
+        try:
+            written = await self._create_or_patch(body, path, wanted, what)
+        except ApiError as exc:
+            self.forget(path)
+            raise exc.to_kopf(f"applying {what}") from None
+        self._known[path] = wanted
+        return written
+
+    async def _create_or_patch(self, body: dict[str, Any], path: str, wanted: str, what: str) -> bool:
+        for _ in range(3):
+            current = await self.api.get(path)
+            if current is None:
+                try:
+                    await self.api.create(object_path(body, collection=True), body)
+                    return True
+                except ApiError as exc:
+                    if exc.status != 409:  # created meanwhile by a racing writer: patch it
+                        raise
+                    continue
+            self._check_ownership(current, body, what)
+            annotations = current.get("metadata", {}).get("annotations") or {}
+            if annotations.get(HASH_ANNOTATION) == wanted:
+                return False
+            try:
+                await self.api.patch(path, merge_patch(current, body))
+                return True
+            except ApiError as exc:
+                if exc.status not in (404, 409):  # deleted meanwhile, or a stale precondition
+                    raise
+        raise kopf.TemporaryError(f"{what} kept changing while being applied", delay=1)
+
+    @staticmethod
+    def _check_ownership(current: Mapping[str, Any], desired: Mapping[str, Any], what: str) -> None:
+        wanted = owner_uids(desired) - {""}
+        if wanted and not wanted & owner_uids(current):
+            raise kopf.PermanentError(f"{what} exists and is not owned by this gateway; rename or delete it")
+
+    async def delete(self, obj: Mapping[str, Any]) -> bool:
+        path = object_path(obj)
+        self.forget(path)
+        try:
+            return await self.api.delete(path)
+        except ApiError as exc:
+            raise exc.to_kopf(f"deleting {path}") from None

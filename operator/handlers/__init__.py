@@ -1,0 +1,1 @@
+"""kopf-facing handlers; each module delegates to pure code."""

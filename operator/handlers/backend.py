@@ -1,0 +1,25 @@
+"""Reconcile one ModelBackend's status: valid spec, Secret present, number of routes using it.
+
+A backend's verdict does not depend on any gateway, so it is its own reconcile key: a
+Secret appearing updates the backend once, not once per gateway that uses it.
+"""
+
+from __future__ import annotations
+
+from routeway.operator import status as st
+from routeway.operator.handlers import statuses
+from routeway.operator.inventory import snapshot_backend, values
+from routeway.operator.state import OperatorState
+
+from routeway.translate import NsName, translate
+
+
+async def reconcile_backend(state: OperatorState, key: NsName) -> None:
+    entry, inventory = snapshot_backend(key, backends=state.indexes.backends, secrets=state.indexes.secrets)
+    if entry is None:
+        return  # deleted: nothing to report on
+    translation = translate(inventory)
+    routes = len(set(values(state.indexes.routes_by_backend, key)))
+    desired = statuses.backend_status(entry, translation, routes, st.now_rfc3339())
+    await statuses.post_condition_events(state, entry, desired)
+    await statuses.write_statuses(state, [(entry, desired)])

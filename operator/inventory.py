@@ -1,0 +1,217 @@
+"""Index entries and per-gateway snapshots: what kopf's in-memory indexes hold, and how one
+gateway's slice of them becomes a `routeway.translate.Inventory`.
+
+Why indexes: every watch event updates one entry in memory; a reconcile then reads a
+consistent snapshot of just the objects its gateway depends on (the gateway, the routes
+targeting it, the backends those name, the Secrets those name) without listing anything
+from the API. Translating only that slice keeps a change to one route from re-translating
+10,000 routes of other gateways, and gives the same verdicts as a whole-cluster translation
+because nothing outside the slice can affect them.
+
+Parsing happens once per event, here: an object that fails to parse is kept as an entry with
+its error, so the reconcile can report it on the object (Accepted=False, Invalid) and still
+render everything else.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from routeway.manifests import ObjectError, parse_object
+from routeway.resources import ModelBackend, ModelGateway, ModelRoute
+from routeway.translate import Inventory, NsName, ObjectKey
+
+Model: TypeAlias = ModelBackend | ModelRoute | ModelGateway
+IndexLike: TypeAlias = Mapping[Any, Iterable[Any]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One custom resource as the operator remembers it between events."""
+
+    kind: str
+    namespace: str
+    name: str
+    model: Model | None  # None: failed to parse (see `error`)
+    error: str | None
+    generation: int | None
+    uid: str
+    status: Mapping[str, Any] = field(default_factory=dict)
+    gateway: NsName | None = None  # routes: the gateway they target
+    backends: tuple[str, ...] = ()  # routes: backend names referenced (weighted, then fallbacks)
+    secret: str | None = None  # backends and gateways: the Secret they reference
+
+    @property
+    def key(self) -> NsName:
+        return (self.namespace, self.name)
+
+    @property
+    def object_key(self) -> ObjectKey:
+        return ObjectKey(self.kind, self.namespace, self.name)
+
+    def reference(self) -> dict[str, str]:
+        """The object as an Event's involvedObject names it."""
+        return {
+            "apiVersion": "routeway.dev/v1alpha1",
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "uid": self.uid,
+        }
+
+
+def _get(body: Mapping[str, Any], *path: str) -> Any:
+    current: Any = body
+    for part in path:
+        current = current.get(part) if isinstance(current, Mapping) else None
+    return current
+
+
+def route_target(body: Mapping[str, Any]) -> NsName:
+    """The gateway a route names, read leniently so even an invalid route is attributed."""
+    namespace = str(_get(body, "metadata", "namespace") or "default")
+    ref = _get(body, "spec", "gatewayRef")
+    if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str):
+        return (namespace, "default")
+    ref_ns = ref.get("namespace")
+    return (ref_ns if isinstance(ref_ns, str) and ref_ns else namespace, ref["name"])
+
+
+def route_backends(body: Mapping[str, Any]) -> tuple[str, ...]:
+    names: list[str] = []
+    for section in ("backends", "fallbacks"):
+        items = _get(body, "spec", section)
+        for item in items if isinstance(items, list) else []:
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if isinstance(name, str) and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def referenced_secret(kind: str, body: Mapping[str, Any]) -> str | None:
+    if kind == "ModelBackend":
+        name = _get(body, "spec", "apiKeySecretRef", "name")
+    elif kind == "ModelGateway":
+        name = _get(body, "spec", "auth", "apiKeySecretRef", "name")
+    else:
+        return None
+    return name if isinstance(name, str) else None
+
+
+def build_entry(kind: str, body: Mapping[str, Any]) -> Entry:
+    """Parse an API object (status aside: it is ours, and must not make the object invalid)."""
+    raw = {k: copy.deepcopy(v) for k, v in body.items() if k != "status"}
+    raw.setdefault("kind", kind)
+    raw.setdefault("apiVersion", "routeway.dev/v1alpha1")
+    meta = body.get("metadata") or {}
+    model: Model | None = None
+    error: str | None = None
+    try:
+        parsed = parse_object(raw)
+    except ObjectError as exc:
+        error = str(exc)
+    else:
+        assert isinstance(parsed, ModelBackend | ModelRoute | ModelGateway)
+        model = parsed
+    status = body.get("status")
+    generation = meta.get("generation")
+    return Entry(
+        kind=kind,
+        namespace=str(meta.get("namespace") or "default"),
+        name=str(meta.get("name")),
+        model=model,
+        error=error,
+        generation=int(generation) if isinstance(generation, int) else None,
+        uid=str(meta.get("uid") or ""),
+        status=copy.deepcopy(dict(status)) if isinstance(status, Mapping) else {},
+        gateway=route_target(body) if kind == "ModelRoute" else None,
+        backends=route_backends(body) if kind == "ModelRoute" else (),
+        secret=referenced_secret(kind, body),
+    )
+
+
+def first(index: IndexLike, key: Any) -> Any:
+    """The single value an index holds under `key` (indexes here are keyed by identity)."""
+    store = index.get(key) if hasattr(index, "get") else None
+    if store is None:
+        return None
+    return next(iter(store), None)
+
+
+def values(index: IndexLike, key: Any) -> list[Any]:
+    store = index.get(key) if hasattr(index, "get") else None
+    return list(store) if store is not None else []
+
+
+@dataclass(frozen=True)
+class GatewaySnapshot:
+    """Everything one gateway's reconcile reads, copied out of the indexes at one moment."""
+
+    key: NsName
+    gateway: Entry | None
+    routes: tuple[Entry, ...]
+    backends: Mapping[NsName, Entry]
+    secret_keys: Mapping[NsName, frozenset[str]]
+
+    def inventory(self) -> Inventory:
+        entries = [e for e in (self.gateway, *self.routes, *self.backends.values()) if e is not None]
+        return Inventory(
+            backends={e.key: e.model for e in entries if isinstance(e.model, ModelBackend)},
+            routes={e.key: e.model for e in entries if isinstance(e.model, ModelRoute)},
+            gateways={e.key: e.model for e in entries if isinstance(e.model, ModelGateway)},
+            secret_keys=dict(self.secret_keys),
+            invalid={e.object_key: e.error for e in entries if e.error is not None},
+        )
+
+
+def snapshot_gateway(
+    key: NsName,
+    *,
+    gateways: IndexLike,
+    routes: IndexLike,
+    routes_by_gateway: IndexLike,
+    backends: IndexLike,
+    secrets: IndexLike,
+) -> GatewaySnapshot:
+    gateway: Entry | None = first(gateways, key)
+    route_entries = sorted(
+        (e for e in (first(routes, rk) for rk in set(values(routes_by_gateway, key))) if e is not None),
+        key=lambda e: e.key,
+    )
+    backend_entries: dict[NsName, Entry] = {}
+    for route in route_entries:
+        for name in route.backends:
+            entry = first(backends, (route.namespace, name))
+            if entry is not None:
+                backend_entries[entry.key] = entry
+    secret_names = {(b.namespace, b.secret) for b in backend_entries.values() if b.secret}
+    if gateway is not None and gateway.secret:
+        secret_names.add((gateway.namespace, gateway.secret))
+    secret_keys = {}
+    for sk in sorted(secret_names):
+        keys = first(secrets, sk)
+        if keys is not None:
+            secret_keys[sk] = keys
+    return GatewaySnapshot(key, gateway, tuple(route_entries), backend_entries, secret_keys)
+
+
+def snapshot_backend(
+    key: NsName, *, backends: IndexLike, secrets: IndexLike
+) -> tuple[Entry | None, Inventory]:
+    entry: Entry | None = first(backends, key)
+    if entry is None:
+        return None, Inventory()
+    secret_keys = {}
+    if entry.secret:
+        keys = first(secrets, (entry.namespace, entry.secret))
+        if keys is not None:
+            secret_keys[(entry.namespace, entry.secret)] = keys
+    inv = Inventory(
+        backends={entry.key: entry.model} if isinstance(entry.model, ModelBackend) else {},
+        secret_keys=secret_keys,
+        invalid={entry.object_key: entry.error} if entry.error else {},
+    )
+    return entry, inv

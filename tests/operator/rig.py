@@ -1,0 +1,117 @@
+"""The in-process operator rig: the real `kopf.operator()` against the kmock emulator.
+
+`running_operator` starts kopf as a task in the test's own event loop (not in an async
+fixture: kopf cancels tasks created after it started when it exits, which would include
+pytest-asyncio's fixture teardown), with a test-only login handler pointing at kmock, waits
+until kopf is ready and our startup handler has run, and stops it on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from typing import Any
+
+import kopf
+
+from kmock_ext import RoutewayEmulator
+from routeway.operator.kube import KubeApi
+from routeway.operator.main import create_registry
+from routeway.operator.settings import OperatorSettings
+from routeway.operator.state import OperatorState
+
+TEST_SETTINGS = OperatorSettings(
+    namespaces=("default",), standalone=True, debounce=0.05, liveness_enabled=False, resync_interval=3600
+)
+WAIT = 15.0  # generous: a loaded CI machine may be slow; nothing asserts on time
+
+ROUTES = "routeway.dev/v1alpha1/modelroutes"
+BACKENDS = "routeway.dev/v1alpha1/modelbackends"
+GATEWAYS = "routeway.dev/v1alpha1/modelgateways"
+
+
+@contextlib.asynccontextmanager
+async def running_operator(
+    kmock: RoutewayEmulator, settings: OperatorSettings | None = None, **overrides: Any
+) -> AsyncIterator[OperatorState]:
+    config = replace(settings or TEST_SETTINGS, **overrides)
+    server = str(kmock.url).rstrip("/")
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)
+    def login_to_kmock(**_: Any) -> kopf.ConnectionInfo:
+        return kopf.ConnectionInfo(server=server, insecure=True)
+
+    async def connect() -> KubeApi:
+        return await KubeApi.connect(server=server)
+
+    create_registry(config, registry=registry, connect=connect)
+    memo = kopf.Memo()
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=config.clusterwide,
+            namespaces=list(config.namespaces),
+            stop_flag=stop,
+            ready_flag=ready,
+            memo=memo,
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), WAIT)
+        await eventually(lambda: getattr(memo, "routeway", None) is not None)
+        yield memo.routeway
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, WAIT)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def eventually(check: Callable[[], Any], timeout: float = WAIT, what: str = "") -> Any:
+    """Wait until `check()` is truthy (returns it). A wait, never a timing assertion."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last_error: Exception | None = None
+    while loop.time() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
+            last_error = exc
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"condition not met within {timeout}s: {what or check} (last error: {last_error!r})")
+
+
+async def settled(kmock: RoutewayEmulator, state: OperatorState, quiet: float = 0.3) -> None:
+    """Until the reconciler is idle and kmock saw no request for `quiet` seconds of idleness."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while loop.time() < deadline:
+        await state.reconciler.wait_idle()
+        before = len(list(kmock._requests))
+        await asyncio.sleep(quiet)
+        if state.reconciler.pending == 0 and len(list(kmock._requests)) == before:
+            return
+    raise AssertionError("the operator did not settle")
+
+
+def objects_of(kmock: RoutewayEmulator, resource: str) -> dict[str, Any]:
+    return {
+        name: obj
+        for (res, _ns, name), obj in kmock.objects.items()
+        if res == kmock.resource(resource) and not obj.deleted
+    }
+
+
+logging.getLogger("kopf").setLevel(logging.INFO)
