@@ -24,9 +24,8 @@ WORKDIR /src
 # for amd64 and arm64, so no compiler is installed; --only-binary makes a missing wheel fail the
 # build loudly instead of silently needing one.
 # Only what the wheel is built from (see .dockerignore): pyproject maps the package
-# `routeway.operator` to operator/ and `routeway.proxy` to proxy/. README.m[d] is a glob so
-# that the build does not fail while README.md does not exist (pyproject names it as readme).
-COPY pyproject.toml README.m[d] ./
+# `routeway.operator` to operator/ and `routeway.proxy` to proxy/, and names README.md as readme.
+COPY pyproject.toml README.md ./
 COPY routeway/ routeway/
 COPY operator/ operator/
 COPY proxy/ proxy/
