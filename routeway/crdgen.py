@@ -43,12 +43,8 @@ from routeway.resources import (
     GROUP,
     VERSION,
     ModelBackend,
-    ModelBackendStatus,
     ModelGateway,
-    ModelGatewayStatus,
     ModelRoute,
-    ModelRouteSpec,
-    ModelRouteStatus,
 )
 
 JsonDict = dict[str, Any]
@@ -86,14 +82,6 @@ _KEPT_KEYWORDS = frozenset(
 )
 # Documentation-only keywords of JSON Schema that add nothing for `kubectl explain`.
 _DROPPED_KEYWORDS = frozenset({"title", "example", "examples"})
-
-# (model, field alias) -> keys of a list whose entries are identified by those keys.
-_LIST_MAP_KEYS: dict[tuple[type[BaseModel], str], list[str]] = {
-    (ModelRouteSpec, "backends"): ["name"],
-    (ModelBackendStatus, "conditions"): ["type"],
-    (ModelRouteStatus, "conditions"): ["type"],
-    (ModelGatewayStatus, "conditions"): ["type"],
-}
 
 _READY_COLUMN = ("Ready", '.status.conditions[?(@.type=="Ready")].status')
 _AGE_COLUMN = ("Age", ".metadata.creationTimestamp")
@@ -153,11 +141,6 @@ class _CRDSchemaGenerator(GenerateJsonSchema):
         rules = getattr(cls, "CEL_RULES", None)
         if rules:
             json_schema["x-kubernetes-validations"] = [dict(rule) for rule in rules]
-        properties = json_schema.get("properties", {})
-        for (owner, alias), keys in _LIST_MAP_KEYS.items():
-            if issubclass(cls, owner) and alias in properties:
-                properties[alias]["x-kubernetes-list-type"] = "map"
-                properties[alias]["x-kubernetes-list-map-keys"] = list(keys)
         return json_schema
 
 

@@ -32,6 +32,8 @@ def _check(text: str) -> str:
 Duration = Annotated[
     str,
     AfterValidator(_check),
-    Field(pattern=DURATION_PATTERN, json_schema_extra={"example": "30s"}),
+    # The pattern goes to the JSON schema (and so the CRD) only: `_check` gives a clearer
+    # message than pydantic's pattern error for people reading `routeway validate`.
+    Field(json_schema_extra={"pattern": DURATION_PATTERN, "example": "30s"}),
 ]
 """A duration field: validated like the CRD's pattern, stored as written."""

@@ -33,7 +33,10 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBD
 class _Spec(BaseModel):
     """Base of every spec part: camelCase names, frozen, unknown fields rejected."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+    # strict: "10", true or "0.5" are not numbers to the API server, so not to us either.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", strict=True
+    )
 
 
 class ObjectMeta(BaseModel):
@@ -224,7 +227,10 @@ class ModelRouteSpec(_Spec):
         "in the route's namespace.",
     )
     backends: list[WeightedBackendRef] = Field(
-        min_length=1, max_length=64, description="Weighted split across backends; names must be unique."
+        min_length=1,
+        max_length=64,
+        description="Weighted split across backends; names must be unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
     fallbacks: list[FallbackRef] = Field(
         default_factory=list,
@@ -272,7 +278,10 @@ class RouteNamespaces(_Spec):
 
 
 class AllowedRoutes(_Spec):
-    namespaces: RouteNamespaces = Field(default_factory=RouteNamespaces)
+    namespaces: RouteNamespaces = Field(
+        default_factory=RouteNamespaces,
+        description="Namespaces whose ModelRoutes may attach to this gateway.",
+    )
 
 
 class ClientAuthSpec(_Spec):
@@ -311,6 +320,13 @@ class ModelGatewaySpec(_Spec):
         8 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024, description="Larger request bodies get 413."
     )
 
+    @model_validator(mode="after")
+    def _names_only_with_list(self) -> ModelGatewaySpec:
+        namespaces = self.allowed_routes.namespaces
+        if namespaces.from_ != "List" and namespaces.names:
+            raise ValueError("allowedRoutes.namespaces.names is only used when from is List")
+        return self
+
     CEL_RULES: ClassVar[list[dict[str, str]]] = [
         {
             "rule": "self.allowedRoutes.namespaces.from == 'List' || size(self.allowedRoutes.namespaces.names) == 0",
@@ -340,7 +356,9 @@ class _Status(_Spec):
 
     observed_generation: int | None = Field(None, description="metadata.generation last reconciled.")
     conditions: list[Condition] = Field(
-        default_factory=list, description="Current conditions, keyed by type."
+        default_factory=list,
+        description="Current conditions, keyed by type.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 
 
