@@ -33,7 +33,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,9 @@ OUT = BENCH / "out"
 PYTHON = sys.executable
 ROUTEWAY = str(Path(sys.executable).parent / "routeway")  # the console script of this venv
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PLAIN_BODY = (
+    b'{"model":"bench","messages":[{"role":"user","content":"Say something short."}],"max_tokens":16}'
+)
 STREAM_BODY = {
     "model": "bench",
     "messages": [{"role": "user", "content": "Say something short."}],
@@ -76,7 +79,6 @@ class Target:
     name: str
     url: str  # base URL, no trailing slash
     root_pid: int | None  # the process tree whose CPU is charged (None: nothing in between)
-    results: dict[str, Any] = field(default_factory=dict)
 
 
 def free_port() -> int:
@@ -144,19 +146,25 @@ def started(name: str, command: list[str], logs: Path) -> Iterator[subprocess.Po
         log.close()
 
 
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0, method: str = "GET") -> None:
+def wait_http(
+    url: str, process: subprocess.Popen[bytes], timeout: float = 30.0, body: bytes | None = None
+) -> None:
+    """Poll until `url` answers 200 (POSTing `body` when given): up, routed, upstream reached."""
     deadline = time.monotonic() + timeout
+    last: object = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args!r} exited with {process.returncode} before answering {url}")
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
         try:
-            request = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
             with urllib.request.urlopen(request, timeout=2) as response:
-                if response.status < 500:
+                if response.status == 200:
                     return
-        except Exception:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
+                last = response.status
+        except Exception as exc:
+            last = exc
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout}s (last: {last})")
 
 
 def run_wrk(url: str, connections: int, seconds: float) -> dict[str, Any]:
@@ -172,24 +180,35 @@ def run_wrk(url: str, connections: int, seconds: float) -> dict[str, Any]:
     return result
 
 
-def measure_load(target: Target, connections: list[int], seconds: float, upstream_pid: int) -> None:
-    for count in connections:
-        run_wrk(target.url, count, min(2.0, seconds))  # warm-up: pools filled, code paths hot
-        load_before = load_average()
-        cpu_before, upstream_before = cpu_seconds(target.root_pid), cpu_seconds(upstream_pid)
-        result = run_wrk(target.url, count, seconds)
-        cpu_after, upstream_after = cpu_seconds(target.root_pid), cpu_seconds(upstream_pid)
-        requests = max(result["requests"], 1)
-        result["proxy_cpu_ms_per_request"] = (cpu_after - cpu_before) * 1000 / requests
-        result["upstream_cpu_ms_per_request"] = (upstream_after - upstream_before) * 1000 / requests
-        result["load_average_before"] = load_before
-        target.results[f"c{count}"] = result
-        print(
-            f"  {target.name:10} c={count:<3} {result['rps']:9.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
-            f"p99 {result['p99_us'] / 1000:6.2f} ms  cpu {result['proxy_cpu_ms_per_request']:.3f} ms/req  "
-            f"errors {result['error_total']}",
-            flush=True,
-        )
+def measure_point(target: Target, connections: int, seconds: float, upstream_pid: int) -> dict[str, Any]:
+    """One wrk run after a short warm-up, with the CPU both process trees spent on it."""
+    run_wrk(target.url, connections, min(1.0, seconds))  # warm-up: pools filled, code paths hot
+    load_before = load_average()
+    cpu_before, upstream_before = cpu_seconds(target.root_pid), cpu_seconds(upstream_pid)
+    result = run_wrk(target.url, connections, seconds)
+    cpu_after, upstream_after = cpu_seconds(target.root_pid), cpu_seconds(upstream_pid)
+    requests = max(result["requests"], 1)
+    result["proxy_cpu_ms_per_request"] = (cpu_after - cpu_before) * 1000 / requests
+    result["upstream_cpu_ms_per_request"] = (upstream_after - upstream_before) * 1000 / requests
+    result["load_average_before"] = load_before
+    print(
+        f"  {target.name:10} c={connections:<3} {result['rps']:9.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
+        f"p99 {result['p99_us'] / 1000:6.2f} ms  cpu {result['proxy_cpu_ms_per_request']:.3f} ms/req  "
+        f"errors {result['error_total']}  load {load_before:.2f}",
+        flush=True,
+    )
+    return result
+
+
+def median_of_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each numeric metric's median over the rounds (the rounds are kept alongside)."""
+    merged: dict[str, Any] = {"rounds": rounds}
+    for key, value in rounds[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            merged[key] = statistics.median(r[key] for r in rounds)
+    if "errors" in rounds[0]:
+        merged["error_total"] = sum(r["error_total"] for r in rounds)
+    return merged
 
 
 async def stream_once(session: aiohttp.ClientSession, url: str) -> tuple[float, float, int]:
@@ -212,7 +231,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-async def measure_streams(target: Target, sequential: int, concurrency: int, per_task: int) -> None:
+async def measure_streams(target: Target, sequential: int, concurrency: int, per_task: int) -> dict[str, Any]:
     url = target.url + "/v1/chat/completions"
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
@@ -230,7 +249,7 @@ async def measure_streams(target: Target, sequential: int, concurrency: int, per
         cpu_after = cpu_seconds(target.root_pid)
     conc = [item for batch in batches for item in batch]
     total = len(seq) + len(conc)
-    target.results["stream"] = {
+    s = {
         "sequential": sequential,
         "concurrency": concurrency,
         "concurrent_requests": len(conc),
@@ -243,13 +262,13 @@ async def measure_streams(target: Target, sequential: int, concurrency: int, per
         "proxy_cpu_ms_per_stream": (cpu_after - cpu_before) * 1000 / total,
         "bytes_per_stream": statistics.median(b for _, _, b in seq),
     }
-    s = target.results["stream"]
     print(
         f"  {target.name:10} stream: ttfb p50 {s['seq_ttfb_p50_ms']:.2f} ms (sequential), "
         f"{s['conc_ttfb_p50_ms']:.2f}/{s['conc_ttfb_p99_ms']:.2f} ms p50/p99 at {concurrency} concurrent, "
         f"{s['conc_streams_per_s']:.0f} streams/s, cpu {s['proxy_cpu_ms_per_stream']:.3f} ms/stream",
         flush=True,
     )
+    return s
 
 
 def routeway_available() -> bool:
@@ -284,6 +303,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     conns = [f"c{c}" for c in report["settings"]["connections"]]
     lines = [
         f"Run {report['started']} UTC, {report['settings']['duration_s']} s per point, "
+        f"median of {report['settings']['rounds']} interleaved rounds, "
         f"proxy workers {report['settings']['workers']}, upstream workers {report['settings']['upstream_workers']}.",
         "",
         "| target | conns | req/s | p50 ms | p99 ms | proxy CPU ms/req | errors | load avg |",
@@ -362,22 +382,64 @@ def compute_ratios(report: dict[str, Any]) -> None:
         }
 
 
+def start_targets(
+    stack: contextlib.ExitStack,
+    args: argparse.Namespace,
+    logs: Path,
+    up_port: int,
+    manifests: str,
+    report: dict[str, Any],
+) -> list[Target]:
+    """Start every proxy up front (idle ones cost nothing) so rounds can interleave them."""
+    wanted = args.targets.split(",")
+    targets: list[Target] = []
+    if "direct" in wanted:
+        targets.append(Target("direct", f"http://127.0.0.1:{up_port}", None))
+    if "yardstick" in wanted:
+        port = free_port()
+        command = [PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(port)]
+        command += ["--upstream", f"http://127.0.0.1:{up_port}", "--workers", str(args.workers)]
+        process = stack.enter_context(started("yardstick", command, logs))
+        wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
+        targets.append(Target("yardstick", f"http://127.0.0.1:{port}", process.pid))
+    if "routeway" in wanted:
+        if not routeway_available():
+            print("routeway serve --workers is not available yet: its rows are pending", flush=True)
+            report["notes"].append("routeway serve was not available: Routeway rows pending")
+            return targets
+        port, admin = free_port(), free_port()
+        Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port))
+        command = [ROUTEWAY, "serve", "-f", manifests, "--host", "127.0.0.1", "--port", str(port)]
+        command += ["--admin-port", str(admin), "--workers", str(args.workers)]
+        process = stack.enter_context(started("routeway", command, logs))
+        try:
+            wait_http(f"http://127.0.0.1:{admin}/readyz", process)
+            wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
+        except RuntimeError as exc:
+            print(f"routeway did not start: {exc} (see {logs}/routeway.log)", flush=True)
+            report["notes"].append(f"routeway did not start: {exc}")
+            return targets
+        targets.append(Target("routeway", f"http://127.0.0.1:{port}", process.pid))
+    time.sleep(1.0)  # every worker bound and idle
+    return targets
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of wrk load per point")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; medians reported")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="proxy worker processes")
     parser.add_argument("--upstream-workers", type=int, default=1)
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--targets", default="direct,yardstick,routeway")
-    parser.add_argument("--stream-sequential", type=int, default=300)
+    parser.add_argument("--stream-sequential", type=int, default=200)
     parser.add_argument("--stream-concurrency", type=int, default=16)
-    parser.add_argument("--stream-per-task", type=int, default=40)
+    parser.add_argument("--stream-per-task", type=int, default=25)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
         return 2
     connections = [int(c) for c in args.connections.split(",")]
-    wanted = args.targets.split(",")
     OUT.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     logs = OUT / f"logs-{stamp}"
@@ -388,66 +450,41 @@ def main() -> int:
         "machine": machine(),
         "settings": {
             "duration_s": args.duration,
+            "rounds": args.rounds,
             "workers": args.workers,
             "upstream_workers": args.upstream_workers,
             "connections": connections,
         },
+        "notes": [],
         "targets": {},
     }
-    up_port, yard_port, rw_port, admin_port = free_port(), free_port(), free_port(), free_port()
+    up_port = free_port()
     upstream_cmd = [PYTHON, str(BENCH / "fast_upstream.py"), "--port", str(up_port)]
     upstream_cmd += ["--workers", str(args.upstream_workers)]
-    with started("upstream", upstream_cmd, logs) as upstream, tempfile.TemporaryDirectory() as manifests:
+    with contextlib.ExitStack() as stack:
+        manifests = stack.enter_context(tempfile.TemporaryDirectory())
+        upstream = stack.enter_context(started("upstream", upstream_cmd, logs))
         wait_http(f"http://127.0.0.1:{up_port}/v1/models", upstream)
-        targets: list[tuple[Target, contextlib.AbstractContextManager[Any]]] = []
-        if "direct" in wanted:
-            targets.append((Target("direct", f"http://127.0.0.1:{up_port}", None), contextlib.nullcontext()))
-        if "yardstick" in wanted:
-            command = [PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(yard_port)]
-            command += ["--upstream", f"http://127.0.0.1:{up_port}", "--workers", str(args.workers)]
-            targets.append(
-                (
-                    Target("yardstick", f"http://127.0.0.1:{yard_port}", None),
-                    started("yardstick", command, logs),
-                )
-            )
-        if "routeway" in wanted:
-            if routeway_available():
-                Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port))
-                command = [ROUTEWAY, "serve", "-f", manifests, "--host", "127.0.0.1"]
-                command += [
-                    "--port",
-                    str(rw_port),
-                    "--admin-port",
-                    str(admin_port),
-                    "--workers",
-                    str(args.workers),
-                ]
-                targets.append(
-                    (
-                        Target("routeway", f"http://127.0.0.1:{rw_port}", None),
-                        started("routeway", command, logs),
-                    )
-                )
-            else:
-                print("routeway serve --workers is not available yet: its rows are pending", flush=True)
-                report["targets"]["routeway"] = {}
-        for target, context in targets:
-            with context as process:
-                if process is not None:
-                    target.root_pid = process.pid
-                    if target.name == "routeway":
-                        wait_http(f"http://127.0.0.1:{admin_port}/readyz", process)
-                    wait_http(target.url + "/v1/chat/completions", process, method="POST")
-                    time.sleep(1.0)  # every worker bound and idle
-                print(f"{target.name}:", flush=True)
-                measure_load(target, connections, args.duration, upstream.pid)
-                asyncio.run(
+        targets = start_targets(stack, args, logs, up_port, manifests, report)
+        points: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for round_index in range(args.rounds if targets else 0):
+            print(f"round {round_index + 1}/{args.rounds}", flush=True)
+            order = targets[round_index % len(targets) :] + targets[: round_index % len(targets)]
+            for count in connections:
+                for target in order:
+                    point = measure_point(target, count, args.duration, upstream.pid)
+                    points.setdefault((target.name, f"c{count}"), []).append(point)
+            for target in order:
+                streams = asyncio.run(
                     measure_streams(
                         target, args.stream_sequential, args.stream_concurrency, args.stream_per_task
                     )
                 )
-                report["targets"][target.name] = target.results
+                points.setdefault((target.name, "stream"), []).append(streams)
+    for (name, key), rounds in points.items():
+        report["targets"].setdefault(name, {})[key] = median_of_rounds(rounds)
+    if "routeway" in args.targets.split(","):
+        report["targets"].setdefault("routeway", {})
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     report["machine"]["load_average_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
     compute_ratios(report)
