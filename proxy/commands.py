@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-from routeway.proxy.config_file import ConfigFileSource
-from routeway.proxy.process import ConfigSource, ServeOptions, run_proxy
+if TYPE_CHECKING:  # aiohttp and the proxy are imported when the command runs, not at `--help`
+    from routeway.proxy.process import ConfigSource, ServeOptions
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -67,6 +68,8 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str)
 def options_from_args(
     args: argparse.Namespace, *, command: str, never_loaded_exit_code: int = 0
 ) -> ServeOptions:
+    from routeway.proxy.process import ServeOptions
+
     return ServeOptions(
         host=args.host,
         port=args.port,
@@ -105,8 +108,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def build_source(args: argparse.Namespace) -> ConfigSource:
     """The one place a config source is chosen from flags."""
+    from routeway.proxy.config_file import ConfigFileSource
+
     return ConfigFileSource(args.config, args.credentials)
 
 
 def run(args: argparse.Namespace) -> int:
+    from routeway.proxy.process import run_proxy
+
     return run_proxy(build_source(args), options_from_args(args, command="routeway proxy"))

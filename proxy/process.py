@@ -313,7 +313,7 @@ async def serve_process(
     on_listening: Callable[[], None] | None = None,
 ) -> int:
     """Serve the client port (and the admin port in a single process) until stopped."""
-    from routeway.proxy.app import create_admin_app, create_proxy_app
+    from routeway.proxy.app import APP_RUNNER_OPTIONS, create_admin_app, create_proxy_app
     from routeway.proxy.runtime import ProxyRuntime
 
     signals = StopSignals(ignore_repeats=role.worker_index is not None)
@@ -328,7 +328,10 @@ async def serve_process(
         await asyncio.wait_for(applier.first_update.wait(), timeout=10.0)
 
     proxy_runner = web.AppRunner(
-        create_proxy_app(runtime), access_log=None, shutdown_timeout=options.drain_timeout
+        create_proxy_app(runtime),
+        access_log=None,
+        shutdown_timeout=options.drain_timeout,
+        **APP_RUNNER_OPTIONS,  # handler_cancellation: a client that leaves cancels its upstream call
     )
     admin_runner: web.AppRunner | None = None
     drained = False
@@ -490,30 +493,31 @@ class WorkerGroup:
         """Restart workers that die while the group is serving (not while it drains)."""
         restart_at: dict[int, float] = {}
         while not stopping.is_set():
-            now = time.monotonic()
-            for index, worker in enumerate(self._workers):
-                if worker is None:
-                    if now >= restart_at.get(index, 0.0):
-                        restart_at.pop(index, None)
-                        self._spawn(index)
-                    continue
-                code = worker.process.exitcode
-                if code is None or stopping.is_set():
-                    continue
-                self._release(worker)
-                self._workers[index] = None
-                self._failures[index] = self._failures[index] + 1 if now - worker.started < 10 else 0
-                delay = min(30.0, 0.5 * 2 ** self._failures[index])
-                restart_at[index] = now + delay
-                log.error(
-                    "worker %d (pid %s) exited with code %s; restarting in %gs",
-                    index,
-                    worker.process.pid,
-                    code,
-                    delay,
-                )
+            try:
+                self._check_workers(restart_at, stopping)
+            except Exception:  # a bug here must not leave the group unsupervised
+                log.exception("checking workers failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=0.2)
+
+    def _check_workers(self, restart_at: dict[int, float], stopping: asyncio.Event) -> None:
+        now = time.monotonic()
+        for index, worker in enumerate(self._workers):
+            if worker is None:
+                if now >= restart_at.get(index, 0.0):
+                    restart_at.pop(index, None)
+                    self._spawn(index)
+                continue
+            code = worker.process.exitcode
+            if code is None or stopping.is_set():
+                continue
+            pid = worker.process.pid
+            self._release(worker)
+            self._workers[index] = None
+            self._failures[index] = self._failures[index] + 1 if now - worker.started < 10 else 0
+            delay = min(30.0, 0.5 * 2 ** self._failures[index])
+            restart_at[index] = now + delay
+            log.error("worker %d (pid %s) exited with code %s; restarting in %gs", index, pid, code, delay)
 
     def _release(self, worker: _Worker) -> None:
         from prometheus_client import multiprocess

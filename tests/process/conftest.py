@@ -9,7 +9,6 @@ checks the Authorization header, and can hold a stream open until the test relea
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import socket
@@ -31,11 +30,7 @@ CHANGE_DEADLINE = 10.0  # seconds: generous bound for "live within a second"
 
 
 def routeway_command() -> list[str]:
-    """The real entry point once it exists; the stand-in driver until then."""
-    cli = Path(importlib.util.find_spec("routeway.cli").origin or "")  # type: ignore[union-attr]
-    if "def main" in cli.read_text() and importlib.util.find_spec("routeway.proxy.app") is not None:
-        return [sys.executable, "-m", "routeway.cli"]
-    return [sys.executable, str(HERE / "_standin_cli.py")]
+    return [sys.executable, "-m", "routeway.cli"]
 
 
 def free_port() -> int:

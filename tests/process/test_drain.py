@@ -1,0 +1,68 @@
+"""SIGTERM drain, as Kubernetes stops a pod: a stream in flight finishes, nothing new starts.
+
+Covers, for one process and for a supervisor with workers: the listener closes at once (new
+connections refused), `/readyz` turns 503 while the stream goes on, the stream's remaining
+events arrive intact, and the process exits 0 once it is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import Launch, Routeway, Upstream, eventually, manifest
+
+
+async def refuses_connections(routeway: Routeway) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", routeway.port)
+    except OSError:
+        return True
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return False
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_lets_a_stream_finish(
+    tmp_path: Path, launch: Launch, upstream: Upstream, workers: int
+) -> None:
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url))
+    routeway = await launch("serve", "-f", str(path), workers=workers)
+
+    async def ready() -> bool:
+        return (await routeway.get_admin("/readyz"))[0] == 200
+
+    await eventually(ready, what="/readyz", within=30)
+
+    async with aiohttp.ClientSession() as client:
+        response = await client.post(
+            f"{routeway.url}/v1/chat/completions",
+            json={"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert response.status == 200
+        first = await response.content.readuntil(b"\n\n")
+        assert b"first" in first
+
+        routeway.proc.send_signal(signal.SIGTERM)
+
+        async def draining() -> bool:
+            return (await routeway.get_admin("/readyz"))[0] == 503
+
+        await eventually(draining, what="/readyz 503 while draining")
+        await eventually(lambda: refuses_connections(routeway), what="listener closed")
+        assert routeway.proc.returncode is None  # still waiting for the stream
+
+        upstream.release_stream.set()
+        rest = await response.content.read()
+        response.release()
+
+    assert b"second" in rest and b"third" in rest and rest.rstrip().endswith(b"data: [DONE]")
+    assert await asyncio.wait_for(routeway.proc.wait(), 30) == 0
+    assert "drained" in routeway.log()

@@ -1,0 +1,86 @@
+"""`--workers 2`: two processes share the client port; the admin port speaks for the group.
+
+Covers: requests on fresh connections spread over both workers (SO_REUSEPORT) and are all
+counted by the supervisor's `/metrics` and `/routes` (prometheus-client multiprocess mode —
+one worker alone would have seen only part of them); a manifest edit reaches every worker;
+a worker killed with SIGKILL is replaced and the group becomes ready again; SIGTERM exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from conftest import Launch, Routeway, Upstream, eventually, manifest
+from prometheus_client.parser import text_string_to_metric_families
+
+REQUESTS = 40
+
+
+async def ready(routeway: Routeway) -> bool:
+    return (await routeway.get_admin("/readyz"))[0] == 200
+
+
+async def requests_counted(routeway: Routeway) -> float:
+    _, text = await routeway.get_admin("/metrics")
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "routeway_requests":
+            total += sum(s.value for s in family.samples if s.name == "routeway_requests_total")
+    return total
+
+
+def worker_pids(supervisor: int) -> list[int]:
+    """The supervisor's spawned workers (not multiprocessing's resource tracker)."""
+    with open(f"/proc/{supervisor}/task/{supervisor}/children") as fh:
+        children = [int(pid) for pid in fh.read().split()]
+    workers = []
+    for pid in children:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if b"spawn_main" in fh.read():
+                    workers.append(pid)
+        except FileNotFoundError:
+            continue
+    return workers
+
+
+async def test_two_workers_serve_as_one(tmp_path: Path, launch: Launch, upstream: Upstream) -> None:
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url, model="model-a"))
+    routeway = await launch("serve", "-f", str(path), workers=2)
+    await eventually(lambda: ready(routeway), what="both workers listening", within=30)
+
+    # Each request on its own connection: the kernel spreads them over both listeners.
+    responses = await asyncio.gather(*(routeway.chat() for _ in range(REQUESTS)))
+    assert [r.status for r in responses] == [200] * REQUESTS
+    assert await requests_counted(routeway) == REQUESTS
+    _, routes = await routeway.get_admin("/routes")
+    assert sum(t["stats"]["requests"] for t in routes["routes"][0]["targets"]) == REQUESTS
+
+    # A reload reaches every worker: soon every request sees the new revision.
+    old = responses[0].headers["x-routeway-revision"]
+    path.write_text(manifest(upstream.url, model="model-b"))
+
+    async def all_reloaded() -> bool:
+        batch = await asyncio.gather(*(routeway.chat() for _ in range(10)))
+        return all(r.headers.get("x-routeway-revision", old) != old for r in batch)
+
+    await eventually(all_reloaded, what="every worker on the new revision")
+    assert upstream.seen[-1]["model"] == "model-b"
+
+    # A crashed worker is replaced.
+    victim = worker_pids(routeway.proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        pids = worker_pids(routeway.proc.pid)
+        return len(pids) == 2 and victim not in pids and await ready(routeway)
+
+    await eventually(replaced, what=f"a new worker\n{routeway.log()}", within=30)
+    assert "exited with code -9" in routeway.log()
+    assert (await routeway.chat()).status == 200
+
+    assert await routeway.stop() == 0
