@@ -1,14 +1,17 @@
-"""`routeway proxy`: what a gateway's pods run — serve a rendered ProxyConfig file.
+"""`routeway proxy`: what a gateway's pods run — serve a rendered ProxyConfig.
 
 The operator renders each ModelGateway into a ProxyConfig (a ConfigMap) and the credentials
-its backends need (a Secret, one key per credential store key); the pod mounts both and runs
-`routeway proxy --config /etc/routeway/config.json --credentials /etc/routeway/credentials`.
-Both are re-read when Kubernetes updates the mounts; a config this proxy cannot serve (an
-unsupported schemaVersion from a newer operator, say) is rejected and the last good one keeps
-serving. Exit 0 after a drain, 1 when a port cannot be bound.
+its backends need (a Secret, one key per credential store key). Two ways to follow them:
 
-Other config sources (an in-cluster watch of the ConfigMap and Secret) plug in at
-`build_source`, selected by their own flags.
+- `--configmap NAME --secret NAME [--namespace NS]`: watched through the Kubernetes API
+  (kube_source.py) — what the operator's Deployment runs; a change arrives in under a second.
+- `--config FILE [--credentials PATH]`: files — the ConfigMap and Secret mounted as volumes
+  (a change arrives with the kubelet's sync, about a minute), or local files from
+  `routeway render -o json`.
+
+Either way a config this proxy cannot serve (an unsupported schemaVersion from a newer
+operator, say) is rejected and the last good one keeps serving. Exit 0 after a drain, 1 when
+a port cannot be bound, 2 on a usage error. Sources are chosen in `build_source`.
 """
 
 from __future__ import annotations
@@ -82,35 +85,68 @@ def options_from_args(
     )
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `proxy` to the `routeway` command line."""
     parser = subparsers.add_parser(
         "proxy",
-        help="serve a rendered ProxyConfig file (what gateway pods run)",
-        description="Serve a ProxyConfig JSON file with credentials from a file or a directory of "
-        "files named by credential store key (a mounted Secret); re-read both when they change.",
+        help="serve a rendered ProxyConfig (what gateway pods run)",
+        description="Serve a ProxyConfig with its credentials and re-apply them when they change: "
+        "from files (--config, --credentials), or watched in the cluster (--configmap, --secret).",
     )
-    parser.add_argument(
-        "--config",
-        required=True,
-        metavar="FILE",
-        help="ProxyConfig JSON, as `routeway render -o json` prints it",
+    files = parser.add_argument_group("config from files (a mounted ConfigMap and Secret, or local files)")
+    files.add_argument(
+        "--config", metavar="FILE", help="ProxyConfig JSON, as `routeway render -o json` prints it"
     )
-    parser.add_argument(
+    files.add_argument(
         "--credentials",
         metavar="PATH",
         help="directory with one file per credential store key (namespace_secret_key), or a JSON/YAML "
         "file mapping credential refs (namespace/secret/key) to values",
     )
+    cluster = parser.add_argument_group(
+        "config watched through the Kubernetes API (what the operator deploys)"
+    )
+    cluster.add_argument("--configmap", metavar="NAME", help="ConfigMap holding the rendered ProxyConfig")
+    cluster.add_argument("--secret", metavar="NAME", help="Secret holding the credentials, by store key")
+    cluster.add_argument(
+        "--namespace", metavar="NS", help="namespace of both (default: $POD_NAMESPACE, else the pod's own)"
+    )
     add_serving_arguments(parser, default_host="0.0.0.0")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
 
 
 def build_source(args: argparse.Namespace) -> ConfigSource:
-    """The one place a config source is chosen from flags."""
-    from routeway.proxy.config_file import ConfigFileSource
+    """The one place a config source is chosen from flags; a usage error raises SystemExit(2)."""
+    parser: argparse.ArgumentParser = args.parser
+    if (args.config is None) == (args.configmap is None):
+        parser.error("exactly one of --config FILE or --configmap NAME is required")
+    if args.config is not None:
+        if args.secret or args.namespace:
+            parser.error("--secret and --namespace go with --configmap, not --config")
+        from routeway.proxy.config_file import ConfigFileSource
 
-    return ConfigFileSource(args.config, args.credentials)
+        return ConfigFileSource(args.config, args.credentials)
+    if args.credentials:
+        parser.error("--credentials goes with --config; with --configmap use --secret")
+    from routeway.proxy.kube_source import KubeConfigSource
+
+    return KubeConfigSource(
+        namespace=args.namespace or own_namespace(), configmap=args.configmap, secret=args.secret
+    )
+
+
+def own_namespace() -> str:
+    """The pod's namespace: the downward API variable, else the service account's file."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as fh:
+            return fh.read().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def run(args: argparse.Namespace) -> int:

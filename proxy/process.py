@@ -575,6 +575,22 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
+def make_metrics_dir() -> str:
+    """A fresh directory for the workers' metric files (stale files would add old counts).
+
+    /dev/shm first: memory-backed, and writable in containers with a read-only root
+    filesystem; then the usual temporary directory.
+    """
+    error: OSError | None = None
+    for base in ("/dev/shm", None):
+        try:
+            return tempfile.mkdtemp(prefix="routeway-metrics-", dir=base)
+        except OSError as exc:
+            error = exc
+    assert error is not None
+    raise error
+
+
 async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     """The supervisor: workers serve clients, this process serves the admin port for all."""
     # Imported before PROMETHEUS_MULTIPROC_DIR is set: only the workers' metrics are summed.
@@ -589,7 +605,12 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     except OSError as exc:
         log.error("cannot listen for clients on %s:%d: %s", options.host, options.port, exc.strerror)
         return 1
-    metrics_dir = tempfile.mkdtemp(prefix="routeway-metrics-")
+    try:
+        metrics_dir = make_metrics_dir()
+    except OSError as exc:
+        reserved.close()
+        log.error("cannot create a directory for worker metrics (%s); set TMPDIR to a writable one", exc)
+        return 1
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     options = dataclasses.replace(options, port=reserved.getsockname()[1])
     group = WorkerGroup(source, options, metrics_dir)
