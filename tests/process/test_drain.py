@@ -66,3 +66,22 @@ async def test_sigterm_lets_a_stream_finish(
     assert b"second" in rest and b"third" in rest and rest.rstrip().endswith(b"data: [DONE]")
     assert await asyncio.wait_for(routeway.proc.wait(), 30) == 0
     assert "drained" in routeway.log()
+
+
+async def test_second_signal_stops_waiting(tmp_path: Path, launch: Launch, upstream: Upstream) -> None:
+    """An impatient operator (Ctrl-C twice): the drain is cut short, exit 1."""
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url))
+    routeway = await launch("serve", "-f", str(path))
+    async with aiohttp.ClientSession() as client:
+        response = await client.post(
+            f"{routeway.url}/v1/chat/completions",
+            json={"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        await response.content.readuntil(b"\n\n")
+        routeway.proc.send_signal(signal.SIGTERM)
+        await eventually(lambda: refuses_connections(routeway), what="listener closed")
+        routeway.proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(routeway.proc.wait(), 30) == 1
+        response.release()
+    assert "not waiting for requests in flight" in routeway.log()

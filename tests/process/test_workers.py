@@ -84,3 +84,31 @@ async def test_two_workers_serve_as_one(tmp_path: Path, launch: Launch, upstream
     assert (await routeway.chat()).status == 200
 
     assert await routeway.stop() == 0
+
+
+async def test_workers_leave_with_a_killed_supervisor(
+    tmp_path: Path, launch: Launch, upstream: Upstream
+) -> None:
+    """SIGKILL (OOM) of the supervisor must not leave orphaned workers holding the port."""
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url))
+    routeway = await launch("serve", "-f", str(path), workers=2)
+    await eventually(lambda: ready(routeway), what="both workers listening", within=30)
+    workers = worker_pids(routeway.proc.pid)
+    assert len(workers) == 2
+    routeway.proc.kill()
+    await routeway.proc.wait()
+
+    async def all_gone() -> bool:
+        return not any(_alive(pid) for pid in workers)
+
+    await eventually(all_gone, what="workers exited", within=30)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper (the test container's init may not reap)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
