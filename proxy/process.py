@@ -243,7 +243,7 @@ class ProcessRole:
 
     serve_admin: bool
     announce: bool  # log config loads at info level
-    worker_index: int | None = None  # None: not a worker of a supervisor (which it outlives not)
+    worker_index: int | None = None  # None: a single process, not a supervisor's worker
 
     @classmethod
     def single(cls) -> ProcessRole:
@@ -284,7 +284,7 @@ def add_readiness_gate(app: web.Application, not_ready: Callable[[], str | None]
         if request.path == "/readyz":
             reason = not_ready()
             if reason is not None:
-                return web.json_response({"ready": False, "reason": reason}, status=503)
+                return web.json_response({"status": "not ready", "reason": reason}, status=503)
         return await handler(request)
 
     app.middlewares.insert(0, readiness_gate)
@@ -299,6 +299,14 @@ async def start_site(runner: web.AppRunner, host: str, port: int, what: str) -> 
     except OSError as exc:
         raise ListenError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
     return site.port
+
+
+def describe_listening(options: ServeOptions, port: int, admin_port: int, source: ConfigSource) -> str:
+    workers = f" with {options.workers} workers" if options.workers > 1 else ""
+    return (
+        f"{options.command} listening on http://{options.host}:{port}{workers} "
+        f"(admin on http://{options.host}:{admin_port}), config from {source.describe()}"
+    )
 
 
 class ListenError(RuntimeError):
@@ -342,15 +350,7 @@ async def serve_process(
             add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else None)
             admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT)
             admin_port = await start_site(admin_runner, options.host, options.admin_port, "admin")
-            log.info(
-                "%s listening on http://%s:%d (admin on http://%s:%d), config from %s",
-                options.command,
-                options.host,
-                port,
-                options.host,
-                admin_port,
-                source.describe(),
-            )
+            log.info("%s", describe_listening(options, port, admin_port, source))
         else:
             log.debug("worker %s listening on http://%s:%d", role.worker_index, options.host, port)
         if on_listening is not None:
@@ -381,10 +381,7 @@ async def drain(runner: web.AppRunner, signals: StopSignals, grace: float, *, an
     open_connections = len(server.connections) if server is not None else 0
     level = logging.INFO if announce else logging.DEBUG
     log.log(
-        level,
-        "draining: stopped accepting, %d connections open, waiting up to %gs",
-        open_connections,
-        grace,
+        level, "draining: stopped accepting, %d connections open, waiting up to %gs", open_connections, grace
     )
     cleanup = asyncio.create_task(runner.cleanup(), name="drain")
     abort = asyncio.create_task(signals.second.wait())
@@ -631,16 +628,7 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     code = 1
     try:
         admin_port = await start_site(admin_runner, options.host, options.admin_port, "admin")
-        log.info(
-            "%s listening on http://%s:%d with %d workers (admin on http://%s:%d), config from %s",
-            options.command,
-            options.host,
-            options.port,
-            options.workers,
-            options.host,
-            admin_port,
-            source.describe(),
-        )
+        log.info("%s", describe_listening(options, options.port, admin_port, source))
         monitor = asyncio.create_task(group.keep_running(signals.first), name="workers")
         await signals.first.wait()
         log.info("draining: stopping %d workers, waiting up to %gs", options.workers, options.drain_timeout)
