@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,13 +31,6 @@ CHANGE_DEADLINE = 10.0  # seconds: generous bound for "live within a second"
 
 def routeway_command() -> list[str]:
     return [sys.executable, "-m", "routeway.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def eventually(
@@ -224,46 +217,47 @@ class Routeway:
 Launch = Callable[..., Awaitable[Routeway]]
 
 
+LISTENING = re.compile(rb"listening on http://[^:]+:(\d+).*\(admin on http://[^:]+:(\d+)\)")
+
+
 @pytest.fixture
 async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
-    """Start `routeway <args> --port P --admin-port A`; waits until /healthz answers."""
+    """Start `routeway <args>` on ports the kernel picks (`--port 0 --admin-port 0`, read back
+    from the startup line: no race with other tests for a "free" port); waits for /healthz."""
     started: list[Routeway] = []
     session = aiohttp.ClientSession()
 
     async def start(*args: str, workers: int = 1) -> Routeway:
-        port, admin_port = free_port(), free_port()
         log_path = tmp_path / f"routeway-{len(started)}.log"
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         with log_path.open("wb") as log_file:
             proc = await asyncio.create_subprocess_exec(
                 *routeway_command(),
                 *args,
-                "--port",
-                str(port),
-                "--admin-port",
-                str(admin_port),
-                "--workers",
-                str(workers),
-                "--drain-timeout",
-                "20",
+                *("--port", "0", "--admin-port", "0", "--workers", str(workers), "--drain-timeout", "20"),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,
                 env=env,
             )
-        routeway = Routeway(proc, port, admin_port, log_path, session)
+        routeway = Routeway(proc, 0, 0, log_path, session)
         started.append(routeway)
 
-        async def healthy() -> bool:
+        async def listening() -> re.Match[bytes] | None:
             if proc.returncode is not None:
                 raise AssertionError(f"routeway exited with {proc.returncode}:\n{routeway.log()}")
+            return LISTENING.search(log_path.read_bytes())
+
+        found = await eventually(listening, within=STARTUP_DEADLINE, what="the startup line")
+        routeway.port, routeway.admin_port = int(found[1]), int(found[2])
+
+        async def healthy() -> bool:
             try:
-                status, _ = await routeway.get_admin("/healthz")
+                return (await routeway.get_admin("/healthz"))[0] == 200
             except aiohttp.ClientError:
                 return False
-            return status == 200
 
-        await eventually(healthy, within=STARTUP_DEADLINE, what="admin /healthz")
+        await eventually(healthy, what="admin /healthz")
         return routeway
 
     yield start
