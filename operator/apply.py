@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -37,6 +37,13 @@ PLURALS = {
     "PodDisruptionBudget": "poddisruptionbudgets",
 }
 REPLACED_MAPS = ("data", "binaryData")
+
+
+OwnerCheck = Callable[[], Awaitable[bool]]
+
+
+class OwnerGone(Exception):
+    """The owner disappeared while its children were being applied: stop, create nothing."""
 
 
 def content_hash(obj: Mapping[str, Any]) -> str:
@@ -93,8 +100,9 @@ class Applier:
         for path in [p for p in self._known if p.startswith(prefix)]:
             del self._known[path]
 
-    async def apply(self, desired: Mapping[str, Any]) -> bool:
-        """Create or patch `desired`; return whether anything was written."""
+    async def apply(self, desired: Mapping[str, Any], *, owner_check: OwnerCheck | None = None) -> bool:
+        """Create or patch `desired`; return whether anything was written. `owner_check` runs
+        before a create and returns False when the owner is gone (then OwnerGone is raised)."""
         body = with_hash(desired)
         wanted = body["metadata"]["annotations"][HASH_ANNOTATION]
         path = object_path(body)
@@ -102,17 +110,23 @@ class Applier:
             return False
         what = f"{body['kind']} {body['metadata'].get('namespace')}/{body['metadata']['name']}"
         try:
-            written = await self._create_or_patch(body, path, wanted, what)
+            written = await self._create_or_patch(body, path, wanted, what, owner_check)
         except ApiError as exc:
             self.forget(path)
             raise exc.to_kopf(f"applying {what}") from None
         self._known[path] = wanted
         return written
 
-    async def _create_or_patch(self, body: dict[str, Any], path: str, wanted: str, what: str) -> bool:
+    async def _create_or_patch(
+        self, body: dict[str, Any], path: str, wanted: str, what: str, owner_check: OwnerCheck | None
+    ) -> bool:
         for _ in range(3):
             current = await self.api.get(path)
             if current is None:
+                # Watch streams of different kinds race: a child's deletion by the garbage
+                # collector can arrive before its owner's. Never re-create for a gone owner.
+                if owner_check is not None and not await owner_check():
+                    raise OwnerGone(what)
                 try:
                     await self.api.create(object_path(body, collection=True), body)
                     return True

@@ -19,6 +19,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 from routeway.operator import builders
+from routeway.operator.apply import OwnerCheck, OwnerGone
 from routeway.operator import status as st
 from routeway.operator.handlers import statuses
 from routeway.operator.handlers.backend import reconcile_backend
@@ -76,6 +77,10 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
         try:
             config = render(ir)
             await apply_gateway(state, gateway, config)
+        except OwnerGone:
+            log.info("gateway %s/%s is gone; its children are left to the garbage collector", *key)
+            state.revisions.pop(key, None)
+            return
         except (ValueError, ValidationError, ConfigTooLarge) as exc:
             config = None
             failure = kopf.PermanentError(f"config cannot be rendered: {exc}")
@@ -152,16 +157,34 @@ async def fetch_credentials(state: OperatorState, config: ProxyConfig) -> dict[s
 
 async def apply_gateway(state: OperatorState, gateway: ModelGateway, config: ProxyConfig) -> None:
     applier = state.applier
+    verdict: list[bool] = []
+
+    async def owner_exists() -> bool:
+        if not verdict:
+            path = path_for("routeway.dev/v1alpha1", "modelgateways", gateway.namespace, gateway.name)
+            try:
+                current = await state.api.get(path)
+            except ApiError as exc:
+                raise exc.to_kopf(f"reading ModelGateway {gateway.namespace}/{gateway.name}") from None
+            alive = current is not None and not current.get("metadata", {}).get("deletionTimestamp")
+            verdict.append(
+                alive and current is not None and current["metadata"].get("uid") == gateway.metadata.uid
+            )
+        return verdict[0]
+
     workload = builders.build_workload(gateway, state.settings)
     deployment = workload.pop()
     for obj in workload:
-        await applier.apply(obj)
-    await applier.apply(builders.build_secret(gateway, await fetch_credentials(state, config)))
-    await apply_config(state, gateway, config)
-    await applier.apply(deployment)
+        await applier.apply(obj, owner_check=owner_exists)
+    credentials = await fetch_credentials(state, config)
+    await applier.apply(builders.build_secret(gateway, credentials), owner_check=owner_exists)
+    await apply_config(state, gateway, config, owner_exists)
+    await applier.apply(deployment, owner_check=owner_exists)
 
 
-async def apply_config(state: OperatorState, gateway: ModelGateway, config: ProxyConfig) -> None:
+async def apply_config(
+    state: OperatorState, gateway: ModelGateway, config: ProxyConfig, owner_check: OwnerCheck
+) -> None:
     """Write the config: shards first (into the slot the live manifest does not use), then the
     ConfigMap naming them, then remove shards neither the new nor the previous manifest uses."""
     names = builders.ChildNames.of(gateway.name)
@@ -170,7 +193,7 @@ async def apply_config(state: OperatorState, gateway: ModelGateway, config: Prox
     encoded = encode_config(body, config.revision, names.configmap, budget=budget)
     if not encoded.shards:
         desired = builders.build_config_map(gateway, config.revision, encoded.data)
-        if await state.applier.apply(desired):
+        if await state.applier.apply(desired, owner_check=owner_check):
             await remove_stale_shards(state, gateway, keep=set())
         return
     path = path_for("v1", "configmaps", gateway.namespace, names.configmap)
@@ -187,8 +210,10 @@ async def apply_config(state: OperatorState, gateway: ModelGateway, config: Prox
         slot = "b" if live_slot == "a" else "a"
     encoded = encode_config(body, config.revision, names.configmap, slot=slot, budget=budget)
     for name, binary in encoded.shards:
-        await state.applier.apply(builders.build_shard(gateway, config.revision, name, binary))
-    if await state.applier.apply(builders.build_config_map(gateway, config.revision, encoded.data)):
+        shard = builders.build_shard(gateway, config.revision, name, binary)
+        await state.applier.apply(shard, owner_check=owner_check)
+    manifest = builders.build_config_map(gateway, config.revision, encoded.data)
+    if await state.applier.apply(manifest, owner_check=owner_check):
         keep = {n for n, _ in encoded.shards}
         if MANIFEST_KEY in current_data:
             keep |= set(json.loads(current_data[MANIFEST_KEY]).get("shards") or [])

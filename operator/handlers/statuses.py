@@ -46,8 +46,26 @@ def route_status(
         rendered = next(
             (r for r in config.routes if r.namespace == entry.namespace and r.name == entry.name), None
         )
+    previous = entry.status
+    still_served = (
+        outcome.revision is not None
+        and previous.get("configRevision") == outcome.revision
+        and previous.get("observedGeneration") == entry.generation
+    )
     if gateway is None:
         programmed = st.not_programmed(st.REASON_NOT_ATTACHED, "the route is not attached to a gateway")
+    elif outcome.programmed.status != "True" and still_served:
+        # The new config could not be applied, but the last good one (still in the ConfigMap)
+        # serves this very generation: the route stays programmed at that revision.
+        programmed = st.programmed(outcome.revision or "", f"serves generation {entry.generation}")
+        conditions = st.with_kstatus([accepted, resolved, programmed])
+        return {
+            "observedGeneration": entry.generation,
+            "conditions": st.merge_conditions(previous.get("conditions"), conditions, entry.generation, now),
+            "backendWeights": previous.get("backendWeights"),
+            "gateway": f"{gateway[0]}/{gateway[1]}",
+            "configRevision": outcome.revision,
+        }
     elif outcome.programmed.status != "True":
         programmed = st.not_programmed(outcome.programmed.reason, outcome.programmed.message)
     elif rendered is None or rendered.generation != entry.generation:
@@ -60,7 +78,6 @@ def route_status(
         if rendered is not None and programmed.status == "True"
         else None
     )
-    previous = entry.status
     revision = outcome.revision if programmed.status == "True" else None
     # The revision that first programmed this generation stays, so an unrelated route's change
     # (a new gateway revision) does not rewrite every route's status.

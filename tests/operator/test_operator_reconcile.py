@@ -1,0 +1,321 @@
+"""The operator end to end, in process, against the kmock emulator.
+
+Matrix: first reconcile (children, contents, owner references, statuses, events) / weight
+update (new revision; Ready and observedGeneration in one write) / invalid route and missing
+backend next to a good route / Secret rotation / gateway deletion (cleanup, routes report
+GatewayNotFound) / restart and resync with nothing changed (zero writes) / a burst of route
+changes (coalesced renders) / Deployment readiness (gateway Ready) / a config that can no
+longer be stored (last good ConfigMap stays).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+from kmock_ext import RoutewayEmulator
+from operator_factories import (
+    backend,
+    condition,
+    config_of,
+    create,
+    delete,
+    gateway,
+    get,
+    is_true,
+    patch,
+    route,
+    secret,
+    seed,
+)
+from rig import GATEWAYS, ROUTES, eventually, objects_of, running_operator, settled
+
+from routeway.proxyconfig import credential_store_key
+
+CHILDREN = (
+    ("apps/v1/deployments", "routeway-gw"),
+    ("v1/services", "routeway-gw"),
+    ("v1/serviceaccounts", "routeway-gw"),
+    ("rbac.authorization.k8s.io/v1/roles", "routeway-gw"),
+    ("rbac.authorization.k8s.io/v1/rolebindings", "routeway-gw"),
+    ("policy/v1/poddisruptionbudgets", "routeway-gw"),
+    ("v1/configmaps", "routeway-gw-config"),
+    ("v1/secrets", "routeway-gw-credentials"),
+)
+
+
+def world() -> list[dict]:
+    return [
+        secret("openai", token="sk-test-123"),
+        gateway("gw"),
+        backend("llama-v1"),
+        backend("llama-v2", url="http://vllm:8000/v1", apiKeySecretRef={"name": "openai", "key": "token"}),
+        route("chat", "llama", {"llama-v1": 90, "llama-v2": 10}),
+    ]
+
+
+def route_ready(kmock: RoutewayEmulator, name: str, generation: int) -> bool:
+    obj = get(kmock, ROUTES, name)
+    cond = condition(obj, "Ready")
+    return bool(cond and cond["status"] == "True" and cond["observedGeneration"] == generation)
+
+
+async def test_gateway_gets_children_config_credentials_and_status(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1), what="route Ready")
+        await settled(kmock, state)
+
+    gw = get(kmock, GATEWAYS, "gw")
+    for resource, name in CHILDREN:
+        child = get(kmock, resource, name)
+        assert child is not None, (resource, name)
+        refs = child["metadata"]["ownerReferences"]
+        assert refs == [
+            {
+                "apiVersion": "routeway.dev/v1alpha1",
+                "kind": "ModelGateway",
+                "name": "gw",
+                "uid": gw["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+
+    cm = get(kmock, "v1/configmaps", "routeway-gw-config")
+    config = config_of(kmock)
+    assert cm["metadata"]["annotations"]["routeway.dev/config-revision"] == config["revision"]
+    [chat] = config["routes"]
+    assert [(t["backend"], t["weight"]) for t in chat["targets"]] == [
+        ("default/llama-v1", 90),
+        ("default/llama-v2", 10),
+    ]
+    assert "sk-test-123" not in json.dumps(cm)  # credentials never in a ConfigMap
+
+    creds = get(kmock, "v1/secrets", "routeway-gw-credentials")
+    key = credential_store_key("default/openai/token")
+    assert base64.b64decode(creds["data"][key]).decode() == "sk-test-123"
+
+    deployment = get(kmock, "apps/v1/deployments", "routeway-gw")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:7] == [
+        "proxy",
+        "--configmap",
+        "routeway-gw-config",
+        "--secret",
+        "routeway-gw-credentials",
+        "--namespace",
+        "default",
+    ]
+    assert deployment["spec"]["replicas"] == 2
+
+    chat_status = get(kmock, ROUTES, "chat")["status"]
+    assert chat_status["backendWeights"] == "llama-v1=90,llama-v2=10"
+    assert chat_status["gateway"] == "default/gw"
+    assert chat_status["configRevision"] == config["revision"]
+    assert chat_status["observedGeneration"] == 1
+    assert [c["type"] for c in chat_status["conditions"]] == [
+        "Accepted",
+        "ResolvedRefs",
+        "Programmed",
+        "Ready",
+        "Reconciling",
+        "Stalled",
+    ]
+    assert all(isinstance(c["observedGeneration"], int) for c in chat_status["conditions"])
+
+    gw_status = gw["status"]
+    assert gw_status["configRevision"] == config["revision"]
+    assert gw_status["routes"] == 1
+    assert gw_status["address"] == "http://routeway-gw.default.svc/v1"
+    assert is_true(gw, "Programmed") and not is_true(gw, "Ready")  # no proxy pod is ready yet
+    assert condition(gw, "Reconciling")["reason"] == "ProxiesNotReady"
+
+    v2 = get(kmock, "routeway.dev/v1alpha1/modelbackends", "llama-v2")
+    assert v2["status"]["routes"] == 1 and is_true(v2, "Ready")
+
+    events = objects_of(kmock, "v1/events")
+    assert [e["reason"] for e in events.values()] == ["ConfigApplied"]
+
+
+async def test_weight_update_renders_new_revision_and_flips_ready_with_generation(
+    kmock: RoutewayEmulator,
+) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1))
+        first = config_of(kmock)["revision"]
+        await patch(
+            kmock,
+            "ModelRoute",
+            "chat",
+            {"spec": {"backends": [{"name": "llama-v1", "weight": 50}, {"name": "llama-v2", "weight": 50}]}},
+        )
+        await eventually(lambda: route_ready(kmock, "chat", 2), what="generation 2 Ready")
+        await settled(kmock, state)
+
+    config = config_of(kmock)
+    assert config["revision"] != first
+    assert [t["weight"] for t in config["routes"][0]["targets"]] == [50, 50]
+    assert get(kmock, ROUTES, "chat")["status"]["backendWeights"] == "llama-v1=50,llama-v2=50"
+    # kubectl wait: no version of the object ever says Ready=True for generation 2 while
+    # observedGeneration still says 1, or the reverse.
+    for version in kmock.objects[ROUTES, "default", "chat"].history:
+        status = (version or {}).get("status") or {}
+        for cond in status.get("conditions") or []:
+            assert cond["observedGeneration"] == status["observedGeneration"]
+
+
+async def test_invalid_route_and_missing_backend_do_not_stop_others(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1))
+        await create(
+            kmock,
+            route("broken", "other", {"llama-v1": 1}, retries={"attempts": 99}),  # attempts > 10
+            route("orphan", "orphan-model", {"nowhere": 1}),
+            route("second", "second-model", {"llama-v2": 1}),
+        )
+        await eventually(lambda: route_ready(kmock, "second", 1), what="second Ready")
+        await eventually(lambda: condition(get(kmock, ROUTES, "broken"), "Accepted"))
+        await eventually(lambda: condition(get(kmock, ROUTES, "orphan"), "ResolvedRefs"))
+        await settled(kmock, state)
+
+    broken = get(kmock, ROUTES, "broken")
+    accepted = condition(broken, "Accepted")
+    assert accepted["status"] == "False" and accepted["reason"] == "Invalid"
+    assert "retries.attempts" in accepted["message"]
+    assert condition(broken, "Stalled")["status"] == "True"
+    orphan = get(kmock, ROUTES, "orphan")
+    resolved = condition(orphan, "ResolvedRefs")
+    assert resolved["status"] == "False" and resolved["reason"] == "BackendNotFound"
+    assert "nowhere" in resolved["message"]
+    assert not is_true(orphan, "Ready")
+
+    models = sorted(r["model"] for r in config_of(kmock)["routes"])
+    assert models == ["llama", "orphan-model", "second-model"]  # orphan renders with no targets
+    reasons = sorted(e["reason"] for e in objects_of(kmock, "v1/events").values())
+    assert "Invalid" in reasons and "BackendNotFound" in reasons
+
+
+async def test_secret_rotation_updates_credentials_only(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1))
+        revision = config_of(kmock)["revision"]
+        resp = await kmock.patch(
+            "/api/v1/namespaces/default/secrets/openai",
+            json={"data": {"token": base64.b64encode(b"sk-rotated").decode()}},
+        )
+        assert resp.status == 200
+        key = credential_store_key("default/openai/token")
+
+        def rotated() -> bool:
+            data = get(kmock, "v1/secrets", "routeway-gw-credentials")["data"]
+            return base64.b64decode(data[key]) == b"sk-rotated"
+
+        await eventually(rotated, what="credentials rotated")
+        await settled(kmock, state)
+    assert config_of(kmock)["revision"] == revision
+
+
+async def test_deleting_the_gateway_cleans_up_and_detaches_routes(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1))
+        await delete(kmock, "ModelGateway", "gw")
+
+        def detached() -> bool:
+            cond = condition(get(kmock, ROUTES, "chat"), "Accepted")
+            return bool(cond and cond["reason"] == "GatewayNotFound")
+
+        await eventually(detached, what="route reports GatewayNotFound")
+        await settled(kmock, state)
+    for resource, name in CHILDREN:
+        assert get(kmock, resource, name) is None, (resource, name)
+    status = get(kmock, ROUTES, "chat")["status"]
+    assert status.get("gateway") is None and status.get("configRevision") is None
+    assert condition(get(kmock, ROUTES, "chat"), "Programmed")["reason"] == "NotAttached"
+
+
+async def test_restart_and_resync_write_nothing(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world(), route("second", "second-model", {"llama-v2": 1}))
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "second", 1))
+        await settled(kmock, state)
+    writes = len(kmock.writes())
+    assert writes > 0
+
+    async with running_operator(kmock) as state:
+        await eventually(lambda: state.reconciler.runs >= 1)
+        await settled(kmock, state)
+        assert len(kmock.writes()) == writes, [(r.method, r.url.path) for r in kmock.writes()[writes:]]
+        # A resync forgets what it knows and re-reads every child: still no write.
+        state.applier.forget_prefix("/")
+        runs = state.reconciler.runs
+        state.mark_gateway(("default", "gw"))
+        await eventually(lambda: state.reconciler.runs > runs)
+        await settled(kmock, state)
+    assert len(kmock.writes()) == writes, [(r.method, r.url.path) for r in kmock.writes()[writes:]]
+
+
+async def test_a_burst_of_route_changes_coalesces(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock, debounce=0.3) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1))
+        await settled(kmock, state)
+        before = len([r for r in kmock.writes() if r.url.path.endswith("/configmaps/routeway-gw-config")])
+        await create(kmock, *(route(f"r{i}", f"model-{i}", {"llama-v1": 1}) for i in range(20)))
+        await eventually(
+            lambda: all(route_ready(kmock, f"r{i}", 1) for i in range(20)), what="20 routes Ready"
+        )
+        await settled(kmock, state)
+    config_writes = [r for r in kmock.writes() if r.url.path.endswith("/configmaps/routeway-gw-config")]
+    assert len(config_writes) - before <= 3  # 20 changes, a handful of renders
+    assert len(config_of(kmock)["routes"]) == 21
+
+
+async def test_ready_proxies_make_the_gateway_ready(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1))
+        dep = get(kmock, "apps/v1/deployments", "routeway-gw")
+        resp = await kmock.patch(
+            "/apis/apps/v1/namespaces/default/deployments/routeway-gw/status",
+            json={
+                "status": {
+                    "replicas": 2,
+                    "readyReplicas": 2,
+                    "observedGeneration": dep["metadata"]["generation"],
+                }
+            },
+        )
+        assert resp.status == 200
+        await eventually(lambda: is_true(get(kmock, GATEWAYS, "gw"), "Ready"), what="gateway Ready")
+        await settled(kmock, state)
+    status = get(kmock, GATEWAYS, "gw")["status"]
+    assert status["readyReplicas"] == 2 and status["replicas"] == 2
+
+
+async def test_unstorable_config_keeps_the_last_good_configmap(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock, configmap_budget=100, debounce=0.3) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1))
+        manifest = get(kmock, "v1/configmaps", "routeway-gw-config")
+        assert "manifest.json" in manifest["data"]  # tiny budget: sharded even for one route
+        good = manifest["metadata"]["annotations"]["routeway.dev/config-revision"]
+        # Incompressible model names: too many shards even after gzip.
+        names = ["".join(hashlib.sha256(f"{i}{s}".encode()).hexdigest() for s in "abc") for i in range(6)]
+        await create(kmock, *(route(f"big{i}", name, {"llama-v1": 1}) for i, name in enumerate(names)))
+
+        def stalled() -> bool:
+            cond = condition(get(kmock, GATEWAYS, "gw"), "Programmed")
+            return bool(cond and cond["reason"] == "RenderFailed")
+
+        await eventually(stalled, what="gateway reports RenderFailed")
+        await settled(kmock, state)
+    cm = get(kmock, "v1/configmaps", "routeway-gw-config")
+    assert cm["metadata"]["annotations"]["routeway.dev/config-revision"] == good
+    assert condition(get(kmock, GATEWAYS, "gw"), "Stalled")["status"] == "True"
+    assert get(kmock, ROUTES, "chat")["status"]["configRevision"] == good
