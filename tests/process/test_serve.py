@@ -4,7 +4,7 @@ Covers: a request routed from manifests (credential from a Secret in the same fi
 live without restart (revision header changes, new upstream model); a new file in a watched
 folder; an invalid edit rejected and shown at /routes while the last good config serves;
 an invalid first load (starts, 503 until fixed; exit 1 if never fixed); a missing path
-(exit 2).
+(exit 2); the quick start streamed through the official openai SDK.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import openai
 from conftest import Launch, Upstream, eventually, manifest, write_atomically
 
 
@@ -114,3 +115,17 @@ async def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     assert b"nope.yaml" in err
+
+
+async def test_quickstart_with_the_openai_sdk(launch: Launch) -> None:
+    """The README's first command: the quick start (built-in mock models), streamed through
+    the official SDK."""
+    quickstart = Path(__file__).parents[2] / "examples" / "quickstart"
+    routeway = await launch("serve", "-f", str(quickstart))
+    async with openai.AsyncOpenAI(base_url=f"{routeway.url}/v1", api_key="unused", max_retries=0) as sdk:
+        stream = await sdk.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hello"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text
+    assert await routeway.stop() == 0
