@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import Any
 
 import kopf
-
 from kmock_ext import RoutewayEmulator
 from routeway.operator.kube import KubeApi
 from routeway.operator.main import create_registry
@@ -77,10 +76,10 @@ async def running_operator(
                 await task
 
 
-async def eventually(check: Callable[[], Any], timeout: float = WAIT, what: str = "") -> Any:
+async def eventually(check: Callable[[], Any], within: float = WAIT, what: str = "") -> Any:
     """Wait until `check()` is truthy (returns it). A wait, never a timing assertion."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     last_error: Exception | None = None
     while loop.time() < deadline:
         try:
@@ -90,7 +89,7 @@ async def eventually(check: Callable[[], Any], timeout: float = WAIT, what: str 
         except (KeyError, IndexError, ValueError, TypeError, AttributeError) as exc:
             last_error = exc
         await asyncio.sleep(0.01)
-    raise AssertionError(f"condition not met within {timeout}s: {what or check} (last error: {last_error!r})")
+    raise AssertionError(f"condition not met within {within}s: {what or check} (last error: {last_error!r})")
 
 
 async def settled(kmock: RoutewayEmulator, state: OperatorState, quiet: float = 0.3) -> None:
