@@ -3,7 +3,9 @@
 Covers: requests on fresh connections spread over both workers (SO_REUSEPORT) and are all
 counted by the supervisor's `/metrics` and `/routes` (prometheus-client multiprocess mode —
 one worker alone would have seen only part of them); a manifest edit reaches every worker;
-a worker killed with SIGKILL is replaced and the group becomes ready again; SIGTERM exits 0.
+a worker killed with SIGKILL is replaced and the group becomes ready again; SIGTERM exits 0;
+workers leave when their supervisor is killed; five reloads under steady traffic fail no
+request.
 """
 
 from __future__ import annotations
@@ -112,3 +114,31 @@ def _alive(pid: int) -> bool:
             return fh.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_reloads_under_load_fail_no_request(tmp_path: Path, launch: Launch, upstream: Upstream) -> None:
+    """Requests keep flowing through both workers while the manifests change five times."""
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url, model="model-0"))
+    routeway = await launch("serve", "-f", str(path), workers=2)
+    await eventually(lambda: ready(routeway), what="both workers listening", within=30)
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        while not stop.is_set():
+            statuses.append((await routeway.chat()).status)
+
+    clients = [asyncio.create_task(client()) for _ in range(4)]
+    for generation in range(1, 6):
+        path.write_text(manifest(upstream.url, model=f"model-{generation}"))
+
+        async def live(generation: int = generation) -> bool:
+            return bool(upstream.seen) and upstream.seen[-1]["model"] == f"model-{generation}"
+
+        await eventually(live, what=f"generation {generation} live")
+    stop.set()
+    await asyncio.gather(*clients)
+    assert len(statuses) > 20
+    assert set(statuses) == {200}
+    assert await routeway.stop() == 0
