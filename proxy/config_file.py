@@ -153,8 +153,7 @@ class ConfigFileSource:
         def take() -> Snapshot:
             files = [self.config_path]
             if self.credentials_path is not None:
-                files += [self.credentials_path]
-                files += list_files(self.credentials_path, recursive=False)
+                files += list_files(self.credentials_path, recursive=False)  # the file, or the folder's files
             return digests.snapshot(files)
 
         async for _ in watch_snapshots(take, self.interval):

@@ -84,7 +84,7 @@ class LocalManifestSource:
         try:
             return load_local(self.paths, self.gateway)
         except Exception as exc:  # a bug in translation must not take the proxy down
-            log.debug("load_local failed", exc_info=True)
+            log.exception("translating %s failed", self.describe())
             return ConfigRejected(self.describe(), (f"cannot load manifests: {type(exc).__name__}: {exc}",))
 
 
@@ -123,6 +123,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    if "-" in args.paths:
+        print("routeway serve: error: cannot watch stdin ('-f -'); give files or folders", file=sys.stderr)
+        return 2
     missing = [p for p in args.paths if not os.path.exists(p)]
     if missing:
         print(f"routeway serve: error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
