@@ -521,7 +521,8 @@ class WorkerGroup:
 
         if worker.process.pid is not None:
             multiprocess.mark_process_dead(worker.process.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
-        worker.process.close()
+        with contextlib.suppress(ValueError):  # still running after SIGKILL: leave it to the OS
+            worker.process.close()
 
     def send(self, sig: signal.Signals) -> None:
         for worker in self._workers:
@@ -539,7 +540,8 @@ class WorkerGroup:
                 return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(abort.wait(), timeout=0.1)
-        return all(w.process.exitcode == 0 for w in live)
+        # -SIGTERM: a worker stopped while still starting, before it could have had a request.
+        return all(w.process.exitcode in (0, -signal.SIGTERM) for w in live)
 
     def kill_remaining(self) -> None:
         for worker in self._workers:

@@ -1,8 +1,8 @@
 """`--workers 2`: two processes share the client port; the admin port speaks for the group.
 
-Covers: requests on fresh connections spread over both workers (SO_REUSEPORT) and are all
-counted by the supervisor's `/metrics` and `/routes` (prometheus-client multiprocess mode —
-one worker alone would have seen only part of them); a manifest edit reaches every worker;
+Covers: connections spread over both workers (SO_REUSEPORT; checked by which process holds
+each accepted socket) and their requests are all counted by the supervisor's `/metrics` and
+`/routes` (prometheus-client multiprocess mode); a manifest edit reaches every worker;
 a worker killed with SIGKILL is replaced and the group becomes ready again; SIGTERM exits 0;
 workers leave when their supervisor is killed; five reloads under steady traffic fail no
 request.
@@ -11,14 +11,16 @@ request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
 
+import aiohttp
 from conftest import Launch, Routeway, Upstream, eventually, manifest
 from prometheus_client.parser import text_string_to_metric_families
 
-REQUESTS = 40
+REQUESTS = 24
 
 
 async def ready(routeway: Routeway) -> bool:
@@ -32,6 +34,24 @@ async def requests_counted(routeway: Routeway) -> float:
         if family.name == "routeway_requests":
             total += sum(s.value for s in family.samples if s.name == "routeway_requests_total")
     return total
+
+
+def connections_held(pid: int, port: int) -> int:
+    """Established TCP connections on local `port` whose socket is open in process `pid`."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    held = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+                held += local_port == port and state == "01" and inode in inodes
+    return held
 
 
 def worker_pids(supervisor: int) -> list[int]:
@@ -55,9 +75,21 @@ async def test_two_workers_serve_as_one(tmp_path: Path, launch: Launch, upstream
     routeway = await launch("serve", "-f", str(path), workers=2)
     await eventually(lambda: ready(routeway), what="both workers listening", within=30)
 
-    # Each request on its own connection: the kernel spreads them over both listeners.
-    responses = await asyncio.gather(*(routeway.chat() for _ in range(REQUESTS)))
-    assert [r.status for r in responses] == [200] * REQUESTS
+    # One kept-alive connection per client: the kernel spreads them over both listeners.
+    clients = [aiohttp.ClientSession() for _ in range(REQUESTS)]
+    try:
+        responses = []
+        for client in clients:
+            async with client.post(
+                f"{routeway.url}/v1/chat/completions", json={"model": "chat", "messages": []}
+            ) as response:
+                await response.read()
+                responses.append(response)
+        assert [r.status for r in responses] == [200] * REQUESTS
+        per_worker = [connections_held(pid, routeway.port) for pid in worker_pids(routeway.proc.pid)]
+        assert sum(per_worker) == REQUESTS and min(per_worker) > 0, per_worker
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
     assert await requests_counted(routeway) == REQUESTS
     _, routes = await routeway.get_admin("/routes")
     assert sum(t["stats"]["requests"] for t in routes["routes"][0]["targets"]) == REQUESTS
