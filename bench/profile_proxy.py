@@ -4,8 +4,8 @@
 
 py-spy is not a project dependency: install it in a throwaway venv
 (`python3 -m venv /tmp/profvenv && /tmp/profvenv/bin/pip install py-spy`) and point PY_SPY at it.
-Runs the fast upstream, then the yardstick and Routeway one after the other with ONE worker
-each (so one process holds every sample), loads each with wrk, samples it at 200 Hz, and
+Runs the fast upstream, then the yardstick and Routeway one after the other with one worker
+each by default (`--workers N` samples every worker process), loads each with wrk, samples it at 200 Hz, and
 prints microseconds per request by function: self time for the functions where Routeway
 spends more than the yardstick, and inclusive time of Routeway's own frames. Samples are wall
 time of a busy process, so on a shared machine they include time spent descheduled: compare
@@ -60,7 +60,7 @@ def profile(
         time.sleep(2)
         subprocess.run(
             [args.py_spy, "record", "-p", str(process.pid), "-d", str(args.seconds), "-r", str(RATE),
-             "-f", "raw", "-o", str(raw), "--nonblocking"],
+             "-f", "raw", "-o", str(raw), "--nonblocking", "--subprocesses"],
             check=True, capture_output=True, timeout=args.seconds + 60,
         )  # fmt: skip
         out, _ = load.communicate(timeout=args.seconds + 60)
@@ -103,6 +103,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=15)
     parser.add_argument("--py-spy", default=os.environ.get("PY_SPY", "py-spy"))
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of each proxy (all sampled)")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="profile-logs-", dir=OUT))
@@ -110,12 +111,19 @@ def main() -> int:
     upstream = [PYTHON, str(BENCH / "fast_upstream.py"), "--port", str(up_port)]
     with started("upstream", upstream, logs) as up, tempfile.TemporaryDirectory() as manifests:
         wait_http(f"http://127.0.0.1:{up_port}/v1/models", up)
-        yard_cmd = [PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(yard_port), "--workers", "1"]
+        yard_cmd = [
+            PYTHON,
+            str(BENCH / "yardstick_proxy.py"),
+            "--port",
+            str(yard_port),
+            "--workers",
+            str(args.workers),
+        ]
         yard_cmd += ["--upstream", f"http://127.0.0.1:{up_port}"]
         yard = profile("yardstick", yard_cmd, f"http://127.0.0.1:{yard_port}", args, logs)
         Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port))
         rw_cmd = [ROUTEWAY, "serve", "-f", manifests, "--port", str(rw_port), "--admin-port", str(admin_port)]
-        rw_cmd += ["--workers", "1", "--log-level", "warning"]
+        rw_cmd += ["--workers", str(args.workers), "--log-level", "warning"]
         rw = profile("routeway", rw_cmd, f"http://127.0.0.1:{rw_port}", args, logs)
     y_self, y_total = per_request(*yard)[1:]
     r_incl, r_self, r_total = per_request(*rw)

@@ -298,11 +298,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def git_state() -> str:
+    """The commit measured, and whether the proxy code differed from it (other sessions edit)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "proxy", "routeway"], capture_output=True, text=True, cwd=ROOT
+    )
+    return head.stdout.strip() + (
+        " + uncommitted changes in proxy/ or routeway/" if dirty.stdout.strip() else ""
+    )
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     targets: dict[str, dict[str, Any]] = report["targets"]
     conns = [f"c{c}" for c in report["settings"]["connections"]]
     lines = [
-        f"Run {report['started']} UTC, {report['settings']['duration_s']} s per point, "
+        f"Run {report['started']} UTC at {report['commit']}, {report['settings']['duration_s']} s per point, "
         f"median of {report['settings']['rounds']} interleaved rounds, "
         f"proxy workers {report['settings']['workers']}, upstream workers {report['settings']['upstream_workers']}.",
         "",
@@ -455,6 +466,7 @@ def main() -> int:
             "upstream_workers": args.upstream_workers,
             "connections": connections,
         },
+        "commit": git_state(),
         "notes": [],
         "targets": {},
     }
