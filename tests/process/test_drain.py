@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import Launch, Routeway, Upstream, eventually, manifest
+from process_rig import Launch, Routeway, Upstream, eventually, manifest
 
 
 async def refuses_connections(routeway: Routeway) -> bool:

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import Launch, Upstream, eventually, manifest, write_atomically
+from process_rig import Launch, Upstream, eventually, manifest, write_atomically
 
 from routeway.local import load_local
 from routeway.proxyconfig import credential_store_key

@@ -13,7 +13,7 @@ import asyncio
 from pathlib import Path
 
 import openai
-from conftest import Launch, Upstream, eventually, manifest, write_atomically
+from process_rig import Launch, Upstream, eventually, manifest, write_atomically
 
 
 async def test_serve_routes_and_picks_up_edits(tmp_path: Path, launch: Launch, upstream: Upstream) -> None:
@@ -102,7 +102,7 @@ async def test_never_valid_exits_1(tmp_path: Path, launch: Launch) -> None:
 
 
 async def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:
-    from conftest import routeway_command
+    from process_rig import routeway_command
 
     proc = await asyncio.create_subprocess_exec(
         *routeway_command(),

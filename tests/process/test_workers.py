@@ -17,7 +17,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
-from conftest import Launch, Routeway, Upstream, eventually, manifest
+from process_rig import Launch, Routeway, Upstream, eventually, manifest
 from prometheus_client.parser import text_string_to_metric_families
 
 REQUESTS = 24
