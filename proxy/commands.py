@@ -68,6 +68,12 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str)
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
 
 
+def check_serving_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors argparse cannot see on its own (exit 2)."""
+    if args.port == args.admin_port and args.port != 0:
+        parser.error("--port and --admin-port must differ")
+
+
 def options_from_args(
     args: argparse.Namespace, *, command: str, never_loaded_exit_code: int = 0
 ) -> ServeOptions:
@@ -121,6 +127,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def build_source(args: argparse.Namespace) -> ConfigSource:
     """The one place a config source is chosen from flags; a usage error raises SystemExit(2)."""
     parser: argparse.ArgumentParser = args.parser
+    check_serving_args(parser, args)
     if (args.config is None) == (args.configmap is None):
         parser.error("exactly one of --config FILE or --configmap NAME is required")
     if args.config is not None:

@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("routeway.proxy")
 
+LISTEN_BACKLOG = 1024
+"""Pending connections per listener (the kernel caps it at somaxconn): bursts wait, not fail."""
+
 ADMIN_SHUTDOWN_TIMEOUT = 1.0
 """Admin requests (scrapes, probes) are short; they do not get the client's grace period."""
 
@@ -290,10 +293,15 @@ def add_readiness_gate(app: web.Application, not_ready: Callable[[], str | None]
     app.middlewares.insert(0, readiness_gate)
 
 
-async def start_site(runner: web.AppRunner, host: str, port: int, what: str) -> int:
-    """Bind and listen; returns the bound port. SO_REUSEPORT so workers can share it."""
+async def start_site(runner: web.AppRunner, host: str, port: int, what: str, *, shared: bool = False) -> int:
+    """Bind and listen; returns the bound port.
+
+    `shared`: SO_REUSEPORT, only for workers joining their supervisor's port. Anything else
+    binds exclusively, so a second `routeway` started on a busy port fails loudly instead of
+    silently taking half of the first one's connections.
+    """
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=True)
+    site = web.TCPSite(runner, host, port, reuse_port=shared or None, backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except OSError as exc:
@@ -344,7 +352,8 @@ async def serve_process(
     admin_runner: web.AppRunner | None = None
     drained = False
     try:
-        port = await start_site(proxy_runner, options.host, options.port, "clients")
+        shared = role.worker_index is not None
+        port = await start_site(proxy_runner, options.host, options.port, "clients", shared=shared)
         if role.serve_admin:
             admin_app = create_admin_app(runtime)
             add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else None)
@@ -554,11 +563,14 @@ class WorkerGroup:
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (without listening) the client address with SO_REUSEPORT.
+    """Bind (without listening) the client address, then allow SO_REUSEPORT on it.
 
-    Resolves port 0 once for all workers, fails early and clearly when the port is taken,
-    and keeps it ours while a worker restarts. A bound socket that never listens receives
-    no connections, so it takes no share of the traffic.
+    Resolves port 0 once for all workers, and keeps the port ours while a worker restarts.
+    The bind happens before SO_REUSEPORT is set, so it fails clearly when anything — another
+    `routeway` group included — already listens there (two groups starting in the same
+    instant can still both pass, as SO_REUSEADDR lets two not-yet-listening sockets share a
+    port; it is kept so a restart does not wait out TIME_WAIT). A bound socket that never
+    listens receives no connections, so it takes no share of the traffic.
     """
     family, kind, proto, _, addr = socket.getaddrinfo(
         host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -566,8 +578,8 @@ def reserve_port(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(addr)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     except OSError:
         sock.close()
         raise

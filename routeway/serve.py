@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from routeway.local import LocalLoad, load_local
 from routeway.manifests import YAML_SUFFIXES
-from routeway.proxy.commands import add_serving_arguments, options_from_args
+from routeway.proxy.commands import add_serving_arguments, check_serving_args, options_from_args
 
 if TYPE_CHECKING:  # aiohttp and the proxy are imported when the command runs, not at `--help`
     from routeway.proxy.config_file import Snapshot
@@ -119,10 +119,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--gateway", help="ModelGateway to serve: name or namespace/name (default: the only one)"
     )
     add_serving_arguments(parser, default_host="127.0.0.1")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_serving_args(args.parser, args)
     if "-" in args.paths:
         print("routeway serve: error: cannot watch stdin ('-f -'); give files or folders", file=sys.stderr)
         return 2

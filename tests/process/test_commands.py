@@ -50,6 +50,7 @@ def test_cluster_source(monkeypatch: pytest.MonkeyPatch) -> None:
         ("proxy", "--config", "c.json", "--secret", "x"),
         ("proxy", "--configmap", "x", "--credentials", "dir/"),
         ("proxy", "--config", "c.json", "--workers", "0"),
+        ("proxy", "--config", "c.json", "--port", "9000", "--admin-port", "9000"),
     ],
 )
 def test_usage_errors(argv: tuple[str, ...]) -> None:

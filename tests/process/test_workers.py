@@ -5,7 +5,7 @@ each accepted socket) and their requests are all counted by the supervisor's `/m
 `/routes` (prometheus-client multiprocess mode); a manifest edit reaches every worker;
 a worker killed with SIGKILL is replaced and the group becomes ready again; SIGTERM exits 0;
 workers leave when their supervisor is killed; five reloads under steady traffic fail no
-request.
+request; a second instance on the same port fails instead of sharing it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
-from process_rig import Launch, Routeway, Upstream, eventually, manifest
+from process_rig import Launch, Routeway, Upstream, eventually, manifest, routeway_command
 from prometheus_client.parser import text_string_to_metric_families
 
 REQUESTS = 24
@@ -120,25 +120,6 @@ async def test_two_workers_serve_as_one(tmp_path: Path, launch: Launch, upstream
     assert await routeway.stop() == 0
 
 
-async def test_workers_leave_with_a_killed_supervisor(
-    tmp_path: Path, launch: Launch, upstream: Upstream
-) -> None:
-    """SIGKILL (OOM) of the supervisor must not leave orphaned workers holding the port."""
-    path = tmp_path / "routeway.yaml"
-    path.write_text(manifest(upstream.url))
-    routeway = await launch("serve", "-f", str(path), workers=2)
-    await eventually(lambda: ready(routeway), what="both workers listening", within=30)
-    workers = worker_pids(routeway.proc.pid)
-    assert len(workers) == 2
-    routeway.proc.kill()
-    await routeway.proc.wait()
-
-    async def all_gone() -> bool:
-        return not any(_alive(pid) for pid in workers)
-
-    await eventually(all_gone, what="workers exited", within=30)
-
-
 def _alive(pid: int) -> bool:
     """Running, not a zombie waiting for a reaper (the test container's init may not reap)."""
     try:
@@ -174,3 +155,40 @@ async def test_reloads_under_load_fail_no_request(tmp_path: Path, launch: Launch
     assert len(statuses) > 20
     assert set(statuses) == {200}
     assert await routeway.stop() == 0
+
+
+async def test_the_group_owns_its_port_and_dies_with_its_supervisor(
+    tmp_path: Path, launch: Launch, upstream: Upstream
+) -> None:
+    """SO_REUSEPORT is for a group's own workers: another `routeway` (one process or a group)
+    on the same port fails instead of silently taking a share of the connections. And a
+    SIGKILLed (OOM) supervisor leaves no orphaned workers holding the port."""
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url))
+    first = await launch("serve", "-f", str(path), workers=2)
+    await eventually(lambda: ready(first), what="first group's workers listening", within=30)
+    for workers in (1, 2):
+        second = await asyncio.create_subprocess_exec(
+            *routeway_command(),
+            *("serve", "-f", str(path), "--port", str(first.port), "--admin-port", "0"),
+            *("--workers", str(workers)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            out, _ = await asyncio.wait_for(second.communicate(), 60)
+        except TimeoutError:
+            second.kill()
+            raise AssertionError((await second.communicate())[0].decode()) from None
+        assert second.returncode == 1
+        assert f"cannot listen for clients on 127.0.0.1:{first.port}" in out.decode()
+
+    workers_pids = worker_pids(first.proc.pid)
+    assert len(workers_pids) == 2
+    first.proc.kill()
+    await first.proc.wait()
+
+    async def all_gone() -> bool:
+        return not any(_alive(pid) for pid in workers_pids)
+
+    await eventually(all_gone, what="workers exited", within=30)
