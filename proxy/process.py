@@ -7,8 +7,9 @@ Shape of a running proxy:
 - `workers > 1`: a supervisor process reserves the client port, spawns N workers that each
   bind it with SO_REUSEPORT (the kernel spreads connections across them), and serves the
   admin port itself. Every process — supervisor included — runs its own copy of the config
-  source, so a reload reaches every worker without any IPC, and the supervisor's `/config`
-  and `/routes` show what the group serves. Workers write metrics through prometheus-client's
+  source, so a reload reaches every worker without any IPC (for a fraction of a second
+  after a change, workers may serve different revisions; each request sees one complete
+  config), and the supervisor's `/config` and `/routes` show what the group serves. Workers write metrics through prometheus-client's
   multiprocess mode into a fresh directory; the supervisor's `/metrics` aggregates them, so
   a scrape describes the whole group, not whichever worker answered.
 
