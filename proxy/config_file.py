@@ -79,7 +79,10 @@ class FileDigests:
         return digest
 
     def snapshot(self, files: Iterable[str]) -> Snapshot:
-        return {path: self.digest(path) for path in sorted(set(files))}
+        snapshot = {path: self.digest(path) for path in sorted(set(files))}
+        for gone in self._cache.keys() - snapshot.keys():  # files no longer watched
+            del self._cache[gone]
+        return snapshot
 
 
 def list_files(path: str, *, recursive: bool, suffixes: tuple[str, ...] | None = None) -> list[str]:
@@ -99,7 +102,7 @@ def list_files(path: str, *, recursive: bool, suffixes: tuple[str, ...] | None =
         if entry.name.startswith("."):
             continue
         try:
-            if entry.is_dir():
+            if entry.is_dir(follow_symlinks=False):  # no loops through symlinked folders
                 if recursive:
                     found.extend(list_files(entry.path, recursive=True, suffixes=suffixes))
             elif entry.is_file() and (suffixes is None or entry.name.endswith(suffixes)):
