@@ -19,8 +19,8 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 from routeway.operator import builders
-from routeway.operator.apply import OwnerCheck, OwnerGone
 from routeway.operator import status as st
+from routeway.operator.apply import OwnerCheck, OwnerGone
 from routeway.operator.handlers import statuses
 from routeway.operator.handlers.backend import reconcile_backend
 from routeway.operator.inventory import snapshot_gateway

@@ -20,7 +20,6 @@ from aiohttp.test_utils import TestServer
 from kmock_ext import RoutewayEmulator
 from operator_factories import backend, create, gateway, get, patch, route, seed
 from rig import ROUTES, eventually, running_operator
-
 from routeway.operator import builders
 from routeway.operator.apply import Applier
 from routeway.operator.kube import KubeApi
@@ -34,6 +33,7 @@ from routeway.proxy.kube_source import (
 )
 from routeway.proxy.process import ConfigApplier, ConfigLoaded
 from routeway.proxy.runtime import ProxyRuntime
+
 from routeway.render import render
 from routeway.resources import ModelBackend, ModelGateway, ModelRoute
 from routeway.translate import Inventory, translate

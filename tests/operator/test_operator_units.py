@@ -1,0 +1,299 @@
+"""Pure parts of the operator: settings, builders, status rules, reconciler timing, apply.
+
+Matrix: env parsing and CLI overrides / every built object (names, labels, owner refs,
+RBAC restricted to own objects, security defaults) / condition merging (lastTransitionTime
+only on flips, observedGeneration, kstatus trio) / the debounce coalescing and retry
+backoff of the reconciler (ordered by events, not clocks) / create-or-patch (404→create,
+409→patch, hash-equal→no write, not-owned→PermanentError, removed data keys deleted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import kopf
+import pytest
+from kmock_ext import RoutewayEmulator
+from routeway.operator import builders
+from routeway.operator import status as st
+from routeway.operator.apply import HASH_ANNOTATION, Applier, content_hash, merge_patch
+from routeway.operator.commands import register, settings_from_args
+from routeway.operator.kube import ApiError, KubeApi
+from routeway.operator.reconciler import Reconciler
+from routeway.operator.settings import OperatorSettings, SettingsError
+
+from routeway.conditions import Condition
+from routeway.resources import ModelGateway
+
+GW = ModelGateway.model_validate(
+    {
+        "metadata": {"name": "gw", "namespace": "ml", "uid": "uid-1"},
+        "spec": {"replicas": 3, "workers": 2, "resources": {"limits": {"memory": "512Mi"}}},
+    }
+)
+
+
+# ------------------------------------------------------------------ settings and CLI
+
+
+def test_settings_from_env() -> None:
+    s = OperatorSettings.from_env(
+        {
+            "ROUTEWAY_NAMESPACES": "b, a,,a",
+            "ROUTEWAY_PROXY_IMAGE": "img:1",
+            "ROUTEWAY_LOG_LEVEL": "debug",
+            "ROUTEWAY_RESYNC_INTERVAL": "30",
+            "ROUTEWAY_PEERING_NAME": "p",
+            "POD_NAMESPACE": "ops",
+            "ROUTEWAY_LIVENESS_PORT": "9000",
+        }
+    )
+    assert s.namespaces == ("a", "b") and not s.clusterwide
+    assert (s.proxy_image, s.log_level, s.resync_interval) == ("img:1", "DEBUG", 30.0)
+    assert (s.peering_name, s.pod_namespace, s.liveness_port) == ("p", "ops", 9000)
+    assert OperatorSettings.from_env({}).clusterwide
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ROUTEWAY_RESYNC_INTERVAL": "soon"},
+        {"ROUTEWAY_LIVENESS_PORT": "99999"},
+        {"ROUTEWAY_LOG_LEVEL": "loud"},
+    ],
+)
+def test_bad_settings_are_reported(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError):
+        OperatorSettings.from_env(env)
+
+
+def test_flags_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROUTEWAY_NAMESPACES", "a")
+    monkeypatch.setenv("ROUTEWAY_PROXY_IMAGE", "env:1")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["operator", "--namespace", "x,y", "-n", "z", "--proxy-image", "cli:2"])
+    s = settings_from_args(args)
+    assert s.namespaces == ("x", "y", "z") and s.proxy_image == "cli:2"
+    assert settings_from_args(parser.parse_args(["operator", "--all-namespaces"])).clusterwide
+    s = settings_from_args(parser.parse_args(["operator", "--no-liveness", "--standalone"]))
+    assert not s.liveness_enabled and s.standalone
+    with pytest.raises(SystemExit):
+        parser.parse_args(["operator", "-n", "a", "--all-namespaces"])
+
+
+# ------------------------------------------------------------------ builders
+
+
+def test_every_child_is_owned_labelled_and_namespaced() -> None:
+    objs = [
+        *builders.build_workload(GW, OperatorSettings()),
+        builders.build_config_map(GW, "rev", {"config.json": "{}"}),
+        builders.build_secret(GW, {}),
+    ]
+    for obj in objs:
+        meta = obj["metadata"]
+        assert meta["namespace"] == "ml"
+        assert meta["ownerReferences"][0]["uid"] == "uid-1"
+        assert meta["ownerReferences"][0]["controller"] is True
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "routeway"
+    assert [o["kind"] for o in objs[:6]] == [
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "PodDisruptionBudget",
+        "Deployment",
+    ]
+
+
+def test_role_reads_only_own_config_objects() -> None:
+    rules = builders.build_role(GW)["rules"]
+    assert all(set(r["verbs"]) == {"get", "list", "watch"} for r in rules)
+    assert rules[0]["resources"] == ["configmaps"]
+    assert rules[0]["resourceNames"][0] == "routeway-gw-config"
+    assert all(n.startswith("routeway-gw-config") for n in rules[0]["resourceNames"])
+    assert rules[1] == {
+        "apiGroups": [""],
+        "resources": ["secrets"],
+        "resourceNames": ["routeway-gw-credentials"],
+        "verbs": ["get", "list", "watch"],
+    }
+
+
+def test_deployment_runs_the_proxy_in_cluster_mode_securely() -> None:
+    dep = builders.build_deployment(GW, OperatorSettings(proxy_image="img:9"))
+    pod = dep["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == "img:9"
+    assert container["args"][-2:] == ["--workers", "2"]
+    assert container["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"] == {"limits": {"memory": "512Mi"}}
+    assert dep["spec"]["replicas"] == 3
+    assert (
+        dep["spec"]["selector"]["matchLabels"].items()
+        <= pod.get("metadata", dep["spec"]["template"]["metadata"])["labels"].items()
+    )
+    assert pod["serviceAccountName"] == "routeway-gw"
+
+
+def test_long_names_are_shortened_without_collisions() -> None:
+    a = builders.ChildNames.of("a" * 60 + "x")
+    b = builders.ChildNames.of("a" * 60 + "y")
+    assert a.workload != b.workload and len(a.secret) <= 63 and len(a.workload) <= 63
+
+
+def test_secret_holds_values_by_store_key() -> None:
+    secret = builders.build_secret(GW, {"ml/openai/token": "sk-1"})
+    assert secret["data"] == {"ml_openai_token": "c2stMQ=="}
+
+
+# ------------------------------------------------------------------ status
+
+
+def test_last_transition_time_changes_only_on_flips() -> None:
+    first = st.merge_conditions(None, [Condition("Accepted", "True", "Accepted", "")], 1, "t1")
+    assert first == [
+        {
+            "type": "Accepted",
+            "status": "True",
+            "reason": "Accepted",
+            "message": "",
+            "observedGeneration": 1,
+            "lastTransitionTime": "t1",
+        }
+    ]
+    same = st.merge_conditions(first, [Condition("Accepted", "True", "Other", "m")], 2, "t2")
+    assert same[0]["lastTransitionTime"] == "t1" and same[0]["observedGeneration"] == 2
+    flipped = st.merge_conditions(same, [Condition("Accepted", "False", "Invalid", "m")], 2, "t3")
+    assert flipped[0]["lastTransitionTime"] == "t3"
+
+
+def test_kstatus_trio() -> None:
+    ok = Condition("Accepted", "True", "Accepted")
+    ready, reconciling, stalled = st.summarize([ok])
+    assert (ready.status, reconciling.status, stalled.status) == ("True", "False", "False")
+    ready, reconciling, stalled = st.summarize([ok, st.not_programmed(st.REASON_PENDING, "later")])
+    assert (ready.status, reconciling.status, stalled.status) == ("False", "True", "False")
+    assert ready.reason == "Pending"
+    ready, reconciling, stalled = st.summarize([Condition("ResolvedRefs", "False", "BackendNotFound", "x")])
+    assert (ready.status, reconciling.status, stalled.status) == ("False", "False", "True")
+    assert stalled.reason == "BackendNotFound"
+
+
+def test_conditions_are_ordered_and_events_fire_on_new_failures() -> None:
+    conds = st.merge_conditions(
+        None,
+        st.with_kstatus([Condition("ResolvedRefs", "True", "R"), Condition("Accepted", "True", "A")]),
+        1,
+        "t",
+    )
+    assert [c["type"] for c in conds] == ["Accepted", "ResolvedRefs", "Ready", "Reconciling", "Stalled"]
+    failing = Condition("Accepted", "False", "Invalid", "bad")
+    assert st.flipped_to_false(conds, failing)
+    again = st.merge_conditions(conds, [failing], 1, "t")
+    assert not st.flipped_to_false(again, failing)
+    assert st.backend_weights([("v1", 90), ("v2", 10)]) == "v1=90,v2=10"
+
+
+# ------------------------------------------------------------------ reconciler
+
+
+async def test_bursts_coalesce_and_failures_back_off() -> None:
+    runs: list[str] = []
+    fail = {"flaky": 2}
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def reconcile(key: object) -> None:
+        runs.append(str(key))
+        if fail.get(str(key), 0) > 0:
+            fail[str(key)] -= 1
+            raise kopf.TemporaryError("not yet", delay=0.01)
+        if str(key) == "gw" and runs.count("gw") == 1:
+            started.set()
+            await release.wait()
+
+    rec = Reconciler(reconcile, debounce=0.05, workers=2)
+    task = asyncio.create_task(rec.run())
+    for _ in range(10):
+        rec.mark("gw")  # a burst before the debounce passed: one run
+    await started.wait()
+    rec.mark("gw")  # while it runs: exactly one more run afterwards
+    rec.mark("gw")
+    rec.mark("flaky")
+    release.set()
+    await rec.wait_idle()
+    task.cancel()
+    assert runs.count("gw") == 2
+    assert runs.count("flaky") == 3  # two temporary failures, retried, then success
+    assert rec.runs == 5
+
+
+def test_backoff_doubles_per_failure_up_to_a_cap() -> None:
+    async def nothing(key: object) -> None:
+        return None
+
+    rec = Reconciler(nothing, debounce=0.1, workers=1)
+    delays = [rec._backoff("k", 1.0) for _ in range(10)]
+    assert delays[:4] == [1.0, 2.0, 4.0, 8.0] and delays[-1] == 60.0
+
+
+# ------------------------------------------------------------------ apply
+
+
+def cm(data: dict[str, str], uid: str = "uid-1") -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "c",
+            "namespace": "default",
+            "ownerReferences": [{"kind": "ModelGateway", "name": "gw", "uid": uid, "controller": True}],
+        },
+        "data": data,
+    }
+
+
+async def test_create_or_patch_writes_only_on_change(kmock: RoutewayEmulator) -> None:
+    api = await KubeApi.connect(server=str(kmock.url))
+    try:
+        applier = Applier(api)
+        assert await applier.apply(cm({"a": "1", "b": "2"}))
+        assert not await applier.apply(cm({"a": "1", "b": "2"}))  # known hash: not even a GET
+        assert not await Applier(api).apply(cm({"a": "1", "b": "2"}))  # restart: GET, equal hash
+        assert await applier.apply(cm({"a": "1"}))
+        stored = kmock.objects["v1/configmaps", "default", "c"]
+        assert dict(stored["data"]) == {"a": "1"}
+        assert stored["metadata"]["annotations"][HASH_ANNOTATION] == content_hash(cm({"a": "1"}))
+        with pytest.raises(kopf.PermanentError):
+            await Applier(api).apply(cm({"a": "2"}, uid="someone-else"))
+        # Deleted behind our back: the cache is forgotten by the watch; a 404 on patch creates.
+        await kmock.delete("/api/v1/namespaces/default/configmaps/c")
+        applier.forget("/api/v1/namespaces/default/configmaps/c")
+        assert await applier.apply(cm({"a": "3"}))
+    finally:
+        await api.close()
+    writes = [(r.method, r.url.path.rsplit("/", 1)[-1]) for r in kmock.writes()]
+    assert writes == [("POST", "configmaps"), ("PATCH", "c"), ("DELETE", "c"), ("POST", "configmaps")]
+
+
+async def test_create_conflict_turns_into_patch(kmock: RoutewayEmulator) -> None:
+    api = await KubeApi.connect(server=str(kmock.url))
+    try:
+        first, second = Applier(api), Applier(api)
+        results = await asyncio.gather(first.apply(cm({"a": "1"})), second.apply(cm({"a": "1"})))
+        assert sorted(results) == [False, True]
+    finally:
+        await api.close()
+
+
+def test_merge_patch_deletes_removed_keys_and_error_mapping() -> None:
+    patch = merge_patch({"data": {"a": "1", "b": "2"}, "binaryData": {"x": "y"}}, {"data": {"a": "1"}})
+    assert patch["data"] == {"b": None, "a": "1"} and patch["binaryData"] is None
+    assert isinstance(ApiError(503, "Unavailable", "").to_kopf("x"), kopf.TemporaryError)
+    assert isinstance(ApiError(409, "Conflict", "").to_kopf("x"), kopf.TemporaryError)
+    assert isinstance(ApiError(422, "Invalid", "").to_kopf("x"), kopf.PermanentError)
+    assert isinstance(ApiError(403, "Forbidden", "").to_kopf("x"), kopf.PermanentError)
