@@ -88,13 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=run_render)
 
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # TEMPORARY while the commands are being built
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
