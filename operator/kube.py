@@ -60,11 +60,14 @@ class KubeApi:
         self._client = api_client
 
     @classmethod
-    async def connect(cls, server: str | None = None) -> KubeApi:
-        """In-cluster config, else KUBECONFIG (like kubectl), else an explicit server URL."""
+    async def connect(cls, server: str | None = None, *, config_file: str | None = None) -> KubeApi:
+        """An explicit server URL (tests), an explicit kubeconfig file, else in-cluster config,
+        else KUBECONFIG (like kubectl)."""
         configuration = k8s_client.Configuration()
         if server is not None:
             configuration.host = server.rstrip("/")
+        elif config_file is not None:
+            await k8s_config.load_kube_config(config_file=config_file, client_configuration=configuration)
         else:
             try:
                 k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
