@@ -45,7 +45,9 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str)
     parser.add_argument(
         "--host", default=default_host, help=f"address to listen on (default: {default_host})"
     )
-    parser.add_argument("--port", type=int, default=8080, help="client port (default: 8080)")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="client port (default: 8080; 0 picks one, logged at start)"
+    )
     parser.add_argument(
         "--admin-port",
         type=int,
@@ -55,6 +57,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str)
     parser.add_argument(
         "--workers",
         type=positive_int,
+        metavar="N",
         default=os.cpu_count() or 1,
         help="processes sharing the client port with SO_REUSEPORT (default: number of CPUs)",
     )

@@ -116,7 +116,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="manifest file or folder (repeatable; folders are read recursively)",
     )
     parser.add_argument(
-        "--gateway", help="ModelGateway to serve: name or namespace/name (default: the only one)"
+        "--gateway",
+        metavar="NAME",
+        help="ModelGateway to serve: NAME or NAMESPACE/NAME (default: the only one)",
     )
     add_serving_arguments(parser, default_host="127.0.0.1")
     parser.set_defaults(func=run, parser=parser)
