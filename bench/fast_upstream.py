@@ -7,7 +7,8 @@ every POST with one fixed `chat.completion` document, or, when the body asks for
 `"stream": true`, with a fixed SSE stream (role chunk, 16 token chunks, finish chunk, usage
 chunk, [DONE]) in chunked transfer encoding. GET answers a models list. uvloop when present.
 
-Run: python bench/fast_upstream.py --port N [--workers K]   (SO_REUSEPORT across K processes)
+Run: python bench/fast_upstream.py --port N [--workers K] [--stream-gap S]
+(SO_REUSEPORT across K processes; S seconds between a stream's first event and the rest)
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ PLAIN_REPLY = (
 )
 STREAM_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
 STREAM_BODY = _chunked(_stream_events())
+STREAM_FIRST = _chunked(_stream_events()[:1])[: -len(b"0\r\n\r\n")]
+STREAM_REST = _chunked(_stream_events()[1:])
 MODELS = b'{"object":"list","data":[{"id":"bench-model","object":"model","created":0,"owned_by":"bench"}]}'
 GET_REPLY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
     len(MODELS),
@@ -87,17 +90,29 @@ GET_REPLY = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Lengt
 
 
 class FixedReplyProtocol(asyncio.Protocol):
-    """One connection: buffer, cut whole requests, answer each with a prebuilt reply."""
+    """One connection: buffer, cut whole requests, answer each with a prebuilt reply.
+
+    With a stream gap, the head and first event go out at once and the rest `gap` seconds
+    later, so a proxy's time to first byte is about relaying one event, not the whole stream;
+    requests behind it on the same connection wait (HTTP/1.1 answers stay in order).
+    """
+
+    gap = 0.0
 
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.transport: asyncio.WriteTransport | None = None
+        self.streaming = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        if not self.streaming:
+            self.answer_buffered()
+
+    def answer_buffered(self) -> None:
         while True:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -116,10 +131,21 @@ class FixedReplyProtocol(asyncio.Protocol):
             assert self.transport is not None
             if head.startswith(b"get"):
                 self.transport.write(GET_REPLY)
-            elif b'"stream":true' in body.replace(b" ", b""):
+            elif b'"stream":true' not in body.replace(b" ", b""):
+                self.transport.write(PLAIN_REPLY)
+            elif self.gap <= 0:
                 self.transport.write(STREAM_HEAD + STREAM_BODY)
             else:
-                self.transport.write(PLAIN_REPLY)
+                self.transport.write(STREAM_HEAD + STREAM_FIRST)
+                self.streaming = True
+                asyncio.get_running_loop().call_later(self.gap, self.finish_stream)
+                return
+
+    def finish_stream(self) -> None:
+        self.streaming = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(STREAM_REST)
+            self.answer_buffered()
 
 
 async def serve(port: int, host: str) -> None:
@@ -137,7 +163,11 @@ def main() -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--stream-gap", type=float, default=0.0, help="seconds between a stream's first event and the rest"
+    )
     args = parser.parse_args()
+    FixedReplyProtocol.gap = args.stream_gap
     children = []
     for _ in range(args.workers - 1):
         pid = os.fork()

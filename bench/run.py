@@ -9,7 +9,9 @@ ModelRoute at that upstream (provider openai), then for each target:
   after a short warm-up: throughput, p50/p99 latency, errors;
 - CPU time per request of the proxy's process tree (utime+stime from /proc before/after);
 - a streaming client (aiohttp): sequential and concurrent streamed requests, time to first
-  byte of the body and time to the end of the stream.
+  byte of the body and time to the end of the stream. The upstream sends a stream's first
+  event at once and the rest `--stream-gap` seconds later (default 2 ms), so time to first
+  byte measures relaying one event, as with a real model, not the whole stream.
 Writes bench/out/bench-<time>.json and prints a markdown report with the ratios. Every
 process it starts is in its own session and is stopped at the end; every step is bounded.
 Nothing leaves 127.0.0.1. Not part of the test suite.
@@ -446,6 +448,12 @@ def main() -> int:
     parser.add_argument("--stream-sequential", type=int, default=200)
     parser.add_argument("--stream-concurrency", type=int, default=16)
     parser.add_argument("--stream-per-task", type=int, default=25)
+    parser.add_argument(
+        "--stream-gap",
+        type=float,
+        default=0.002,
+        help="upstream pause between a stream's first event and the rest (so TTFB is one event's relay)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is missing: apt-get install -y wrk", file=sys.stderr)
@@ -465,6 +473,7 @@ def main() -> int:
             "workers": args.workers,
             "upstream_workers": args.upstream_workers,
             "connections": connections,
+            "stream_gap_s": args.stream_gap,
         },
         "commit": git_state(),
         "notes": [],
@@ -472,7 +481,7 @@ def main() -> int:
     }
     up_port = free_port()
     upstream_cmd = [PYTHON, str(BENCH / "fast_upstream.py"), "--port", str(up_port)]
-    upstream_cmd += ["--workers", str(args.upstream_workers)]
+    upstream_cmd += ["--workers", str(args.upstream_workers), "--stream-gap", str(args.stream_gap)]
     with contextlib.ExitStack() as stack:
         manifests = stack.enter_context(tempfile.TemporaryDirectory())
         upstream = stack.enter_context(started("upstream", upstream_cmd, logs))
