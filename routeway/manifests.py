@@ -115,10 +115,12 @@ def iter_files(paths: Sequence[str]) -> Iterator[str]:
 
 
 def _object_label(doc: Mapping[str, Any], index: int) -> tuple[str, str, str | None]:
-    kind = doc.get("kind") if isinstance(doc.get("kind"), str) else None
-    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
-    name = meta.get("name") if isinstance(meta.get("name"), str) else None
-    namespace = meta.get("namespace") if isinstance(meta.get("namespace"), str) else "default"
+    raw_kind, raw_meta = doc.get("kind"), doc.get("metadata")
+    kind = raw_kind if isinstance(raw_kind, str) else None
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
+    raw_name, raw_ns = meta.get("name"), meta.get("namespace")
+    name = raw_name if isinstance(raw_name, str) else None
+    namespace = raw_ns if isinstance(raw_ns, str) else "default"
     label = f"{kind}/{name}" if kind and name else f"document {index}"
     return label, namespace, name
 
