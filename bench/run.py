@@ -3,7 +3,8 @@
     .venv/bin/python bench/run.py [--duration 10] [--workers 2] [--connections 1,16,64]
 
 Starts a fast upstream (bench/fast_upstream.py), the minimal aiohttp proxy
-(bench/yardstick_proxy.py) and `routeway serve` with generated manifests pointing one
+(bench/yardstick_proxy.py), optionally nginx as a peer (`--targets ...,nginx`; Debian package
+`nginx-light`, same worker count, upstream keep-alive, no buffering) and `routeway serve` with generated manifests pointing one
 ModelRoute at that upstream (provider openai), then for each target:
 - `wrk` non-streaming POST /v1/chat/completions at each connection count (bench/post.lua),
   after a short warm-up: throughput, p50/p99 latency, errors;
@@ -73,6 +74,32 @@ spec:
   model: bench
   backends:
     - name: fast-upstream
+"""
+
+
+NGINX_CONF = """\
+worker_processes {workers};
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {root}/body;
+  proxy_temp_path {root}/proxy;
+  fastcgi_temp_path {root}/fastcgi;
+  uwsgi_temp_path {root}/uwsgi;
+  scgi_temp_path {root}/scgi;
+  upstream model {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port} reuseport;
+    location / {{
+      proxy_pass http://model;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+    }}
+  }}
+}}
 """
 
 
@@ -415,6 +442,19 @@ def start_targets(
         process = stack.enter_context(started("yardstick", command, logs))
         wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
         targets.append(Target("yardstick", f"http://127.0.0.1:{port}", process.pid))
+    if "nginx" in wanted:
+        if shutil.which("nginx") is None:
+            report["notes"].append("nginx not installed: its rows are missing")
+        else:
+            port = free_port()
+            root = Path(manifests, "nginx")
+            root.mkdir()
+            conf = root / "nginx.conf"
+            conf.write_text(NGINX_CONF.format(workers=args.workers, root=root, upstream=up_port, port=port))
+            command = ["nginx", "-c", str(conf), "-p", str(root), "-g", "daemon off;"]
+            process = stack.enter_context(started("nginx", command, logs))
+            wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
+            targets.append(Target("nginx", f"http://127.0.0.1:{port}", process.pid))
     if "routeway" in wanted:
         if not routeway_available():
             print("routeway serve --workers is not available yet: its rows are pending", flush=True)
@@ -444,7 +484,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="proxy worker processes")
     parser.add_argument("--upstream-workers", type=int, default=1)
     parser.add_argument("--connections", default="1,16,64")
-    parser.add_argument("--targets", default="direct,yardstick,routeway")
+    parser.add_argument("--targets", default="direct,yardstick,routeway", help="also: nginx (if installed)")
     parser.add_argument("--stream-sequential", type=int, default=200)
     parser.add_argument("--stream-concurrency", type=int, default=16)
     parser.add_argument("--stream-per-task", type=int, default=25)
