@@ -1,6 +1,6 @@
 """Python work per request, counted rather than timed: a measure a busy machine cannot skew.
 
-    .venv/bin/python bench/callcount.py [--seconds 6]
+    .venv/bin/python bench/callcount.py [--seconds 6] [--stream]
 
 Why: on this shared 2-core machine wall-clock and even CPU-time numbers move with the other
 sessions' load; the number of Python-level calls a proxy makes per request does not. Runs the
@@ -29,7 +29,7 @@ SKIP = ("serve_process", "run_until_complete", "run", "_run_once", "select", "po
 
 
 def profiled(
-    name: str, command: list[str], url: str, seconds: float, logs: Path
+    name: str, command: list[str], url: str, seconds: float, logs: Path, script: str = "post.lua"
 ) -> tuple[dict[Key, tuple[int, float]], int]:
     """Function stats of one run of `command`, and how many requests wrk completed (0: idle)."""
     stats_file = Path(tempfile.mkstemp(prefix=f"{name}-", suffix=".cprof", dir=OUT)[1])
@@ -37,7 +37,7 @@ def profiled(
     with started(name, [PYTHON, "-m", "cProfile", "-o", str(stats_file), *command], logs) as process:
         wait_http(url + "/v1/chat/completions", process, body=PLAIN_BODY, timeout=60)
         if seconds:
-            requests = run_wrk(url, 8, seconds)["requests"]
+            requests = run_wrk(url, 8, seconds, script)["requests"]
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     raw = pstats.Stats(str(stats_file)).stats  # type: ignore[attr-defined]  # undocumented but stable
@@ -46,10 +46,10 @@ def profiled(
 
 
 def per_request(
-    name: str, command: list[str], url: str, seconds: float, logs: Path
+    name: str, command: list[str], url: str, seconds: float, logs: Path, script: str
 ) -> dict[Key, tuple[float, float]]:
     idle, idle_requests = profiled(name, command, url, 0, logs)
-    loaded, requests = profiled(name, command, url, seconds, logs)
+    loaded, requests = profiled(name, command, url, seconds, logs, script)
     served = requests - idle_requests
     print(f"{name}: {served} requests counted", flush=True)
     result = {}
@@ -84,7 +84,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Python calls per request: yardstick vs Routeway")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--stream", action="store_true", help="streamed requests (bench/stream.lua)")
     args = parser.parse_args()
+    script = "stream.lua" if args.stream else "post.lua"
     OUT.mkdir(exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="callcount-logs-", dir=OUT))
     up_port, yard_port, rw_port, admin_port = free_port(), free_port(), free_port(), free_port()
@@ -95,11 +97,11 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{up_port}/v1/models", up)
         yard_cmd = [str(BENCH / "yardstick_proxy.py"), "--port", str(yard_port), "--workers", "1"]
         yard_cmd += ["--upstream", f"http://127.0.0.1:{up_port}"]
-        yard = per_request("yardstick", yard_cmd, f"http://127.0.0.1:{yard_port}", args.seconds, logs)
+        yard = per_request("yardstick", yard_cmd, f"http://127.0.0.1:{yard_port}", args.seconds, logs, script)
         Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port))
         rw_cmd = [ROUTEWAY, "serve", "-f", manifests, "--port", str(rw_port), "--admin-port", str(admin_port)]
         rw_cmd += ["--workers", "1", "--log-level", "warning"]
-        rw = per_request("routeway", rw_cmd, f"http://127.0.0.1:{rw_port}", args.seconds, logs)
+        rw = per_request("routeway", rw_cmd, f"http://127.0.0.1:{rw_port}", args.seconds, logs, script)
 
     def by_package(stats: dict[Key, tuple[float, float]]) -> collections.Counter[str]:
         counts: collections.Counter[str] = collections.Counter()

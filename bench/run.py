@@ -196,10 +196,10 @@ def wait_http(
     raise RuntimeError(f"{url} did not answer 200 within {timeout}s (last: {last})")
 
 
-def run_wrk(url: str, connections: int, seconds: float) -> dict[str, Any]:
+def run_wrk(url: str, connections: int, seconds: float, script: str = "post.lua") -> dict[str, Any]:
     command = [
         "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", "--latency",
-        "-s", str(BENCH / "post.lua"), url + "/v1/chat/completions",
+        "-s", str(BENCH / script), url + "/v1/chat/completions",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
     line = next(x for x in done.stdout.splitlines() if x.startswith("BENCHJSON "))
