@@ -109,8 +109,9 @@ async def report(
 ) -> None:
     now = st.now_rfc3339()
     items = []
+    rendered = {(r.namespace, r.name): r for r in config.routes} if config is not None else {}
     for entry in routes:
-        desired = statuses.route_status(entry, translation, config, outcome, now)
+        desired = statuses.route_status(entry, translation, rendered.get(entry.key), outcome, now)
         await statuses.post_condition_events(state, entry, desired)
         items.append((entry, desired))
     if gateway_entry is not None:

@@ -20,7 +20,7 @@ from routeway.operator.kube import ApiError, path_for
 from routeway.operator.state import OperatorState
 
 from routeway.conditions import ACCEPTED, RESOLVED_REFS, Condition
-from routeway.proxyconfig import ProxyConfig
+from routeway.proxyconfig import RouteConfig
 from routeway.resources import ModelGateway
 from routeway.translate import Translation
 
@@ -37,57 +37,36 @@ def translated(translation: Translation, entry: Entry) -> tuple[Condition, Condi
 
 
 def route_status(
-    entry: Entry, translation: Translation, config: ProxyConfig | None, outcome: st.Outcome, now: str
+    entry: Entry, translation: Translation, rendered: RouteConfig | None, outcome: st.Outcome, now: str
 ) -> dict[str, Any]:
+    """`rendered`: this route in the config just applied (None when absent or not applied)."""
     accepted, resolved = translated(translation, entry)
     gateway = translation.attachments.get(entry.object_key)
-    rendered = None
-    if config is not None and gateway is not None:
-        rendered = next(
-            (r for r in config.routes if r.namespace == entry.namespace and r.name == entry.name), None
-        )
     previous = entry.status
-    still_served = (
-        outcome.revision is not None
-        and previous.get("configRevision") == outcome.revision
-        and previous.get("observedGeneration") == entry.generation
-    )
+    same_generation = previous.get("observedGeneration") == entry.generation
+    weights: str | None = None
+    revision: str | None = None
     if gateway is None:
         programmed = st.not_programmed(st.REASON_NOT_ATTACHED, "the route is not attached to a gateway")
-    elif outcome.programmed.status != "True" and still_served:
-        # The new config could not be applied, but the last good one (still in the ConfigMap)
-        # serves this very generation: the route stays programmed at that revision.
-        programmed = st.programmed(outcome.revision or "", f"serves generation {entry.generation}")
-        conditions = st.with_kstatus([accepted, resolved, programmed])
-        return {
-            "observedGeneration": entry.generation,
-            "conditions": st.merge_conditions(previous.get("conditions"), conditions, entry.generation, now),
-            "backendWeights": previous.get("backendWeights"),
-            "gateway": f"{gateway[0]}/{gateway[1]}",
-            "configRevision": outcome.revision,
-        }
     elif outcome.programmed.status != "True":
-        programmed = st.not_programmed(outcome.programmed.reason, outcome.programmed.message)
+        if outcome.revision is not None and previous.get("configRevision") == outcome.revision and same_generation:
+            # The new config could not be applied, but the last good one (still in the
+            # ConfigMap) serves this very generation: the route stays programmed at it.
+            revision, weights = outcome.revision, previous.get("backendWeights")
+            programmed = st.programmed(revision, f"serves generation {entry.generation}")
+        else:
+            programmed = st.not_programmed(outcome.programmed.reason, outcome.programmed.message)
     elif rendered is None or rendered.generation != entry.generation:
         programmed = st.not_programmed(st.REASON_PENDING, "waiting for the gateway's config to be rendered")
     else:
-        programmed = st.programmed(outcome.revision or "", f"serves generation {entry.generation}")
+        weights = st.backend_weights((t.backend.split("/", 1)[1], t.weight) for t in rendered.targets)
+        revision = outcome.revision or ""
+        # The revision that first programmed this generation stays (in the field and in the
+        # message), so another route's change does not rewrite every route's status.
+        if previous.get("configRevision") and same_generation and previous.get("backendWeights") == weights:
+            revision = previous["configRevision"]
+        programmed = st.programmed(revision, f"serves generation {entry.generation}")
     conditions = st.with_kstatus([accepted, resolved, programmed])
-    weights = (
-        st.backend_weights((t.backend.split("/", 1)[1], t.weight) for t in rendered.targets)
-        if rendered is not None and programmed.status == "True"
-        else None
-    )
-    revision = outcome.revision if programmed.status == "True" else None
-    # The revision that first programmed this generation stays, so an unrelated route's change
-    # (a new gateway revision) does not rewrite every route's status.
-    if (
-        revision is not None
-        and previous.get("configRevision")
-        and previous.get("observedGeneration") == entry.generation
-        and previous.get("backendWeights") == weights
-    ):
-        revision = previous["configRevision"]
     return {
         "observedGeneration": entry.generation,
         "conditions": st.merge_conditions(previous.get("conditions"), conditions, entry.generation, now),
