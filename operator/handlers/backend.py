@@ -18,6 +18,7 @@ async def reconcile_backend(state: OperatorState, key: NsName) -> None:
     entry, inventory = snapshot_backend(key, backends=state.indexes.backends, secrets=state.indexes.secrets)
     if entry is None:
         return  # deleted: nothing to report on
+    entry = statuses.latest(state, entry)
     translation = translate(inventory)
     routes = len(set(values(state.indexes.routes_by_backend, key)))
     desired = statuses.backend_status(entry, translation, routes, st.now_rfc3339())

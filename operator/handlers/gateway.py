@@ -11,6 +11,7 @@ touched: the last good ConfigMap keeps serving and the gateway says RenderFailed
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Hashable
@@ -110,11 +111,12 @@ async def report(
     now = st.now_rfc3339()
     items = []
     rendered = {(r.namespace, r.name): r for r in config.routes} if config is not None else {}
-    for entry in routes:
+    for entry in map(functools.partial(statuses.latest, state), routes):
         desired = statuses.route_status(entry, translation, rendered.get(entry.key), outcome, now)
         await statuses.post_condition_events(state, entry, desired)
         items.append((entry, desired))
     if gateway_entry is not None:
+        gateway_entry = statuses.latest(state, gateway_entry)
         gateway = gateway_entry.model if isinstance(gateway_entry.model, ModelGateway) else None
         address = builders.gateway_address(gateway) if gateway is not None else None
         desired = statuses.gateway_status(

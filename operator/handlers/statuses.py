@@ -9,6 +9,7 @@ with every condition, so Ready and observedGeneration move in the same write.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,6 +28,13 @@ from routeway.translate import Translation
 log = logging.getLogger("routeway.operator.status")
 
 PLURALS = {"ModelRoute": "modelroutes", "ModelBackend": "modelbackends", "ModelGateway": "modelgateways"}
+
+
+def latest(state: OperatorState, entry: Entry) -> Entry:
+    """The entry with the newest status we know: our own last write beats an index that has
+    not yet seen it (kopf may lag behind a burst of watch events), so timestamps do not churn."""
+    written = state.status_written.get(entry.object_key)
+    return dataclasses.replace(entry, status=written) if written is not None else entry
 
 
 def translated(translation: Translation, entry: Entry) -> tuple[Condition, Condition]:
@@ -134,7 +142,7 @@ def gateway_status(
 async def write_status(state: OperatorState, entry: Entry, desired: dict[str, Any]) -> bool:
     """Patch `/status` when a field we own differs from what is there (or what we wrote last)."""
     key = entry.object_key
-    if state.status_written.get(key) == desired or not st.status_changed(entry.status, desired):
+    if not st.status_changed(latest(state, entry).status, desired):
         return False
     path = path_for("routeway.dev/v1alpha1", PLURALS[entry.kind], entry.namespace, entry.name) + "/status"
     try:
