@@ -74,8 +74,7 @@ class CandidatePlan:
     def __init__(self, route: RouteEntry, sticky_key: str | None) -> None:
         self._route = route
         self._sticky_key = sticky_key
-        eligible = any(t.target.weight > 0 for t in route.targets)
-        self._weighted_left = 1 + max(route.config.retries.attempts, 0) if eligible else 0
+        self._weighted_left = 1 + max(route.config.retries.attempts, 0) if route.has_weighted_targets else 0
         self._failed: set[int] = set()
         self._fallback_order: list[TargetEntry] | None = None
 
@@ -112,6 +111,8 @@ class CandidatePlan:
         targets = route.targets
         ejected = {i for i, t in enumerate(targets) if t.target.weight > 0 and t.backend.health.is_ejected()}
         failed = self._failed
+        if not ejected and not failed:
+            return self._pick(())
         live = [i for i, t in enumerate(targets) if t.target.weight > 0 and i not in ejected]
         if live:
             fresh_excluded = ejected | failed

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 HOP_BY_HOP = frozenset(
     {
@@ -65,9 +65,26 @@ def _get_all(headers: Mapping[str, str], name: str) -> list[str]:
     return [v for k, v in headers.items() if k.lower() == name]
 
 
-def _is_dropped(name: str, fixed: frozenset[str], named: frozenset[str]) -> bool:
-    lower = name.lower()
-    return lower in fixed or lower in named or lower.startswith("proxy-")
+_EMPTY: frozenset[str] = frozenset()
+
+
+def _copy_allowed(headers: Mapping[str, str], fixed: frozenset[str]) -> CIMultiDict[str]:
+    """The headers whose names are neither in `fixed`, nor Proxy-*, nor named in Connection."""
+    named = list_connection_tokens(headers) if _has_connection(headers) else _EMPTY
+    out: CIMultiDict[str] = CIMultiDict()
+    add = out.add
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in fixed or lower.startswith("proxy-") or (named and lower in named):
+            continue
+        add(name, value)
+    return out
+
+
+def _has_connection(headers: Mapping[str, str]) -> bool:
+    if isinstance(headers, CIMultiDict | CIMultiDictProxy):
+        return "Connection" in headers
+    return any(k.lower() == "connection" for k in headers)
 
 
 def build_upstream_headers(
@@ -78,11 +95,7 @@ def build_upstream_headers(
     scheme: str,
 ) -> CIMultiDict[str]:
     """Headers to send upstream for a client request whose JSON body the gateway re-sends."""
-    named = list_connection_tokens(client_headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in client_headers.items():
-        if not _is_dropped(name, _NOT_FORWARDED_UPSTREAM, named):
-            out.add(name, value)
+    out = _copy_allowed(client_headers, _NOT_FORWARDED_UPSTREAM)
     out["Content-Type"] = "application/json"
     out["Accept-Encoding"] = "identity"
     if authorization:
@@ -97,12 +110,7 @@ def build_upstream_headers(
 
 def filter_response_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict[str]:
     """Upstream response headers safe to relay to the client."""
-    named = list_connection_tokens(upstream_headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream_headers.items():
-        if not _is_dropped(name, _NOT_RELAYED_DOWNSTREAM, named):
-            out.add(name, value)
-    return out
+    return _copy_allowed(upstream_headers, _NOT_RELAYED_DOWNSTREAM)
 
 
 def read_bearer_token(authorization: str | None) -> str | None:

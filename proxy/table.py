@@ -71,6 +71,7 @@ class RouteEntry:
     targets: tuple[TargetEntry, ...]
     fallbacks: tuple[TargetEntry, ...]
     balancer: WeightedRoundRobin
+    has_weighted_targets: bool  # some target has weight > 0
     target_keys: tuple[str, ...]  # backend ids, hashed for stickiness
     retry_on: frozenset[str]
     headers: Mapping[str, str]  # route and revision headers, before a backend is chosen
@@ -187,6 +188,7 @@ def build_routing_table(
             targets=targets,
             fallbacks=bind(route.fallbacks),
             balancer=WeightedRoundRobin([t.target.weight for t in targets]),
+            has_weighted_targets=any(t.target.weight > 0 for t in targets),
             target_keys=tuple(t.backend.id for t in targets),
             retry_on=frozenset(route.retries.retry_on),
             headers=route_headers,

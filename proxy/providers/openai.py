@@ -9,8 +9,7 @@ returning it to the keep-alive pool.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 
 import aiohttp
 from routeway.proxy.providers import (
@@ -19,7 +18,6 @@ from routeway.proxy.providers import (
     EndpointKind,
     StreamDropped,
     UpstreamCall,
-    UpstreamReply,
 )
 from yarl import URL
 
@@ -35,20 +33,54 @@ _CONNECT_ERRORS = (
 )
 
 
-class _HttpReply:
-    __slots__ = ("_content", "_response", "complete")
+class _HttpExchange:
+    """One request/response; an async context manager written out by hand (no generator)
+    because it is entered once per request on the hot path."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    __slots__ = ("_call", "_content", "_provider", "_response", "_session", "complete")
+
+    def __init__(self, provider: OpenAIProvider, session: aiohttp.ClientSession, call: UpstreamCall) -> None:
+        self._provider = provider
+        self._session = session
+        self._call = call
+        self._response: aiohttp.ClientResponse | None = None
+        self.complete = False
+
+    async def __aenter__(self) -> _HttpExchange:
+        call = self._call
+        provider = self._provider
+        try:
+            response = await self._session.request(
+                "POST",
+                provider.urls[call.kind],
+                data=call.payload,
+                headers=call.headers,
+                allow_redirects=False,
+                timeout=provider.timeout,
+            )
+        except _CONNECT_ERRORS as exc:
+            raise ConnectFailure(type(exc).__name__) from exc
         self._response = response
         self._content = response.content
-        self.complete = False
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        response = self._response
+        if response is None:
+            return
+        if self.complete:
+            response.release()
+        else:
+            response.close()  # a body not read to its end: the connection cannot be reused
 
     @property
     def status(self) -> int:
+        assert self._response is not None
         return self._response.status
 
     @property
     def headers(self) -> Mapping[str, str]:
+        assert self._response is not None
         return self._response.headers
 
     async def read_chunk(self) -> bytes:
@@ -66,31 +98,10 @@ class OpenAIProvider:
 
     def __init__(self, base_url: str, connect_timeout: float) -> None:
         base = base_url.rstrip("/")
-        self._urls: dict[EndpointKind, URL] = {
-            kind: URL(base + path) for kind, path in ENDPOINT_PATHS.items()
-        }
-        self._timeout = aiohttp.ClientTimeout(
+        self.urls: dict[EndpointKind, URL] = {kind: URL(base + path) for kind, path in ENDPOINT_PATHS.items()}
+        self.timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_read=None, sock_connect=connect_timeout
         )
 
-    @asynccontextmanager
-    async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> AsyncIterator[UpstreamReply]:
-        try:
-            response = await session.request(
-                "POST",
-                self._urls[call.kind],
-                data=call.payload,
-                headers=call.headers,
-                allow_redirects=False,
-                timeout=self._timeout,
-            )
-        except _CONNECT_ERRORS as exc:
-            raise ConnectFailure(type(exc).__name__) from exc
-        reply = _HttpReply(response)
-        try:
-            yield reply
-        finally:
-            if reply.complete:
-                response.release()
-            else:
-                response.close()
+    def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> _HttpExchange:
+        return _HttpExchange(self, session, call)
