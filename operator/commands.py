@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def run_operator(settings: OperatorSettings) -> None:
+async def run_operator(settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None) -> None:
+    """The production wiring: kopf's default registry with its logins (in-cluster, then
+    KUBECONFIG); `stop_flag` lets a test stop it the way a signal would."""
     import kopf  # heavy: imported only when the operator really runs
     from routeway.operator.main import create_registry
 
@@ -119,4 +121,5 @@ async def run_operator(settings: OperatorSettings) -> None:
         standalone=settings.standalone,
         peering_name=None if settings.standalone else settings.peering_name,
         liveness_endpoint=liveness,
+        stop_flag=stop_flag,
     )

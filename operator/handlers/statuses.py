@@ -57,7 +57,11 @@ def route_status(
     if gateway is None:
         programmed = st.not_programmed(st.REASON_NOT_ATTACHED, "the route is not attached to a gateway")
     elif outcome.programmed.status != "True":
-        if outcome.revision is not None and previous.get("configRevision") == outcome.revision and same_generation:
+        if (
+            outcome.revision is not None
+            and previous.get("configRevision") == outcome.revision
+            and same_generation
+        ):
             # The new config could not be applied, but the last good one (still in the
             # ConfigMap) serves this very generation: the route stays programmed at it.
             revision, weights = outcome.revision, previous.get("backendWeights")
