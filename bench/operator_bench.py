@@ -38,7 +38,6 @@ from conftest import load_crds  # noqa: E402
 from kmock_ext import RoutewayEmulator  # noqa: E402
 from operator_factories import backend, gateway, get, route, seed  # noqa: E402
 from rig import ROUTES, TEST_SETTINGS, running_operator  # noqa: E402
-
 from routeway.operator.handlers.gateway import reconcile_gateway  # noqa: E402
 from routeway.proxy.kube_source import KubeConfigSource  # noqa: E402
 from routeway.proxy.process import ConfigApplier  # noqa: E402
