@@ -143,15 +143,17 @@ async def _send(request: web.Request, reply: MockReply) -> web.StreamResponse:
         rest = [chunk async for chunk in chunks]
         return web.Response(status=reply.status, headers=reply.headers, body=b"".join([first, *rest]))
     response = web.StreamResponse(status=reply.status, headers=reply.headers)
-    await response.prepare(request)
-    await response.write(first)
     try:
+        await response.prepare(request)
+        await response.write(first)
         async for chunk in chunks:
             await response.write(chunk)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the client went away: a model server just stops generating
     finally:
         with contextlib.suppress(Exception):
             await chunks.aclose()  # type: ignore[attr-defined]
-    await response.write_eof()
     return response
 
 

@@ -163,3 +163,16 @@ async def test_command_prints_its_port_and_exits_0_on_sigterm() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_client_leaving_mid_stream_stops_the_stream_quietly(start_mock: StartServer) -> None:
+    base_url = await start_mock(tokensPerSecond=50, maxTokens=1000)
+    body = {"model": "m", "messages": [{"role": "user", "content": "long"}], "stream": True}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base_url}/chat/completions", json=body) as response:
+            assert response.status == 200
+            first = await response.content.readany()
+            assert first.startswith(b"data: ")
+        # the connection was closed with the stream unfinished; the server keeps serving
+        async with session.get(base_url.removesuffix("/v1") + "/healthz") as health:
+            assert health.status == 200
