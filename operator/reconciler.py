@@ -15,6 +15,7 @@ and is retried with the same backoff, logged with its traceback.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable
@@ -46,6 +47,7 @@ class Reconciler:
         self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.runs = 0  # completed reconciles, for tests and the benchmark
+        self.runs_by_key: collections.Counter[Hashable] = collections.Counter()
 
     def mark(self, key: Hashable, delay: float | None = None) -> None:
         """Schedule `key`; an earlier pending schedule wins, so bursts do not postpone it."""
@@ -116,6 +118,7 @@ class Reconciler:
             log.exception("reconcile of %s crashed; retrying in %.1fs", key, retry)
         finally:
             self.runs += 1
+            self.runs_by_key[key] += 1
             self._running.discard(key)
             if key in self._again:
                 self._again.discard(key)

@@ -32,6 +32,7 @@ from operator_factories import (
 from rig import GATEWAYS, ROUTES, eventually, objects_of, running_operator, settled
 
 from routeway.proxyconfig import credential_store_key
+from routeway.translate import ObjectKey
 
 CHILDREN = (
     ("apps/v1/deployments", "routeway-gw"),
@@ -319,3 +320,46 @@ async def test_unstorable_config_keeps_the_last_good_configmap(kmock: RoutewayEm
     assert cm["metadata"]["annotations"]["routeway.dev/config-revision"] == good
     assert condition(get(kmock, GATEWAYS, "gw"), "Stalled")["status"] == "True"
     assert get(kmock, ROUTES, "chat")["status"]["configRevision"] == good
+
+
+async def test_a_change_reconciles_only_the_gateways_it_affects(kmock: RoutewayEmulator) -> None:
+    seed(
+        kmock,
+        *world(),
+        gateway("other"),
+        backend("solo"),
+        route("elsewhere", "elsewhere", {"solo": 1}, gw="other"),
+    )
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1) and route_ready(kmock, "elsewhere", 1))
+        await settled(kmock, state)
+        runs = dict(state.reconciler.runs_by_key)
+        writes = len(kmock.writes())
+        await patch(kmock, "ModelRoute", "chat", {"spec": {"backends": [{"name": "llama-v1", "weight": 1}]}})
+        await eventually(lambda: route_ready(kmock, "chat", 2))
+        await settled(kmock, state)
+        other = ObjectKey("ModelGateway", "default", "other")
+        mine = ObjectKey("ModelGateway", "default", "gw")
+        assert state.reconciler.runs_by_key[other] == runs[other]
+        assert state.reconciler.runs_by_key[mine] > runs[mine]
+    touched = {r.url.path for r in kmock.writes()[writes:]}
+    assert not any("routeway-other" in p or p.endswith("/elsewhere/status") for p in touched), touched
+
+
+async def test_cluster_wide_mode_serves_every_namespace(kmock: RoutewayEmulator) -> None:
+    kmock.seed("v1/namespaces", None, {"metadata": {"name": "team-a"}})
+    seed(kmock, gateway("gw", allowedRoutes={"namespaces": {"from": "All"}}), backend("llama-v1"))
+    seed(kmock, backend("llama-v1"), namespace="team-a")
+    cross = route("team-route", "team-model", {"llama-v1": 1})
+    cross["spec"]["gatewayRef"] = {"name": "gw", "namespace": "default"}
+    seed(kmock, cross, namespace="team-a")
+    async with running_operator(kmock, namespaces=()) as state:
+
+        def served() -> bool:
+            cm = get(kmock, "v1/configmaps", "routeway-gw-config")
+            return bool(cm) and "team-a/team-route" in cm["data"]["config.json"]
+
+        await eventually(served, what="a route of another namespace is served")
+        await settled(kmock, state)
+    team = get(kmock, ROUTES, "team-route", namespace="team-a")
+    assert team["status"]["gateway"] == "default/gw" and is_true(team, "Ready")
