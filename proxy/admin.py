@@ -145,6 +145,7 @@ def _describe_route(table: RoutingTable, model: str, stats: ProxyStats) -> dict[
         "retries": config.retries.model_dump(mode="json", by_alias=True),
         "timeout": config.timeout,
         "stickyHeader": config.sticky_header,
+        "inFlight": stats.in_flight.get(config.id, 0.0),
         "answeredWithoutBackend": unrouted.describe() if unrouted.requests else None,
     }
 
@@ -154,6 +155,7 @@ def _describe_backend_state(entry: TargetEntry, stats: ProxyStats) -> dict[str, 
     state = backend.health.describe()
     until = stats.ejected_until.get(backend.id, 0.0)
     state["ejectedUntil"] = until if until > time.time() else None
+    state["ejected"] = state["ejected"] or state["ejectedUntil"] is not None  # by any worker
     state["inFlight"] = backend.limiter.in_use
     state["maxConcurrency"] = backend.config.max_concurrency
     return state
@@ -166,6 +168,7 @@ def _describe_backends(table: RoutingTable, stats: ProxyStats) -> list[dict[str,
         state = backend.health.describe()
         until = stats.ejected_until.get(backend_id, 0.0)
         state["ejectedUntil"] = until if until > time.time() else None
+        state["ejected"] = state["ejected"] or state["ejectedUntil"] is not None
         described.append(
             {
                 "id": backend_id,

@@ -471,11 +471,11 @@ class Forwarder:
         response = web.StreamResponse(status=reply.status, headers=headers)
         sse = SSEUsageFilter(strip_usage_chunk=not self.client_wants_usage)
         self._filter = sse
-        await response.prepare(self.request)
-        self._response = response
         first = True
         chunk = first_chunk
         try:
+            await response.prepare(self.request)
+            self._response = response
             while chunk:
                 out = sse.feed(chunk)
                 if out:

@@ -46,6 +46,7 @@ REQUESTS = "routeway_requests"
 DURATION = "routeway_request_duration_seconds"
 TTFT = "routeway_time_to_first_token_seconds"
 EJECTED_UNTIL = "routeway_backend_ejected_until_seconds"
+IN_FLIGHT = "routeway_requests_in_flight"
 
 ErrorReason = str
 """connect-failure, timeout (first byte), idle-timeout, total-timeout, disconnect, 5xx, 429,
@@ -96,7 +97,7 @@ class ProxyMetrics:
             registry=registry,
         )
         self.in_flight = Gauge(
-            "routeway_requests_in_flight",
+            IN_FLIGHT,
             "Requests being answered, by route.",
             ["route"],
             multiprocess_mode="livesum",

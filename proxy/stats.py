@@ -19,7 +19,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
-from routeway.proxy.metrics import DURATION, EJECTED_UNTIL, REQUESTS, TTFT
+from routeway.proxy.metrics import DURATION, EJECTED_UNTIL, IN_FLIGHT, REQUESTS, TTFT
 
 PairKey = tuple[str, str]
 """(route id, backend id); backend "" for requests answered before a backend was chosen."""
@@ -117,6 +117,7 @@ def _describe_quantiles(buckets: Buckets) -> dict[str, float | None]:
 class ProxyStats:
     pairs: Mapping[PairKey, PairStats]
     ejected_until: Mapping[str, float]  # backend id -> unix time (max over workers)
+    in_flight: Mapping[str, float] = field(default_factory=dict)  # route id -> requests (sum over workers)
 
     def for_pair(self, route: str, backend: str) -> PairStats:
         return self.pairs.get((route, backend), PairStats())
@@ -131,6 +132,7 @@ def read_stats_from(families: Iterable[Metric]) -> ProxyStats:
     codes: dict[PairKey, dict[str, float]] = {}
     histograms: dict[str, dict[PairKey, tuple[dict[float, float], float]]] = {DURATION: {}, TTFT: {}}
     ejected: dict[str, float] = {}
+    in_flight: dict[str, float] = {}
     for family in families:
         name = family.name
         if name == REQUESTS:
@@ -152,6 +154,10 @@ def read_stats_from(families: Iterable[Metric]) -> ProxyStats:
                 elif sample.name.endswith("_sum"):
                     total += sample.value
                 target[key] = (bucket_map, total)
+        elif name == IN_FLIGHT:
+            for sample in family.samples:
+                route = sample.labels["route"]
+                in_flight[route] = in_flight.get(route, 0.0) + sample.value
         elif name == EJECTED_UNTIL:
             for sample in family.samples:
                 backend = sample.labels["backend"]
@@ -165,7 +171,7 @@ def read_stats_from(families: Iterable[Metric]) -> ProxyStats:
         )
         for key in keys
     }
-    return ProxyStats(pairs, ejected)
+    return ProxyStats(pairs, ejected, in_flight)
 
 
 def _to_buckets(raw: tuple[dict[float, float], float] | None) -> Buckets:

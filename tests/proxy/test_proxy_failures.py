@@ -305,3 +305,32 @@ async def test_header_policy_on_the_wire(gateway: Gateway, upstream: Upstream) -
     assert seen["X-Session-Id"] == "s1"  # type: ignore[index]
     assert "X-Secret-Hop" not in headers and "Keep-Alive" not in headers
     assert headers["X-Kept"] == "yes"
+
+
+async def test_backend_total_timeout_cuts_even_a_healthy_stream(gateway: Gateway, upstream: Upstream) -> None:
+    backends = [
+        make_backend("trickle", upstream.base("trickle"), idle=5, total=0.15),
+        make_backend("stall", upstream.base("stall"), first_byte=30, total=0.1),
+    ]
+    gateway.runtime.apply(
+        make_config(backends, [make_route("gpt", [("trickle", 1)]), make_route("slow", [("stall", 1)])]), {}
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "stream": True}) as response,
+    ):
+        body = await response.read()
+    last = [e for e in body.split(b"\n\n") if e][-1]
+    assert orjson.loads(last[6:])["error"]["code"] == "total-timeout"
+    status, _, answer = await post(gateway, {**CHAT, "model": "slow"})
+    assert (status, answer["error"]["code"]) == (504, "upstream_timeout")  # type: ignore[index]
+    assert (
+        sample(
+            gateway,
+            "routeway_upstream_errors_total",
+            route="ns/slow",
+            backend="ns/stall",
+            reason="total-timeout",
+        )
+        == 1
+    )
