@@ -92,6 +92,7 @@ class RoutewayEmulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=0, init=False)
     _kinds: dict[references.resource, str] = attrs.field(factory=dict, init=False)
     _builtin_reactions: int = attrs.field(default=0, init=False)
+    _failures: list[list[Any]] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -177,6 +178,19 @@ class RoutewayEmulator(kmock.KubernetesEmulator):
         self._fill_new_meta(res, obj)
         self._objects[res, namespace, meta["name"]] = obj
         return obj
+
+    def inject_failure(self, method: str, path_contains: str, status: int, times: int = 1) -> None:
+        """Answer the next `times` matching requests with `status`, changing nothing
+        (an API server that is overloaded, or refuses)."""
+        self._failures.append([method.upper(), path_contains, status, times])
+
+    def _injected(self, request: rendering.Request) -> int | None:
+        for failure in self._failures:
+            method, fragment, status, times = failure
+            if times > 0 and request.method == method and fragment in request.url.path:
+                failure[3] -= 1
+                return int(status)
+        return None
 
     @property
     def resource_version(self) -> int:
@@ -276,6 +290,9 @@ class RoutewayEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         res = request.resource
+        injected = self._injected(request)
+        if injected is not None:
+            raise kmock.KubernetesError(status=injected, reason="Injected", message="injected by the test")
         if res is not None:
             async with self._lock:
                 if request.action == enums.action.CREATE:

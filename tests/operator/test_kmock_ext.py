@@ -170,3 +170,12 @@ def test_selector_matching() -> None:
     assert not match_labels("tier notin (web)", labels)
     assert match_fields("metadata.name=a", {"metadata": {"name": "a"}})
     assert not match_fields("metadata.name!=a", {"metadata": {"name": "a"}})
+
+
+async def test_injected_failures_change_nothing(kmock: RoutewayEmulator) -> None:
+    kmock.inject_failure("POST", "/configmaps", 503, times=1)
+    assert (await kmock.post(CM, json={"metadata": {"name": "a"}})).status == 503
+    assert ("v1/configmaps", "default", "a") not in {
+        (str(r.group + "/" if r.group else "") + f"{r.version}/{r.plural}", n, m) for r, n, m in kmock.objects
+    }
+    assert (await kmock.post(CM, json={"metadata": {"name": "a"}})).status == 200

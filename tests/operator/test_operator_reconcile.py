@@ -5,7 +5,9 @@ update (new revision; Ready and observedGeneration in one write) / invalid route
 backend next to a good route / Secret rotation / gateway deletion (cleanup, routes report
 GatewayNotFound) / restart and resync with nothing changed (zero writes) / a burst of route
 changes (coalesced renders) / Deployment readiness (gateway Ready) / a config that can no
-longer be stored (last good ConfigMap stays).
+longer be stored (last good ConfigMap stays) / only affected gateways reconciled /
+cluster-wide mode / transient API errors retried / permanent ones reported (and spec never
+written).
 """
 
 from __future__ import annotations
@@ -177,8 +179,10 @@ async def test_invalid_route_and_missing_backend_do_not_stop_others(kmock: Route
             route("broken", "other", {"llama-v1": 1}, retries={"attempts": 99}),  # attempts > 10
             route("orphan", "orphan-model", {"nowhere": 1}),
             route("second", "second-model", {"llama-v2": 1}),
+            route("dupe", "llama", {"llama-v2": 1}),  # the model "chat" already serves
         )
         await eventually(lambda: route_ready(kmock, "second", 1), what="second Ready")
+        await eventually(lambda: condition(get(kmock, ROUTES, "dupe"), "Accepted"))
         await eventually(lambda: condition(get(kmock, ROUTES, "broken"), "Accepted"))
         await eventually(lambda: condition(get(kmock, ROUTES, "orphan"), "ResolvedRefs"))
         await settled(kmock, state)
@@ -194,6 +198,9 @@ async def test_invalid_route_and_missing_backend_do_not_stop_others(kmock: Route
     assert "nowhere" in resolved["message"]
     assert not is_true(orphan, "Ready")
 
+    dupe = condition(get(kmock, ROUTES, "dupe"), "Accepted")
+    assert dupe["status"] == "False" and dupe["reason"] == "ModelNameConflict"
+    assert route_ready(kmock, "chat", 1)  # the older route keeps the model
     models = sorted(r["model"] for r in config_of(kmock)["routes"])
     assert models == ["llama", "orphan-model", "second-model"]  # orphan renders with no targets
     reasons = sorted(e["reason"] for e in objects_of(kmock, "v1/events").values())
@@ -363,3 +370,36 @@ async def test_cluster_wide_mode_serves_every_namespace(kmock: RoutewayEmulator)
         await settled(kmock, state)
     team = get(kmock, ROUTES, "team-route", namespace="team-a")
     assert team["status"]["gateway"] == "default/gw" and is_true(team, "Ready")
+
+
+async def test_transient_api_errors_are_retried(kmock: RoutewayEmulator) -> None:
+    kmock.inject_failure("POST", "/configmaps", 503, times=1)
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1), what="Ready after retries")
+        await settled(kmock, state)
+    posts = [r for r in kmock._requests if r.method == "POST" and r.url.path.endswith("/configmaps")]
+    assert len(posts) == 2  # a refusal, then the retry that worked
+
+
+async def test_permanent_errors_are_reported_on_the_gateway(kmock: RoutewayEmulator) -> None:
+    kmock.seed(
+        "v1/configmaps", "default", {"metadata": {"name": "routeway-gw-config"}, "data": {"mine": "yes"}}
+    )
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+
+        def failed() -> bool:
+            cond = condition(get(kmock, GATEWAYS, "gw"), "Programmed")
+            return bool(cond and cond["reason"] == "ApplyFailed")
+
+        await eventually(failed, what="ApplyFailed on the gateway")
+        await settled(kmock, state)
+    gw = get(kmock, GATEWAYS, "gw")
+    assert "not owned by this gateway" in condition(gw, "Programmed")["message"]
+    assert condition(gw, "Stalled")["status"] == "True"
+    assert dict(get(kmock, "v1/configmaps", "routeway-gw-config")["data"]) == {"mine": "yes"}  # untouched
+    assert "ApplyFailed" in [e["reason"] for e in objects_of(kmock, "v1/events").values()]
+    # The operator never writes spec: every write to a custom resource is to /status.
+    custom = [r.url.path for r in kmock.writes() if "/routeway.dev/" in r.url.path]
+    assert custom and all(p.endswith("/status") for p in custom)
