@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from routeway.operator.apply import Applier
+from routeway.operator.apply import HASH_ANNOTATION, PLURALS, Applier
 from routeway.operator.events import EventRecorder
 from routeway.operator.inventory import Entry, IndexLike, first, values
-from routeway.operator.kube import KubeApi
+from routeway.operator.kube import KubeApi, path_for
 from routeway.operator.reconciler import Reconciler
 from routeway.operator.settings import OperatorSettings
 
@@ -131,9 +131,6 @@ class OperatorState:
 
     def on_child(self, body: Any, deleted: bool) -> None:
         """An owned object changed: re-check it unless it is exactly what we last wrote."""
-        from routeway.operator.apply import HASH_ANNOTATION, PLURALS
-        from routeway.operator.kube import path_for
-
         meta = body.get("metadata") or {}
         owner = next(
             (

@@ -14,8 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Hashable
-from typing import Any
+from collections.abc import Hashable, Sequence
 
 import kopf
 from pydantic import ValidationError
@@ -24,7 +23,7 @@ from routeway.operator import status as st
 from routeway.operator.apply import OwnerCheck, OwnerGone
 from routeway.operator.handlers import statuses
 from routeway.operator.handlers.backend import reconcile_backend
-from routeway.operator.inventory import snapshot_gateway
+from routeway.operator.inventory import Entry, snapshot_gateway
 from routeway.operator.kube import ApiError, path_for
 from routeway.operator.state import BACKEND, GATEWAY, OperatorState
 from routeway.proxy.kube_source import (
@@ -39,7 +38,7 @@ from routeway.credentials import credential_refs, resolve_credentials, secret_va
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
 from routeway.resources import ModelGateway, Secret
-from routeway.translate import NsName, ObjectKey, translate
+from routeway.translate import NsName, ObjectKey, Translation, translate
 
 log = logging.getLogger("routeway.operator.gateway")
 
@@ -102,12 +101,13 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
 
 async def report(
     state: OperatorState,
-    gateway_entry: Any,
-    routes: Any,
-    translation: Any,
+    gateway_entry: Entry | None,
+    routes: Sequence[Entry],
+    translation: Translation,
     config: ProxyConfig | None,
     outcome: st.Outcome,
 ) -> None:
+    """Statuses of the gateway and its routes, and the Events their transitions deserve."""
     now = st.now_rfc3339()
     items = []
     rendered = {(r.namespace, r.name): r for r in config.routes} if config is not None else {}
