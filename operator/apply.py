@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -83,15 +84,39 @@ def owner_uids(obj: Mapping[str, Any]) -> set[str]:
     return {ref.get("uid", "") for ref in obj.get("metadata", {}).get("ownerReferences") or []}
 
 
+@dataclass(frozen=True)
+class Written:
+    """What the operator last wrote or verified at a path: enough to recognise its own echo
+    in a watch event, and to notice someone else's edit that kept the hash annotation."""
+
+    hash: str
+    generation: int | None  # metadata.generation after our write (kinds with a spec)
+    resource_version: str | None
+
+
+def drifted(current: Mapping[str, Any], desired: Mapping[str, Any], expected_generation: int | None) -> bool:
+    """Edited by someone else although the hash annotation still matches (kubectl edit keeps
+    annotations): data of ConfigMaps/Secrets differs, or the spec's generation moved on."""
+    if desired.get("kind") in ("ConfigMap", "Secret"):
+        return any((current.get(k) or {}) != (desired.get(k) or {}) for k in REPLACED_MAPS)
+    generation = current.get("metadata", {}).get("generation")
+    return expected_generation is not None and generation is not None and generation != expected_generation
+
+
 class Applier:
-    """Applies desired objects; remembers the hashes it wrote or saw to skip even the GET."""
+    """Applies desired objects; remembers what it wrote to skip even the GET next time."""
 
     def __init__(self, api: KubeApi) -> None:
         self.api = api
-        self._known: dict[str, str] = {}
+        self._known: dict[str, Written] = {}
+        self._generations: dict[str, int] = {}  # survives `forget`: drift is judged against it
+
+    def known(self, path: str) -> Written | None:
+        return self._known.get(path)
 
     def known_hash(self, path: str) -> str | None:
-        return self._known.get(path)
+        written = self._known.get(path)
+        return written.hash if written else None
 
     def forget(self, path: str) -> None:
         self._known.pop(path, None)
@@ -106,20 +131,24 @@ class Applier:
         body = with_hash(desired)
         wanted = body["metadata"]["annotations"][HASH_ANNOTATION]
         path = object_path(body)
-        if self._known.get(path) == wanted:
+        if self.known_hash(path) == wanted:
             return False
         what = f"{body['kind']} {body['metadata'].get('namespace')}/{body['metadata']['name']}"
         try:
-            written = await self._create_or_patch(body, path, wanted, what, owner_check)
+            written, result = await self._create_or_patch(body, path, wanted, what, owner_check)
         except ApiError as exc:
             self.forget(path)
             raise exc.to_kopf(f"applying {what}") from None
-        self._known[path] = wanted
+        meta = (result or {}).get("metadata") or {}
+        generation = meta.get("generation") if isinstance(meta.get("generation"), int) else None
+        self._known[path] = Written(wanted, generation, meta.get("resourceVersion"))
+        if generation is not None:
+            self._generations[path] = generation
         return written
 
     async def _create_or_patch(
         self, body: dict[str, Any], path: str, wanted: str, what: str, owner_check: OwnerCheck | None
-    ) -> bool:
+    ) -> tuple[bool, dict[str, Any] | None]:
         for _ in range(3):
             current = await self.api.get(path)
             if current is None:
@@ -128,19 +157,19 @@ class Applier:
                 if owner_check is not None and not await owner_check():
                     raise OwnerGone(what)
                 try:
-                    await self.api.create(object_path(body, collection=True), body)
-                    return True
+                    return True, await self.api.create(object_path(body, collection=True), body)
                 except ApiError as exc:
                     if exc.status != 409:  # created meanwhile by a racing writer: patch it
                         raise
                     continue
             self._check_ownership(current, body, what)
             annotations = current.get("metadata", {}).get("annotations") or {}
-            if annotations.get(HASH_ANNOTATION) == wanted:
-                return False
+            if annotations.get(HASH_ANNOTATION) == wanted and not drifted(
+                current, body, self._generations.get(path)
+            ):
+                return False, current
             try:
-                await self.api.patch(path, merge_patch(current, body))
-                return True
+                return True, await self.api.patch(path, merge_patch(current, body))
             except ApiError as exc:
                 if exc.status not in (404, 409):  # deleted meanwhile, or a stale precondition
                     raise

@@ -146,7 +146,19 @@ class OperatorState:
         path = path_for(body.get("apiVersion", "v1"), PLURALS[kind], meta.get("namespace"), meta.get("name"))
         annotations = meta.get("annotations") or {}
         gateway = (str(meta.get("namespace") or "default"), str(owner["name"]))
-        if deleted or annotations.get(HASH_ANNOTATION) != self.applier.known_hash(path):
+        written = self.applier.known(path)
+        generation = meta.get("generation")
+        if (
+            deleted
+            or written is None
+            or annotations.get(HASH_ANNOTATION) != written.hash
+            # someone else's edit that kept our annotation: a new spec generation, or any
+            # change of a ConfigMap/Secret (they have no status, so no other writer)
+            or (
+                generation is not None and written.generation is not None and generation != written.generation
+            )
+            or (kind in ("ConfigMap", "Secret") and meta.get("resourceVersion") != written.resource_version)
+        ):
             self.applier.forget(path)
             self.mark_gateway(gateway)
         elif kind == "Deployment":

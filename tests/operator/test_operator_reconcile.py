@@ -7,7 +7,7 @@ GatewayNotFound) / restart and resync with nothing changed (zero writes) / a bur
 changes (coalesced renders) / Deployment readiness (gateway Ready) / a config that can no
 longer be stored (last good ConfigMap stays) / only affected gateways reconciled /
 cluster-wide mode / transient API errors retried / permanent ones reported (and spec never
-written).
+written) / edits by others healed (kubectl scale/edit of children, deletion).
 """
 
 from __future__ import annotations
@@ -403,3 +403,27 @@ async def test_permanent_errors_are_reported_on_the_gateway(kmock: RoutewayEmula
     # The operator never writes spec: every write to a custom resource is to /status.
     custom = [r.url.path for r in kmock.writes() if "/routeway.dev/" in r.url.path]
     assert custom and all(p.endswith("/status") for p in custom)
+
+
+async def test_edits_by_others_are_healed(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: route_ready(kmock, "chat", 1))
+        await settled(kmock, state)
+        good = get(kmock, "v1/configmaps", "routeway-gw-config")["data"]["config.json"]
+        # kubectl edit/scale keep the operator's hash annotation; the content still heals.
+        resp = await kmock.patch(
+            "/apis/apps/v1/namespaces/default/deployments/routeway-gw", json={"spec": {"replicas": 5}}
+        )
+        assert resp.status == 200
+        resp = await kmock.patch(
+            "/api/v1/namespaces/default/configmaps/routeway-gw-config", json={"data": {"config.json": "{}"}}
+        )
+        assert resp.status == 200
+        await eventually(lambda: get(kmock, "apps/v1/deployments", "routeway-gw")["spec"]["replicas"] == 2)
+        await eventually(
+            lambda: get(kmock, "v1/configmaps", "routeway-gw-config")["data"]["config.json"] == good
+        )
+        await kmock.delete("/api/v1/namespaces/default/services/routeway-gw")
+        await eventually(lambda: get(kmock, "v1/services", "routeway-gw"), what="Service re-created")
+        await settled(kmock, state)
