@@ -37,7 +37,7 @@ import kmock as kmock_lib  # noqa: E402
 from conftest import load_crds  # noqa: E402
 from kmock_ext import RoutewayEmulator  # noqa: E402
 from operator_factories import backend, gateway, get, route, seed  # noqa: E402
-from rig import ROUTES, TEST_SETTINGS, running_operator  # noqa: E402
+from rig import ROUTES, TEST_SETTINGS, running_operator, settled  # noqa: E402
 from routeway.operator.handlers.gateway import reconcile_gateway  # noqa: E402
 from routeway.proxy.kube_source import KubeConfigSource  # noqa: E402
 from routeway.proxy.process import ConfigApplier  # noqa: E402
@@ -117,6 +117,7 @@ async def bench_one(routes: int, debounce: float) -> dict[str, float]:
                 await asyncio.sleep(0.5)
                 await state.reconciler.wait_idle()
 
+            await settled(emulator, state, quiet=1.0, within=300)  # kopf has digested every watch event
             durations = []
             tracemalloc.start()
             peak = 0

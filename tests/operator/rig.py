@@ -92,10 +92,12 @@ async def eventually(check: Callable[[], Any], within: float = WAIT, what: str =
     raise AssertionError(f"condition not met within {within}s: {what or check} (last error: {last_error!r})")
 
 
-async def settled(kmock: RoutewayEmulator, state: OperatorState, quiet: float = 0.3) -> None:
+async def settled(
+    kmock: RoutewayEmulator, state: OperatorState, quiet: float = 0.3, within: float = WAIT
+) -> None:
     """Until the reconciler is idle and kmock saw no request for `quiet` seconds of idleness."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
+    deadline = loop.time() + within
     while loop.time() < deadline:
         await state.reconciler.wait_idle()
         before = len(list(kmock._requests))
