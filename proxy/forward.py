@@ -321,7 +321,8 @@ class Forwarder:
         wait = config.queue_timeout
         if self.deadline is not None:
             wait = min(wait, self.deadline - now)
-        if not await backend.limiter.acquire(wait):
+        limiter = backend.limiter
+        if not limiter.try_acquire() and not await limiter.acquire(wait):
             raise self._fail(
                 target,
                 "overloaded",
@@ -394,7 +395,7 @@ class Forwarder:
                     ),
                 ) from None
         finally:
-            backend.limiter.release()
+            limiter.release()
 
     async def _answer(
         self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog, plan: CandidatePlan
@@ -412,7 +413,7 @@ class Forwarder:
         ):
             return await self._relay_stream(target, reply, watchdog, first)
         parts = [first]
-        while first:
+        while first and not reply.at_eof():
             chunk = await reply.read_chunk()
             if not chunk:
                 break

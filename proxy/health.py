@@ -52,7 +52,8 @@ class OutlierDetector:
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
-        self._forget_old_ejections(self._clock())
+        if self.ejected_until is not None:
+            self._forget_old_ejections(self._clock())
 
     def record_failure(self) -> bool:
         """Count a failure; True when this failure ejected the backend."""
@@ -105,6 +106,13 @@ class ConcurrencyLimiter:
     @property
     def waiting(self) -> int:
         return sum(1 for w in self._waiters if not w.done())
+
+    def try_acquire(self) -> bool:
+        """Take a free slot without waiting (the hot path: no coroutine)."""
+        if self.limit is None or (self.in_use < self.limit and not self._waiters):
+            self.in_use += 1
+            return True
+        return False
 
     async def acquire(self, wait: float) -> bool:
         """Take a slot; False when none freed up within `wait` seconds."""

@@ -24,6 +24,10 @@ import orjson
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')
 _USAGE_OPEN = re.compile(rb'"usage"\s*:\s*\{')
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+# top-level keys of the usage object: a nested `prompt_tokens_details` never matches `"prompt_tokens"`,
+# and nested objects of usage only hold *_tokens keys of their own (cached_tokens, ...)
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +57,12 @@ def find_document_usage(body: bytes) -> Usage | None:
     while position >= 0:
         match = _USAGE_OBJECT.match(body, position)
         if match is not None:
-            try:
-                return read_usage(orjson.loads(match.group(1)))
-            except orjson.JSONDecodeError:
+            start, end = match.span(1)
+            prompt = _PROMPT_TOKENS.search(body, start, end)
+            if prompt is None:
                 return None
+            completion = _COMPLETION_TOKENS.search(body, start, end)
+            return Usage(int(prompt.group(1)), int(completion.group(1)) if completion else 0)
         position = body.rfind(b'"usage"', 0, position)
     return None
 

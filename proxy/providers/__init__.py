@@ -36,7 +36,7 @@ class StreamDropped(Exception):
     """The upstream closed or broke the connection in the middle of the body."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UpstreamCall:
     kind: EndpointKind
     body: dict[str, Any]  # the request as sent upstream (model already rewritten)
@@ -53,6 +53,10 @@ class UpstreamReply(Protocol):
 
     async def read_chunk(self) -> bytes:
         """The next body bytes as they arrive; b"" at the end. Raises `StreamDropped`."""
+        ...
+
+    def at_eof(self) -> bool:
+        """True when the whole body was read (saves one `read_chunk` call per answer)."""
         ...
 
 

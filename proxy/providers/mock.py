@@ -39,6 +39,9 @@ class _MockReply:
         except StopAsyncIteration:
             return b""
 
+    def at_eof(self) -> bool:
+        return False
+
     async def close(self) -> None:
         close = getattr(self._body, "aclose", None)
         if close is not None:

@@ -83,6 +83,12 @@ class _HttpExchange:
         assert self._response is not None
         return self._response.headers
 
+    def at_eof(self) -> bool:
+        if self._content.at_eof():
+            self.complete = True
+            return True
+        return False
+
     async def read_chunk(self) -> bytes:
         try:
             chunk = await self._content.readany()
