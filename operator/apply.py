@@ -122,7 +122,11 @@ class Applier:
         self._known.pop(path, None)
 
     def forget_prefix(self, prefix: str) -> None:
-        for path in [p for p in self._known if p.startswith(prefix)]:
+        self.forget_where(lambda path: path.startswith(prefix))
+
+    def forget_where(self, predicate: Callable[[str], bool]) -> None:
+        """Forget what we wrote at matching paths: the next apply re-reads them (a resync)."""
+        for path in [p for p in self._known if predicate(p)]:
             del self._known[path]
 
     async def apply(self, desired: Mapping[str, Any], *, owner_check: OwnerCheck | None = None) -> bool:

@@ -11,20 +11,20 @@ What is registered:
   Secret) and the proxy Deployments' readiness;
 - event handlers that only mark keys dirty (state.py says which);
 - startup/cleanup: kopf settings (finalizer and annotation prefix under routeway.dev,
-  peering, watch timeouts), the API client, the reconciler task and the resync loop.
+  peering, watch timeouts), the API client and the reconciler task;
+- a resync timer per gateway (peering-aware).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
 from routeway.operator.apply import Applier
-from routeway.operator.builders import MANAGED_BY
+from routeway.operator.builders import MANAGED_BY, ChildNames
 from routeway.operator.events import EventRecorder
 from routeway.operator.handlers.gateway import reconcile
 from routeway.operator.inventory import build_entry, first, referenced_secret, route_backends, route_target
@@ -106,7 +106,6 @@ def create_registry(
         memo.routeway = state
         memo.routeway_tasks = [
             asyncio.create_task(state.reconciler.run(), name="routeway reconciler"),
-            asyncio.create_task(resync(state), name="routeway resync"),
         ]
 
     @kopf.on.cleanup(registry=reg)
@@ -227,6 +226,29 @@ def create_registry(
         if (body.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/managed-by") == MANAGED_BY:
             state.on_child(body, type == "DELETED")
 
+    # Resync as a kopf timer, not a loop of our own: kopf pauses timers together with every
+    # other handler while a peer with a higher priority is active, so a standby replica
+    # never writes. (Timers need kopf's finalizer on the gateway: routeway.dev/finalizer.)
+    @kopf.timer(
+        GROUP,
+        VERSION,
+        "modelgateways",
+        id="resync",
+        interval=config.resync_interval,
+        initial_delay=config.resync_interval,
+        registry=reg,
+    )
+    async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+        state = state_of(memo)
+        names = ChildNames.of(name)
+        state.applier.forget_where(
+            lambda path: (
+                f"/namespaces/{_ns(namespace)}/" in path
+                and path.rsplit("/", 1)[-1].startswith(names.workload)
+            )
+        )
+        state.mark_gateway((_ns(namespace), name))
+
     for api_version, plural in CHILD_RESOURCES:
 
         @kopf.on.event(api_version, plural, labels=MANAGED, id=f"child_{plural}", registry=reg)
@@ -234,14 +256,3 @@ def create_registry(
             state_of(memo).on_child(body, type == "DELETED")
 
     return reg
-
-
-async def resync(state: OperatorState) -> None:
-    """Every resync interval, re-check every gateway against the API (reads; writes only drift)."""
-    while True:
-        await asyncio.sleep(state.settings.resync_interval)
-        state.applier.forget_prefix("/")
-        for key in list(state.indexes.gateways):
-            with contextlib.suppress(TypeError, ValueError):
-                namespace, name = key
-                state.mark_gateway((namespace, name))

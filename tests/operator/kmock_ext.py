@@ -34,6 +34,8 @@ from typing import Any
 
 import aiohttp.web
 import attrs
+import jsonpatch
+import jsonpointer
 import kmock
 from kmock._internal import dicts, enums, parsing, references, rendering
 
@@ -364,7 +366,11 @@ class RoutewayEmulator(kmock.KubernetesEmulator):
             wanted_rv = (body.get("metadata") or {}).get("resourceVersion")
             if wanted_rv is not None and str(wanted_rv) != old["metadata"]["resourceVersion"]:
                 raise kmock.KubernetesError(status=409, reason="Conflict", message="stale resourceVersion")
-        patched = dict(dicts.patch_dict(copy.deepcopy(old), body if body is not None else {}))
+        try:
+            patched = dict(dicts.patch_dict(copy.deepcopy(old), body if body is not None else {}))
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException) as exc:
+            # A failed `test` op (kopf's optimistic concurrency on resourceVersion) is a 422.
+            raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from None
         new = self._constrain(res, request.subresource, old, patched)
         await self._store(res, request.namespace, request.name, old, new)
 

@@ -179,3 +179,16 @@ async def test_injected_failures_change_nothing(kmock: RoutewayEmulator) -> None
         (str(r.group + "/" if r.group else "") + f"{r.version}/{r.plural}", n, m) for r, n, m in kmock.objects
     }
     assert (await kmock.post(CM, json={"metadata": {"name": "a"}})).status == 200
+
+
+async def test_failed_json_patch_test_is_422(kmock: RoutewayEmulator) -> None:
+    obj = await _json(await kmock.post(CM, json={"metadata": {"name": "a"}}))
+    stale = str(int(obj["metadata"]["resourceVersion"]) - 1)
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": stale},
+        {"op": "add", "path": "/data", "value": {}},
+    ]
+    resp = await kmock.patch(
+        f"{CM}/a", data=json.dumps(ops), headers={"Content-Type": "application/json-patch+json"}
+    )
+    assert resp.status == 422
