@@ -184,6 +184,9 @@ def build_deployment(gateway: ModelGateway, settings: OperatorSettings) -> dict[
             "capabilities": {"drop": ["ALL"]},
         },
         "resources": resources,
+        # The root filesystem is read-only; the proxy's workers keep their metrics files in
+        # a temporary directory (prometheus-client multiprocess mode).
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     return {
         "apiVersion": "apps/v1",
@@ -201,6 +204,7 @@ def build_deployment(gateway: ModelGateway, settings: OperatorSettings) -> dict[
                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "terminationGracePeriodSeconds": 45,  # the proxy drains streams for 30 s
                     "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
                 },
             },
         },
