@@ -297,3 +297,20 @@ def test_merge_patch_deletes_removed_keys_and_error_mapping() -> None:
     assert isinstance(ApiError(409, "Conflict", "").to_kopf("x"), kopf.TemporaryError)
     assert isinstance(ApiError(422, "Invalid", "").to_kopf("x"), kopf.PermanentError)
     assert isinstance(ApiError(403, "Forbidden", "").to_kopf("x"), kopf.PermanentError)
+
+
+def test_built_objects_validate_against_kubernetes_schemas() -> None:
+    import kubernetes_validate
+
+    from routeway.proxy.kube_source import encode_config
+
+    encoded = encode_config(b"x" * 5000, "rev", "routeway-gw-config", budget=1000)
+    objs = [
+        *builders.build_workload(GW, OperatorSettings()),
+        builders.build_config_map(GW, "rev", encoded.data),
+        *(builders.build_shard(GW, "rev", name, binary) for name, binary in encoded.shards),
+        builders.build_secret(GW, {"ml/openai/token": "sk-1"}),
+    ]
+    for obj in objs:
+        for version in ("1.28.0", "1.33.0"):
+            kubernetes_validate.validate(obj, version, strict=True)
