@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import aiohttp
 import orjson
 from prometheus_client import Gauge
 from routeway.proxy.balancer import WeightedRoundRobin
@@ -28,6 +29,7 @@ from routeway.proxy.metrics import PairMetrics, ProxyMetrics
 from routeway.proxy.providers import Provider
 from routeway.proxy.providers.mock import MockProvider
 from routeway.proxy.providers.openai import OpenAIProvider
+from yarl import URL
 
 from routeway.proxyconfig import BackendConfig, ProxyConfig, RouteConfig, Target
 
@@ -110,6 +112,18 @@ def make_provider(config: BackendConfig) -> Provider:
     return OpenAIProvider(config.url, config.timeouts.connect)
 
 
+def read_url_basic_auth(url: str) -> str | None:
+    """`Authorization: Basic` for credentials written into a backend URL (user:pass@host).
+
+    The provider strips them from the URL it sends to (aiohttp refuses both a URL with userinfo
+    and an Authorization header), so a backend credential, when set, wins.
+    """
+    parsed = URL(url)
+    if parsed.user is None:
+        return None
+    return aiohttp.encode_basic_auth(parsed.user, parsed.password or "")
+
+
 def build_routing_table(
     config: ProxyConfig,
     credentials: Mapping[str, str],
@@ -142,6 +156,8 @@ def build_routing_table(
                     backend.id,
                     backend.credential_ref,
                 )
+        if authorization is None and backend.url:
+            authorization = read_url_basic_auth(backend.url)
         backends[backend.id] = BackendEntry(
             backend.id, backend, state.health, state.limiter, make_provider(backend), authorization
         )

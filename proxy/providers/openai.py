@@ -103,7 +103,7 @@ class OpenAIProvider:
     """Sends to `<url>/chat/completions` etc. over the process's shared session."""
 
     def __init__(self, base_url: str, connect_timeout: float) -> None:
-        base = base_url.rstrip("/")
+        base = str(URL(base_url).with_user(None)).rstrip("/")  # userinfo becomes a header (table.py)
         self.urls: dict[EndpointKind, URL] = {kind: URL(base + path) for kind, path in ENDPOINT_PATHS.items()}
         self.timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_read=None, sock_connect=connect_timeout

@@ -12,6 +12,7 @@ Retry-After, then a waiter getting the freed slot); header policy on the wire.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 import openai
@@ -334,3 +335,43 @@ async def test_backend_total_timeout_cuts_even_a_healthy_stream(gateway: Gateway
         )
         == 1
     )
+
+
+async def test_chunked_body_over_limit_is_413(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(
+        make_config(
+            [make_backend("b", upstream.base("ok"))], [make_route("gpt", [("b", 1)])], max_body_bytes=1000
+        ),
+        {},
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"model": "gpt", "messages": [{"role": "user", "content": "'
+        for _ in range(20):
+            yield b"x" * 100
+        yield b'"}]}'
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", data=chunks()) as response,
+    ):
+        assert response.status == 413
+        assert (await response.json())["error"]["code"] == "request_too_large"
+    assert upstream.seen == []
+
+
+async def test_url_userinfo_becomes_basic_auth_unless_a_credential_is_set(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    url = upstream.base("echo").replace("http://", "http://user:pw@")
+    gateway.runtime.apply(
+        make_config(
+            [make_backend("basic", url), make_backend("bearer", url, credential="ns/s/k")],
+            [make_route("gpt", [("basic", 1)]), make_route("other", [("bearer", 1)])],
+        ),
+        {"ns/s/k": "upstream-key"},
+    )
+    _, _, body = await post(gateway)
+    assert body["headers"]["Authorization"] == "Basic dXNlcjpwdw=="  # type: ignore[index]
+    _, _, body = await post(gateway, {**CHAT, "model": "other"})
+    assert body["headers"]["Authorization"] == "Bearer upstream-key"  # type: ignore[index]
