@@ -16,11 +16,11 @@ over with each config; that costs at most one round of exactness.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
 import orjson
 from prometheus_client import Gauge
 from routeway.proxy.balancer import WeightedRoundRobin
@@ -121,7 +121,8 @@ def read_url_basic_auth(url: str) -> str | None:
     parsed = URL(url)
     if parsed.user is None:
         return None
-    return aiohttp.encode_basic_auth(parsed.user, parsed.password or "")
+    token = base64.b64encode(f"{parsed.user}:{parsed.password or ''}".encode()).decode()
+    return f"Basic {token}"
 
 
 def build_routing_table(
