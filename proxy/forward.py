@@ -280,10 +280,14 @@ class Forwarder:
                     else {"include_usage": True}
                 )
             cached = self._payloads[model] = (body, orjson.dumps(body))
-        headers = self.base_headers.copy()
+        # Attempts are sequential and aiohttp copies the headers it is given, so one mapping
+        # serves every attempt; only the backend credential changes between them.
+        headers = self.base_headers
         authorization = target.backend.authorization
         if authorization is not None:
             headers["Authorization"] = authorization
+        elif "Authorization" in headers:
+            del headers["Authorization"]
         return UpstreamCall(self.kind, cached[0], cached[1], headers)
 
     def _fail(

@@ -68,14 +68,28 @@ def _get_all(headers: Mapping[str, str], name: str) -> list[str]:
 _EMPTY: frozenset[str] = frozenset()
 
 
+_DECISIONS: dict[frozenset[str], dict[str, bool]] = {}
+_DECISION_CACHE_LIMIT = 512  # header names repeat; an attacker's random names are not cached
+
+
+def _is_fixed_drop(name: str, fixed: frozenset[str]) -> bool:
+    lower = name.lower()
+    return lower in fixed or lower.startswith("proxy-")
+
+
 def _copy_allowed(headers: Mapping[str, str], fixed: frozenset[str]) -> CIMultiDict[str]:
     """The headers whose names are neither in `fixed`, nor Proxy-*, nor named in Connection."""
     named = list_connection_tokens(headers) if _has_connection(headers) else _EMPTY
+    decisions = _DECISIONS.setdefault(fixed, {})
     out: CIMultiDict[str] = CIMultiDict()
     add = out.add
     for name, value in headers.items():
-        lower = name.lower()
-        if lower in fixed or lower.startswith("proxy-") or (named and lower in named):
+        drop = decisions.get(name)
+        if drop is None:
+            drop = _is_fixed_drop(name, fixed)
+            if len(decisions) < _DECISION_CACHE_LIMIT:
+                decisions[name] = drop
+        if drop or (named and name.lower() in named):
             continue
         add(name, value)
     return out
