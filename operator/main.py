@@ -103,6 +103,8 @@ def create_registry(
         indexes = Indexes(**{name.removeprefix("rw_"): kwargs[name] for name in INDEX_NAMES})
         state = OperatorState(config, api, indexes, Applier(api), EventRecorder(api))
         state.start(reconcile)
+        if config.metrics_port:
+            state.metrics.serve(config.metrics_port)
         memo.routeway = state
         memo.routeway_tasks = [
             asyncio.create_task(state.reconciler.run(), name="routeway reconciler"),
@@ -117,6 +119,7 @@ def create_registry(
         state = getattr(memo, "routeway", None)
         if state is not None:
             await state.api.close()
+            state.metrics.close()
 
     # ------------------------------------------------------------------ indexes
 

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Hashable
 
 import kopf
+from routeway.operator.metrics import OperatorMetrics
 
 log = logging.getLogger("routeway.operator.reconciler")
 
@@ -34,7 +35,9 @@ class Reconciler:
         *,
         debounce: float,
         workers: int,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
+        self._metrics = metrics if metrics is not None else OperatorMetrics()
         self._reconcile = reconcile
         self._debounce = debounce
         self._workers = max(1, workers)
@@ -95,6 +98,7 @@ class Reconciler:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _update_idle(self) -> None:
+        self._metrics.pending.set(len(self._due) + len(self._running))
         if not self._due and not self._running:
             self._idle.set()
         else:
@@ -102,21 +106,29 @@ class Reconciler:
 
     async def _run_one(self, key: Hashable) -> None:
         retry: float | None = None
+        kind = str(getattr(key, "kind", type(key).__name__))
+        result = "ok"
+        started = asyncio.get_running_loop().time()
         try:
             await self._reconcile(key)
             self._failures.pop(key, None)
         except asyncio.CancelledError:
             raise
         except kopf.PermanentError as exc:
+            result = "failed"
             self._failures.pop(key, None)
             log.warning("reconcile of %s failed permanently: %s", key, exc)
         except kopf.TemporaryError as exc:
+            result = "retry"
             retry = self._backoff(key, exc.delay)
             log.info("reconcile of %s will be retried in %.1fs: %s", key, retry, exc)
         except Exception:
+            result = "crashed"
             retry = self._backoff(key, None)
             log.exception("reconcile of %s crashed; retrying in %.1fs", key, retry)
         finally:
+            self._metrics.reconciles.labels(kind, result).inc()
+            self._metrics.reconcile_seconds.labels(kind).observe(asyncio.get_running_loop().time() - started)
             self.runs += 1
             self.runs_by_key[key] += 1
             self._running.discard(key)

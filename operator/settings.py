@@ -58,6 +58,7 @@ class OperatorSettings:
     pod_namespace: str = "default"  # where the operator runs (peering object, events source)
     liveness_port: int = 8080
     liveness_enabled: bool = True
+    metrics_port: int | None = None  # Prometheus /metrics; None: not served
     standalone: bool = False  # no peering: only for tests and single-replica development
     # Reconcile tuning (not in the chart's environment contract; tests shorten them).
     debounce: float = 0.2  # seconds a burst of changes may add before one render
@@ -84,6 +85,7 @@ class OperatorSettings:
             peering_name=env.get("ROUTEWAY_PEERING_NAME", "").strip() or DEFAULT_PEERING,
             pod_namespace=env.get("POD_NAMESPACE", "").strip() or "default",
             liveness_port=_port(env, "ROUTEWAY_LIVENESS_PORT", 8080),
+            metrics_port=_port(env, "ROUTEWAY_METRICS_PORT", 0) or None,
         )
 
     def apply_overrides(

@@ -24,6 +24,7 @@ from routeway.operator.apply import HASH_ANNOTATION, PLURALS, Applier
 from routeway.operator.events import EventRecorder
 from routeway.operator.inventory import Entry, IndexLike, first, values
 from routeway.operator.kube import KubeApi, path_for
+from routeway.operator.metrics import OperatorMetrics
 from routeway.operator.reconciler import Reconciler
 from routeway.operator.settings import OperatorSettings
 
@@ -63,6 +64,7 @@ class OperatorState:
     applier: Applier
     events: EventRecorder
     reconciler: Reconciler = field(init=False)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     routes_seen: dict[NsName, RouteMemory] = field(default_factory=dict)
     revisions: dict[NsName, str] = field(default_factory=dict)  # last revision applied per gateway
     generations: dict[ObjectKey, int | None] = field(default_factory=dict)  # last spec seen
@@ -72,7 +74,9 @@ class OperatorState:
         async def run(key: Hashable) -> None:
             await reconcile(self, key)
 
-        self.reconciler = Reconciler(run, debounce=self.settings.debounce, workers=self.settings.workers)
+        self.reconciler = Reconciler(
+            run, debounce=self.settings.debounce, workers=self.settings.workers, metrics=self.metrics
+        )
 
     # --------------------------------------------------------------------- marking
 

@@ -92,6 +92,8 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
             failure = exc
             outcome = st.Outcome(previous, st.not_programmed(st.REASON_APPLY_FAILED, str(exc)))
         else:
+            if state.revisions.get(key) != config.revision:
+                state.metrics.config_revisions.inc()
             state.revisions[key] = config.revision
             outcome = st.Outcome(config.revision, st.programmed(config.revision, "is applied"))
     await report(state, snap.gateway, snap.routes, translation, config, outcome)

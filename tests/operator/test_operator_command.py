@@ -1,6 +1,6 @@
 """`routeway operator`'s production wiring runs: kopf's default logins read a kubeconfig (as
 in a developer's shell), the API client connects the same way, settings come from the
-environment, and a gateway gets its ConfigMap; liveness answers on its port."""
+environment, and a gateway gets its ConfigMap; liveness and Prometheus metrics answer."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ async def test_operator_command_with_a_kubeconfig(
     # kubernetes_asyncio reads KUBECONFIG once, at import: point its default at our file.
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
+    monkeypatch.setenv("ROUTEWAY_METRICS_PORT", str(metrics_port))
     monkeypatch.setenv("ROUTEWAY_NAMESPACES", "default")
     monkeypatch.setenv("ROUTEWAY_LIVENESS_PORT", str(port))
     monkeypatch.setenv("ROUTEWAY_PROXY_IMAGE", "example/routeway:test")
@@ -69,6 +70,12 @@ async def test_operator_command_with_a_kubeconfig(
         ):
             assert resp.status == 200
         assert any(r.headers.get("Authorization") == "Bearer t0ken" for r in kmock.writes())
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp,
+        ):
+            text = await resp.text()
+        assert 'routeway_operator_reconciles_total{kind="ModelGateway",result="ok"}' in text
     finally:
         stop.set()
         try:

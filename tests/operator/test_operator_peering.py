@@ -83,8 +83,7 @@ async def test_only_the_leader_writes_and_the_standby_takes_over(kmock: Routeway
         lead, spare = await leader.started(), await standby.started()
         await eventually(
             lambda: (
-                len(kmock.objects["kopf.dev/v1/kopfpeerings", "default", "routeway"].get("status") or {})
-                == 2
+                len(kmock.objects["kopf.dev/v1/kopfpeerings", "default", "routeway"].get("status") or {}) == 2
             )
         )
         await create(kmock, gateway("gw"), backend("m"), route("chat", "chat", {"m": 1}))
