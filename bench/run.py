@@ -4,7 +4,9 @@
 
 Starts a fast upstream (bench/fast_upstream.py), the minimal aiohttp proxy
 (bench/yardstick_proxy.py), optionally nginx as a peer (`--targets ...,nginx`; Debian package
-`nginx-light`, same worker count, upstream keep-alive, no buffering) and `routeway serve` with generated manifests pointing one
+`nginx-light`, same worker count, upstream keep-alive, no buffering), optionally the LiteLLM
+proxy (`--litellm /path/to/venv/bin/litellm`, installed in its own venv with
+`pip install 'litellm[proxy]'`, offline cost map, no telemetry) and `routeway serve` with generated manifests pointing one
 ModelRoute at that upstream (provider openai), then for each target:
 - `wrk` non-streaming POST /v1/chat/completions at each connection count (bench/post.lua),
   after a short warm-up: throughput, p50/p99 latency, errors;
@@ -103,6 +105,20 @@ http {{
 """
 
 
+LITELLM_CONF = """\
+model_list:
+  - model_name: bench
+    litellm_params:
+      model: openai/bench-model
+      api_base: http://127.0.0.1:{upstream}/v1
+      api_key: sk-bench
+litellm_settings:
+  telemetry: false
+general_settings:
+  dangerously_permit_weak_or_unset_master_key: true  # loopback-only benchmark
+"""
+
+
 @dataclass
 class Target:
     name: str
@@ -155,11 +171,11 @@ def load_average() -> float:
 
 
 @contextlib.contextmanager
-def started(name: str, command: list[str], logs: Path) -> Iterator[subprocess.Popen[bytes]]:
+def started(name: str, command: list[str], logs: Path, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server in its own session; stop the whole group on exit, SIGKILL if it lingers."""
     log = (logs / f"{name}.log").open("wb")
     process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
     )
     try:
         yield process
@@ -455,6 +471,28 @@ def start_targets(
             process = stack.enter_context(started("nginx", command, logs))
             wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
             targets.append(Target("nginx", f"http://127.0.0.1:{port}", process.pid))
+    if args.litellm:
+        port = free_port()
+        conf = Path(manifests, "litellm.yaml")
+        conf.write_text(LITELLM_CONF.format(upstream=up_port))
+        command = ["env", "LITELLM_LOCAL_MODEL_COST_MAP=True", "LITELLM_LOG=ERROR", args.litellm]
+        command += [
+            "--config",
+            str(conf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            str(args.workers),
+        ]
+        # not from the repository root: its `operator/` folder would shadow the stdlib module
+        process = stack.enter_context(started("litellm", command, logs, cwd=Path(manifests)))
+        try:  # it takes a minute or more to start on this machine
+            wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, timeout=300, body=PLAIN_BODY)
+            targets.append(Target("litellm", f"http://127.0.0.1:{port}", process.pid))
+        except RuntimeError as exc:
+            report["notes"].append(f"litellm did not start: {exc}")
     if "routeway" in wanted:
         if not routeway_available():
             print("routeway serve --workers is not available yet: its rows are pending", flush=True)
@@ -485,6 +523,9 @@ def main() -> int:
     parser.add_argument("--upstream-workers", type=int, default=1)
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--targets", default="direct,yardstick,routeway", help="also: nginx (if installed)")
+    parser.add_argument(
+        "--litellm", help="path to a `litellm` executable in its own venv: adds the LiteLLM proxy"
+    )
     parser.add_argument("--stream-sequential", type=int, default=200)
     parser.add_argument("--stream-concurrency", type=int, default=16)
     parser.add_argument("--stream-per-task", type=int, default=25)
