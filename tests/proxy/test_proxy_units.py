@@ -6,7 +6,8 @@ N failures, doubling up to the maximum, reset by success, forgetting old ejectio
 clock); concurrency limiter (FIFO hand-over, bounded wait, cancellation); header policy
 (hop-by-hop both ways, Connection-named headers, Authorization replaced, X-Forwarded-*);
 usage extraction and SSE stripping (any chunking, CRLF events); histogram quantiles and
-merging; redaction.
+merging; redaction; candidate order (retries prefer a backend that did not fail, fallbacks in order,
+ejected backends skipped unless every one is ejected).
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
+from prometheus_client import CollectorRegistry
+from proxy_helpers import make_backend, make_config, make_route
 from routeway.proxy.balancer import WeightedRoundRobin, pick_sticky
+from routeway.proxy.forward import CandidatePlan
 from routeway.proxy.headers import build_upstream_headers, filter_response_headers, read_bearer_token
 from routeway.proxy.health import ConcurrencyLimiter, OutlierDetector
+from routeway.proxy.metrics import ProxyMetrics
 from routeway.proxy.redact import REDACTED, redact_document
 from routeway.proxy.stats import Buckets
 from routeway.proxy.streaming import SSEUsageFilter, Usage, find_document_usage
+from routeway.proxy.table import RoutingTable, build_routing_table
 
 from routeway.proxyconfig import OutlierDetection
 
@@ -319,3 +325,44 @@ def test_redaction() -> None:
     assert out["credentialRef"] == "ns/s/k"
     assert out["apiKey"] == REDACTED
     assert out["nested"][0]["note"] == f"token is {REDACTED}"
+
+
+# --- candidate order ----------------------------------------------------------------------------
+
+
+def _route_table(clock: Clock, fallbacks: tuple[str, ...] = ("f1", "f2"), attempts: int = 1) -> RoutingTable:
+    backends = [make_backend(n, f"http://127.0.0.1:9/{n}", failures=1) for n in ("a", "b", "f1", "f2")]
+    config = make_config(
+        backends, [make_route("gpt", [("a", 1), ("b", 1)], fallbacks=fallbacks, attempts=attempts)]
+    )
+    table, _ = build_routing_table(config, {}, {}, ProxyMetrics(CollectorRegistry()), clock)
+    return table
+
+
+def _order(table: RoutingTable) -> list[str]:
+    plan = CandidatePlan(table.routes["gpt"], None)
+    order = []
+    while (target := plan.next()) is not None:
+        order.append(target.backend.id.split("/")[1])
+        plan.mark_failed(target)
+    return order
+
+
+def test_candidates_weighted_then_fallbacks_in_order() -> None:
+    order = _order(_route_table(Clock()))
+    assert sorted(order[:2]) == ["a", "b"]  # a retry prefers the backend that did not fail yet
+    assert order[2:] == ["f1", "f2"]
+
+
+def test_candidates_skip_ejected_backends_unless_all_are() -> None:
+    clock = Clock()
+    table = _route_table(clock)
+    table.backends["ns/a"].health.record_failure()
+    assert _order(table) == ["b", "b", "f1", "f2"]  # the retry goes to b again, not to ejected a
+    table.backends["ns/b"].health.record_failure()
+    assert _order(table) == ["f1", "f2"]  # every weighted target ejected: healthy fallbacks first
+    table.backends["ns/f1"].health.record_failure()
+    table.backends["ns/f2"].health.record_failure()
+    assert sorted(_order(table)[:2]) == ["a", "b"]  # everything ejected: traffic still flows
+    clock.now += 30
+    assert sorted(_order(table)[:2]) == ["a", "b"]
