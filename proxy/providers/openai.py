@@ -21,16 +21,9 @@ from routeway.proxy.providers import (
 )
 from yarl import URL
 
-_CONNECT_ERRORS = (
-    aiohttp.ClientConnectorError,
-    aiohttp.ConnectionTimeoutError,
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientOSError,
-    aiohttp.ClientResponseError,
-    aiohttp.ClientPayloadError,
-    aiohttp.InvalidURL,
-    ConnectionError,
-)
+# Anything aiohttp raises before the response headers means "no answer": refused, reset, DNS,
+# connect timeout, a malformed status line, a pooled connection the server had closed.
+_CONNECT_ERRORS = (aiohttp.ClientError, OSError)
 
 
 class _HttpExchange:
