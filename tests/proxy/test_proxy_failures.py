@@ -248,31 +248,37 @@ async def test_client_disconnect_mid_stream_cancels_upstream(gateway: Gateway, u
 
 
 async def test_max_concurrency_bounded_wait(gateway: Gateway, upstream: Upstream) -> None:
-    gateway.runtime.apply(
-        make_config(
-            [make_backend("b", upstream.base("gate"), max_concurrency=1, queue_timeout=0.05)],
-            [make_route("gpt", [("b", 1)])],
-        ),
-        {},
-    )
+    backends = [
+        make_backend("b", upstream.base("gate"), max_concurrency=1, queue_timeout=0.05),
+        make_backend("patient", upstream.base("gate"), max_concurrency=1, queue_timeout=10),
+    ]
+    config = make_config(backends, [make_route("gpt", [("b", 1)]), make_route("wait", [("patient", 1)])])
+    gateway.runtime.apply(config, {})
+    table = gateway.runtime.table
+    assert table is not None
     async with aiohttp.ClientSession() as session:
-        holder = await session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "stream": True})
-        await upstream.entered.wait()
+        holders = [
+            await session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "model": m, "stream": True})
+            for m in ("gpt", "wait")
+        ]
         status, headers, body = await post(gateway)
         assert (status, body["error"]["code"]) == (503, "backend_unavailable")  # type: ignore[index]
         assert headers["Retry-After"] == "1" and headers["x-routeway-backend"] == "ns/b"
         # a waiter with a longer queue timeout gets the slot as soon as the holder finishes
-        gateway.runtime.apply(
-            make_config(
-                [make_backend("b", upstream.base("gate"), max_concurrency=1, queue_timeout=10)],
-                [make_route("gpt", [("b", 1)])],
-            ),
-            {},
-        )
-        waiter = asyncio.create_task(post(gateway))
+        waiter = asyncio.create_task(post(gateway, {**CHAT, "model": "wait"}))
+        limiter = table.backends["ns/patient"].limiter
+        for _ in range(2000):  # until the request is queued (bounded: never hangs the suite)
+            if limiter.waiting:
+                break
+            await asyncio.sleep(0.001)
+        assert limiter.waiting == 1
+        gateway.runtime.apply(config, {})  # an unchanged backend keeps its limiter and its queue
+        assert gateway.runtime.table.backends["ns/patient"].limiter is limiter  # type: ignore[union-attr]
+        assert not waiter.done()
         upstream.release.set()
-        await holder.read()
-        holder.close()
+        for holder in holders:
+            await holder.read()
+            holder.close()
         status, _, _ = await waiter
         assert status == 200
     assert (
