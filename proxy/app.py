@@ -217,8 +217,8 @@ def parse_request(kind: EndpointKind, raw: bytes) -> tuple[dict[str, Any], str]:
 
 
 def _make_inference_handler(kind: EndpointKind) -> Handler:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        return await handle_inference(request, kind)
+    def handle(request: web.Request) -> Awaitable[web.StreamResponse]:
+        return handle_inference(request, kind)  # no extra coroutine frame per request
 
     handle.__name__ = f"handle_{kind}"
     return handle
