@@ -47,6 +47,16 @@ def test_round_robin_shares_are_exact(weights: list[int]) -> None:
     assert counts[None] == 0
 
 
+@settings(max_examples=80, deadline=None)
+@given(weights=st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=6))
+def test_round_robin_gives_each_target_exactly_its_weight_per_cycle(weights: list[int]) -> None:
+    balancer = WeightedRoundRobin(weights)
+    cycle = sum(weights)
+    for _ in range(2):
+        counts = Counter(balancer.pick() for _ in range(cycle))
+        assert counts == Counter({i: w for i, w in enumerate(weights) if w > 0})
+
+
 def test_round_robin_is_smooth_and_skips_weight_zero() -> None:
     balancer = WeightedRoundRobin([5, 1, 1, 0])
     picks = [balancer.pick() for _ in range(7)]
