@@ -3,7 +3,8 @@
 Matrix: inline and sharded configs x a route change served before and after (a real
 ProxyRuntime and proxy app on loopback, the real operator, the same kmock) / a 10,000-route
 gateway stored within the object size limit and read back identically / torn shard sets are
-detected / the storage format round-trips.
+detected / the storage format round-trips / the source survives API errors, ignores other
+ConfigMaps, follows a Secret that appears later, rejects a broken or deleted ConfigMap.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from routeway.proxy.kube_source import (
     decode_config,
     encode_config,
 )
-from routeway.proxy.process import ConfigApplier, ConfigLoaded
+from routeway.proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected
 from routeway.proxy.runtime import ProxyRuntime
 
 from routeway.render import render
@@ -194,3 +195,44 @@ async def test_small_configs_stay_readable_inline() -> None:
         return None
 
     assert await decode_config(encoded.data, nothing) == b'{"a": 1}'
+
+
+def configmap_body(name: str, config_json: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "data": {"config.json": config_json},
+    }
+
+
+async def test_source_survives_api_errors_and_follows_secret_and_deletion(kmock: RoutewayEmulator) -> None:
+    config = render(translate(big_inventory(2)).gateways[("default", "gw")])
+    kmock.inject_failure("GET", "/configmaps", 500, times=1)  # the first list fails: retried
+    await kmock.post("/api/v1/namespaces/default/configmaps", json=configmap_body("other", "{}"))
+    await kmock.post(
+        "/api/v1/namespaces/default/configmaps", json=configmap_body("cm", config.to_json().decode())
+    )
+    source = KubeConfigSource("default", "cm", "creds", server=str(kmock.url))
+    updates = source.watch()
+    try:
+        first = await asyncio.wait_for(updates.__anext__(), 15)
+        assert isinstance(first, ConfigLoaded) and first.config == config and first.credentials == {}
+
+        secret = {"metadata": {"name": "creds"}, "data": {"default_openai_token": "c2stMQ=="}}
+        await kmock.post("/api/v1/namespaces/default/secrets", json=secret)
+        second = await asyncio.wait_for(updates.__anext__(), 15)
+        assert isinstance(second, ConfigLoaded) and second.credentials == {"default/openai/token": "sk-1"}
+
+        await kmock.patch("/api/v1/namespaces/default/configmaps/other", json={"data": {"x": "y"}})
+        await kmock.patch(
+            "/api/v1/namespaces/default/configmaps/cm", json={"data": {"config.json": "{not json"}}
+        )
+        third = await asyncio.wait_for(updates.__anext__(), 15)
+        assert isinstance(third, ConfigRejected)  # the last good config keeps serving
+
+        await kmock.delete("/api/v1/namespaces/default/configmaps/cm")
+        fourth = await asyncio.wait_for(updates.__anext__(), 15)
+        assert isinstance(fourth, ConfigRejected) and "not found" in fourth.errors[0]
+    finally:
+        await updates.aclose()
