@@ -103,7 +103,7 @@ async def operator_running(namespace: str) -> AsyncIterator[None]:
 
     @kopf.on.login(registry=registry)
     async def login(**_: Any) -> kopf.ConnectionInfo:
-        token = (configuration.api_key or {}).get("authorization", "")
+        token = str((configuration.api_key or {}).get("BearerToken") or "")  # "Bearer <token>"
         return kopf.ConnectionInfo(
             server=configuration.host,
             ca_path=configuration.ssl_ca_cert,
