@@ -16,7 +16,7 @@ render everything else.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -155,6 +155,17 @@ class GatewaySnapshot:
     routes: tuple[Entry, ...]
     backends: Mapping[NsName, Entry]
     secret_keys: Mapping[NsName, frozenset[str]]
+
+    def fingerprint(self) -> Hashable | None:
+        """Equal fingerprints: translation and rendering give the same result (specs are
+        identified by uid and generation, Secrets by key names). None: cannot tell."""
+        entries = [e for e in (self.gateway, *self.routes, *self.backends.values()) if e is not None]
+        if any(e.generation is None for e in entries):
+            return None
+        return (
+            frozenset((e.object_key, e.uid, e.generation, e.error) for e in entries),
+            frozenset(self.secret_keys.items()),
+        )
 
     def inventory(self) -> Inventory:
         entries = [e for e in (self.gateway, *self.routes, *self.backends.values()) if e is not None]

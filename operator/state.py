@@ -28,7 +28,8 @@ from routeway.operator.metrics import OperatorMetrics
 from routeway.operator.reconciler import Reconciler
 from routeway.operator.settings import OperatorSettings
 
-from routeway.translate import NsName, ObjectKey
+from routeway.proxyconfig import ProxyConfig
+from routeway.translate import NsName, ObjectKey, Translation
 
 GATEWAY = "ModelGateway"
 BACKEND = "ModelBackend"
@@ -69,6 +70,9 @@ class OperatorState:
     revisions: dict[NsName, str] = field(default_factory=dict)  # last revision applied per gateway
     generations: dict[ObjectKey, int | None] = field(default_factory=dict)  # last spec seen
     status_written: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
+    # Last translation and render per gateway, by snapshot fingerprint: a resync or a proxy
+    # readiness change re-renders nothing.
+    renders: dict[NsName, tuple[Hashable, Translation, ProxyConfig]] = field(default_factory=dict)
 
     def start(self, reconcile: Callable[[OperatorState, Hashable], Awaitable[None]]) -> None:
         async def run(key: Hashable) -> None:

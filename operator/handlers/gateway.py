@@ -62,7 +62,12 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
         backends=idx.backends,
         secrets=idx.secrets,
     )
-    translation = translate(snap.inventory())
+    fingerprint = snap.fingerprint()
+    cached = state.renders.get(key)
+    if fingerprint is not None and cached is not None and cached[0] == fingerprint:
+        translation, rendered = cached[1], cached[2]
+    else:
+        translation, rendered = translate(snap.inventory()), None
     gateway = snap.gateway.model if snap.gateway and isinstance(snap.gateway.model, ModelGateway) else None
     previous = state.revisions.get(key) or (
         snap.gateway.status.get("configRevision") if snap.gateway else None
@@ -72,10 +77,12 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
     outcome = st.Outcome(previous, st.not_programmed(st.REASON_PENDING, "not applied yet"))
     if gateway is None:
         state.revisions.pop(key, None)
+        state.renders.pop(key, None)
     else:
-        ir = translation.gateways[key]
         try:
-            config = render(ir)
+            config = rendered if rendered is not None else render(translation.gateways[key])
+            if fingerprint is not None:
+                state.renders[key] = (fingerprint, translation, config)
             await apply_gateway(state, gateway, config)
         except OwnerGone:
             log.info("gateway %s/%s is gone; its children are left to the garbage collector", *key)
@@ -83,6 +90,7 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
             return
         except (ValueError, ValidationError, ConfigTooLarge) as exc:
             config = None
+            state.renders.pop(key, None)
             failure = kopf.PermanentError(f"config cannot be rendered: {exc}")
             outcome = st.Outcome(previous, st.not_programmed(st.REASON_RENDER_FAILED, str(failure)))
         except kopf.TemporaryError as exc:
