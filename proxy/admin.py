@@ -108,6 +108,7 @@ def describe_routes(runtime: ProxyRuntime, stats: ProxyStats) -> dict[str, Any]:
         "ready": table is not None,
         "revision": table.revision if table is not None else None,
         "lastRejection": runtime.redact(rejection.describe()) if rejection is not None else None,
+        "problems": runtime.redact(list(runtime.warnings)),
         "routes": [],
         "backends": [],
     }

@@ -77,9 +77,7 @@ def check_serving_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error("--port and --admin-port must differ")
 
 
-def options_from_args(
-    args: argparse.Namespace, *, command: str, never_loaded_exit_code: int = 0
-) -> ServeOptions:
+def options_from_args(args: argparse.Namespace, *, command: str) -> ServeOptions:
     from routeway.proxy.process import ServeOptions
 
     return ServeOptions(
@@ -90,7 +88,6 @@ def options_from_args(
         drain_timeout=args.drain_timeout,
         log_level=args.log_level,
         command=command,
-        never_loaded_exit_code=never_loaded_exit_code,
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from typing import Any
@@ -253,10 +254,28 @@ class Forwarder:
         if failure.answer is not None:
             self._record(failure.answer.status, metrics)
             return failure.answer
-        error = failure.error
+        error = self._all_down(failure.error)
         error.headers.update(headers)
         self._record(error.status, metrics)
         raise error
+
+    def _all_down(self, error: ProxyError) -> ProxyError:
+        """A 502/504 while every candidate of the route is ejected is not one backend's hiccup:
+        the model is down. Say so with 503 and a Retry-After of the earliest re-admission, so
+        clients back off instead of hammering backends that are known to fail."""
+        if error.status not in (502, 504):
+            return error
+        route = self.route
+        candidates = [t.backend for t in route.targets if t.target.weight > 0]
+        candidates += [t.backend for t in route.fallbacks]
+        if not candidates or not all(b.health.is_ejected() for b in candidates):
+            return error
+        wait = max(1, math.ceil(min(b.health.ejection_remaining() for b in candidates)))
+        down = make_overloaded(
+            f"Every backend of route {route.id} is ejected after repeated failures: {error.message}"
+        )
+        down.headers["Retry-After"] = str(wait)
+        return down
 
     def _record(self, code: int, metrics: PairMetrics | None = None) -> None:
         if self._recorded:

@@ -71,6 +71,7 @@ class ConfigLoaded:
     config: ProxyConfig
     credentials: Mapping[str, str]  # credentialRef "ns/secret/key" -> value
     source: str  # where it came from, for logs
+    warnings: tuple[str, ...] = ()  # problems with some objects that did not stop the rest
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,6 @@ class ServeOptions:
     drain_timeout: float = 30.0
     log_level: str = "info"
     command: str = "routeway proxy"  # for log lines
-    never_loaded_exit_code: int = 0  # exit code after a run that never had a valid config
 
 
 def configure_logging(level: str) -> None:
@@ -162,7 +162,7 @@ class ConfigApplier:
     def __init__(self, runtime: ProxyRuntime, *, announce: bool) -> None:
         self._runtime = runtime
         self._announce = announce
-        self._last_loaded: tuple[ProxyConfig, bytes] | None = None
+        self._last_loaded: tuple[ProxyConfig, bytes, tuple[str, ...]] | None = None
         self._last_rejected: ConfigRejected | None = None
         self.loaded_once = False
         self.first_update = asyncio.Event()
@@ -190,11 +190,11 @@ class ConfigApplier:
             self.first_update.set()
 
     def _apply(self, update: ConfigLoaded) -> None:
-        key = (update.config, digest_credentials(update.credentials))
+        key = (update.config, digest_credentials(update.credentials), update.warnings)
         if key == self._last_loaded and self._last_rejected is None:
             return
         try:
-            self._runtime.apply(update.config, update.credentials)
+            self._runtime.apply(update.config, update.credentials, update.warnings)
         except Exception as exc:  # the runtime found it unservable: same as a rejection
             log.debug("runtime refused config from %s", update.source, exc_info=True)
             self._reject(ConfigRejected(update.source, (f"{update.source}: {exc}",)))
@@ -215,6 +215,14 @@ class ConfigApplier:
         )
         if missing:
             self._log(logging.WARNING, "no credential found for %s", ", ".join(missing))
+        if update.warnings:
+            lines = "".join(f"\n  - {w}" for w in update.warnings)
+            self._log(
+                logging.WARNING,
+                "served with problems in %s (affected objects left out):%s",
+                update.source,
+                lines,
+            )
 
     def _reject(self, update: ConfigRejected) -> None:
         if update == self._last_rejected:
@@ -377,8 +385,6 @@ async def serve_process(
             await admin_runner.cleanup()
         if not drained:
             await proxy_runner.cleanup()
-    if code == 0 and not applier.loaded_once:
-        code = options.never_loaded_exit_code
     return code
 
 
@@ -661,6 +667,4 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
         await admin_runner.cleanup()
         reserved.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)
-    if code == 0 and not applier.loaded_once:
-        code = options.never_loaded_exit_code
     return code

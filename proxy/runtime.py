@@ -63,6 +63,7 @@ class ProxyRuntime:
         self._credential_values: frozenset[str] = frozenset()
         self._last_rejection: Rejection | None = None
         self._logged_rejection: tuple[str, tuple[str, ...]] | None = None
+        self._warnings: tuple[str, ...] = ()
 
     @property
     def ready(self) -> bool:
@@ -81,8 +82,16 @@ class ProxyRuntime:
     def last_rejection(self) -> Rejection | None:
         return self._last_rejection
 
-    def apply(self, config: ProxyConfig, credentials: Mapping[str, str]) -> None:
-        """Serve `config` from now on; `credentials` maps "ns/secret/key" refs to values."""
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Problems with some objects that did not stop the config being served (local mode)."""
+        return self._warnings
+
+    def apply(
+        self, config: ProxyConfig, credentials: Mapping[str, str], warnings: Sequence[str] = ()
+    ) -> None:
+        """Serve `config` from now on; `credentials` maps "ns/secret/key" refs to values;
+        `warnings` are shown at /routes until the next apply."""
         table, states = build_routing_table(config, credentials, self._states, self.metrics, self.clock)
         previous = self._table
         self._table = table
@@ -90,9 +99,13 @@ class ProxyRuntime:
         self._credential_values = frozenset(v for v in credentials.values() if len(v) >= 4)
         self._last_rejection = None
         self._logged_rejection = None
+        self._warnings = tuple(warnings)
         metrics = self.metrics
         if previous is not None and previous.revision != config.revision:
+            # Zero first: under multiprocess mode the worker's mmap keeps a removed series at
+            # its last value; single-process registries drop it, so the series do not pile up.
             metrics.config_info.labels(previous.revision).set(0)
+            metrics.config_info.remove(previous.revision)
         metrics.config_info.labels(config.revision).set(1)
         metrics.reloads.labels("applied").inc()
         if previous is None or previous.revision != config.revision:

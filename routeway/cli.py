@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from routeway.local import choose_gateway, evaluate
+from routeway.local import GatewayChoiceError, choose_gateway, evaluate
 from routeway.render import render
 
 COMMAND_MODULES = (
@@ -58,10 +58,10 @@ def run_render(args: argparse.Namespace) -> int:
     ev = evaluate(args.files)
     for problem in ev.problems:
         print(problem, file=sys.stderr)
-    key = choose_gateway(ev.translation, args.gateway)
-    if key is None:
-        what = f"ModelGateway {args.gateway!r}" if args.gateway else "a ModelGateway or ModelRoute"
-        print(f"error: no {what} found in the given files", file=sys.stderr)
+    try:
+        key = choose_gateway(ev.translation, args.gateway)
+    except GatewayChoiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     document = render(ev.translation.gateways[key]).to_document()
     if args.output == "json":

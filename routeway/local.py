@@ -37,13 +37,28 @@ class Evaluation:
     translation: Translation
     problems: tuple[Problem, ...]  # parse problems, then translation findings, in file order
 
+    @property
+    def blocking(self) -> bool:
+        """Parse-level problems: the files as a whole are not a valid set of objects."""
+        return bool(self.loaded.problems)
+
 
 @dataclass(frozen=True)
 class LocalLoad:
+    """What `routeway serve` gets from one read of the files.
+
+    `blocking` problems (a file that cannot be read or parsed, an object that does not match
+    its schema, no gateway to serve) mean the files are mid-edit or wrong as a whole: serve
+    keeps its last good config. Translation findings (a missing backend, a model-name conflict,
+    a revoked key Secret) are not blocking: like the operator, serve renders everything that is
+    valid, the affected object alone loses out, and the findings are shown as warnings.
+    """
+
     config: ProxyConfig | None  # None when the chosen gateway could not be rendered
     credentials: dict[str, str]  # credentialRef → value, from Secrets in the same files
-    problems: tuple[str, ...]  # one line per problem; empty when everything is valid
+    problems: tuple[str, ...]  # one line per problem, blocking first; empty when all is valid
     watched: tuple[str, ...]  # files that were read
+    blocking: bool = False  # True: do not replace a good config with this one
 
 
 def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
@@ -79,43 +94,50 @@ def evaluate(paths: Sequence[str], stdin: IO[str] | None = None) -> Evaluation:
     return Evaluation(loaded, translation, tuple(problems))
 
 
-def choose_gateway(translation: Translation, wanted: str | None) -> NsName | None:
-    """`--gateway` takes `name` or `namespace/name`; without it: the only gateway, else
-    `default/default`, else the first one in sorted order."""
+class GatewayChoiceError(ValueError):
+    """No gateway, or several and no `--gateway` to pick one: the message says which."""
+
+
+def choose_gateway(translation: Translation, wanted: str | None) -> NsName:
+    """`--gateway` takes `name` or `namespace/name`; without it the files must hold exactly one
+    gateway. Silently picking one of several would drop the other gateways' routes."""
     keys = sorted(translation.gateways)
+    names = ", ".join(f"{ns}/{name}" for ns, name in keys)
     if wanted:
         if "/" in wanted:
             ns, name = wanted.split("/", 1)
-            return (ns, name) if (ns, name) in translation.gateways else None
-        matches = [k for k in keys if k[1] == wanted]
-        return (
-            matches[0]
-            if len(matches) == 1
-            else (("default", wanted) if ("default", wanted) in matches else None)
-        )
-    if not keys:
-        return None
+            matches = [(ns, name)] if (ns, name) in translation.gateways else []
+        else:
+            matches = [k for k in keys if k[1] == wanted]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise GatewayChoiceError(f"no ModelGateway {wanted!r} found (gateways: {names or 'none'})")
+        raise GatewayChoiceError(f"--gateway {wanted!r} is ambiguous: name it as NAMESPACE/NAME ({names})")
     if len(keys) == 1:
         return keys[0]
-    return ("default", "default") if ("default", "default") in translation.gateways else keys[0]
+    if not keys:
+        raise GatewayChoiceError("no ModelGateway or ModelRoute found")
+    raise GatewayChoiceError(f"the files define several gateways ({names}): choose one with --gateway")
 
 
 def load_local(paths: Sequence[str], gateway: str | None = None) -> LocalLoad:
     ev = evaluate(paths)
     problems = [str(p) for p in ev.problems]
-    key = choose_gateway(ev.translation, gateway)
-    if key is None:
-        what = f"ModelGateway {gateway!r}" if gateway else "any ModelGateway or ModelRoute"
-        problems.append(f"no {what} found in {', '.join(paths)}")
-        return LocalLoad(None, {}, tuple(problems), ev.loaded.files)
+    try:
+        key = choose_gateway(ev.translation, gateway)
+    except GatewayChoiceError as exc:
+        problems.append(f"{', '.join(paths)}: {exc}")
+        return LocalLoad(None, {}, tuple(problems), ev.loaded.files, blocking=True)
     config = render(ev.translation.gateways[key])
     secrets = [o for o in ev.loaded.objects if isinstance(o, Secret)]
     credentials = resolve_credentials(config, lookup_in(secrets))
-    return LocalLoad(config, credentials, tuple(problems), ev.loaded.files)
+    return LocalLoad(config, credentials, tuple(problems), ev.loaded.files, blocking=ev.blocking)
 
 
 __all__ = [
     "Evaluation",
+    "GatewayChoiceError",
     "LocalLoad",
     "ObjectKey",
     "choose_gateway",

@@ -4,15 +4,18 @@ The manifests go through `load_local` — the translation the operator runs — 
 here is what a cluster would serve. The files and folders given with `-f` are watched
 (a file added to a watched folder counts); a saved change is live within a second.
 
-An invalid change is logged once and shown at `/routes`; the last good config keeps
-serving. If the very first load is invalid the proxy starts anyway — `serve` is a watch-mode
-tool, and the fix is usually one save away — with `/readyz` at 503 and every request
-answered 503 until a valid config is saved. Exit codes:
+Two kinds of problems, treated as the operator treats them:
+- files that do not parse or objects that do not match their schema: the change is rejected,
+  logged once and shown at `/routes` (`lastRejection`); the last good config keeps serving;
+- translation findings (a missing backend, a model-name conflict, a revoked key Secret): the
+  valid objects are served, the affected object alone loses out, and the findings are logged
+  and shown at `/routes` (`problems`).
+If the very first load is rejected the proxy starts anyway — `serve` is a watch-mode tool, and
+the fix is usually one save away — with `/readyz` at 503 and every request answered 503 until
+a valid config is saved. Exit codes:
 
-- 0: stopped by SIGTERM/SIGINT after serving a valid config (in-flight requests drained);
-- 1: stopped without a valid config ever having loaded (so a script that starts `serve`
-  on broken manifests and stops it sees the failure), or a port could not be bound, or a
-  second signal cut the drain short;
+- 0: stopped by SIGTERM/SIGINT (in-flight requests drained), whatever the config was;
+- 1: a port could not be bound, or a second signal cut the drain short;
 - 2: usage error, including a `-f` path that does not exist (a typo; nothing to watch).
 
 To check manifests without serving, use `routeway validate`.
@@ -89,12 +92,14 @@ class LocalManifestSource:
 
 
 def to_update(result: LocalLoad, source: str) -> ConfigUpdate:
-    """Any problem rejects the whole change: serving half of an edit is worse than none."""
+    """Files that do not parse reject the change (they are mid-edit or broken: the last good
+    config keeps serving). Translation findings do not: like the operator, everything valid is
+    served and the findings travel along as warnings, shown in the log and at /routes."""
     from routeway.proxy.process import ConfigLoaded, ConfigRejected
 
-    if result.problems or result.config is None:
+    if result.blocking or result.config is None:
         return ConfigRejected(source, result.problems or ("no config could be rendered",))
-    return ConfigLoaded(result.config, result.credentials, source)
+    return ConfigLoaded(result.config, result.credentials, source, warnings=result.problems)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         print(f"routeway serve: error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return 2
-    options = options_from_args(args, command="routeway serve", never_loaded_exit_code=1)
+    options = options_from_args(args, command="routeway serve")
     from routeway.proxy.process import run_proxy
 
     return run_proxy(LocalManifestSource(tuple(args.paths), args.gateway), options)

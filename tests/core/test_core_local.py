@@ -56,12 +56,38 @@ def test_explicit_gateways_are_taken_as_written(tmp_path: Path):
 def test_named_gateway_missing(tmp_path: Path):
     (tmp_path / "r.yaml").write_text(ROUTE % ("default", "", "default", "default"))
     loaded = load_local([str(tmp_path)], gateway="nope")
-    assert loaded.config is None
-    assert loaded.problems[-1].startswith("no ModelGateway 'nope' found")
+    assert loaded.config is None and loaded.blocking
+    assert loaded.problems[-1] == f"{tmp_path}: no ModelGateway 'nope' found (gateways: default/default)"
+
+
+def test_several_gateways_need_a_choice(tmp_path: Path):
+    (tmp_path / "a.yaml").write_text(ROUTE % ("team-a", "", "team-a", "team-a"))
+    (tmp_path / "b.yaml").write_text(ROUTE % ("team-b", "", "team-b", "team-b"))
+    loaded = load_local([str(tmp_path)])
+    assert loaded.config is None and loaded.blocking
+    assert (
+        "several gateways (team-a/default, team-b/default): choose one with --gateway" in loaded.problems[-1]
+    )
+    chosen = load_local([str(tmp_path)], gateway="team-b/default")
+    assert chosen.config is not None and chosen.config.gateway.namespace == "team-b"
+    ambiguous = load_local([str(tmp_path)], gateway="default")
+    assert "is ambiguous" in ambiguous.problems[-1]
+
+
+def test_translation_findings_do_not_block(tmp_path: Path):
+    broken_ref = ROUTE % ("default", "", "default", "default")
+    extra = "---\napiVersion: routeway.dev/v1alpha1\nkind: ModelRoute\nmetadata: {name: other}\nspec: {model: other, backends: [{name: ghost}]}\n"
+    (tmp_path / "r.yaml").write_text(broken_ref + extra)
+    loaded = load_local([str(tmp_path)])
+    assert not loaded.blocking
+    assert loaded.config is not None
+    assert [r.model for r in loaded.config.routes] == ["chat", "other"]
+    assert [t.backend for t in loaded.config.routes[1].targets] == []
+    assert any("BackendNotFound" in p for p in loaded.problems)
 
 
 def test_broken_file_is_a_problem_not_an_exception(tmp_path: Path):
     (tmp_path / "r.yaml").write_text("kind: [")
     loaded = load_local([str(tmp_path)])
-    assert loaded.config is None
+    assert loaded.config is None and loaded.blocking
     assert any("malformed YAML" in p for p in loaded.problems)

@@ -61,7 +61,7 @@ def test_usage_errors(argv: tuple[str, ...]) -> None:
 
 def test_serve_defaults() -> None:
     args = parse("serve", "-f", "a.yaml", "-f", "dir/", "--gateway", "team-a/public")
-    options = commands.options_from_args(args, command="routeway serve", never_loaded_exit_code=1)
+    options = commands.options_from_args(args, command="routeway serve")
     assert args.paths == ["a.yaml", "dir/"] and args.gateway == "team-a/public"
     assert (options.host, options.port, options.admin_port, options.log_level) == (
         "127.0.0.1",

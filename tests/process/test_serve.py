@@ -3,8 +3,9 @@
 Covers: a request routed from manifests (credential from a Secret in the same file); an edit
 live without restart (revision header changes, new upstream model); a new file in a watched
 folder; an invalid edit rejected and shown at /routes while the last good config serves;
-an invalid first load (starts, 503 until fixed; exit 1 if never fixed); a missing path
-(exit 2); the quick start streamed through the official openai SDK.
+an invalid first load (starts, 503 until fixed; SIGTERM still exits 0 if never fixed); a
+route with a dangling reference (everything else serves, the problem shows at /routes); a
+missing path (exit 2); the quick start streamed through the official openai SDK.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ async def test_invalid_edit_keeps_last_good_config(
 
 async def test_invalid_first_load_waits_for_a_fix(tmp_path: Path, launch: Launch, upstream: Upstream) -> None:
     path = tmp_path / "routeway.yaml"
-    path.write_text(manifest(upstream.url).replace("{name: upstream}", "{name: missing}"))
+    path.write_text(manifest(upstream.url).replace("provider: openai", "provider: nonsense"))
     routeway = await launch("serve", "-f", str(path))
     assert (await routeway.get_admin("/readyz"))[0] == 503
     assert (await routeway.chat()).status == 503
@@ -92,13 +93,30 @@ async def test_invalid_first_load_waits_for_a_fix(tmp_path: Path, launch: Launch
     assert await routeway.stop() == 0
 
 
-async def test_never_valid_exits_1(tmp_path: Path, launch: Launch) -> None:
+async def test_never_valid_still_drains_to_exit_0(tmp_path: Path, launch: Launch) -> None:
     path = tmp_path / "routeway.yaml"
     path.write_text("kind: ModelRoute\nmetadata: {name: chat}\n")
     routeway = await launch("serve", "-f", str(path))
     assert (await routeway.get_admin("/readyz"))[0] == 503
-    assert await routeway.stop() == 1
+    assert await routeway.stop() == 0  # SIGTERM is an orderly stop, whatever the config was
     assert "rejected" in routeway.log()
+
+
+async def test_dangling_reference_serves_the_rest(tmp_path: Path, launch: Launch, upstream: Upstream) -> None:
+    path = tmp_path / "routeway.yaml"
+    ghost = (
+        "\n---\napiVersion: routeway.dev/v1alpha1\nkind: ModelRoute\nmetadata: {name: ghostly}\n"
+        "spec: {model: ghostly, backends: [{name: ghost}]}\n"
+    )
+    path.write_text(manifest(upstream.url) + ghost)
+    routeway = await launch("serve", "-f", str(path))
+    assert (await routeway.chat()).status == 200  # the valid route serves
+    status, routes = await routeway.get_admin("/routes")
+    assert status == 200
+    assert any("BackendNotFound" in p and "ghost" in p for p in routes["problems"])
+    assert (await routeway.get_admin("/readyz"))[0] == 200
+    assert "BackendNotFound" in routeway.log()
+    assert await routeway.stop() == 0
 
 
 async def test_missing_path_is_a_usage_error(tmp_path: Path) -> None:

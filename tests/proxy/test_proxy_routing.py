@@ -127,3 +127,21 @@ async def test_hot_apply_with_streams_in_flight(gateway: Gateway, upstream: Upst
     assert {r.headers["x-routeway-revision"] for r in responses} == {old.revision}
     assert all(body.endswith(b"data: [DONE]\n\n") for body in bodies)
     assert after == [(200, "ns/new")] * 5
+
+
+async def test_every_backend_ejected_and_failing_is_503_with_retry_after(gateway: Gateway) -> None:
+    dead = "http://127.0.0.1:1/v1"  # nothing listens on port 1: connection refused
+    backends = [make_backend("a", dead, failures=1), make_backend("b", dead, failures=1)]
+    gateway.runtime.apply(make_config(backends, [make_route("gpt", [("a", 1), ("b", 1)])]), {})
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for _ in range(3):
+            async with session.post(f"{gateway.v1}/chat/completions", data=orjson.dumps(CHAT)) as response:
+                body = await response.json()
+                statuses.append((response.status, response.headers.get("Retry-After"), body["error"]["code"]))
+    # first requests: one backend is still admitted, a refused connection is a 502
+    assert statuses[0][0] == 502
+    # once both are ejected the model is down: 503, with the time until one is re-admitted
+    status, retry_after, code = statuses[-1]
+    assert (status, code) == (503, "backend_unavailable")
+    assert retry_after is not None and int(retry_after) >= 1
