@@ -174,9 +174,7 @@ def load_average() -> float:
 def started(name: str, command: list[str], logs: Path, cwd: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server in its own session; stop the whole group on exit, SIGKILL if it lingers."""
     log = (logs / f"{name}.log").open("wb")
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
-    )
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
     try:
         yield process
     finally:
@@ -499,8 +497,10 @@ def start_targets(
             report["notes"].append("routeway serve was not available: Routeway rows pending")
             return targets
         port, admin = free_port(), free_port()
-        Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port))
-        command = [ROUTEWAY, "serve", "-f", manifests, "--host", "127.0.0.1", "--port", str(port)]
+        folder = Path(manifests, "routeway")  # its own folder: serve reads every YAML file in it
+        folder.mkdir()
+        (folder / "bench.yaml").write_text(MANIFESTS.format(port=up_port))
+        command = [ROUTEWAY, "serve", "-f", str(folder), "--host", "127.0.0.1", "--port", str(port)]
         command += ["--admin-port", str(admin), "--workers", str(args.workers)]
         process = stack.enter_context(started("routeway", command, logs))
         try:
