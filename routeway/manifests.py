@@ -16,7 +16,7 @@ from typing import IO, Any, TypeAlias
 import yaml
 from pydantic import ValidationError
 
-from routeway.resources import KIND_MODELS, ModelBackend, ModelGateway, ModelRoute, Secret
+from routeway.resources import KIND_MODELS, FieldError, ModelBackend, ModelGateway, ModelRoute, Secret
 from routeway.translate import ObjectKey
 
 Resource: TypeAlias = ModelBackend | ModelRoute | ModelGateway | Secret
@@ -63,6 +63,16 @@ def format_loc(loc: Sequence[int | str]) -> str:
     return out
 
 
+def _error_path(err: Mapping[str, Any]) -> str:
+    """pydantic's location, extended by the field a cross-field rule (FieldError) names."""
+    path = format_loc(err["loc"])
+    cause = err.get("ctx", {}).get("error")
+    if isinstance(cause, FieldError):
+        suffix = cause.field
+        return f"{path}.{suffix}" if path and not suffix.startswith("[") else f"{path}{suffix}"
+    return path
+
+
 def _clean_message(err: Mapping[str, Any]) -> str:
     msg = str(err.get("msg", "invalid"))
     if err.get("type") == "extra_forbidden":
@@ -95,7 +105,7 @@ def parse_object(body: Mapping[str, Any]) -> Resource:
     except ValidationError as exc:
         # Dict-keyed loc parts come from pydantic as strings; list indexes as ints.
         raise ObjectError(
-            [(format_loc(e["loc"]), _clean_message(e)) for e in exc.errors(include_url=False)]
+            [(_error_path(e), _clean_message(e)) for e in exc.errors(include_url=False)]
         ) from None
 
 
@@ -173,6 +183,29 @@ def load_manifests(paths: Sequence[str], stdin: IO[str] | None = None) -> LoadRe
     return LoadResult(tuple(objects), invalid, tuple(problems), tuple(files), sources)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: `{weight: 1, weight: 0}` is a typo to report,
+    not a silent last-wins (the API server's strict field validation rejects it too)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 def _source(name: str, index: int) -> str:
     """`file` for a file's first document, `file#N` for the N-th: short in the common case."""
     return f"{name}#{index}" if index > 1 else name
@@ -181,7 +214,7 @@ def _source(name: str, index: int) -> str:
 def _documents(name: str, text: str, problems: list[Problem]) -> Iterator[tuple[int, Mapping[str, Any]]]:
     """Yield (1-based index, mapping) per YAML document; `kind: List` is expanded."""
     try:
-        docs = list(yaml.safe_load_all(text))
+        docs = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -11,9 +11,12 @@ reported instead of quietly changing routing.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from routeway.durations import Duration
@@ -27,7 +30,35 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 
+# http(s), a host without userinfo (no `@` before the path), then anything without spaces.
+URL_PATTERN = r"^https?://[^\s/?#@]+([/?#][^\s]*)?$"
+
+
+def _check_url(url: str) -> str:
+    if not re.match(URL_PATTERN, url):
+        if re.match(r"^https?://[^\s/?#]*@", url):
+            raise ValueError("must not contain user:password@; put the credential in apiKeySecretRef")
+        raise ValueError("must be an http:// or https:// URL without spaces, e.g. http://vllm.ml.svc:8000/v1")
+    return url
+
+
+# The pattern reaches the CRD through the JSON schema; the validator gives people a sentence.
+UpstreamURL = Annotated[
+    str,
+    AfterValidator(_check_url),
+    Field(max_length=2048, json_schema_extra={"pattern": URL_PATTERN}),
+]
+
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+
+
+class FieldError(ValueError):
+    """A cross-field rule broken at `field` (a path relative to the validated model), so that
+    `routeway validate` can name `spec.url` rather than just `spec`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class _Spec(BaseModel):
@@ -117,10 +148,11 @@ class ModelBackendSpec(_Spec):
         description="Wire protocol of the upstream. `openai`: any OpenAI-compatible server "
         "(vLLM, TGI, Ollama, OpenAI, ...). `mock`: a simulated model inside the gateway."
     )
-    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = Field(
+    url: UpstreamURL | None = Field(
         None,
         description="Base URL as an OpenAI SDK takes it, e.g. http://vllm.ml.svc:8000/v1. "
-        "Required for provider `openai`.",
+        "Required for provider `openai`. No user:password@ part: credentials belong in "
+        "apiKeySecretRef, never in a URL that is rendered into ConfigMaps.",
     )
     model: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         None, description="Model name sent upstream; defaults to the route's public model name."
@@ -146,9 +178,9 @@ class ModelBackendSpec(_Spec):
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelBackendSpec:
         if self.provider == "openai" and not self.url:
-            raise ValueError("url is required when provider is openai")
+            raise FieldError("url", "url is required when provider is openai")
         if self.provider != "mock" and self.mock is not None:
-            raise ValueError("mock may only be set when provider is mock")
+            raise FieldError("mock", "mock may only be set when provider is mock")
         return self
 
     CEL_RULES: ClassVar[list[dict[str, str]]] = [
@@ -244,10 +276,13 @@ class ModelRouteSpec(_Spec):
 
     @model_validator(mode="after")
     def _unique_backends(self) -> ModelRouteSpec:
-        names = [b.name for b in self.backends]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"backend names must be unique within a route: {', '.join(dupes)}")
+        seen: set[str] = set()
+        for i, backend in enumerate(self.backends):
+            if backend.name in seen:
+                raise FieldError(
+                    f"backends[{i}].name", f"backend names must be unique within a route: {backend.name}"
+                )
+            seen.add(backend.name)
         return self
 
     CEL_RULES: ClassVar[list[dict[str, str]]] = [
@@ -324,7 +359,10 @@ class ModelGatewaySpec(_Spec):
     def _names_only_with_list(self) -> ModelGatewaySpec:
         namespaces = self.allowed_routes.namespaces
         if namespaces.from_ != "List" and namespaces.names:
-            raise ValueError("allowedRoutes.namespaces.names is only used when from is List")
+            raise FieldError(
+                "allowedRoutes.namespaces.names",
+                "allowedRoutes.namespaces.names is only used when from is List",
+            )
         return self
 
     CEL_RULES: ClassVar[list[dict[str, str]]] = [
@@ -445,6 +483,15 @@ class Secret(BaseModel):
     metadata: ObjectMeta
     data: dict[str, str] = Field(default_factory=dict)
     string_data: dict[str, str] = Field(default_factory=dict, alias="stringData")
+
+    @model_validator(mode="after")
+    def _data_is_base64(self) -> Secret:
+        for key, value in self.data.items():
+            try:
+                base64.b64decode("".join(value.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise FieldError(f"data.{key}", "not valid base64 (use stringData for plain text)") from None
+        return self
 
     @property
     def namespace(self) -> str:

@@ -78,7 +78,7 @@ spec: {provider: openai}
         for line in lines
     )
     assert f"{path}#2: ModelRoute/chat: spec.colour: unknown field" in lines
-    assert any(line.startswith(f"{path}#3: ModelBackend/nourl: spec: url is required") for line in lines)
+    assert f"{path}#3: ModelBackend/nourl: spec.url: url is required when provider is openai" in lines
     assert len(lines) == 4
 
 
@@ -189,3 +189,49 @@ def test_render_gateway_selection(tmp_path: Path):
 def test_usage_errors_exit_2():
     assert cli("validate").returncode == 2
     assert cli("render", "-f", str(QUICKSTART), "-o", "xml").returncode == 2
+
+
+def test_cross_field_rules_name_the_field(tmp_path: Path):
+    path = write(
+        tmp_path,
+        "x.yaml",
+        """
+apiVersion: routeway.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: a}
+spec: {provider: openai}
+---
+apiVersion: routeway.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: b}
+spec: {provider: openai, url: "http://user:hunter2@host/v1"}
+---
+apiVersion: routeway.dev/v1alpha1
+kind: ModelRoute
+metadata: {name: r}
+spec: {model: m, backends: [{name: a}, {name: a}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s}
+data: {k: "!!!not-base64"}
+""",
+    )
+    proc = cli("validate", "-f", path)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == [
+        f"{path}: ModelBackend/a: spec.url: url is required when provider is openai",
+        f"{path}#2: ModelBackend/b: spec.url: must not contain user:password@; put the credential in apiKeySecretRef",
+        f"{path}#3: ModelRoute/r: spec.backends[1].name: backend names must be unique within a route: a",
+        f"{path}#4: Secret/s: data.k: not valid base64 (use stringData for plain text)",
+    ]
+    assert "hunter2" not in proc.stdout + proc.stderr
+
+
+def test_duplicate_yaml_keys_are_reported(tmp_path: Path):
+    path = write(
+        tmp_path, "d.yaml", "kind: ModelRoute\nspec: {backends: [{name: a, weight: 1, weight: 0}]}\n"
+    )
+    proc = cli("validate", "-f", path)
+    assert proc.returncode == 1
+    assert "found duplicate key 'weight'" in proc.stdout

@@ -82,12 +82,14 @@ def test_credentials_resolve_only_what_config_names() -> None:
     assert creds == {"default/creds/api-key": "sk-1", "default/client/a": "sk-a"}
 
 
-def test_secret_value_handles_bad_base64() -> None:
-    bad = Secret.model_validate(
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}, "data": {"k": "%%%"}}
-    )
-    assert secret_value(bad, "k") is None
-    assert secret_value(bad, "missing") is None
+def test_secret_with_bad_base64_is_invalid_and_never_half_used() -> None:
+    body = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}, "data": {"k": "%%%"}}
+    with pytest.raises(ValueError, match="not valid base64"):
+        Secret.model_validate(body)
+    # values that reach secret_value unvalidated still never decode to junk
+    unchecked = Secret.model_construct(data={"k": "%%%"}, string_data={})
+    assert secret_value(unchecked, "k") is None
+    assert secret_value(unchecked, "missing") is None
 
 
 def test_list_kind_stdin_and_hidden_files(tmp_path: Path) -> None:
