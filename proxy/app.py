@@ -167,6 +167,7 @@ def authenticate(table: RoutingTable, authorization: str | None) -> None:
             "Invalid or missing API key: send Authorization: Bearer <key>.",
             "invalid_api_key",
             INVALID_REQUEST,
+            headers={"WWW-Authenticate": 'Bearer realm="routeway"'},
         )
 
 

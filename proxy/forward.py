@@ -537,7 +537,10 @@ class Forwarder:
             f"Route {self.route.id}: backend {target.backend.id} "
             f"{'stalled' if code == 504 else 'broke off'} mid-stream."
         )
-        event = b"data: " + render_error_body(message, "server_error", reason) + b"\n\n"
+        # Metric reasons are kebab-case like retryOn values; client error codes are snake_case
+        # like every other OpenAI error code the gateway sends.
+        code_name = "upstream_" + reason.replace("-", "_")
+        event = b"data: " + render_error_body(message, "server_error", code_name) + b"\n\n"
         try:
             await response.write(event)
             await response.write_eof()

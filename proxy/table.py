@@ -90,7 +90,9 @@ class RoutingTable:
     config: ProxyConfig
     routes: Mapping[str, RouteEntry]  # by public model name
     backends: Mapping[str, BackendEntry]
-    auth_required: bool  # clientKeyRefs set: a request needs one of `client_keys`
+    auth_required: (
+        bool  # requireClientKey or clientKeyRefs: a request needs one of `client_keys` (none: all 401)
+    )
     client_keys: tuple[bytes, ...]
     models_body: bytes  # GET /v1/models, prebuilt
     unrouted: PairMetrics  # ("", "") for answers given before routing
@@ -224,7 +226,7 @@ def build_routing_table(
         config=config,
         routes=routes,
         backends=backends,
-        auth_required=bool(config.gateway.client_key_refs),
+        auth_required=config.gateway.require_client_key or bool(config.gateway.client_key_refs),
         client_keys=tuple(client_keys),
         models_body=render_models_list(sorted(routes)),
         unrouted=metrics.bind_pair("", ""),

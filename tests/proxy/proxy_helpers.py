@@ -333,6 +333,7 @@ def make_config(
     *,
     max_body_bytes: int = 1_000_000,
     client_keys: tuple[str, ...] = (),
+    require_client_key: bool = False,
 ) -> ProxyConfig:
     return ProxyConfig(
         gateway=GatewayConfig.model_validate(
@@ -341,6 +342,7 @@ def make_config(
                 "name": "gw",
                 "maxBodyBytes": max_body_bytes,
                 "clientKeyRefs": list(client_keys),
+                "requireClientKey": require_client_key or bool(client_keys),
             }
         ),
         backends=tuple(backends),

@@ -197,7 +197,7 @@ async def test_dropped_stream_ends_with_an_error_event(gateway: Gateway, upstrea
         body = await response.read()
     events = [e for e in body.split(b"\n\n") if e]
     assert len(events) == 3
-    assert orjson.loads(events[-1][6:])["error"]["code"] == "disconnect"
+    assert orjson.loads(events[-1][6:])["error"]["code"] == "upstream_disconnect"
     assert sample(gateway, "routeway_requests_total", route="ns/gpt", backend="ns/b", code="502") == 1
 
 
@@ -328,7 +328,7 @@ async def test_backend_total_timeout_cuts_even_a_healthy_stream(gateway: Gateway
     ):
         body = await response.read()
     last = [e for e in body.split(b"\n\n") if e][-1]
-    assert orjson.loads(last[6:])["error"]["code"] == "total-timeout"
+    assert orjson.loads(last[6:])["error"]["code"] == "upstream_total_timeout"
     status, _, answer = await post(gateway, {**CHAT, "model": "slow"})
     assert (status, answer["error"]["code"]) == (504, "upstream_timeout")  # type: ignore[index]
     assert (

@@ -8,6 +8,7 @@ streaming), embeddings, models list and retrieve; errors mapped to the SDK's typ
 
 from __future__ import annotations
 
+import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI
@@ -154,6 +155,25 @@ async def test_client_keys_401_and_accept(gateway: Gateway, upstream: Upstream) 
         answer = await c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
     assert answer.choices
     assert "Authorization" not in upstream.seen[-1].headers  # the client key stays at the gateway
+
+
+async def test_auth_fails_closed_when_the_key_secret_is_gone(gateway: Gateway, upstream: Upstream) -> None:
+    """A gateway that configures auth but whose key Secret is missing renders no keys: every
+    request is refused, never let through."""
+    backend = make_backend("b1", upstream.base("ok"))
+    config = make_config([backend], [make_route("gpt", [("b1", 1)])], require_client_key=True)
+    gateway.runtime.apply(config, {})
+    async with aiohttp.ClientSession() as session:
+        for key in ("", "anything"):
+            async with session.post(
+                f"{gateway.v1}/chat/completions",
+                json={"model": "gpt", "messages": [{"role": "user", "content": "x"}]},
+                headers={"Authorization": f"Bearer {key}"} if key else {},
+            ) as response:
+                assert response.status == 401
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
+                assert (await response.json())["error"]["code"] == "invalid_api_key"
+    assert upstream.seen == []
 
 
 async def test_body_over_limit_is_413(gateway: Gateway, upstream: Upstream) -> None:
