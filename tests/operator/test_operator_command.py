@@ -70,12 +70,19 @@ async def test_operator_command_with_a_kubeconfig(
         ):
             assert resp.status == 200
         assert any(r.headers.get("Authorization") == "Bearer t0ken" for r in kmock.writes())
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp,
-        ):
-            text = await resp.text()
-        assert 'routeway_operator_reconciles_total{kind="ModelGateway",result="ok"}' in text
+        # The Deployment is written before the statuses: the reconcile may still be running.
+        wanted = 'routeway_operator_reconciles_total{kind="ModelGateway",result="ok"}'
+        text = ""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while wanted not in text and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp,
+            ):
+                text = await resp.text()
+        assert wanted in text, text
     finally:
         stop.set()
         try:
