@@ -187,14 +187,14 @@ class Forwarder:
 
     async def run(self) -> web.StreamResponse:
         in_flight = self.route.in_flight
-        in_flight.inc()
+        in_flight.inc(1)
         try:
             return await self._run()
         except asyncio.CancelledError:
             self._record(CLIENT_CLOSED)  # the client went away (handler cancellation)
             raise
         finally:
-            in_flight.dec()
+            in_flight.inc(-1)
 
     async def _run(self) -> web.StreamResponse:
         route = self.route

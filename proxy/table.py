@@ -22,10 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
-from prometheus_client import Gauge
 from routeway.proxy.balancer import WeightedRoundRobin
 from routeway.proxy.health import ConcurrencyLimiter, OutlierDetector
-from routeway.proxy.metrics import PairMetrics, ProxyMetrics
+from routeway.proxy.metrics import PairMetrics, PlainValue, ProxyMetrics, adopt_value
 from routeway.proxy.providers import Provider
 from routeway.proxy.providers.mock import MockProvider
 from routeway.proxy.providers.openai import OpenAIProvider
@@ -78,7 +77,7 @@ class RouteEntry:
     retry_on: frozenset[str]
     headers: Mapping[str, str]  # route and revision headers, before a backend is chosen
     metrics: PairMetrics  # (route, "") for answers given before a backend was chosen
-    in_flight: Gauge  # child for this route
+    in_flight: PlainValue  # value of this route's in-flight gauge child (mmap-backed in multiprocess mode)
 
     @property
     def id(self) -> str:
@@ -212,7 +211,7 @@ def build_routing_table(
             retry_on=frozenset(route.retries.retry_on),
             headers=route_headers,
             metrics=metrics.bind_pair(route.id, ""),
-            in_flight=metrics.in_flight.labels(route.id),
+            in_flight=adopt_value(metrics.in_flight.labels(route.id)),
         )
 
     client_keys = []

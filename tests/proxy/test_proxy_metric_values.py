@@ -1,0 +1,56 @@
+"""The hot path's direct metric updates give exactly what prometheus_client's own API gives."""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import CollectorRegistry
+from routeway.proxy.metrics import LATENCY_BUCKETS, ProxyMetrics, adopt_value
+from routeway.proxy.stats import read_stats
+
+
+def test_pair_updates_match_the_public_api_and_survive_rebinding() -> None:
+    direct = ProxyMetrics(CollectorRegistry())
+    public = ProxyMetrics(CollectorRegistry())
+    pair = direct.bind_pair("r", "b")
+    observations = [0.0, 0.005, 0.0051, 0.3, 1.0, 299.0, 1e6, *LATENCY_BUCKETS]
+    for seconds in observations:
+        pair.count_request(200, seconds)
+        public.requests.labels("r", "b", "200").inc()
+        public.duration.labels("r", "b").observe(seconds)
+        pair.ttft.observe(seconds)
+        public.ttft.labels("r", "b").observe(seconds)
+    pair.count_tokens(7, 0)
+    public.tokens.labels("r", "b", "prompt").inc(7)
+    # a new routing table binds the same children again: nothing counted so far is lost
+    again = direct.bind_pair("r", "b")
+    again.count_request(503, 0.2)
+    public.requests.labels("r", "b", "503").inc()
+    public.duration.labels("r", "b").observe(0.2)
+    again.count_tokens(1, 2)
+    public.tokens.labels("r", "b", "prompt").inc(1)
+    public.tokens.labels("r", "b", "completion").inc(2)
+
+    def samples(metrics: ProxyMetrics) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
+        return sorted(
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for family in metrics.registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        )
+
+    assert samples(direct) == samples(public)
+    stats = read_stats(direct.registry).for_pair("r", "b")
+    assert stats.by_code == {"200": len(observations), "503": 1.0}
+    assert math.isclose(stats.latency.total, sum(observations) + 0.2)
+
+
+def test_in_flight_value_reads_back_at_scrape() -> None:
+    metrics = ProxyMetrics(CollectorRegistry())
+    value = adopt_value(metrics.in_flight.labels("r"))
+    value.inc(1)
+    value.inc(1)
+    assert read_stats(metrics.registry).in_flight == {"r": 2.0}
+    assert adopt_value(metrics.in_flight.labels("r")) is value
+    value.inc(-1)
+    assert read_stats(metrics.registry).in_flight == {"r": 1.0}
