@@ -360,11 +360,9 @@ class Forwarder:
                 hard = self.deadline
             call = self._build_call(target)
             try:
-                async with (
-                    AttemptWatchdog(timeouts.first_byte, hard) as watchdog,
-                    backend.provider.open(self.session, call) as reply,
-                ):
-                    return await self._answer(target, reply, watchdog, plan)
+                with AttemptWatchdog(timeouts.first_byte, hard, self.loop) as watchdog:
+                    async with backend.provider.open(self.session, call) as reply:
+                        return await self._answer(target, reply, watchdog, plan)
             except AttemptTimeout as timeout:
                 if self._response is not None:
                     return await self._cut_stream(
@@ -441,7 +439,8 @@ class Forwarder:
             if not chunk:
                 break
             parts.append(chunk)
-            watchdog.touch()
+            watchdog.paused = False  # watchdog.touch(), inlined
+            watchdog.last = self.loop.time()
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         headers = filter_response_headers(reply.headers)
         headers.update(target.headers)
@@ -497,6 +496,7 @@ class Forwarder:
         self._filter = sse
         first = True
         chunk = first_chunk
+        loop = self.loop
         try:
             await response.prepare(self.request)
             self._response = response
@@ -505,10 +505,11 @@ class Forwarder:
                 if out:
                     if first:
                         first = False
-                        target.metrics.ttft.observe(self.loop.time() - self.started)
-                    watchdog.pause()  # a slow client is not a stalled upstream
+                        target.metrics.ttft.observe(loop.time() - self.started)
+                    watchdog.paused = True  # a slow client is not a stalled upstream
                     await response.write(out)
-                    watchdog.touch()
+                    watchdog.paused = False  # watchdog.touch(), inlined
+                    watchdog.last = loop.time()
                 chunk = await reply.read_chunk()
             rest = sse.flush()
             if rest:

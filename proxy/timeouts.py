@@ -34,50 +34,73 @@ class AttemptTimeout(Exception):
 
 
 class AttemptWatchdog:
+    """A sync context manager (entering it needs no coroutine) around one upstream attempt.
+
+    The hot path reads and writes `last` and `paused` directly instead of calling `touch()`
+    and `pause()`: a stream relays dozens of chunks and each method call costs more than the
+    attribute writes it wraps.
+    """
+
     __slots__ = (
         "_cancelling",
         "_deadline",
         "_expired",
+        "_first_byte",
         "_handle",
         "_idle",
-        "_last",
         "_loop",
-        "_paused",
         "_phase",
         "_task",
         "_when",
         "kind",
+        "last",
+        "paused",
     )
 
-    def __init__(self, first_byte: float, deadline: float | None) -> None:
-        """`deadline` is absolute loop time (or None); `first_byte` is relative to entry."""
-        self._loop = asyncio.get_running_loop()
+    def __init__(
+        self,
+        first_byte: float,
+        deadline: float | None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        task: asyncio.Task[object] | None = None,
+    ) -> None:
+        """`deadline` is absolute loop time (or None); `first_byte` is relative to entry.
+        `loop` and `task` default to the running ones (callers that know them pass them)."""
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
+        self._task = task
+        self._first_byte = first_byte
         self._idle = first_byte
         self._deadline = deadline
         self._phase: TimeoutKind = "first-byte"
-        self._last = self._loop.time()
+        self.last = 0.0
         self._handle: asyncio.TimerHandle | None = None
         self._when = 0.0
-        self._paused = False
+        self.paused = False
         self._expired = False
-        self._task: asyncio.Task[object] | None = None
         self._cancelling = 0
         self.kind: TimeoutKind | None = None
 
-    async def __aenter__(self) -> AttemptWatchdog:
-        task = asyncio.current_task()
+    def __enter__(self) -> AttemptWatchdog:
+        task = self._task
         if task is None:
-            raise RuntimeError("AttemptWatchdog must be used inside a task")
-        self._task = task
+            task = self._task = asyncio.current_task(self._loop)
+            if task is None:
+                raise RuntimeError("AttemptWatchdog must be used inside a task")
         self._cancelling = task.cancelling()
-        self._arm(self._expiry())
+        loop = self._loop
+        now = self.last = loop.time()
+        soft = now + self._first_byte
+        deadline = self._deadline
+        when = self._when = soft if deadline is None or soft < deadline else deadline
+        self._handle = loop.call_at(when, self._on_timer)
         return self
 
-    async def __aexit__(
+    def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
             self._handle = None
         if (
             self._expired
@@ -91,21 +114,24 @@ class AttemptWatchdog:
         """The first body bytes arrived: from now on the bound is `idle` between chunks."""
         self._phase = "idle"
         self._idle = idle
-        self._last = self._loop.time()
-        expiry = self._expiry()
+        loop = self._loop
+        now = self.last = loop.time()
+        soft = now + idle
+        deadline = self._deadline
+        expiry = soft if deadline is None or soft < deadline else deadline
         if expiry < self._when:
             self._arm(expiry)
 
     def touch(self) -> None:
-        self._paused = False
-        self._last = self._loop.time()
+        self.paused = False
+        self.last = self._loop.time()
 
     def pause(self) -> None:
         """Stop the idle clock (while writing to a slow client) until the next `touch()`."""
-        self._paused = True
+        self.paused = True
 
     def _expiry(self) -> float:
-        soft = self._last + self._idle
+        soft = self.last + self._idle
         deadline = self._deadline
         return soft if deadline is None or soft < deadline else deadline
 
@@ -117,14 +143,14 @@ class AttemptWatchdog:
 
     def _on_timer(self) -> None:
         self._handle = None
-        if self._paused:
-            self._last = self._loop.time()
+        if self.paused:
+            self.last = self._loop.time()
         expiry = self._expiry()
         if expiry - self._loop.time() > _SLACK:
             self._arm(expiry)
             return
         deadline = self._deadline
-        hard = deadline is not None and deadline <= self._last + self._idle
+        hard = deadline is not None and deadline <= self.last + self._idle
         self.kind = "total" if hard else self._phase
         self._expired = True
         if self._task is not None:
