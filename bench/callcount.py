@@ -25,6 +25,7 @@ from pathlib import Path
 from run import BENCH, MANIFESTS, OUT, PLAIN_BODY, PYTHON, ROUTEWAY, free_port, run_wrk, started, wait_http
 
 Key = tuple[str, int, str]
+CONNECTIONS = [8]  # wrk connections; set from --connections
 SKIP = ("serve_process", "run_until_complete", "run", "_run_once", "select", "poll")
 
 
@@ -37,7 +38,7 @@ def profiled(
     with started(name, [PYTHON, "-m", "cProfile", "-o", str(stats_file), *command], logs) as process:
         wait_http(url + "/v1/chat/completions", process, body=PLAIN_BODY, timeout=60)
         if seconds:
-            requests = run_wrk(url, 8, seconds, script)["requests"]
+            requests = run_wrk(url, CONNECTIONS[0], seconds, script)["requests"]
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     raw = pstats.Stats(str(stats_file)).stats  # type: ignore[attr-defined]  # undocumented but stable
@@ -85,7 +86,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--stream", action="store_true", help="streamed requests (bench/stream.lua)")
+    parser.add_argument("--connections", type=int, default=8)
     args = parser.parse_args()
+    CONNECTIONS[0] = args.connections
     script = "stream.lua" if args.stream else "post.lua"
     OUT.mkdir(exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="callcount-logs-", dir=OUT))
