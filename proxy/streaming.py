@@ -134,6 +134,51 @@ class SSEUsageFilter:
         self._pending = b""
 
     def _take_usage(self, complete: bytes) -> bytes:
+        """Parse (and maybe drop) only the events that carry a usage object.
+
+        Events end at `\n\n` here (no `\r` and no run of three newlines in the block), so an
+        event's bounds are the boundaries around its `"usage"` key and the other events of the
+        block are never split; anything else takes `_take_usage_split`,
+        which cuts the whole block into events the way `_EVENT_END` does.
+        """
+        if b"\r" in complete or b"\n\n\n" in complete:
+            return self._take_usage_split(complete)
+        pieces: list[bytes] = []
+        cursor = 0
+        search_at = 0
+        while True:
+            match = _USAGE_OPEN.search(complete, search_at)
+            if match is None:
+                break
+            at = match.start()
+            boundary = complete.rfind(b"\n\n", 0, at)
+            start = boundary + 2 if boundary >= 0 else 0
+            end = complete.find(b"\n\n", at) + 2  # the block ends on a boundary: found
+            search_at = end
+            event = complete[start:end]
+            if _USAGE_OPEN.search(event) is None:
+                continue  # the match ran across the event's end: not a usage object
+            if event.startswith(b"data: ") and event.find(b"\n") == len(event) - 2:
+                data = event[6:-2]  # one data line: what _read_event_data gives
+            else:
+                data = _read_event_data(event)
+            try:
+                document = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(document, dict):
+                usage = read_usage(document.get("usage"))
+                if usage is not None:
+                    self.usage = usage
+                    if self.strip_usage_chunk and document.get("choices") == []:
+                        pieces.append(complete[cursor:start])
+                        cursor = end
+        if not pieces:
+            return complete
+        pieces.append(complete[cursor:])
+        return b"".join(pieces)
+
+    def _take_usage_split(self, complete: bytes) -> bytes:
         kept: list[bytes] = []
         dropped = False
         for event in _split_events(complete):
