@@ -10,8 +10,9 @@ Serving it: run the app with `handler_cancellation=True` (`APP_RUNNER_OPTIONS`, 
 the upstream request even while the upstream is silent. Without it a disconnect is noticed at
 the next write only.
 
-Every answer is in the OpenAI shape: `_guard` turns `ProxyError`, wrong methods, unknown paths
-and any unexpected exception (logged, never shown) into `{"error": {...}}` documents.
+Every answer is in the OpenAI shape: `_guard` (inlined in the inference handler) turns
+`ProxyError`, wrong methods, unknown paths and any unexpected exception (logged, never shown)
+into `{"error": {...}}` documents.
 """
 
 from __future__ import annotations
@@ -95,27 +96,37 @@ def _guard(method: str | None, handler: Handler) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
         try:
             if method is not None and request.method != method:
-                raise ProxyError(
-                    405,
-                    f"Method {request.method} is not allowed on {request.path}.",
-                    "method_not_allowed",
-                    headers={"Allow": method},
-                )
+                raise _make_method_not_allowed(request, method)
             return await handler(request)
-        except ProxyError as error:
-            return make_error_response(error)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return make_error_response(_translate_http_exception(request, exc))
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("unhandled error answering %s %s", request.method, request.path)
-            return make_error_response(make_internal_error())
+        except Exception as exc:
+            return _answer_exception(request, exc)
 
     guarded.__name__ = getattr(handler, "__name__", "handler")
     return guarded
+
+
+def _make_method_not_allowed(request: web.Request, method: str) -> ProxyError:
+    return ProxyError(
+        405,
+        f"Method {request.method} is not allowed on {request.path}.",
+        "method_not_allowed",
+        headers={"Allow": method},
+    )
+
+
+def _answer_exception(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The OpenAI-shaped answer for an exception a handler raised (called inside `except`,
+    so `log.exception` has the traceback); a non-error HTTPException is raised again."""
+    if isinstance(exc, ProxyError):
+        return make_error_response(exc)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return make_error_response(_translate_http_exception(request, exc))
+    log.exception("unhandled error answering %s %s", request.method, request.path)
+    return make_error_response(make_internal_error())
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:
@@ -141,14 +152,18 @@ def _translate_http_exception(request: web.Request, exc: web.HTTPException) -> P
 def _require_table(request: web.Request) -> RoutingTable:
     table = request.app[RUNTIME_KEY].table
     if table is None:
-        raise ProxyError(
-            503,
-            "The gateway has no configuration yet.",
-            "not_ready",
-            "server_error",
-            headers={"Retry-After": "1"},
-        )
+        raise _make_not_ready()
     return table
+
+
+def _make_not_ready() -> ProxyError:
+    return ProxyError(
+        503,
+        "The gateway has no configuration yet.",
+        "not_ready",
+        "server_error",
+        headers={"Retry-After": "1"},
+    )
 
 
 def authenticate(table: RoutingTable, authorization: str | None) -> None:
@@ -218,34 +233,52 @@ def parse_request(kind: EndpointKind, raw: bytes) -> tuple[dict[str, Any], str]:
 
 
 def _make_inference_handler(kind: EndpointKind) -> Handler:
-    def handle(request: web.Request) -> Awaitable[web.StreamResponse]:
-        return handle_inference(request, kind)  # no extra coroutine frame per request
+    """`_guard("POST", ...)` and the routing of an inference request written as one coroutine:
+    these endpoints are the hot path, and each await level is a coroutine frame and a resume
+    per request."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            if request.method != "POST":
+                raise _make_method_not_allowed(request, "POST")
+            runtime = request.app[RUNTIME_KEY]
+            table = runtime.table
+            if table is None:
+                raise _make_not_ready()
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                if table.auth_required:
+                    authenticate(table, request.headers.get("Authorization"))
+                limit = table.config.gateway.max_body_bytes
+                length = request.content_length
+                if length is not None and length <= limit:
+                    raw = await request.read()
+                else:
+                    raw = await read_body(request, limit)  # 413, or a body without Content-Length
+                body, model = parse_request(kind, raw)
+                route = table.routes.get(model)
+                if route is None:
+                    raise ProxyError(
+                        404,
+                        f"The model '{model}' does not exist or you do not have access to it.",
+                        "model_not_found",
+                        param="model",
+                    )
+            except ProxyError as error:
+                table.unrouted.count_request(error.status, loop.time() - started)
+                raise
+            forwarder = Forwarder(
+                request, request.app[SESSION_KEY], runtime.metrics, route, kind, body, started, loop
+            )
+            return await forwarder.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return _answer_exception(request, exc)
 
     handle.__name__ = f"handle_{kind}"
     return handle
-
-
-async def handle_inference(request: web.Request, kind: EndpointKind) -> web.StreamResponse:
-    table = _require_table(request)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
-        authenticate(table, request.headers.get("Authorization"))
-        body, model = parse_request(kind, await read_body(request, table.max_body_bytes))
-        route = table.routes.get(model)
-        if route is None:
-            raise ProxyError(
-                404,
-                f"The model '{model}' does not exist or you do not have access to it.",
-                "model_not_found",
-                param="model",
-            )
-    except ProxyError as error:
-        table.unrouted.count_request(error.status, loop.time() - started)
-        raise
-    runtime = request.app[RUNTIME_KEY]
-    forwarder = Forwarder(request, request.app[SESSION_KEY], runtime.metrics, route, kind, body, started)
-    return await forwarder.run()
 
 
 async def list_models(request: web.Request) -> web.Response:

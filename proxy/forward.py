@@ -110,6 +110,14 @@ class CandidatePlan:
     def _pick_weighted(self) -> int | None:
         route = self._route
         targets = route.targets
+        if not self._failed:
+            for candidate in targets:
+                if candidate.backend.health.ejected_until is not None:
+                    break
+            else:  # nothing failed, nothing ever ejected: the common case
+                if self._sticky_key is None:
+                    return route.balancer.pick(())
+                return self._pick(())
         ejected = {i for i, t in enumerate(targets) if t.target.weight > 0 and t.backend.health.is_ejected()}
         failed = self._failed
         if not ejected and not failed:
@@ -162,6 +170,7 @@ class Forwarder:
         kind: EndpointKind,
         body: dict[str, Any],
         started: float,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.request = request
         self.session = session
@@ -170,7 +179,7 @@ class Forwarder:
         self.kind = kind
         self.body = body
         self.started = started
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.stream = kind != "embeddings" and body.get("stream") is True
         options = body.get("stream_options")
         self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -189,50 +198,47 @@ class Forwarder:
         in_flight = self.route.in_flight
         in_flight.inc(1)
         try:
-            return await self._run()
+            route = self.route
+            sticky_name = route.config.sticky_header
+            sticky_key = self.request.headers.get(sticky_name) if sticky_name else None
+            plan = CandidatePlan(route, sticky_key)
+            retries = route.config.retries
+            failure: AttemptFailed | None = None
+            previous: TargetEntry | None = None
+            attempt = 0
+            while True:
+                target = plan.next()
+                if target is None:
+                    break
+                if failure is not None and previous is not None:
+                    previous.metrics.count_retry(failure.reason)
+                    if failure.retry_reason != "overloaded":
+                        delay = compute_backoff(attempt, retries.backoff_base, retries.backoff_max)
+                        if self.deadline is not None and self.loop.time() + delay >= self.deadline:
+                            failure = self._route_timed_out()
+                            break
+                        await asyncio.sleep(delay)
+                attempt += 1
+                self._target = target
+                try:
+                    return await self._attempt(target, plan)
+                except AttemptFailed as failed:
+                    failure = failed
+                    previous = target
+                    plan.mark_failed(target)
+                    if failed.retry_reason is None or (
+                        failed.retry_reason != "overloaded" and failed.retry_reason not in route.retry_on
+                    ):
+                        break
+                    if self.deadline is not None and self.loop.time() >= self.deadline:
+                        failure = self._route_timed_out()
+                        break
+            return self._answer_failure(failure)
         except asyncio.CancelledError:
             self._record(CLIENT_CLOSED)  # the client went away (handler cancellation)
             raise
         finally:
             in_flight.inc(-1)
-
-    async def _run(self) -> web.StreamResponse:
-        route = self.route
-        sticky_name = route.config.sticky_header
-        sticky_key = self.request.headers.get(sticky_name) if sticky_name else None
-        plan = CandidatePlan(route, sticky_key)
-        retries = route.config.retries
-        failure: AttemptFailed | None = None
-        previous: TargetEntry | None = None
-        attempt = 0
-        while True:
-            target = plan.next()
-            if target is None:
-                break
-            if failure is not None and previous is not None:
-                previous.metrics.count_retry(failure.reason)
-                if failure.retry_reason != "overloaded":
-                    delay = compute_backoff(attempt, retries.backoff_base, retries.backoff_max)
-                    if self.deadline is not None and self.loop.time() + delay >= self.deadline:
-                        failure = self._route_timed_out()
-                        break
-                    await asyncio.sleep(delay)
-            attempt += 1
-            self._target = target
-            try:
-                return await self._attempt(target, plan)
-            except AttemptFailed as failed:
-                failure = failed
-                previous = target
-                plan.mark_failed(target)
-                if failed.retry_reason is None or (
-                    failed.retry_reason != "overloaded" and failed.retry_reason not in route.retry_on
-                ):
-                    break
-                if self.deadline is not None and self.loop.time() >= self.deadline:
-                    failure = self._route_timed_out()
-                    break
-        return self._answer_failure(failure)
 
     def _route_timed_out(self) -> AttemptFailed:
         return AttemptFailed(
@@ -339,13 +345,15 @@ class Forwarder:
     async def _attempt(self, target: TargetEntry, plan: CandidatePlan) -> web.StreamResponse:
         backend = target.backend
         config = backend.config
-        route_id = self.route.id
+        route_id = self.route.config.id
         now = self.loop.time()
-        wait = config.queue_timeout
-        if self.deadline is not None:
-            wait = min(wait, self.deadline - now)
         limiter = backend.limiter
-        if not limiter.try_acquire() and not await limiter.acquire(wait):
+        unlimited = limiter.limit is None
+        if unlimited:
+            limiter.in_use += 1  # ConcurrencyLimiter.try_acquire without a limit, inlined
+        elif not limiter.try_acquire() and not await limiter.acquire(
+            config.queue_timeout if self.deadline is None else min(config.queue_timeout, self.deadline - now)
+        ):
             raise self._fail(
                 target,
                 "overloaded",
@@ -416,7 +424,10 @@ class Forwarder:
                     ),
                 ) from None
         finally:
-            limiter.release()
+            if unlimited:
+                limiter.in_use -= 1  # release: nobody waits for an unlimited backend
+            else:
+                limiter.release()
 
     async def _answer(
         self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog, plan: CandidatePlan
@@ -478,7 +489,9 @@ class Forwarder:
             target.metrics.count_error("upstream-5xx")
             self._record_health_failure(target)
         else:
-            backend.health.record_success()
+            health = backend.health
+            if health.consecutive_failures or health.ejected_until is not None:
+                health.record_success()  # otherwise it would change nothing
             if status < 300:
                 usage = find_document_usage(body)
                 if usage is not None:
