@@ -65,7 +65,7 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
     app[RUNTIME_KEY] = runtime
     app.cleanup_ctx.append(_own_client_session)
     for kind, path in ENDPOINT_PATHS.items():
-        app.router.add_route("*", "/v1" + path, _guard("POST", _make_inference_handler(kind)))
+        app.router.add_route("*", "/v1" + path, _make_inference_handler(kind))  # guards itself
     app.router.add_route("*", "/v1/models", _guard("GET", list_models))
     app.router.add_route("*", "/v1/models/{model:.+}", _guard("GET", get_model))
     app.router.add_route("*", "/{tail:.*}", _guard(None, _not_found))

@@ -68,7 +68,6 @@ def _get_all(headers: Mapping[str, str], name: str) -> list[str]:
 _EMPTY: frozenset[str] = frozenset()
 
 
-_DECISIONS: dict[frozenset[str], dict[str, bool]] = {}
 _DECISION_CACHE_LIMIT = 512  # header names repeat; an attacker's random names are not cached
 
 
@@ -77,10 +76,17 @@ def _is_fixed_drop(name: str, fixed: frozenset[str]) -> bool:
     return lower in fixed or lower.startswith("proxy-")
 
 
-def _copy_allowed(headers: Mapping[str, str], fixed: frozenset[str]) -> CIMultiDict[str]:
-    """The headers whose names are neither in `fixed`, nor Proxy-*, nor named in Connection."""
-    named = list_connection_tokens(headers) if _has_connection(headers) else _EMPTY
-    decisions = _DECISIONS.setdefault(fixed, {})
+def _copy_allowed(
+    headers: Mapping[str, str], fixed: frozenset[str], decisions: dict[str, bool]
+) -> CIMultiDict[str]:
+    """The headers whose names are neither in `fixed`, nor Proxy-*, nor named in Connection.
+
+    `decisions` caches `_is_fixed_drop` by exact header name (one dict per `fixed` set)."""
+    if isinstance(headers, CIMultiDict | CIMultiDictProxy):
+        has_connection = "Connection" in headers
+    else:
+        has_connection = any(k.lower() == "connection" for k in headers)
+    named = list_connection_tokens(headers) if has_connection else _EMPTY
     out: CIMultiDict[str] = CIMultiDict()
     add = out.add
     for name, value in headers.items():
@@ -95,10 +101,8 @@ def _copy_allowed(headers: Mapping[str, str], fixed: frozenset[str]) -> CIMultiD
     return out
 
 
-def _has_connection(headers: Mapping[str, str]) -> bool:
-    if isinstance(headers, CIMultiDict | CIMultiDictProxy):
-        return "Connection" in headers
-    return any(k.lower() == "connection" for k in headers)
+_UPSTREAM_DECISIONS: dict[str, bool] = {}
+_DOWNSTREAM_DECISIONS: dict[str, bool] = {}
 
 
 def build_upstream_headers(
@@ -109,7 +113,7 @@ def build_upstream_headers(
     scheme: str,
 ) -> CIMultiDict[str]:
     """Headers to send upstream for a client request whose JSON body the gateway re-sends."""
-    out = _copy_allowed(client_headers, _NOT_FORWARDED_UPSTREAM)
+    out = _copy_allowed(client_headers, _NOT_FORWARDED_UPSTREAM, _UPSTREAM_DECISIONS)
     out["Content-Type"] = "application/json"
     out["Accept-Encoding"] = "identity"
     if authorization:
@@ -124,7 +128,7 @@ def build_upstream_headers(
 
 def filter_response_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict[str]:
     """Upstream response headers safe to relay to the client."""
-    return _copy_allowed(upstream_headers, _NOT_RELAYED_DOWNSTREAM)
+    return _copy_allowed(upstream_headers, _NOT_RELAYED_DOWNSTREAM, _DOWNSTREAM_DECISIONS)
 
 
 def read_bearer_token(authorization: str | None) -> str | None:
