@@ -32,18 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import multiprocessing
 import multiprocessing.process
-import os
-import shutil
 import signal
-import socket
 import sys
-import tempfile
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
@@ -144,6 +138,8 @@ def run_proxy(source: ConfigSource, options: ServeOptions) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit code."""
     configure_logging(options.log_level)
     if options.workers > 1:
+        from routeway.proxy.supervisor import supervise
+
         return run_async(supervise(source, options))
     return run_async(serve_process(source, options, role=ProcessRole.single()))
 
@@ -440,231 +436,3 @@ async def cancel_tasks(*tasks: asyncio.Task[Any] | None) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-# --- several workers --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a spawned worker needs; pickled into the new interpreter."""
-
-    source: ConfigSource
-    options: ServeOptions
-    index: int
-
-
-def run_worker(spec: WorkerSpec, listening: EventLike) -> None:
-    """Entry point of a spawned worker process."""
-    configure_logging(spec.options.log_level)
-    role = ProcessRole(serve_admin=False, announce=False, worker_index=spec.index)
-    sys.exit(run_async(serve_process(spec.source, spec.options, role=role, on_listening=listening.set)))
-
-
-class EventLike(Protocol):
-    def set(self) -> None: ...
-
-    def is_set(self) -> bool: ...
-
-
-@dataclass
-class _Worker:
-    process: multiprocessing.process.BaseProcess
-    listening: EventLike
-    started: float
-
-
-class WorkerGroup:
-    """N spawned workers sharing the client port; crashed workers are restarted with backoff."""
-
-    def __init__(self, source: ConfigSource, options: ServeOptions, metrics_dir: str) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
-        self._source = source
-        self._options = options
-        self._metrics_dir = metrics_dir
-        self._workers: list[_Worker | None] = [None] * options.workers
-        self._failures = [0] * options.workers
-
-    def start(self) -> None:
-        for index in range(len(self._workers)):
-            self._spawn(index)
-
-    def _spawn(self, index: int) -> None:
-        listening = self._ctx.Event()
-        spec = WorkerSpec(self._source, self._options, index)
-        process = self._ctx.Process(
-            target=run_worker, args=(spec, listening), name=f"routeway-worker-{index}"
-        )
-        process.start()
-        self._workers[index] = _Worker(process, listening, time.monotonic())
-
-    def not_ready(self) -> str | None:
-        up = sum(1 for w in self._workers if w is not None and w.process.is_alive() and w.listening.is_set())
-        return None if up == len(self._workers) else f"{up}/{len(self._workers)} workers listening"
-
-    async def keep_running(self, stopping: asyncio.Event) -> None:
-        """Restart workers that die while the group is serving (not while it drains)."""
-        restart_at: dict[int, float] = {}
-        while not stopping.is_set():
-            try:
-                self._check_workers(restart_at, stopping)
-            except Exception:  # a bug here must not leave the group unsupervised
-                log.exception("checking workers failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=0.2)
-
-    def _check_workers(self, restart_at: dict[int, float], stopping: asyncio.Event) -> None:
-        now = time.monotonic()
-        for index, worker in enumerate(self._workers):
-            if worker is None:
-                if now >= restart_at.get(index, 0.0):
-                    restart_at.pop(index, None)
-                    self._spawn(index)
-                continue
-            code = worker.process.exitcode
-            if code is None or stopping.is_set():
-                continue
-            pid = worker.process.pid
-            self._release(worker)
-            self._workers[index] = None
-            self._failures[index] = self._failures[index] + 1 if now - worker.started < 10 else 0
-            delay = min(30.0, 0.5 * 2 ** self._failures[index])
-            restart_at[index] = now + delay
-            log.error("worker %d (pid %s) exited with code %s; restarting in %gs", index, pid, code, delay)
-
-    def _release(self, worker: _Worker) -> None:
-        from prometheus_client import multiprocess
-
-        if worker.process.pid is not None:
-            multiprocess.mark_process_dead(worker.process.pid, self._metrics_dir)  # type: ignore[no-untyped-call]
-        with contextlib.suppress(ValueError):  # still running after SIGKILL: leave it to the OS
-            worker.process.close()
-
-    def send(self, sig: signal.Signals) -> None:
-        for worker in self._workers:
-            if worker is not None and worker.process.pid is not None and worker.process.exitcode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(worker.process.pid, sig)
-
-    async def wait_exit(self, within: float, abort: asyncio.Event) -> bool:
-        """Wait for every worker to exit; True when all did with code 0."""
-        deadline = time.monotonic() + within
-        live = [w for w in self._workers if w is not None]
-        while any(w.process.exitcode is None for w in live):
-            if abort.is_set() or time.monotonic() > deadline:
-                log.warning("workers still running; killing them")
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(abort.wait(), timeout=0.1)
-        # -SIGTERM: a worker stopped while still starting, before it could have had a request.
-        return all(w.process.exitcode in (0, -signal.SIGTERM) for w in live)
-
-    def kill_remaining(self) -> None:
-        for worker in self._workers:
-            if worker is None:
-                continue
-            if worker.process.exitcode is None:
-                worker.process.kill()
-                worker.process.join(5)
-            self._release(worker)
-
-
-def reserve_port(host: str, port: int) -> socket.socket:
-    """Bind (without listening) the client address, then allow SO_REUSEPORT on it.
-
-    Resolves port 0 once for all workers, and keeps the port ours while a worker restarts.
-    The bind happens before SO_REUSEPORT is set, so it fails clearly when anything — another
-    `routeway` group included — already listens there (two groups starting in the same
-    instant can still both pass, as SO_REUSEADDR lets two not-yet-listening sockets share a
-    port; it is kept so a restart does not wait out TIME_WAIT). A bound socket that never
-    listens receives no connections, so it takes no share of the traffic.
-    """
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def make_metrics_dir() -> str:
-    """A fresh directory for the workers' metric files (stale files would add old counts).
-
-    /dev/shm first: memory-backed, and writable in containers with a read-only root
-    filesystem; then the usual temporary directory.
-    """
-    error: OSError | None = None
-    for base in ("/dev/shm", None):
-        try:
-            return tempfile.mkdtemp(prefix="routeway-metrics-", dir=base)
-        except OSError as exc:
-            error = exc
-    assert error is not None
-    raise error
-
-
-async def supervise(source: ConfigSource, options: ServeOptions) -> int:
-    """The supervisor: workers serve clients, this process serves the admin port for all."""
-    # Imported before PROMETHEUS_MULTIPROC_DIR is set: only the workers' metrics are summed.
-    from prometheus_client import CollectorRegistry, multiprocess
-    from routeway.proxy.app import create_admin_app
-    from routeway.proxy.runtime import ProxyRuntime
-
-    signals = StopSignals(ignore_repeats=False)
-    signals.install()
-    try:
-        reserved = reserve_port(options.host, options.port)
-    except OSError as exc:
-        log.error("cannot listen for clients on %s:%d: %s", options.host, options.port, exc.strerror)
-        return 1
-    try:
-        metrics_dir = make_metrics_dir()
-    except OSError as exc:
-        reserved.close()
-        log.error("cannot create a directory for worker metrics (%s); set TMPDIR to a writable one", exc)
-        return 1
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
-    options = dataclasses.replace(options, port=reserved.getsockname()[1])
-    group = WorkerGroup(source, options, metrics_dir)
-    runtime = ProxyRuntime()
-    applier = ConfigApplier(runtime, announce=True)
-    apply_task = asyncio.create_task(applier.run(source), name="apply-config")
-    group.start()
-
-    def group_registry() -> CollectorRegistry:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
-        return registry
-
-    admin_app = create_admin_app(runtime, group_registry)
-    add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else group.not_ready())
-    admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT)
-    monitor: asyncio.Task[None] | None = None
-    code = 1
-    try:
-        admin_port = await start_site(admin_runner, options.host, options.admin_port, "admin")
-        log.info("%s", describe_listening(options, options.port, admin_port, source))
-        monitor = asyncio.create_task(group.keep_running(signals.first), name="workers")
-        await signals.first.wait()
-        log.info("draining: stopping %d workers, waiting up to %gs", options.workers, options.drain_timeout)
-        group.send(signal.SIGTERM)
-        # Workers wait drain_timeout for requests, then up to as long again to cancel them.
-        clean = await group.wait_exit(2 * options.drain_timeout + 5, abort=signals.second)
-        code = 0 if clean else 1
-        if clean:
-            log.info("drained; exiting")
-    except ListenError as exc:
-        log.error("%s", exc)
-    finally:
-        await cancel_tasks(monitor, apply_task)
-        group.kill_remaining()
-        await admin_runner.cleanup()
-        reserved.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    return code
