@@ -20,6 +20,8 @@ time, so the merged maximum says whether any worker has the backend ejected.
 
 from __future__ import annotations
 
+import mmap
+import struct
 from bisect import bisect_left
 from typing import Any
 
@@ -66,7 +68,7 @@ class PlainValue:
     GIL, so no lock is needed and `/metrics` stays exact. It replaces prometheus_client's
     `MutexValue` inside the bound children (`adopt_value`), so collection is unchanged.
     Multiprocess mode keeps its mmap-backed values: there each update must reach the file that
-    the supervisor reads, and the hot path calls their `inc` directly.
+    the supervisor reads (see `MmapValue`).
     """
 
     __slots__ = ("_exemplar", "value")
@@ -93,15 +95,71 @@ class PlainValue:
         return self._exemplar
 
 
-def adopt_value(holder: object, attribute: str = "_value") -> Any:
-    """The value object behind a metric child, swapped for a `PlainValue` in single-process
-    mode (keeping what it counted so far); children are shared between routing tables, so a
-    value already adopted is returned as it is."""
-    value = getattr(holder, attribute)
+class MmapValue:
+    """Multiprocess mode: `MmapedValue.inc` without its lock and fork check, one call.
+
+    Why: prometheus_client's `inc` takes a process-wide lock, calls `os.getpid()` to notice a
+    fork, and goes through two helper functions, for each of the seven updates per request.
+    Workers are spawned (never forked after their values exist) and update metrics only from
+    the event loop thread, so neither is needed. The write is the library's own: the new value
+    and a zero timestamp packed into the value's 16-byte slot of the worker's mmap file with
+    one slice assignment (atomic for readers, as in `mmap_dict._pack_two_doubles`), and the
+    wrapped value object keeps its `_value` current for any later `inc()` of its own.
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def inc(self, amount: float) -> None:
+        inner = self._inner
+        value = inner._value + amount
+        inner._value = value
+        inner._timestamp = 0.0
+        file = inner._file
+        position = file._positions[inner._key]
+        file._m[position : position + 16] = _pack_two_doubles(value, 0.0)
+
+
+_pack_two_doubles = struct.Struct(b"dd").pack
+
+
+def _is_mmap_value(value: object) -> bool:
+    """Whether `value` is prometheus_client's MmapedValue with the internals `MmapValue` uses
+    (any other shape keeps the library's own `inc`)."""
+    if not getattr(value, "_multiprocess", False):
+        return False
+    file = getattr(value, "_file", None)
+    key = getattr(value, "_key", None)
+    positions = getattr(file, "_positions", None)
+    return (
+        isinstance(getattr(value, "_value", None), float)
+        and isinstance(positions, dict)
+        and key in positions
+        and isinstance(getattr(file, "_m", None), mmap.mmap)
+    )
+
+
+def make_fast(value: Any) -> Any:
+    """The object the hot path updates for a metric value (see `PlainValue`, `MmapValue`)."""
     if type(value) is MutexValue:
-        value = PlainValue(value.get())  # type: ignore[no-untyped-call]
-        setattr(holder, attribute, value)
+        return PlainValue(value.get())  # type: ignore[no-untyped-call]
+    if _is_mmap_value(value):
+        return MmapValue(value)
     return value
+
+
+def adopt_value(holder: object, attribute: str = "_value") -> Any:
+    """The value object behind a metric child, for the hot path: in single-process mode the
+    child's `MutexValue` is swapped for a `PlainValue` (keeping what it counted so far), and
+    children are shared between routing tables, so a value already adopted is returned as it
+    is; in multiprocess mode an `MmapValue` writing to the child's own slot."""
+    value = getattr(holder, attribute)
+    fast = make_fast(value)
+    if type(fast) is PlainValue and fast is not value:
+        setattr(holder, attribute, fast)
+    return fast
 
 
 class HistogramValues:
@@ -112,9 +170,11 @@ class HistogramValues:
     def __init__(self, child: Histogram) -> None:
         self.total = adopt_value(child, "_sum")
         buckets: list[Any] = getattr(child, "_buckets")  # noqa: B009  (private: no public accessor)
-        for i in range(len(buckets)):
-            buckets[i] = _adopt_item(buckets, i)
-        self.buckets = tuple(buckets)
+        fast = [make_fast(value) for value in buckets]
+        for i, value in enumerate(fast):
+            if type(value) is PlainValue:
+                buckets[i] = value  # collection reads the child's list
+        self.buckets = tuple(fast)
         self.bounds: tuple[float, ...] = tuple(getattr(child, "_upper_bounds"))  # noqa: B009
         self.plain = type(self.total) is PlainValue
 
@@ -127,13 +187,6 @@ class HistogramValues:
         else:
             self.total.inc(amount)
             bucket.inc(1)
-
-
-def _adopt_item(values: list[Any], index: int) -> Any:
-    value = values[index]
-    if type(value) is MutexValue:
-        value = PlainValue(value.get())  # type: ignore[no-untyped-call]
-    return value
 
 
 class ProxyMetrics:

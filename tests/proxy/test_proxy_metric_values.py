@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry
-from routeway.proxy.metrics import LATENCY_BUCKETS, ProxyMetrics, adopt_value
+import pytest
+from prometheus_client import CollectorRegistry, multiprocess, values
+from routeway.proxy.metrics import LATENCY_BUCKETS, MmapValue, ProxyMetrics, adopt_value, make_fast
 from routeway.proxy.stats import read_stats
 
 
@@ -54,3 +56,34 @@ def test_in_flight_value_reads_back_at_scrape() -> None:
     assert adopt_value(metrics.in_flight.labels("r")) is value
     value.inc(-1)
     assert read_stats(metrics.registry).in_flight == {"r": 1.0}
+
+
+def test_mmap_value_writes_what_the_library_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multiprocess mode: the direct mmap write reads back through MultiProcessCollector."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    value_class = values.MultiProcessValue(lambda: 4242)  # type: ignore[no-untyped-call]
+    ours = value_class("counter", "t", "t_total", ("k",), ("ours",), "help")
+    theirs = value_class("counter", "t", "t_total", ("k",), ("theirs",), "help")
+    gauge = value_class("gauge", "g", "g", ("k",), ("x",), "help", multiprocess_mode="livesum")
+    fast = make_fast(ours)
+    assert isinstance(fast, MmapValue)
+    many = [
+        make_fast(value_class("counter", "t", "t_total", ("k",), (f"n{i}",), "help")) for i in range(2000)
+    ]
+    for amount in (1, 2.5, 7):
+        fast.inc(amount)
+        theirs.inc(amount)
+    for value in many:  # enough new keys that the file grew and was mapped again
+        value.inc(1)
+    fast.inc(1)
+    theirs.inc(1)
+    make_fast(gauge).inc(1)
+    make_fast(gauge).inc(1)
+    make_fast(gauge).inc(-1)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    found = {(s.name, s.labels.get("k")): s.value for family in registry.collect() for s in family.samples}
+    assert found[("t_total", "ours")] == found[("t_total", "theirs")] == 11.5
+    assert found[("t_total", "n1999")] == 1.0
+    assert found[("g", "x")] == 1.0
+    values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
