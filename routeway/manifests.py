@@ -16,6 +16,7 @@ from typing import IO, Any, TypeAlias
 import yaml
 from pydantic import ValidationError
 
+from routeway.gcpause import gc_paused
 from routeway.resources import KIND_MODELS, FieldError, ModelBackend, ModelGateway, ModelRoute, Secret
 from routeway.translate import ObjectKey
 
@@ -183,8 +184,12 @@ def load_manifests(paths: Sequence[str], stdin: IO[str] | None = None) -> LoadRe
     return LoadResult(tuple(objects), invalid, tuple(problems), tuple(files), sources)
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: `{weight: 1, weight: 0}` is a typo to report,
+# libyaml's parser when PyYAML was built with it: 8x faster on a 4 MB manifest (bench/).
+_SafeBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeBase):  # type: ignore[valid-type,misc]
+    """Safe loader that refuses duplicate keys: `{weight: 1, weight: 0}` is a typo to report,
     not a silent last-wins (the API server's strict field validation rejects it too)."""
 
 
@@ -200,7 +205,8 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
                 key_node.start_mark,
             )
         seen.add(key)
-    return loader.construct_mapping(node)
+    mapping: dict[Any, Any] = loader.construct_mapping(node)
+    return mapping
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -214,7 +220,8 @@ def _source(name: str, index: int) -> str:
 def _documents(name: str, text: str, problems: list[Problem]) -> Iterator[tuple[int, Mapping[str, Any]]]:
     """Yield (1-based index, mapping) per YAML document; `kind: List` is expanded."""
     try:
-        docs = list(yaml.load_all(text, Loader=_StrictLoader))
+        with gc_paused():
+            docs = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

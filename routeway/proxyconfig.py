@@ -20,6 +20,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from routeway.gcpause import gc_paused
+
 SCHEMA_VERSION = 1
 """Bumped on any change a proxy of the previous version would misread."""
 
@@ -163,7 +165,8 @@ def parse_proxy_config(raw: bytes | str | dict[str, Any]) -> ProxyConfig:
             f"ProxyConfig schemaVersion {version!r} is not supported by this proxy "
             f"(supported: {sorted(SUPPORTED_SCHEMA_VERSIONS)})"
         )
-    return ProxyConfig.model_validate(data)
+    with gc_paused():  # a 10,000-route config is ~40,000 objects that all stay alive
+        return ProxyConfig.model_validate(data)
 
 
 def credential_store_key(ref: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from routeway.durations import parse_duration
+from routeway.gcpause import gc_paused
 from routeway.proxyconfig import SCHEMA_VERSION, MockBehaviour, ProxyConfig
 from routeway.resources import ModelBackend
 from routeway.translate import GatewayIR, NsName, ResolvedTarget, RouteIR, Translation
@@ -121,8 +122,10 @@ def render_document(ir: GatewayIR) -> dict[str, Any]:
 
 
 def render(ir: GatewayIR) -> ProxyConfig:
-    return ProxyConfig.model_validate(render_document(ir))
+    with gc_paused():
+        return ProxyConfig.model_validate(render_document(ir))
 
 
 def render_all(translation: Translation) -> dict[NsName, ProxyConfig]:
-    return {key: render(ir) for key, ir in sorted(translation.gateways.items())}
+    with gc_paused():
+        return {key: render(ir) for key, ir in sorted(translation.gateways.items())}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
 
 from routeway import conditions as c
+from routeway.gcpause import gc_paused
 from routeway.resources import ModelBackend, ModelGateway, ModelRoute, Secret
 
 NsName: TypeAlias = tuple[str, str]
@@ -116,6 +117,11 @@ class Translation:
 
 
 def translate(inv: Inventory) -> Translation:
+    with gc_paused():
+        return _translate(inv)
+
+
+def _translate(inv: Inventory) -> Translation:
     findings: dict[ObjectKey, list[Finding]] = {}
     for key, message in inv.invalid.items():
         findings.setdefault(key, []).append(Finding(c.ACCEPTED, c.REASON_INVALID, "", message))

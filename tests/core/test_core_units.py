@@ -116,3 +116,24 @@ def test_invalid_named_object_is_remembered_as_invalid(tmp_path: Path) -> None:
     result = load_manifests([str(tmp_path)])
     assert [str(k) for k in result.invalid] == ["ModelBackend/a"]
     assert result.problems[0].field == "spec.provider"
+
+
+def test_gc_paused_restores_the_collector_state() -> None:
+    import gc
+
+    from routeway.gcpause import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner block must not re-enable it early
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a collector disabled by someone else stays disabled
+    finally:
+        gc.enable()
