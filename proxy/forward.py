@@ -26,6 +26,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -433,6 +434,7 @@ class Forwarder:
         self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog, plan: CandidatePlan
     ) -> web.StreamResponse:
         status = reply.status
+        reply_headers = reply.headers
         # The first-byte bound lasts until the first body bytes, not just the headers: a
         # streaming server sends its headers at once and its first token much later, and
         # nothing has gone to the client yet, so a timeout here can still be retried.
@@ -441,9 +443,9 @@ class Forwarder:
         if (
             self.stream
             and 200 <= status < 300
-            and "text/event-stream" in reply.headers.get("Content-Type", "")
+            and "text/event-stream" in reply_headers.get("Content-Type", "")
         ):
-            return await self._relay_stream(target, reply, watchdog, first)
+            return await self._relay_stream(target, reply, watchdog, first, status, reply_headers)
         parts = [first]
         while first and not reply.at_eof():
             chunk = await reply.read_chunk()
@@ -453,7 +455,7 @@ class Forwarder:
             watchdog.paused = False  # watchdog.touch(), inlined
             watchdog.last = self.loop.time()
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        headers = filter_response_headers(reply.headers)
+        headers = filter_response_headers(reply_headers)
         headers.update(target.headers)
         backend = target.backend
         if status >= 500 and not is_openai_error(body):
@@ -500,11 +502,17 @@ class Forwarder:
         return answer
 
     async def _relay_stream(
-        self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog, first_chunk: bytes
+        self,
+        target: TargetEntry,
+        reply: UpstreamReply,
+        watchdog: AttemptWatchdog,
+        first_chunk: bytes,
+        status: int,
+        reply_headers: Mapping[str, str],
     ) -> web.StreamResponse:
-        headers = filter_response_headers(reply.headers)
+        headers = filter_response_headers(reply_headers)
         headers.update(target.headers)
-        response = web.StreamResponse(status=reply.status, headers=headers)
+        response = web.StreamResponse(status=status, headers=headers)
         sse = SSEUsageFilter(strip_usage_chunk=not self.client_wants_usage)
         self._filter = sse
         first = True
@@ -535,7 +543,7 @@ class Forwarder:
         usage = sse.usage
         if usage is not None:
             target.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)
-        self._record(reply.status, target.metrics)
+        self._record(status, target.metrics)
         return response
 
     async def _cut_stream(self, target: TargetEntry, reason: str, code: int) -> web.StreamResponse:
