@@ -98,6 +98,19 @@ def _find_boundary(data: bytes) -> int:
     return end
 
 
+def _find_usage_open(data: bytes, start: int) -> re.Match[bytes] | None:
+    """`_USAGE_OPEN.search(data, start)`, with `bytes.find` doing the scanning: every match
+    begins with the `"usage"` literal, so the first position where the pattern matches is the
+    leftmost match."""
+    position = data.find(b'"usage"', start)
+    while position >= 0:
+        match = _USAGE_OPEN.match(data, position)
+        if match is not None:
+            return match
+        position = data.find(b'"usage"', position + 1)
+    return None
+
+
 class SSEUsageFilter:
     """Feed upstream SSE bytes; get back the bytes to forward now. Records `usage`."""
 
@@ -110,7 +123,12 @@ class SSEUsageFilter:
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._pending + chunk if self._pending else chunk
-        end = _find_boundary(data)
+        if b"\r" not in data:  # _find_boundary's common case, inlined (once per chunk)
+            end = data.rfind(b"\n\n")
+            if end >= 0:
+                end += 2
+        else:
+            end = _find_boundary(data)
         if end < 0:
             self._pending = data
             return b""
@@ -120,8 +138,9 @@ class SSEUsageFilter:
         else:
             complete = data[:end]
             self._pending = data[end:]
-        if b'"usage"' in complete and _USAGE_OPEN.search(complete) is not None:
-            return self._take_usage(complete)
+        match = _find_usage_open(complete, 0)
+        if match is not None:
+            return self._take_usage(complete, match)
         return complete
 
     def flush(self) -> bytes:
@@ -133,31 +152,35 @@ class SSEUsageFilter:
         """Forget a partial event (the stream was cut): it must not reach the client."""
         self._pending = b""
 
-    def _take_usage(self, complete: bytes) -> bytes:
+    def _take_usage(self, complete: bytes, first: re.Match[bytes] | None = None) -> bytes:
         """Parse (and maybe drop) only the events that carry a usage object.
 
-        Events end at `\n\n` here (no `\r` and no run of three newlines in the block), so an
-        event's bounds are the boundaries around its `"usage"` key and the other events of the
-        block are never split; anything else takes `_take_usage_split`,
-        which cuts the whole block into events the way `_EVENT_END` does.
+        Events end at `\n\n` here (no `\r` in the block; no run of three newlines before a
+        usage event or at the block's end, where `_EVENT_END`'s left-to-right pairing could
+        differ), so an event's bounds are the boundaries around its `"usage"` key and the
+        other events of the block are never split; anything else takes `_take_usage_split`,
+        which cuts the whole block into events the way `_EVENT_END` does. `first` is the
+        block's first `_USAGE_OPEN` match when the caller already found it.
         """
-        if b"\r" in complete or b"\n\n\n" in complete:
+        if b"\r" in complete or complete.endswith(b"\n\n\n"):
             return self._take_usage_split(complete)
         pieces: list[bytes] = []
         cursor = 0
         search_at = 0
-        while True:
-            match = _USAGE_OPEN.search(complete, search_at)
-            if match is None:
-                break
+        match = first if first is not None else _find_usage_open(complete, 0)
+        while match is not None:
             at = match.start()
             boundary = complete.rfind(b"\n\n", 0, at)
+            if boundary > 0 and complete[boundary - 1] == 10:  # 3+ newlines: split decides
+                return self._take_usage_split(complete)
             start = boundary + 2 if boundary >= 0 else 0
             end = complete.find(b"\n\n", at) + 2  # the block ends on a boundary: found
             search_at = end
             event = complete[start:end]
-            if _USAGE_OPEN.search(event) is None:
+            if match.end() > end and _USAGE_OPEN.search(event) is None:
+                match = _find_usage_open(complete, search_at)
                 continue  # the match ran across the event's end: not a usage object
+            match = _find_usage_open(complete, search_at)
             if event.startswith(b"data: ") and event.find(b"\n") == len(event) - 2:
                 data = event[6:-2]  # one data line: what _read_event_data gives
             else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from routeway.proxy.streaming import SSEUsageFilter
+from routeway.proxy.streaming import _USAGE_OPEN, SSEUsageFilter, _find_boundary
 
 EVENTS = [
     b'data: {"choices":[{"delta":{"content":"hi"}}]}',
@@ -21,18 +21,31 @@ EVENTS = [
 ]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(
-    st.lists(st.tuples(st.sampled_from(EVENTS), st.sampled_from([b"\n\n", b"\n\n\n", b"\r\n\r\n"]))),
+    st.lists(
+        st.tuples(
+            st.sampled_from(EVENTS), st.sampled_from([b"\n", b"\n\n", b"\n\n\n", b"\n\n\n\n", b"\r\n\r\n"])
+        )
+    ),
     st.booleans(),
 )
 def test_targeted_usage_path_equals_the_full_split(events: list[tuple[bytes, bytes]], strip: bool) -> None:
     block = b"".join(event + end for event, end in events)
     if not block.endswith((b"\n\n", b"\r\n\r\n")):
         return  # _take_usage is only given blocks that end on an event boundary
-    fast, slow = SSEUsageFilter(strip), SSEUsageFilter(strip)
-    assert fast._take_usage(block) == slow._take_usage_split(block)
+    fast, slow, fed = SSEUsageFilter(strip), SSEUsageFilter(strip), SSEUsageFilter(strip)
+    expected = slow._take_usage_split(block)
+    assert fast._take_usage(block) == expected
     assert fast.usage == slow.usage
+    # feed as it was before the targeted path: boundary by regex, whole-block split
+    reference = SSEUsageFilter(strip)
+    end = _find_boundary(block)
+    complete, rest = block[:end], block[end:]
+    if _USAGE_OPEN.search(complete) is not None:
+        complete = reference._take_usage_split(complete)
+    assert fed.feed(block) + fed.flush() == complete + rest
+    assert fed.usage == reference.usage
 
 
 def test_only_the_usage_event_is_dropped() -> None:
