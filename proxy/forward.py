@@ -539,7 +539,9 @@ class Forwarder:
         except ConnectionError:
             self._record(CLIENT_CLOSED, target.metrics)  # client gone; leaving closes the upstream
             return response
-        target.backend.health.record_success()
+        health = target.backend.health
+        if health.consecutive_failures or health.ejected_until is not None:
+            health.record_success()  # otherwise it would change nothing
         usage = sse.usage
         if usage is not None:
             target.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)
