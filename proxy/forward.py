@@ -45,7 +45,7 @@ from routeway.proxy.errors import (
 from routeway.proxy.headers import build_upstream_headers, filter_response_headers
 from routeway.proxy.metrics import PairMetrics, ProxyMetrics
 from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamCall, UpstreamReply
-from routeway.proxy.streaming import SSEUsageFilter, find_document_usage
+from routeway.proxy.streaming import SSEUsageFilter, find_document_tokens
 from routeway.proxy.table import RouteEntry, TargetEntry
 from routeway.proxy.timeouts import AttemptTimeout, AttemptWatchdog
 
@@ -495,9 +495,9 @@ class Forwarder:
             if health.consecutive_failures or health.ejected_until is not None:
                 health.record_success()  # otherwise it would change nothing
             if status < 300:
-                usage = find_document_usage(body)
-                if usage is not None:
-                    target.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)
+                tokens = find_document_tokens(body)
+                if tokens is not None:
+                    target.metrics.count_tokens(tokens[0], tokens[1])
         self._record(status, target.metrics)
         return answer
 

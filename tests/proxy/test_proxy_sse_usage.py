@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from routeway.proxy.streaming import _USAGE_OPEN, SSEUsageFilter, _find_boundary
+from routeway.proxy.streaming import (
+    _USAGE_OBJECT,
+    _USAGE_OPEN,
+    SSEUsageFilter,
+    _find_boundary,
+    match_usage_object,
+)
 
 EVENTS = [
     b'data: {"choices":[{"delta":{"content":"hi"}}]}',
@@ -54,3 +60,25 @@ def test_only_the_usage_event_is_dropped() -> None:
     usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}\n\n'
     assert sse.feed(head + usage + b"data: [DONE]\n\n") == head + b"data: [DONE]\n\n"
     assert sse.usage is not None and (sse.usage.prompt_tokens, sse.usage.completion_tokens) == (3, 5)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.lists(st.sampled_from([b'"usage"', b": ", b":", b"{", b"}", b"a", b" ", b"\n", b'"x":1,'])), st.data()
+)
+def test_usage_object_scanner_equals_the_regex(parts: list[bytes], data: st.DataObject) -> None:
+    body = b"".join(parts)
+    keys = [i for i in range(len(body)) if body.startswith(b'"usage"', i)]
+    position = data.draw(st.sampled_from(keys) if keys else st.integers(0, len(body)))
+    match = _USAGE_OBJECT.match(body, position)
+    assert match_usage_object(body, position) == (match.span(1) if match else None)
+
+
+def test_usage_object_with_details_is_found() -> None:
+    body = (
+        b'{"choices":[],"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":2},'
+        b'"completion_tokens":16}}'
+    )
+    start, end = match_usage_object(body, body.find(b'"usage"')) or (0, 0)
+    assert body[start:end] == body[body.find(b"{", 15) : -1]
+    assert match_usage_object(b'"usage": {"a": {"b": {}}}', 0) is None
