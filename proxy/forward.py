@@ -439,21 +439,29 @@ class Forwarder:
         # streaming server sends its headers at once and its first token much later, and
         # nothing has gone to the client yet, so a timeout here can still be retried.
         first = await reply.read_chunk()
-        watchdog.start_body(target.backend.config.timeouts.idle)
+        idle = target.backend.config.timeouts.idle
         if (
             self.stream
             and 200 <= status < 300
             and "text/event-stream" in reply_headers.get("Content-Type", "")
         ):
+            watchdog.start_body(idle)
             return await self._relay_stream(target, reply, watchdog, first, status, reply_headers)
         parts = [first]
-        while first and not reply.at_eof():
-            chunk = await reply.read_chunk()
-            if not chunk:
-                break
-            parts.append(chunk)
-            watchdog.paused = False  # watchdog.touch(), inlined
-            watchdog.last = self.loop.time()
+        if first and not reply.at_eof():
+            # From here the bound is `idle` between chunks. When the whole body came in the
+            # first chunk (the common case) nothing awaits again under the watchdog, so its
+            # timer cannot fire before it is cancelled and needs no re-arming for `idle`.
+            watchdog.start_body(idle)
+            while True:
+                chunk = await reply.read_chunk()
+                if not chunk:
+                    break
+                parts.append(chunk)
+                watchdog.paused = False  # watchdog.touch(), inlined
+                watchdog.last = self.loop.time()
+                if reply.at_eof():
+                    break
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         headers = filter_response_headers(reply_headers)
         headers.update(target.headers)

@@ -8,7 +8,8 @@ bound is exact (a stream is cut after `idle` seconds without a chunk, never earl
 long healthy stream costs one timer per `idle` seconds.
 
 Phases: until `start_body()` the bound is `first_byte` from the start of the attempt (the
-caller calls it once the first body bytes arrived); afterwards it is `idle` since the last `touch()`. A hard deadline
+caller calls it once the first body bytes arrived, unless it will not await again under the
+watchdog, when the timer cannot fire anyway); afterwards it is `idle` since the last `touch()`. A hard deadline
 (`min(attempt start + total, route deadline)`) applies throughout.
 
 It cancels the task like `asyncio.timeout` does and turns that cancellation into
