@@ -59,13 +59,32 @@ _REQUIRED_FIELD: dict[EndpointKind, str] = {
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _ProxyState:
+    """What the inference handlers need, held by their closures: reading it through
+    `request.app[...]` costs four Python calls per lookup (`app` property, match info,
+    `__getitem__`) on the hot path. The app keys stay set for everything else."""
+
+    __slots__ = ("runtime", "session")
+
+    def __init__(self, runtime: ProxyRuntime) -> None:
+        self.runtime = runtime
+        self.session: aiohttp.ClientSession | None = None
+
+
 def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
     """The client API: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
     app = web.Application(client_max_size=2**40)
     app[RUNTIME_KEY] = runtime
-    app.cleanup_ctx.append(_own_client_session)
+    state = _ProxyState(runtime)
+
+    async def own_client_session(app: web.Application) -> AsyncIterator[None]:
+        async for _ in _own_client_session(app):
+            state.session = app[SESSION_KEY]
+            yield
+
+    app.cleanup_ctx.append(own_client_session)
     for kind, path in ENDPOINT_PATHS.items():
-        app.router.add_route("*", "/v1" + path, _make_inference_handler(kind))  # guards itself
+        app.router.add_route("*", "/v1" + path, _make_inference_handler(kind, state))  # guards itself
     app.router.add_route("*", "/v1/models", _guard("GET", list_models))
     app.router.add_route("*", "/v1/models/{model:.+}", _guard("GET", get_model))
     app.router.add_route("*", "/{tail:.*}", _guard(None, _not_found))
@@ -232,7 +251,7 @@ def parse_request(kind: EndpointKind, raw: bytes) -> tuple[dict[str, Any], str]:
     return body, model
 
 
-def _make_inference_handler(kind: EndpointKind) -> Handler:
+def _make_inference_handler(kind: EndpointKind, state: _ProxyState) -> Handler:
     """`_guard("POST", ...)` and the routing of an inference request written as one coroutine:
     these endpoints are the hot path, and each await level is a coroutine frame and a resume
     per request."""
@@ -241,7 +260,7 @@ def _make_inference_handler(kind: EndpointKind) -> Handler:
         try:
             if request.method != "POST":
                 raise _make_method_not_allowed(request, "POST")
-            runtime = request.app[RUNTIME_KEY]
+            runtime = state.runtime
             table = runtime.table
             if table is None:
                 raise _make_not_ready()
@@ -268,9 +287,8 @@ def _make_inference_handler(kind: EndpointKind) -> Handler:
             except ProxyError as error:
                 table.unrouted.count_request(error.status, loop.time() - started)
                 raise
-            forwarder = Forwarder(
-                request, request.app[SESSION_KEY], runtime.metrics, route, kind, body, started, loop
-            )
+            session = state.session or request.app[SESSION_KEY]
+            forwarder = Forwarder(request, session, runtime.metrics, route, kind, body, started, loop)
             return await forwarder.run()
         except asyncio.CancelledError:
             raise
