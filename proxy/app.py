@@ -97,7 +97,8 @@ async def _own_client_session(app: web.Application) -> AsyncIterator[None]:
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         timeout=aiohttp.ClientTimeout(total=None),
-        skip_auto_headers=("User-Agent",),
+        # No skip_auto_headers: any value sends aiohttp down a slow header path on every request
+        # (bench/RESULTS.md). The client's User-Agent is forwarded; without one, aiohttp's is.
         trust_env=False,
     )
     app[SESSION_KEY] = session
