@@ -339,7 +339,7 @@ async def serve_process(
 
     signals = StopSignals(ignore_repeats=role.worker_index is not None)
     signals.install()
-    runtime = ProxyRuntime()
+    runtime = ProxyRuntime(count_reloads=role.worker_index in (None, 0))
     applier = ConfigApplier(runtime, announce=role.announce)
     apply_task = asyncio.create_task(applier.run(source), name="apply-config")
     if role.worker_index is not None:

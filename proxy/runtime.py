@@ -55,8 +55,12 @@ class ProxyRuntime:
         *,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
+        count_reloads: bool = True,
     ) -> None:
         self.metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
+        # In a worker group every worker applies every reload; only one of them counts, so the
+        # group's summed `routeway_config_reloads_total` counts each reload once.
+        self._count_reloads = count_reloads
         self.clock = clock
         self._table: RoutingTable | None = None
         self._states: dict[str, BackendState] = {}
@@ -107,7 +111,8 @@ class ProxyRuntime:
             metrics.config_info.labels(previous.revision).set(0)
             metrics.config_info.remove(previous.revision)
         metrics.config_info.labels(config.revision).set(1)
-        metrics.reloads.labels("applied").inc()
+        if self._count_reloads:
+            metrics.reloads.labels("applied").inc()
         if previous is None or previous.revision != config.revision:
             log.info(
                 "serving config revision %s: %d routes, %d backends",
@@ -120,7 +125,8 @@ class ProxyRuntime:
         """A new config from `source` could not be loaded; keep serving the last good one."""
         rejection = Rejection(source, tuple(errors), time.time())
         self._last_rejection = rejection
-        self.metrics.reloads.labels("rejected").inc()
+        if self._count_reloads:
+            self.metrics.reloads.labels("rejected").inc()
         key = (source, rejection.errors)
         if key != self._logged_rejection:
             self._logged_rejection = key

@@ -154,6 +154,14 @@ async def test_reloads_under_load_fail_no_request(tmp_path: Path, launch: Launch
     await asyncio.gather(*clients)
     assert len(statuses) > 20
     assert set(statuses) == {200}
+    # each reload is counted once for the group, not once per worker (2 workers would give 12)
+    _, metrics = await routeway.get_admin("/metrics")
+    applied = [
+        float(line.rsplit(" ", 1)[1])
+        for line in str(metrics).splitlines()
+        if line.startswith('routeway_config_reloads_total{result="applied"}')
+    ]
+    assert applied and 1 <= applied[0] <= 6, applied
     assert await routeway.stop() == 0
 
 
