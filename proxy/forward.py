@@ -42,7 +42,7 @@ from routeway.proxy.errors import (
     make_upstream_unreachable,
     render_error_body,
 )
-from routeway.proxy.headers import build_upstream_headers, filter_response_headers
+from routeway.proxy.headers import build_upstream_headers, response_header_pairs
 from routeway.proxy.metrics import PairMetrics, ProxyMetrics
 from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamCall, UpstreamReply
 from routeway.proxy.streaming import SSEUsageFilter, find_document_tokens
@@ -463,8 +463,6 @@ class Forwarder:
                 if reply.at_eof():
                     break
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        headers = filter_response_headers(reply_headers)
-        headers.update(target.headers)
         backend = target.backend
         if status >= 500 and not is_openai_error(body):
             error = make_upstream_failed(
@@ -478,7 +476,9 @@ class Forwarder:
             )
             answer.headers.update(error.headers)
         else:
-            answer = web.Response(status=status, body=body, headers=headers)
+            answer = web.Response(
+                status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
+            )
         retry_reason = RETRYABLE_STATUSES.get(status)
         if retry_reason is not None:
             failed = self._fail(
@@ -518,9 +518,9 @@ class Forwarder:
         status: int,
         reply_headers: Mapping[str, str],
     ) -> web.StreamResponse:
-        headers = filter_response_headers(reply_headers)
-        headers.update(target.headers)
-        response = web.StreamResponse(status=status, headers=headers)
+        response = web.StreamResponse(
+            status=status, headers=response_header_pairs(reply_headers, target.header_items)
+        )
         sse = SSEUsageFilter(strip_usage_chunk=not self.client_wants_usage)
         self._filter = sse
         first = True

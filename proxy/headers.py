@@ -18,7 +18,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -65,44 +65,38 @@ def _get_all(headers: Mapping[str, str], name: str) -> list[str]:
     return [v for k, v in headers.items() if k.lower() == name]
 
 
-_EMPTY: frozenset[str] = frozenset()
-
-
 _DECISION_CACHE_LIMIT = 512  # header names repeat; an attacker's random names are not cached
 
+# What to do with a header, by exact name (cached per direction): copy it, drop it, or (upstream
+# only) treat it as one of the X-Forwarded-* headers the gateway appends to.
+_KEEP, _DROP, _FORWARDED_FOR, _FORWARDED_PROTO = 0, 1, 2, 3
 
-def _is_fixed_drop(name: str, fixed: frozenset[str]) -> bool:
+Pairs = list[tuple[str, str]]
+
+
+def _decide(name: str, fixed: frozenset[str], upstream: bool) -> int:
     lower = name.lower()
-    return lower in fixed or lower.startswith("proxy-")
+    if lower in fixed or lower.startswith("proxy-"):
+        return _DROP
+    if upstream and lower == "x-forwarded-for":
+        return _FORWARDED_FOR
+    if upstream and lower == "x-forwarded-proto":
+        return _FORWARDED_PROTO
+    return _KEEP
 
 
-def _copy_allowed(
-    headers: Mapping[str, str], fixed: frozenset[str], decisions: dict[str, bool]
-) -> CIMultiDict[str]:
-    """The headers whose names are neither in `fixed`, nor Proxy-*, nor named in Connection.
-
-    `decisions` caches `_is_fixed_drop` by exact header name (one dict per `fixed` set)."""
+def _named_in_connection(headers: Mapping[str, str]) -> frozenset[str]:
     if isinstance(headers, CIMultiDict | CIMultiDictProxy):
-        has_connection = "Connection" in headers
-    else:
-        has_connection = any(k.lower() == "connection" for k in headers)
-    named = list_connection_tokens(headers) if has_connection else _EMPTY
-    out: CIMultiDict[str] = CIMultiDict()
-    add = out.add
-    for name, value in headers.items():
-        drop = decisions.get(name)
-        if drop is None:
-            drop = _is_fixed_drop(name, fixed)
-            if len(decisions) < _DECISION_CACHE_LIMIT:
-                decisions[name] = drop
-        if drop or (named and name.lower() in named):
-            continue
-        add(name, value)
-    return out
+        if "Connection" not in headers:
+            return _EMPTY
+    elif not any(k.lower() == "connection" for k in headers):
+        return _EMPTY
+    return list_connection_tokens(headers)
 
 
-_UPSTREAM_DECISIONS: dict[str, bool] = {}
-_DOWNSTREAM_DECISIONS: dict[str, bool] = {}
+_EMPTY: frozenset[str] = frozenset()
+_UPSTREAM_DECISIONS: dict[str, int] = {}
+_DOWNSTREAM_DECISIONS: dict[str, int] = {}
 
 
 def build_upstream_headers(
@@ -112,23 +106,65 @@ def build_upstream_headers(
     client_address: str | None,
     scheme: str,
 ) -> CIMultiDict[str]:
-    """Headers to send upstream for a client request whose JSON body the gateway re-sends."""
-    out = _copy_allowed(client_headers, _NOT_FORWARDED_UPSTREAM, _UPSTREAM_DECISIONS)
-    out["Content-Type"] = "application/json"
-    out["Accept-Encoding"] = "identity"
+    """Headers to send upstream for a client request whose JSON body the gateway re-sends.
+
+    One pass over the client's headers collecting pairs, then one `CIMultiDict` built from
+    them: adding to a multidict item by item from Python costs several times more, and this
+    runs on every request."""
+    named = _named_in_connection(client_headers)
+    decisions = _UPSTREAM_DECISIONS
+    pairs: Pairs = [("Content-Type", "application/json"), ("Accept-Encoding", "identity")]
+    forwarded_for: list[str] = []
+    has_proto = False
+    for name, value in client_headers.items():
+        action = decisions.get(name)
+        if action is None:
+            action = _decide(name, _NOT_FORWARDED_UPSTREAM, True)
+            if len(decisions) < _DECISION_CACHE_LIMIT:
+                decisions[name] = action
+        if action == _DROP or (named and name.lower() in named):
+            continue
+        if action == _FORWARDED_FOR:
+            forwarded_for.append(value)
+            continue
+        if action == _FORWARDED_PROTO:
+            has_proto = True
+        pairs.append((name, value))
     if authorization:
-        out["Authorization"] = authorization
+        pairs.append(("Authorization", authorization))
     if client_address:
-        previous = out.get("X-Forwarded-For")
-        out["X-Forwarded-For"] = f"{previous}, {client_address}" if previous else client_address
-    if "X-Forwarded-Proto" not in out:
-        out["X-Forwarded-Proto"] = scheme
-    return out
+        forwarded_for.append(client_address)
+    if forwarded_for:
+        pairs.append(("X-Forwarded-For", ", ".join(forwarded_for)))
+    if not has_proto:
+        pairs.append(("X-Forwarded-Proto", scheme))
+    return CIMultiDict(pairs)
+
+
+def response_header_pairs(
+    upstream_headers: Mapping[str, str], extra: Iterable[tuple[str, str]] = ()
+) -> Pairs:
+    """Upstream response headers safe to relay to the client, then `extra`, as pairs: aiohttp
+    copies whatever a response is given into its own multidict, so a list saves a copy."""
+    named = _named_in_connection(upstream_headers)
+    decisions = _DOWNSTREAM_DECISIONS
+    pairs: Pairs = []
+    for name, value in upstream_headers.items():
+        action = decisions.get(name)
+        if action is None:
+            action = _decide(name, _NOT_RELAYED_DOWNSTREAM, False)
+            if len(decisions) < _DECISION_CACHE_LIMIT:
+                decisions[name] = action
+        if action == _DROP or (named and name.lower() in named):
+            continue
+        pairs.append((name, value))
+    pairs.extend(extra)
+    return pairs
 
 
 def filter_response_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict[str]:
     """Upstream response headers safe to relay to the client."""
-    return _copy_allowed(upstream_headers, _NOT_RELAYED_DOWNSTREAM, _DOWNSTREAM_DECISIONS)
+    return CIMultiDict(response_header_pairs(upstream_headers))
 
 
 def read_bearer_token(authorization: str | None) -> str | None:

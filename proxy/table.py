@@ -64,6 +64,7 @@ class TargetEntry:
     backend: BackendEntry
     metrics: PairMetrics
     headers: Mapping[str, str]  # the three x-routeway-* response headers
+    header_items: tuple[tuple[str, str], ...]  # the same, as pairs for building a response
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +191,14 @@ def build_routing_table(
                         "route %s: backend %s is not in the config; target ignored", route.id, target.backend
                     )
                     continue
+                headers = {**route_headers, BACKEND_HEADER: backend_entry.id}
                 entries.append(
                     TargetEntry(
                         target,
                         backend_entry,
                         metrics.bind_pair(route.id, backend_entry.id),
-                        {**route_headers, BACKEND_HEADER: backend_entry.id},
+                        headers,
+                        tuple(headers.items()),
                     )
                 )
             return tuple(entries)

@@ -24,7 +24,12 @@ from prometheus_client import CollectorRegistry
 from proxy_helpers import make_backend, make_config, make_route
 from routeway.proxy.balancer import WeightedRoundRobin, pick_sticky
 from routeway.proxy.forward import CandidatePlan
-from routeway.proxy.headers import build_upstream_headers, filter_response_headers, read_bearer_token
+from routeway.proxy.headers import (
+    build_upstream_headers,
+    filter_response_headers,
+    read_bearer_token,
+    response_header_pairs,
+)
 from routeway.proxy.health import ConcurrencyLimiter, OutlierDetector
 from routeway.proxy.metrics import ProxyMetrics
 from routeway.proxy.redact import REDACTED, redact_document
@@ -230,6 +235,32 @@ def test_response_headers_drop_hop_by_hop_and_framing() -> None:
     )
     out = filter_response_headers(upstream)
     assert dict(out) == {"Content-Type": "application/json", "X-Request-Id": "r1"}
+
+
+def test_upstream_headers_join_repeated_forwarded_for_and_keep_client_proto() -> None:
+    client = CIMultiDict(
+        [("X-Forwarded-For", "10.0.0.1"), ("X-Forwarded-For", "10.0.0.2"), ("X-Forwarded-Proto", "https")]
+    )
+    out = build_upstream_headers(client, authorization=None, client_address="10.0.0.3", scheme="http")
+    assert out.getall("X-Forwarded-For") == ["10.0.0.1, 10.0.0.2, 10.0.0.3"]
+    assert out.getall("X-Forwarded-Proto") == ["https"]
+    named = CIMultiDict(
+        [
+            ("Connection", "X-Forwarded-For, x-forwarded-proto"),
+            ("X-Forwarded-For", "spoofed"),
+            ("X-Forwarded-Proto", "https"),
+        ]
+    )
+    out = build_upstream_headers(named, authorization=None, client_address="10.0.0.3", scheme="http")
+    assert out.getall("X-Forwarded-For") == ["10.0.0.3"] and out.getall("X-Forwarded-Proto") == ["http"]
+
+
+def test_response_header_pairs_append_gateway_headers_after_filtering() -> None:
+    upstream = CIMultiDict(
+        [("Content-Type", "application/json"), ("Connection", "keep-alive"), ("Date", "x")]
+    )
+    extra = (("x-routeway-route", "ns/r"), ("x-routeway-backend", "ns/b"))
+    assert response_header_pairs(upstream, extra) == [("Content-Type", "application/json"), *extra]
 
 
 def test_read_bearer_token() -> None:
