@@ -1,18 +1,11 @@
-"""One watchdog per upstream attempt that enforces first-byte, idle, total and route deadlines.
+"""One timer per upstream attempt that enforces first-byte, idle, total and route deadlines.
 
 Why not `asyncio.timeout` per chunk: a streamed answer has hundreds of chunks, and arming and
 cancelling a timer for each costs more than the relay itself. `AttemptWatchdog` keeps the time
-of the last activity (`touch()` is one clock read) and one pending check; when the check runs it
-looks whether there was activity since and, if so, schedules itself for the new expiry. So a
-stream is cut after `idle` seconds without a chunk, never earlier, and a long healthy stream
-costs one check per `idle` seconds.
-
-Why a `TimerWheel` instead of a loop timer per attempt: even one `call_at` + `cancel` per
-request is a measurable share of a proxied request (bench/RESULTS.md), and almost every
-attempt ends long before its timeout. Checks are rounded up to the next `GRANULARITY` tick, and
-all checks of one tick share one loop timer; adding or removing a watchdog is a set operation.
-A timeout therefore fires at most `GRANULARITY` late and never early (as aiohttp's
-`ceil_timeout` rounds up to coalesce its timers).
+of the last activity (`touch()` is one clock read) and a single timer; when the timer fires it
+checks whether there was activity since and, if so, re-arms for the new expiry. So the idle
+bound is exact (a stream is cut after `idle` seconds without a chunk, never earlier) and a
+long healthy stream costs one timer per `idle` seconds.
 
 Phases: until `start_body()` the bound is `first_byte` from the start of the attempt (the
 caller calls it once the first body bytes arrived, unless it will not await again under the
@@ -27,67 +20,12 @@ propagates as `CancelledError`.
 from __future__ import annotations
 
 import asyncio
-import math
-import weakref
 from types import TracebackType
 from typing import Literal
 
 TimeoutKind = Literal["first-byte", "idle", "total"]
 
 _SLACK = 0.0005  # timers may fire this early; do not re-arm for less
-GRANULARITY = 0.025  # seconds between the ticks that checks are rounded up to
-
-
-class TimerWheel:
-    """The pending watchdog checks of one event loop, grouped by tick (see module docstring)."""
-
-    __slots__ = ("__weakref__", "_loop", "_ticks")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._ticks: dict[int, set[AttemptWatchdog]] = {}
-
-    def add(self, watchdog: AttemptWatchdog, when: float) -> int:
-        """Check `watchdog` at the first tick at or after loop time `when`; returns the tick."""
-        tick = math.ceil(when / GRANULARITY)
-        due = self._ticks.get(tick)
-        if due is None:
-            due = self._ticks[tick] = set()
-            self._loop.call_at(tick * GRANULARITY, self._run, tick)
-        due.add(watchdog)
-        return tick
-
-    def remove(self, watchdog: AttemptWatchdog, tick: int) -> None:
-        due = self._ticks.get(tick)
-        if due is not None:
-            due.discard(watchdog)
-
-    def pending(self) -> int:
-        """Watchdog checks not run yet (for tests)."""
-        return sum(len(due) for due in self._ticks.values())
-
-    def _run(self, tick: int) -> None:
-        due = self._ticks.pop(tick, None)
-        if due:
-            for watchdog in due:
-                watchdog._on_timer()
-
-
-_wheels: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TimerWheel] = weakref.WeakKeyDictionary()
-_last_wheel: TimerWheel | None = None
-
-
-def wheel_for(loop: asyncio.AbstractEventLoop) -> TimerWheel:
-    """The loop's wheel (created on first use; the last one used is found without a lookup)."""
-    global _last_wheel
-    wheel = _last_wheel
-    if wheel is not None and wheel._loop is loop:
-        return wheel
-    wheel = _wheels.get(loop)
-    if wheel is None:
-        wheel = _wheels[loop] = TimerWheel(loop)
-    _last_wheel = wheel
-    return wheel
 
 
 class AttemptTimeout(Exception):
@@ -109,12 +47,11 @@ class AttemptWatchdog:
         "_deadline",
         "_expired",
         "_first_byte",
+        "_handle",
         "_idle",
         "_loop",
         "_phase",
         "_task",
-        "_tick",
-        "_wheel",
         "_when",
         "kind",
         "last",
@@ -137,8 +74,7 @@ class AttemptWatchdog:
         self._deadline = deadline
         self._phase: TimeoutKind = "first-byte"
         self.last = 0.0
-        self._wheel = wheel_for(self._loop)
-        self._tick: int | None = None  # the wheel tick of the pending check
+        self._handle: asyncio.TimerHandle | None = None
         self._when = 0.0
         self.paused = False
         self._expired = False
@@ -157,16 +93,16 @@ class AttemptWatchdog:
         soft = now + self._first_byte
         deadline = self._deadline
         when = self._when = soft if deadline is None or soft < deadline else deadline
-        self._tick = self._wheel.add(self, when)
+        self._handle = loop.call_at(when, self._on_timer)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        tick = self._tick
-        if tick is not None:
-            self._wheel.remove(self, tick)
-            self._tick = None
+        handle = self._handle
+        if handle is not None:
+            handle.cancel()
+            self._handle = None
         if (
             self._expired
             and self._task is not None
@@ -201,13 +137,13 @@ class AttemptWatchdog:
         return soft if deadline is None or soft < deadline else deadline
 
     def _arm(self, when: float) -> None:
-        if self._tick is not None:
-            self._wheel.remove(self, self._tick)
+        if self._handle is not None:
+            self._handle.cancel()
         self._when = when
-        self._tick = self._wheel.add(self, when)
+        self._handle = self._loop.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
-        self._tick = None
+        self._handle = None
         if self.paused:
             self.last = self._loop.time()
         expiry = self._expiry()
