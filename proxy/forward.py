@@ -162,6 +162,26 @@ def is_openai_error(body: bytes) -> bool:
 class Forwarder:
     """Answers one request already matched to `route`."""
 
+    __slots__ = (
+        "_filter",
+        "_payloads",
+        "_recorded",
+        "_response",
+        "_target",
+        "base_headers",
+        "body",
+        "client_wants_usage",
+        "deadline",
+        "kind",
+        "loop",
+        "metrics",
+        "request",
+        "route",
+        "session",
+        "started",
+        "stream",
+    )
+
     def __init__(
         self,
         request: web.Request,
@@ -362,6 +382,7 @@ class Forwarder:
                 make_overloaded(f"Route {route_id}: backend {backend.id} is at its concurrency limit."),
                 health=False,
             )
+        reply: UpstreamReply | None = None
         try:
             timeouts = config.timeouts
             hard = now + timeouts.total if timeouts.total is not None else None
@@ -370,8 +391,15 @@ class Forwarder:
             call = self._build_call(target)
             try:
                 with AttemptWatchdog(timeouts.first_byte, hard, self.loop) as watchdog:
-                    async with backend.provider.open(self.session, call) as reply:
-                        return await self._answer(target, reply, watchdog, plan)
+                    reply = await backend.provider.send(self.session, call)
+                    status = reply.status
+                    if not self.stream:
+                        # A JSON answer usually arrives with its headers: answered without
+                        # another await (and so without re-arming the watchdog for `idle`).
+                        body = reply.take_complete_body()
+                        if body is not None:
+                            return self._answer_document(target, status, reply.headers, body, plan)
+                    return await self._answer(target, reply, watchdog, plan)
             except AttemptTimeout as timeout:
                 if self._response is not None:
                     return await self._cut_stream(
@@ -425,10 +453,16 @@ class Forwarder:
                     ),
                 ) from None
         finally:
-            if unlimited:
-                limiter.in_use -= 1  # release: nobody waits for an unlimited backend
-            else:
-                limiter.release()
+            try:
+                if reply is not None:
+                    closing = reply.close()
+                    if closing is not None:
+                        await closing
+            finally:
+                if unlimited:
+                    limiter.in_use -= 1  # release: nobody waits for an unlimited backend
+                else:
+                    limiter.release()
 
     async def _answer(
         self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog, plan: CandidatePlan
@@ -463,6 +497,18 @@ class Forwarder:
                 if reply.at_eof():
                     break
         body = parts[0] if len(parts) == 1 else b"".join(parts)
+        return self._answer_document(target, status, reply_headers, body, plan)
+
+    def _answer_document(
+        self,
+        target: TargetEntry,
+        status: int,
+        reply_headers: Mapping[str, str],
+        body: bytes,
+        plan: CandidatePlan,
+    ) -> web.Response:
+        """The answer to relay for a whole (non-streamed) upstream body, with its accounting;
+        raises `AttemptFailed` when the answer should be retried elsewhere."""
         backend = target.backend
         if status >= 500 and not is_openai_error(body):
             error = make_upstream_failed(

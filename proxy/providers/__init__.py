@@ -6,13 +6,15 @@ model in this process; a provider only turns one `UpstreamCall` into an `Upstrea
 (status, headers, then body chunks) and normalises its failures into `ConnectFailure`
 (nothing was answered) and `StreamDropped` (the answer broke off).
 
+Why `send` + `close` and not an async context manager: entering and leaving one costs two
+coroutines per request on the hot path; the caller closes the reply in a `finally` instead.
+
 Provider translation (Anthropic, Azure) will be one module per provider here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -59,10 +61,19 @@ class UpstreamReply(Protocol):
         """True when the whole body was read (saves one `read_chunk` call per answer)."""
         ...
 
+    def take_complete_body(self) -> bytes | None:
+        """The whole body if it has already arrived, without awaiting; else None (read it with
+        `read_chunk`). A small JSON answer usually arrives with its headers."""
+        ...
+
+    def close(self) -> Awaitable[None] | None:
+        """Free the reply (a connection goes back to the pool only if its body was read to
+        the end); what it returns, if anything, must be awaited."""
+        ...
+
 
 class Provider(Protocol):
-    def open(
-        self, session: aiohttp.ClientSession, call: UpstreamCall
-    ) -> AbstractAsyncContextManager[UpstreamReply]:
-        """Send `call`; enter once headers arrived (raises `ConnectFailure`); exit frees it."""
+    async def send(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamReply:
+        """Send `call` and return once the answer's headers arrived (raises `ConnectFailure`);
+        the caller must `close()` the reply."""
         ...

@@ -8,8 +8,7 @@ so demos and tests show what the gateway does with a slow or failing model.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Mapping
 
 import aiohttp
 from routeway.proxy.mock_model import MockReply, mock_reply
@@ -42,22 +41,19 @@ class _MockReply:
     def at_eof(self) -> bool:
         return False
 
-    async def close(self) -> None:
+    def take_complete_body(self) -> bytes | None:
+        return None  # the simulated model produces its body over time
+
+    def close(self) -> Awaitable[None] | None:
         close = getattr(self._body, "aclose", None)
-        if close is not None:
-            await close()
+        return close() if close is not None else None
 
 
 class MockProvider:
     def __init__(self, behaviour: MockBehaviour | None) -> None:
         self._behaviour = behaviour or MockBehaviour()
 
-    @asynccontextmanager
-    async def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> AsyncIterator[UpstreamReply]:
-        reply = _MockReply(
+    async def send(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamReply:
+        return _MockReply(
             await mock_reply(call.kind, call.body, str(call.body.get("model", "")), self._behaviour)
         )
-        try:
-            yield reply
-        finally:
-            await reply.close()

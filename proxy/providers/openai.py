@@ -24,57 +24,37 @@ from yarl import URL
 # Anything aiohttp raises before the response headers means "no answer": refused, reset, DNS,
 # connect timeout, a malformed status line, a pooled connection the server had closed.
 _CONNECT_ERRORS = (aiohttp.ClientError, OSError)
+_READ_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError)
 
 
-class _HttpExchange:
-    """One request/response; an async context manager written out by hand (no generator)
-    because it is entered once per request on the hot path."""
+class _HttpReply:
+    """One upstream response."""
 
-    __slots__ = ("_call", "_content", "_provider", "_response", "_session", "complete")
+    __slots__ = ("_content", "_response", "complete", "headers", "status")
 
-    def __init__(self, provider: OpenAIProvider, session: aiohttp.ClientSession, call: UpstreamCall) -> None:
-        self._provider = provider
-        self._session = session
-        self._call = call
-        self._response: aiohttp.ClientResponse | None = None
-        self.complete = False
-
-    async def __aenter__(self) -> _HttpExchange:
-        call = self._call
-        provider = self._provider
-        try:
-            response = await self._session.request(
-                "POST",
-                provider.urls[call.kind],
-                data=call.payload,
-                headers=call.headers,
-                allow_redirects=False,
-                timeout=provider.timeout,
-            )
-        except _CONNECT_ERRORS as exc:
-            raise ConnectFailure(type(exc).__name__) from exc
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self._content = response.content
-        return self
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+        self.complete = False
 
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        response = self._response
-        if response is None:
-            return
+    def close(self) -> None:
         if self.complete:
-            response.release()
+            self._response.release()
         else:
-            response.close()  # a body not read to its end: the connection cannot be reused
+            self._response.close()  # a body not read to its end: the connection cannot be reused
 
-    @property
-    def status(self) -> int:
-        assert self._response is not None
-        return self._response.status
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        assert self._response is not None
-        return self._response.headers
+    def take_complete_body(self) -> bytes | None:
+        content = self._content
+        if not content.is_eof():
+            return None
+        try:
+            body = content.read_nowait()
+        except _READ_ERRORS as exc:
+            raise StreamDropped(type(exc).__name__) from exc
+        self.complete = True
+        return body
 
     def at_eof(self) -> bool:
         if self._content.at_eof():
@@ -85,7 +65,7 @@ class _HttpExchange:
     async def read_chunk(self) -> bytes:
         try:
             chunk = await self._content.readany()
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, ConnectionError) as exc:
+        except _READ_ERRORS as exc:
             raise StreamDropped(type(exc).__name__) from exc
         if not chunk:
             self.complete = True
@@ -102,5 +82,16 @@ class OpenAIProvider:
             total=None, connect=None, sock_read=None, sock_connect=connect_timeout
         )
 
-    def open(self, session: aiohttp.ClientSession, call: UpstreamCall) -> _HttpExchange:
-        return _HttpExchange(self, session, call)
+    async def send(self, session: aiohttp.ClientSession, call: UpstreamCall) -> _HttpReply:
+        try:
+            response = await session.request(
+                "POST",
+                self.urls[call.kind],
+                data=call.payload,
+                headers=call.headers,
+                allow_redirects=False,
+                timeout=self.timeout,
+            )
+        except _CONNECT_ERRORS as exc:
+            raise ConnectFailure(type(exc).__name__) from exc
+        return _HttpReply(response)
