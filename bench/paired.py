@@ -1,0 +1,167 @@
+"""CPU per request of Routeway against the yardstick, measured side by side at the same moments.
+
+    .venv/bin/python bench/paired.py [--connections 1,16,64] [--rounds 10] [--duration 3] [--workers 1]
+
+Why a second method next to `run.py`: on this shared VM the cost of the same code moves by
+10-30% from one minute to the next (other tenants of the host), so two targets measured one
+after the other — even interleaved in rounds — can differ by more than the effect measured
+(`run.py` runs of the same commit gave 0.84 and 0.94 for the same ratio). Here both proxies are
+pinned to the same core and loaded at the same time by two wrk processes (pinned, with the
+upstream, to the other core), so whatever slows the machine slows both; each round gives one
+ratio of their CPU time per request, and the report is the median and spread of those ratios.
+
+What it does not measure: absolute throughput or latency (each proxy gets half a core) — those
+come from `run.py`. It needs `taskset` (util-linux) and at least two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from run import (
+    BENCH,
+    CLK_TCK,
+    MANIFESTS,
+    OUT,
+    PLAIN_BODY,
+    PYTHON,
+    ROUTEWAY,
+    free_port,
+    git_state,
+    started,
+    tree_pids,
+    wait_http,
+)
+
+PROXY_CPU = "1"
+LOAD_CPU = "0"
+
+
+def cpu_times(root: int) -> float:
+    """utime+stime of a process tree, in seconds."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def wrk(url: str, connections: int, seconds: float) -> int:
+    """Requests completed by a pinned wrk run (non-2xx answers count as failures)."""
+    command = [
+        "taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s",
+        "-s", str(BENCH / "post.lua"), url + "/v1/chat/completions",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("BENCHJSON "))
+    result = json.loads(line.removeprefix("BENCHJSON "))
+    if sum(result["errors"].values()):
+        raise RuntimeError(f"{url}: wrk saw errors {result['errors']}")
+    return int(result["requests"])
+
+
+def measure(
+    targets: dict[str, tuple[int, str]], connections: int, rounds: int, seconds: float
+) -> dict[str, Any]:
+    names = list(targets)
+    per_request: dict[str, list[float]] = {name: [] for name in names}
+    ratios: list[float] = []
+    with ThreadPoolExecutor(len(names)) as pool:
+        for _ in range(rounds):
+            list(pool.map(lambda name: wrk(targets[name][1], connections, 1), names))  # warm-up
+            before = {name: cpu_times(targets[name][0]) for name in names}
+            counts = dict(
+                zip(
+                    names,
+                    pool.map(lambda name: wrk(targets[name][1], connections, seconds), names),
+                    strict=True,
+                )
+            )
+            after = {name: cpu_times(targets[name][0]) for name in names}
+            for name in names:
+                per_request[name].append((after[name] - before[name]) * 1e6 / max(counts[name], 1))
+            ratios.append(per_request["yardstick"][-1] / per_request["routeway"][-1])
+    ratios.sort()
+    point = {
+        "connections": connections,
+        "cpu_us_per_request": {name: statistics.median(values) for name, values in per_request.items()},
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": ratios[0],
+        "ratio_max": ratios[-1],
+        "ratios": ratios,
+    }
+    print(
+        f"  c={connections:<3} yardstick/routeway CPU per request: median {point['ratio_median']:.3f} "
+        f"(rounds {ratios[0]:.3f}..{ratios[-1]:.3f}); us/req yardstick "
+        f"{point['cpu_us_per_request']['yardstick']:.0f}, routeway {point['cpu_us_per_request']['routeway']:.0f}",
+        flush=True,
+    )
+    return point
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--connections", default="1,16,64")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per round")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per proxy")
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    logs = OUT / f"logs-paired-{stamp}"
+    logs.mkdir()
+    report: dict[str, Any] = {
+        "command": "bench/paired.py",
+        "args": vars(args),
+        "commit": git_state(),
+        "points": [],
+    }
+    up = free_port()
+    with contextlib.ExitStack() as stack:
+        pin_load = ["taskset", "-c", LOAD_CPU]
+        pin_proxy = ["taskset", "-c", PROXY_CPU]
+        stack.enter_context(
+            started("upstream", [*pin_load, PYTHON, str(BENCH / "fast_upstream.py"), "--port", str(up)], logs)
+        )
+        targets: dict[str, tuple[int, str]] = {}
+        port = free_port()
+        command = [*pin_proxy, PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(port)]
+        command += ["--upstream", f"http://127.0.0.1:{up}", "--workers", str(args.workers)]
+        process = stack.enter_context(started("yardstick", command, logs))
+        wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
+        targets["yardstick"] = (process.pid, f"http://127.0.0.1:{port}")
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-paired-")))
+        (folder / "bench.yaml").write_text(MANIFESTS.format(port=up))
+        port, admin = free_port(), free_port()
+        command = [*pin_proxy, ROUTEWAY, "serve", "-f", str(folder), "--port", str(port)]
+        command += ["--admin-port", str(admin), "--workers", str(args.workers), "--log-level", "warning"]
+        process = stack.enter_context(started("routeway", command, logs))
+        wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
+        targets["routeway"] = (process.pid, f"http://127.0.0.1:{port}")
+        time.sleep(1.0)
+        print(
+            f"paired CPU per request, {args.rounds} rounds of {args.duration:g} s, workers {args.workers}",
+            flush=True,
+        )
+        for connections in (int(c) for c in args.connections.split(",")):
+            report["points"].append(measure(targets, connections, args.rounds, args.duration))
+    path = OUT / f"paired-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"JSON: {path}; server logs: {logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
