@@ -23,9 +23,11 @@ from __future__ import annotations
 import mmap
 import struct
 from bisect import bisect_left
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 from prometheus_client.values import MutexValue
 
 LATENCY_BUCKETS = (
@@ -189,6 +191,31 @@ class HistogramValues:
             bucket.inc(1)
 
 
+CONFIG_INFO = "routeway_config_info"
+
+
+class GroupCollector:
+    """A worker group's metrics, read from their files, minus revisions no worker serves.
+
+    Why: prometheus_client cannot delete a series from a worker's file, so every config a
+    worker ever served stays there with `routeway_config_info` 0, and a gateway synced by
+    GitOps all day would grow a series per change. A single process removes the old series;
+    this gives the group's `/metrics` the same shape (several revisions at 1 only while
+    workers switch).
+    """
+
+    def __init__(self, path: str) -> None:
+        from prometheus_client import multiprocess
+
+        self._inner = multiprocess.MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._inner.collect():  # type: ignore[no-untyped-call]
+            if family.name == CONFIG_INFO:
+                family.samples = [sample for sample in family.samples if sample.value != 0]
+            yield family
+
+
 class ProxyMetrics:
     """All metric families of one proxy process, registered in `registry`."""
 
@@ -253,7 +280,7 @@ class ProxyMetrics:
             registry=registry,
         )
         self.config_info = Gauge(
-            "routeway_config_info",
+            CONFIG_INFO,
             "1 for the config revision being served.",
             ["revision"],
             multiprocess_mode="livemax",

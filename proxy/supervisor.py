@@ -211,8 +211,9 @@ def make_metrics_dir() -> str:
 async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     """The supervisor: workers serve clients, this process serves the admin port for all."""
     # Imported before PROMETHEUS_MULTIPROC_DIR is set: only the workers' metrics are summed.
-    from prometheus_client import CollectorRegistry, multiprocess
+    from prometheus_client import CollectorRegistry
     from routeway.proxy.app import create_admin_app
+    from routeway.proxy.metrics import GroupCollector
     from routeway.proxy.runtime import ProxyRuntime
 
     signals = StopSignals(ignore_repeats=False)
@@ -238,7 +239,7 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
 
     def group_registry() -> CollectorRegistry:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=metrics_dir)  # type: ignore[no-untyped-call]
+        registry.register(GroupCollector(metrics_dir))
         return registry
 
     admin_app = create_admin_app(runtime, group_registry)

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, multiprocess, values
-from routeway.proxy.metrics import LATENCY_BUCKETS, MmapValue, ProxyMetrics, adopt_value, make_fast
+from routeway.proxy.metrics import (
+    CONFIG_INFO,
+    LATENCY_BUCKETS,
+    GroupCollector,
+    MmapValue,
+    ProxyMetrics,
+    adopt_value,
+    make_fast,
+)
 from routeway.proxy.stats import read_stats
 
 
@@ -87,3 +95,43 @@ def test_mmap_value_writes_what_the_library_writes(tmp_path: Path, monkeypatch: 
     assert found[("t_total", "n1999")] == 1.0
     assert found[("g", "x")] == 1.0
     values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+
+
+def test_group_collector_drops_revisions_no_worker_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker files keep every revision ever served at 0; the group's /metrics shows current ones."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    try:
+        for pid, served in ((11, ["r1", "r2", "r3"]), (12, ["r1", "r2"])):
+            value_class = values.MultiProcessValue(lambda pid=pid: pid)  # type: ignore[no-untyped-call]
+            revisions = {}
+            for revision in served:  # what ProxyRuntime.apply does on each new revision
+                for old in revisions.values():
+                    old.set(0)
+                revisions[revision] = value_class(
+                    "gauge",
+                    CONFIG_INFO,
+                    CONFIG_INFO,
+                    ("revision",),
+                    (revision,),
+                    "h",
+                    multiprocess_mode="livemax",
+                )
+                revisions[revision].set(1)
+        registry = CollectorRegistry()
+        registry.register(GroupCollector(str(tmp_path)))
+        shown = {
+            s.labels["revision"]: s.value
+            for family in registry.collect()
+            for s in family.samples
+            if family.name == CONFIG_INFO
+        }
+        assert shown == {"r3": 1.0, "r2": 1.0}  # one worker still on r2: both are served
+        plain = CollectorRegistry()
+        multiprocess.MultiProcessCollector(plain, path=str(tmp_path))  # type: ignore[no-untyped-call]
+        assert (
+            len([s for f in plain.collect() for s in f.samples if f.name == CONFIG_INFO]) == 3
+        )  # what it fixes
+    finally:
+        values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
