@@ -140,7 +140,7 @@ async def watch_snapshots(
 class ConfigFileSource:
     """A rendered ProxyConfig file (what `routeway render -o json` prints) plus credentials.
 
-    Picklable, so each worker process opens its own watch and a change reaches all of them.
+    With several workers only the supervisor watches it and relays each update (`relay.py`).
     """
 
     config_path: str

@@ -6,10 +6,11 @@ Shape of a running proxy:
   source and applies what it yields to its `ProxyRuntime`.
 - `workers > 1`: a supervisor process reserves the client port, spawns N workers that each
   bind it with SO_REUSEPORT (the kernel spreads connections across them), and serves the
-  admin port itself. Every process — supervisor included — runs its own copy of the config
-  source, so a reload reaches every worker without any IPC (for a fraction of a second
-  after a change, workers may serve different revisions; each request sees one complete
-  config), and the supervisor's `/config` and `/routes` show what the group serves. Workers write metrics through prometheus-client's
+  admin port itself. Only the supervisor runs the config source; it applies each update to
+  its own runtime (for `/config` and `/routes`) and relays the same update to every worker
+  over a pipe (`relay.py`), so a config is read and translated once and all workers serve
+  the same revisions in the same order (for a moment after a change some may still serve
+  the previous one; each request sees one complete config). Workers write metrics through prometheus-client's
   multiprocess mode into a fresh directory; the supervisor's `/metrics` aggregates them, so
   a scrape describes the whole group, not whichever worker answered.
 
@@ -25,7 +26,8 @@ single process (or the supervisor) stops waiting and exits 1; workers ignore rep
 because Ctrl-C reaches the whole process group and the supervisor forwards it as well.
 
 The seam for other config sources (an in-cluster ConfigMap/Secret watch): implement
-`ConfigSource` — a picklable object whose `watch()` yields `ConfigLoaded`/`ConfigRejected`.
+`ConfigSource` — an object whose `watch()` yields `ConfigLoaded`/`ConfigRejected` (updates
+must pickle: that is how they reach the workers).
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ ConfigUpdate: TypeAlias = ConfigLoaded | ConfigRejected
 class ConfigSource(Protocol):
     """Where a process's config comes from.
 
-    Must be picklable (a frozen dataclass of paths or names): each worker process gets a
-    copy and opens its own `watch()`. `watch()` yields the current state first, then one
-    update per change, and never raises for bad input — bad input is a `ConfigRejected`.
+    Only one process of a group opens `watch()` (the supervisor relays its updates, which
+    must therefore pickle). `watch()` yields the current state first, then one update per
+    change, and never raises for bad input — bad input is a `ConfigRejected`.
     """
 
     def describe(self) -> str: ...

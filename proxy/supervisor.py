@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Protocol
 
 from aiohttp import web
@@ -40,6 +41,7 @@ from routeway.proxy.process import (
     serve_process,
     start_site,
 )
+from routeway.proxy.relay import Broadcaster, RelayedSource
 
 log = logging.getLogger("routeway.proxy.process")
 
@@ -48,16 +50,16 @@ log = logging.getLogger("routeway.proxy.process")
 class WorkerSpec:
     """Everything a spawned worker needs; pickled into the new interpreter."""
 
-    source: ConfigSource
     options: ServeOptions
     index: int
 
 
-def run_worker(spec: WorkerSpec, listening: EventLike) -> None:
-    """Entry point of a spawned worker process."""
+def run_worker(spec: WorkerSpec, listening: EventLike, updates: Connection) -> None:
+    """Entry point of a spawned worker process: configs come from the supervisor (`relay`)."""
     configure_logging(spec.options.log_level)
     role = ProcessRole(serve_admin=False, announce=False, worker_index=spec.index)
-    sys.exit(run_async(serve_process(spec.source, spec.options, role=role, on_listening=listening.set)))
+    source = RelayedSource(updates)
+    sys.exit(run_async(serve_process(source, spec.options, role=role, on_listening=listening.set)))
 
 
 class EventLike(Protocol):
@@ -76,9 +78,10 @@ class _Worker:
 class WorkerGroup:
     """N spawned workers sharing the client port; crashed workers are restarted with backoff."""
 
-    def __init__(self, source: ConfigSource, options: ServeOptions, metrics_dir: str) -> None:
+    def __init__(self, broadcaster: Broadcaster, options: ServeOptions, metrics_dir: str) -> None:
         self._ctx = multiprocessing.get_context("spawn")
-        self._source = source
+        self._broadcaster = broadcaster
+        self._attaching: set[asyncio.Task[None]] = set()
         self._options = options
         self._metrics_dir = metrics_dir
         self._workers: list[_Worker | None] = [None] * options.workers
@@ -90,12 +93,17 @@ class WorkerGroup:
 
     def _spawn(self, index: int) -> None:
         listening = self._ctx.Event()
-        spec = WorkerSpec(self._source, self._options, index)
+        spec = WorkerSpec(self._options, index)
+        receiving, sending = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
-            target=run_worker, args=(spec, listening), name=f"routeway-worker-{index}"
+            target=run_worker, args=(spec, listening, receiving), name=f"routeway-worker-{index}"
         )
         process.start()
+        receiving.close()  # the worker has its copy; ours would keep the pipe open after it dies
         self._workers[index] = _Worker(process, listening, time.monotonic())
+        task = asyncio.get_running_loop().create_task(self._broadcaster.attach(index, sending))
+        self._attaching.add(task)
+        task.add_done_callback(self._attaching.discard)
 
     def not_ready(self) -> str | None:
         up = sum(1 for w in self._workers if w is not None and w.process.is_alive() and w.listening.is_set())
@@ -231,10 +239,12 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
         return 1
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     options = dataclasses.replace(options, port=reserved.getsockname()[1])
-    group = WorkerGroup(source, options, metrics_dir)
+    broadcaster = Broadcaster()
+    group = WorkerGroup(broadcaster, options, metrics_dir)
     runtime = ProxyRuntime()
     applier = ConfigApplier(runtime, announce=True)
-    apply_task = asyncio.create_task(applier.run(source), name="apply-config")
+    # The supervisor is the only reader of the source; workers get what it read (relay.py).
+    apply_task = asyncio.create_task(applier.run(broadcaster.source(source)), name="apply-config")
     group.start()
 
     def group_registry() -> CollectorRegistry:
@@ -264,6 +274,7 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     finally:
         await cancel_tasks(monitor, apply_task)
         group.kill_remaining()
+        broadcaster.close()
         await admin_runner.cleanup()
         reserved.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -51,7 +51,7 @@ class LocalManifestSource:
     """Manifest files and folders, re-translated whenever one of them changes.
 
     Watches both what `-f` names (so new files in a folder are seen) and every file the last
-    load read. Picklable, so each worker process runs its own copy.
+    load read. With several workers only the supervisor runs it (see `proxy/relay.py`).
     """
 
     paths: tuple[str, ...]

@@ -120,6 +120,38 @@ async def test_two_workers_serve_as_one(tmp_path: Path, launch: Launch, upstream
     assert await routeway.stop() == 0
 
 
+async def test_a_replacement_worker_gets_the_groups_config_not_the_files(
+    tmp_path: Path, launch: Launch, upstream: Upstream
+) -> None:
+    """Workers do not read the manifests: the supervisor translates once and relays. So a worker
+    started after the files went bad still serves the last good config, like the others."""
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url, model="model-a"))
+    routeway = await launch("serve", "-f", str(path), workers=2)
+    await eventually(lambda: ready(routeway), what="both workers listening", within=30)
+    good = (await routeway.chat()).headers["x-routeway-revision"]
+    path.write_text("kind: ModelRoute\nspec: [not, a, mapping]\n")
+
+    async def rejected() -> bool:
+        _, routes = await routeway.get_admin("/routes")
+        return bool(routes.get("lastRejection"))
+
+    await eventually(rejected, what="the broken edit rejected")
+    victim = worker_pids(routeway.proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        pids = worker_pids(routeway.proc.pid)
+        return len(pids) == 2 and victim not in pids and await ready(routeway)
+
+    await eventually(replaced, what=f"a new worker\n{routeway.log()}", within=30)
+    # fresh connections land on both workers; every one answers from the last good config
+    answers = await asyncio.gather(*(routeway.chat() for _ in range(REQUESTS)))
+    assert {(a.status, a.headers.get("x-routeway-revision")) for a in answers} == {(200, good)}
+    assert routeway.log().count("rejected") >= 1
+    assert await routeway.stop() == 0
+
+
 def _alive(pid: int) -> bool:
     """Running, not a zombie waiting for a reaper (the test container's init may not reap)."""
     try:
