@@ -40,7 +40,14 @@ from routeway.proxy.providers import ENDPOINT_PATHS, EndpointKind
 from routeway.proxy.runtime import ProxyRuntime
 from routeway.proxy.table import RoutingTable, render_model
 
-__all__ = ["APP_RUNNER_OPTIONS", "RUNTIME_KEY", "SESSION_KEY", "create_admin_app", "create_proxy_app"]
+__all__ = [
+    "APP_RUNNER_OPTIONS",
+    "RUNTIME_KEY",
+    "SESSION_KEY",
+    "abort_in_flight",
+    "create_admin_app",
+    "create_proxy_app",
+]
 
 log = logging.getLogger("routeway.proxy")
 
@@ -64,11 +71,15 @@ class _ProxyState:
     `request.app[...]` costs four Python calls per lookup (`app` property, match info,
     `__getitem__`) on the hot path. The app keys stay set for everything else."""
 
-    __slots__ = ("runtime", "session")
+    __slots__ = ("in_flight", "runtime", "session")
 
     def __init__(self, runtime: ProxyRuntime) -> None:
         self.runtime = runtime
         self.session: aiohttp.ClientSession | None = None
+        self.in_flight: set[Forwarder] = set()  # routed requests being answered (for drain)
+
+
+_STATE_KEY = web.AppKey("routeway_proxy_state", _ProxyState)
 
 
 def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
@@ -76,6 +87,7 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
     app = web.Application(client_max_size=2**40)
     app[RUNTIME_KEY] = runtime
     state = _ProxyState(runtime)
+    app[_STATE_KEY] = state
 
     async def own_client_session(app: web.Application) -> AsyncIterator[None]:
         async for _ in _own_client_session(app):
@@ -290,7 +302,12 @@ def _make_inference_handler(kind: EndpointKind, state: _ProxyState) -> Handler:
                 raise
             session = state.session or request.app[SESSION_KEY]
             forwarder = Forwarder(request, session, runtime.metrics, route, kind, body, started, loop)
-            return await forwarder.run()
+            in_flight = state.in_flight
+            in_flight.add(forwarder)
+            try:
+                return await forwarder.run()
+            finally:
+                in_flight.discard(forwarder)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -298,6 +315,15 @@ def _make_inference_handler(kind: EndpointKind, state: _ProxyState) -> Handler:
 
     handle.__name__ = f"handle_{kind}"
     return handle
+
+
+def abort_in_flight(app: web.Application) -> int:
+    """End every routed request of `app` now with a "shutting down" answer (see
+    `Forwarder.abort`); returns how many there were. For the end of a drain's grace period."""
+    forwarders = list(app[_STATE_KEY].in_flight)
+    for forwarder in forwarders:
+        forwarder.abort()
+    return len(forwarders)
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -22,6 +22,7 @@ A stream that fails after its headers went out ends with an OpenAI error event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -163,11 +164,13 @@ class Forwarder:
     """Answers one request already matched to `route`."""
 
     __slots__ = (
+        "_aborted",
         "_filter",
         "_payloads",
         "_recorded",
         "_response",
         "_target",
+        "_task",
         "base_headers",
         "body",
         "client_wants_usage",
@@ -214,10 +217,21 @@ class Forwarder:
         self._filter: SSEUsageFilter | None = None
         self._target: TargetEntry | None = None
         self._recorded = False
+        self._aborted = False
+        self._task: asyncio.Task[Any] | None = None
+
+    def abort(self) -> None:
+        """End this request now with a "shutting down" answer (a stream: an error event), as a
+        drain's grace period ends; the backend is not blamed for it."""
+        task = self._task
+        if task is not None and not task.done() and not self._aborted:
+            self._aborted = True
+            task.cancel()
 
     async def run(self) -> web.StreamResponse:
         in_flight = self.route.in_flight
         in_flight.inc(1)
+        self._task = asyncio.current_task(self.loop)
         try:
             route = self.route
             sticky_name = route.config.sticky_header
@@ -256,10 +270,30 @@ class Forwarder:
                         break
             return self._answer_failure(failure)
         except asyncio.CancelledError:
+            task = self._task
+            if self._aborted and task is not None and task.uncancel() == 0:
+                return await self._answer_shutdown()  # our own cancellation, and only ours
             self._record(CLIENT_CLOSED)  # the client went away (handler cancellation)
             raise
         finally:
             in_flight.inc(-1)
+
+    async def _answer_shutdown(self) -> web.StreamResponse:
+        message = "The gateway is shutting down; send the request again."
+        metrics = self._target.metrics if self._target is not None else self.route.metrics
+        self._record(503, metrics)
+        response = self._response
+        if response is None:
+            raise ProxyError(
+                503, message, "gateway_shutting_down", "server_error", headers={"Retry-After": "1"}
+            )
+        if self._filter is not None:
+            self._filter.discard_pending()
+        event = b"data: " + render_error_body(message, "server_error", "gateway_shutting_down") + b"\n\n"
+        with contextlib.suppress(ConnectionError):
+            await response.write(event)
+            await response.write_eof()
+        return response
 
     def _route_timed_out(self) -> AttemptFailed:
         return AttemptFailed(

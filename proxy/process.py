@@ -415,10 +415,14 @@ async def drain(runner: web.AppRunner, signals: StopSignals, grace: float, *, an
     )
     cleanup = asyncio.create_task(runner.cleanup(), name="drain")
     abort = asyncio.create_task(signals.second.wait())
+    # When the grace period is over, requests still in flight are answered "shutting down"
+    # (a stream gets an error event) before aiohttp cancels them and closes their connections.
+    overdue = asyncio.get_running_loop().call_later(grace, _end_overdue_requests, runner.app, level)
     try:
         await asyncio.wait({cleanup, abort}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         abort.cancel()
+        overdue.cancel()
     if cleanup.done():
         cleanup.result()
         log.log(level, "drained; exiting")
@@ -427,6 +431,14 @@ async def drain(runner: web.AppRunner, signals: StopSignals, grace: float, *, an
     with contextlib.suppress(asyncio.CancelledError):
         await cleanup
     return 1
+
+
+def _end_overdue_requests(app: web.Application, level: int) -> None:
+    from routeway.proxy.app import abort_in_flight
+
+    ended = abort_in_flight(app)
+    if ended:
+        log.log(level, "drain grace period over: ending %d requests with a shutdown error", ended)
 
 
 def watch_parent(signals: StopSignals) -> None:

@@ -47,14 +47,23 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
     started: list[Routeway] = []
     session = aiohttp.ClientSession()
 
-    async def start(*args: str, workers: int = 1) -> Routeway:
+    async def start(*args: str, workers: int = 1, drain_timeout: float = 20) -> Routeway:
         log_path = tmp_path / f"routeway-{len(started)}.log"
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         with log_path.open("wb") as log_file:
             proc = await asyncio.create_subprocess_exec(
                 *routeway_command(),
                 *args,
-                *("--port", "0", "--admin-port", "0", "--workers", str(workers), "--drain-timeout", "20"),
+                *(
+                    "--port",
+                    "0",
+                    "--admin-port",
+                    "0",
+                    "--workers",
+                    str(workers),
+                    "--drain-timeout",
+                    str(drain_timeout),
+                ),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=log_file,

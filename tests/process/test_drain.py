@@ -68,6 +68,38 @@ async def test_sigterm_lets_a_stream_finish(
     assert "drained" in routeway.log()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_stream_still_running_when_the_grace_period_ends_gets_an_error_event(
+    tmp_path: Path, launch: Launch, upstream: Upstream, workers: int
+) -> None:
+    """Not cut silently (which an SDK could take for a complete answer): an OpenAI error event,
+    counted as a 503 of the gateway, not as a failure of the backend; then exit 0."""
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url))
+    routeway = await launch("serve", "-f", str(path), workers=workers, drain_timeout=1)
+
+    async def ready() -> bool:
+        return (await routeway.get_admin("/readyz"))[0] == 200
+
+    await eventually(ready, what="/readyz", within=30)
+    async with aiohttp.ClientSession() as client:
+        response = await client.post(
+            f"{routeway.url}/v1/chat/completions",
+            json={"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        )
+        assert response.status == 200
+        assert b"first" in await response.content.readuntil(b"\n\n")
+        routeway.proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(response.content.read(), 30)  # the upstream never finishes
+        response.release()
+    events = [e for e in rest.split(b"\n\n") if e.strip()]
+    assert len(events) == 1 and b'"code":"gateway_shutting_down"' in events[0], rest
+    assert b"[DONE]" not in rest
+    assert await asyncio.wait_for(routeway.proc.wait(), 30) == 0
+    assert "ending 1 requests with a shutdown error" in routeway.log() or workers > 1
+    assert "ejected" not in routeway.log()
+
+
 async def test_second_signal_stops_waiting(tmp_path: Path, launch: Launch, upstream: Upstream) -> None:
     """An impatient operator (Ctrl-C twice): the drain is cut short, exit 1."""
     path = tmp_path / "routeway.yaml"

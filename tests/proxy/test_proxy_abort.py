@@ -1,0 +1,48 @@
+"""`abort_in_flight` (the end of a drain's grace period): a request still waiting for its
+backend gets a 503 "shutting down" in the OpenAI shape, and the backend is not blamed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from proxy_helpers import Upstream, make_backend, make_config, make_route, start_site
+from routeway.proxy.app import abort_in_flight, create_proxy_app
+from routeway.proxy.runtime import ProxyRuntime
+from routeway.proxy.stats import read_stats
+
+
+async def test_a_waiting_request_is_answered_503_and_the_backend_keeps_its_health(upstream: Upstream) -> None:
+    runtime = ProxyRuntime()
+    app = create_proxy_app(runtime)
+    runner, url = await start_site(app)
+    try:
+        runtime.apply(
+            make_config(
+                [make_backend("slow", upstream.base("stall"), first_byte=30, failures=1)],
+                [make_route("gpt", [("slow", 1)])],
+            ),
+            {},
+        )
+        assert abort_in_flight(app) == 0
+        async with aiohttp.ClientSession() as client:
+            request = asyncio.ensure_future(
+                client.post(f"{url}/v1/chat/completions", json={"model": "gpt", "messages": []})
+            )
+            for _ in range(200):  # until the request is routed and waiting for the backend
+                if runtime.table is not None and read_stats(runtime.metrics.registry).in_flight.get("ns/gpt"):
+                    break
+                await asyncio.sleep(0.01)
+            assert abort_in_flight(app) == 1
+            response = await asyncio.wait_for(request, 10)
+            body = await response.json()
+        assert response.status == 503 and response.headers["Retry-After"] == "1"
+        assert body["error"]["code"] == "gateway_shutting_down" and body["error"]["type"] == "server_error"
+        assert runtime.table is not None
+        health = runtime.table.backends["ns/slow"].health
+        assert health.consecutive_failures == 0 and not health.is_ejected()
+        stats = read_stats(runtime.metrics.registry).for_pair("ns/gpt", "ns/slow")
+        assert stats.by_code == {"503": 1.0}
+        assert abort_in_flight(app) == 0  # nothing left in flight
+    finally:
+        await runner.cleanup()
