@@ -290,7 +290,8 @@ class Forwarder:
         if self._filter is not None:
             self._filter.discard_pending()
         event = b"data: " + render_error_body(message, "server_error", "gateway_shutting_down") + b"\n\n"
-        with contextlib.suppress(ConnectionError):
+        # RuntimeError: the stream had just ended (write after write_eof) when the abort came
+        with contextlib.suppress(ConnectionError, RuntimeError):
             await response.write(event)
             await response.write_eof()
         return response
