@@ -29,33 +29,20 @@ from typing import Any
 
 from run import (
     BENCH,
-    CLK_TCK,
     MANIFESTS,
     OUT,
     PLAIN_BODY,
     PYTHON,
     ROUTEWAY,
+    cpu_seconds,
     free_port,
     git_state,
     started,
-    tree_pids,
     wait_http,
 )
 
 PROXY_CPU = "1"
 LOAD_CPU = "0"
-
-
-def cpu_times(root: int) -> float:
-    """utime+stime of a process tree, in seconds."""
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
 
 
 def wrk(url: str, connections: int, seconds: float) -> int:
@@ -81,7 +68,7 @@ def measure(
     with ThreadPoolExecutor(len(names)) as pool:
         for _ in range(rounds):
             list(pool.map(lambda name: wrk(targets[name][1], connections, 1), names))  # warm-up
-            before = {name: cpu_times(targets[name][0]) for name in names}
+            before = {name: cpu_seconds(targets[name][0]) for name in names}
             counts = dict(
                 zip(
                     names,
@@ -89,7 +76,7 @@ def measure(
                     strict=True,
                 )
             )
-            after = {name: cpu_times(targets[name][0]) for name in names}
+            after = {name: cpu_seconds(targets[name][0]) for name in names}
             for name in names:
                 per_request[name].append((after[name] - before[name]) * 1e6 / max(counts[name], 1))
             ratios.append(per_request["yardstick"][-1] / per_request["routeway"][-1])

@@ -28,6 +28,23 @@ async def refuses_connections(routeway: Routeway) -> bool:
     return False
 
 
+async def start_stream(routeway: Routeway, client: aiohttp.ClientSession) -> aiohttp.ClientResponse:
+    """Once the gateway is ready: a streamed chat whose first event arrived (the rig's upstream
+    holds the rest until `release_stream` is set)."""
+
+    async def ready() -> bool:
+        return (await routeway.get_admin("/readyz"))[0] == 200
+
+    await eventually(ready, what="/readyz", within=30)
+    response = await client.post(
+        f"{routeway.url}/v1/chat/completions",
+        json={"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status == 200
+    assert b"first" in await response.content.readuntil(b"\n\n")
+    return response
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_sigterm_lets_a_stream_finish(
     tmp_path: Path, launch: Launch, upstream: Upstream, workers: int
@@ -35,21 +52,8 @@ async def test_sigterm_lets_a_stream_finish(
     path = tmp_path / "routeway.yaml"
     path.write_text(manifest(upstream.url))
     routeway = await launch("serve", "-f", str(path), workers=workers)
-
-    async def ready() -> bool:
-        return (await routeway.get_admin("/readyz"))[0] == 200
-
-    await eventually(ready, what="/readyz", within=30)
-
     async with aiohttp.ClientSession() as client:
-        response = await client.post(
-            f"{routeway.url}/v1/chat/completions",
-            json={"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-        )
-        assert response.status == 200
-        first = await response.content.readuntil(b"\n\n")
-        assert b"first" in first
-
+        response = await start_stream(routeway, client)
         routeway.proc.send_signal(signal.SIGTERM)
 
         async def draining() -> bool:
@@ -77,18 +81,8 @@ async def test_a_stream_still_running_when_the_grace_period_ends_gets_an_error_e
     path = tmp_path / "routeway.yaml"
     path.write_text(manifest(upstream.url))
     routeway = await launch("serve", "-f", str(path), workers=workers, drain_timeout=1)
-
-    async def ready() -> bool:
-        return (await routeway.get_admin("/readyz"))[0] == 200
-
-    await eventually(ready, what="/readyz", within=30)
     async with aiohttp.ClientSession() as client:
-        response = await client.post(
-            f"{routeway.url}/v1/chat/completions",
-            json={"model": "chat", "stream": True, "messages": [{"role": "user", "content": "hi"}]},
-        )
-        assert response.status == 200
-        assert b"first" in await response.content.readuntil(b"\n\n")
+        response = await start_stream(routeway, client)
         routeway.proc.send_signal(signal.SIGTERM)
         rest = await asyncio.wait_for(response.content.read(), 30)  # the upstream never finishes
         response.release()

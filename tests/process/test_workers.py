@@ -54,6 +54,17 @@ def connections_held(pid: int, port: int) -> int:
     return held
 
 
+async def kill_a_worker_and_wait_for_its_replacement(routeway: Routeway) -> None:
+    victim = worker_pids(routeway.proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        pids = worker_pids(routeway.proc.pid)
+        return len(pids) == 2 and victim not in pids and await ready(routeway)
+
+    await eventually(replaced, what=f"a new worker\n{routeway.log()}", within=30)
+
+
 def worker_pids(supervisor: int) -> list[int]:
     """The supervisor's spawned workers (not multiprocessing's resource tracker)."""
     with open(f"/proc/{supervisor}/task/{supervisor}/children") as fh:
@@ -106,14 +117,7 @@ async def test_two_workers_serve_as_one(tmp_path: Path, launch: Launch, upstream
     assert upstream.seen[-1]["model"] == "model-b"
 
     # A crashed worker is replaced.
-    victim = worker_pids(routeway.proc.pid)[0]
-    os.kill(victim, signal.SIGKILL)
-
-    async def replaced() -> bool:
-        pids = worker_pids(routeway.proc.pid)
-        return len(pids) == 2 and victim not in pids and await ready(routeway)
-
-    await eventually(replaced, what=f"a new worker\n{routeway.log()}", within=30)
+    await kill_a_worker_and_wait_for_its_replacement(routeway)
     assert "exited with code -9" in routeway.log()
     assert (await routeway.chat()).status == 200
 
@@ -137,14 +141,7 @@ async def test_a_replacement_worker_gets_the_groups_config_not_the_files(
         return bool(routes.get("lastRejection"))
 
     await eventually(rejected, what="the broken edit rejected")
-    victim = worker_pids(routeway.proc.pid)[0]
-    os.kill(victim, signal.SIGKILL)
-
-    async def replaced() -> bool:
-        pids = worker_pids(routeway.proc.pid)
-        return len(pids) == 2 and victim not in pids and await ready(routeway)
-
-    await eventually(replaced, what=f"a new worker\n{routeway.log()}", within=30)
+    await kill_a_worker_and_wait_for_its_replacement(routeway)
     # fresh connections land on both workers; every one answers from the last good config
     answers = await asyncio.gather(*(routeway.chat() for _ in range(REQUESTS)))
     assert {(a.status, a.headers.get("x-routeway-revision")) for a in answers} == {(200, good)}
