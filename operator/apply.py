@@ -94,13 +94,36 @@ class Written:
     resource_version: str | None
 
 
+COMPARED_BY_CONTENT = ("Service", "ServiceAccount", "Role", "RoleBinding")
+"""Owned kinds whose edits no generation counts (or not reliably): drift is judged by content."""
+
+
 def drifted(current: Mapping[str, Any], desired: Mapping[str, Any], expected_generation: int | None) -> bool:
     """Edited by someone else although the hash annotation still matches (kubectl edit keeps
-    annotations): data of ConfigMaps/Secrets differs, or the spec's generation moved on."""
-    if desired.get("kind") in ("ConfigMap", "Secret"):
+    annotations): data of ConfigMaps/Secrets differs, the spec's generation moved on, or — for
+    kinds without a generation (Service, ServiceAccount, Role, RoleBinding) — a field the
+    operator sets no longer has its value (fields the API server or others add are allowed)."""
+    kind = desired.get("kind")
+    if kind in ("ConfigMap", "Secret"):
         return any((current.get(k) or {}) != (desired.get(k) or {}) for k in REPLACED_MAPS)
     generation = current.get("metadata", {}).get("generation")
+    if kind in COMPARED_BY_CONTENT:
+        return any(
+            not contains(current.get(key), value)
+            for key, value in desired.items()
+            if key not in ("apiVersion", "kind", "metadata")
+        )
     return expected_generation is not None and generation is not None and generation != expected_generation
+
+
+def contains(have: Any, want: Any) -> bool:
+    """Whether `have` holds everything `want` sets: mappings key by key, lists element by
+    element (same length: a rule or port added by hand is drift), other values equal."""
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(contains(have.get(k), v) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(have, list) and len(have) == len(want) and all(map(contains, have, want))
+    return bool(have == want)
 
 
 class Applier:

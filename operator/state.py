@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from routeway.operator.apply import HASH_ANNOTATION, PLURALS, Applier
+from routeway.operator.apply import COMPARED_BY_CONTENT, HASH_ANNOTATION, PLURALS, Applier
 from routeway.operator.events import EventRecorder
 from routeway.operator.inventory import Entry, IndexLike, first, values
 from routeway.operator.kube import KubeApi, path_for
@@ -161,11 +161,15 @@ class OperatorState:
             or written is None
             or annotations.get(HASH_ANNOTATION) != written.hash
             # someone else's edit that kept our annotation: a new spec generation, or any
-            # change of a ConfigMap/Secret (they have no status, so no other writer)
+            # change of a kind without one (ConfigMap, Secret, Service, ServiceAccount, Role,
+            # RoleBinding); the re-apply then reads it and patches only if a field we set moved
             or (
                 generation is not None and written.generation is not None and generation != written.generation
             )
-            or (kind in ("ConfigMap", "Secret") and meta.get("resourceVersion") != written.resource_version)
+            or (
+                (kind in COMPARED_BY_CONTENT or kind in ("ConfigMap", "Secret"))
+                and meta.get("resourceVersion") != written.resource_version
+            )
         ):
             self.applier.forget(path)
             self.mark_gateway(gateway)

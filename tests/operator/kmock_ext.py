@@ -5,7 +5,8 @@ tested against that alone would never meet what every real API server does. This
 adds, under kmock's own lock:
 
 - server-filled metadata: ``uid``, a global ``resourceVersion`` counter, ``generation``
-  (bumped only when something outside metadata/status changes), ``creationTimestamp``,
+  (bumped only when something outside metadata/status changes; not on core or RBAC kinds,
+  which have none on a real server), ``creationTimestamp``,
   ``generateName``;
 - the ``status`` subresource: ``PATCH …/status`` changes only status, a main-resource
   patch ignores status;
@@ -41,6 +42,9 @@ from kmock._internal import dicts, enums, parsing, references, rendering
 
 NAMESPACES_PATH = re.compile(r"^/api/v1/namespaces/?(?P<name>[^/]+)?/?$")
 SERVER_META = ("uid", "creationTimestamp", "generation", "resourceVersion", "namespace", "name")
+NO_GENERATION_GROUPS = ("", "rbac.authorization.k8s.io")
+"""As on a real server, core kinds (ConfigMap, Secret, Service, ServiceAccount, Event...) and RBAC
+objects get no metadata.generation; Deployments, PDBs and custom resources do."""
 
 
 def _now() -> str:
@@ -283,7 +287,8 @@ class RoutewayEmulator(kmock.KubernetesEmulator):
         meta["uid"] = str(uuid.uuid4())
         meta["resourceVersion"] = self._next_rv()
         meta["creationTimestamp"] = _now()
-        meta["generation"] = 1
+        if res.group not in NO_GENERATION_GROUPS:
+            meta["generation"] = 1
         kind = self._kinds.get(res)
         if kind and "kind" not in obj:
             obj["kind"] = kind

@@ -426,3 +426,25 @@ async def test_edits_by_others_are_healed(kmock: RoutewayEmulator) -> None:
         await kmock.delete("/api/v1/namespaces/default/services/routeway-gw")
         await eventually(lambda: get(kmock, "v1/services", "routeway-gw"), what="Service re-created")
         await settled(kmock, state)
+        # kinds without a spec generation: a hand edit that keeps the annotation heals too
+        rules = get(kmock, "rbac.authorization.k8s.io/v1/roles", "routeway-gw")["rules"]
+        resp = await kmock.patch(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/routeway-gw",
+            json={"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]},
+        )
+        assert resp.status == 200
+        ports = get(kmock, "v1/services", "routeway-gw")["spec"]["ports"]
+        resp = await kmock.patch(
+            "/api/v1/namespaces/default/services/routeway-gw",
+            json={"spec": {"ports": [{"name": "http", "port": 9999, "targetPort": "http"}]}},
+        )
+        assert resp.status == 200
+        await eventually(
+            lambda: get(kmock, "rbac.authorization.k8s.io/v1/roles", "routeway-gw")["rules"] == rules,
+            what="Role rules restored",
+        )
+        await eventually(
+            lambda: get(kmock, "v1/services", "routeway-gw")["spec"]["ports"] == ports,
+            what="Service ports restored",
+        )
+        await settled(kmock, state)
