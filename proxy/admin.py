@@ -22,9 +22,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from routeway.proxy.headers import REVISION_HEADER
 from routeway.proxy.runtime import ProxyRuntime
 from routeway.proxy.stats import ProxyStats, read_stats
-from routeway.proxy.table import REVISION_HEADER, RoutingTable, TargetEntry
+from routeway.proxy.table import RoutingTable, TargetEntry
 
 RegistryFactory = Callable[[], CollectorRegistry]
 

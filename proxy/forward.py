@@ -280,13 +280,13 @@ class Forwarder:
 
     async def _answer_shutdown(self) -> web.StreamResponse:
         message = "The gateway is shutting down; send the request again."
-        metrics = self._target.metrics if self._target is not None else self.route.metrics
+        target = self._target
+        metrics = target.metrics if target is not None else self.route.metrics
         self._record(503, metrics)
         response = self._response
         if response is None:
-            raise ProxyError(
-                503, message, "gateway_shutting_down", "server_error", headers={"Retry-After": "1"}
-            )
+            headers = {**(target.headers if target is not None else self.route.headers), "Retry-After": "1"}
+            raise ProxyError(503, message, "gateway_shutting_down", "server_error", headers=headers)
         if self._filter is not None:
             self._filter.discard_pending()
         event = b"data: " + render_error_body(message, "server_error", "gateway_shutting_down") + b"\n\n"

@@ -13,7 +13,8 @@ Rules:
   `Accept-Encoding: identity` so streamed bytes relay as they are; `X-Forwarded-For` gets the
   client address appended, `X-Forwarded-Proto` is set unless a front proxy already set it.
 - Downstream: framing headers (`Content-Length`, `Content-Encoding`) and `Date`/`Server` are
-  dropped because aiohttp writes its own for the body the gateway actually sends.
+  dropped because aiohttp writes its own for the body the gateway actually sends, and an
+  upstream's `x-routeway-*` headers because the gateway sets its own.
 """
 
 from __future__ import annotations
@@ -46,7 +47,19 @@ _NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {
     "accept-encoding",
     "expect",
 }
-_NOT_RELAYED_DOWNSTREAM = HOP_BY_HOP | {"content-length", "content-encoding", "date", "server"}
+ROUTE_HEADER = "x-routeway-route"
+BACKEND_HEADER = "x-routeway-backend"
+REVISION_HEADER = "x-routeway-revision"
+# the gateway sets its own: an upstream's (a chained gateway's) must not come first or twice
+_NOT_RELAYED_DOWNSTREAM = HOP_BY_HOP | {
+    "content-length",
+    "content-encoding",
+    "date",
+    "server",
+    ROUTE_HEADER,
+    BACKEND_HEADER,
+    REVISION_HEADER,
+}
 
 
 def list_connection_tokens(headers: Mapping[str, str]) -> frozenset[str]:

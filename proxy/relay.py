@@ -8,8 +8,13 @@ Here the supervisor's source is the only reader; each worker gets the same `Conf
 objects, in the same order, over its own pipe (credentials included: a pipe between the two
 processes, never a file).
 
-A worker started later (or restarted) first gets the last loaded config, and the last
-rejection if one came after it, so it starts in the state the group is in.
+What is relayed is what the supervisor's own runtime made of an update: a config it refused
+to serve goes out as a rejection, so no worker serves what the group does not.
+
+Each worker has a mailbox holding the group's state (the last config served, and the last
+rejection if one came after it) and its own sender: a worker that reads slowly — or not at
+all, while its loop is blocked — delays nobody else and receives only the newest state when
+it reads again. A worker started later (or restarted) starts from that state.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import pickle
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from multiprocessing.connection import Connection
 
 from routeway.proxy.process import ConfigLoaded, ConfigSource, ConfigUpdate
@@ -37,84 +42,132 @@ class RelayedSource:
 
     async def watch(self) -> AsyncIterator[ConfigUpdate]:
         loop = asyncio.get_running_loop()
-        readable = asyncio.Event()
-        fd = self._connection.fileno()
-        loop.add_reader(fd, readable.set)
+        connection = self._connection
+        while True:
+            while not connection.poll():
+                await _readable(loop, connection.fileno())
+            try:
+                # in a thread: a large config arrives over several pipe buffers, and the loop
+                # keeps serving requests meanwhile
+                payload = await asyncio.to_thread(connection.recv_bytes)
+            except EOFError:
+                # The supervisor is gone: the parent watch drains this worker; nothing more
+                # will come, so stop reading without ending the watch.
+                await asyncio.Event().wait()
+            update: ConfigUpdate = pickle.loads(payload)  # from our own parent process
+            yield update
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until `fd` can be read. The reader is registered only while waiting, so a watch
+    that was abandoned (its generator not yet finalised) cannot unregister a newer one's."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+class _Mailbox:
+    """One worker's pending state and the task that sends it."""
+
+    def __init__(
+        self, index: int, connection: Connection, loaded: bytes | None, rejected: bytes | None
+    ) -> None:
+        self.index = index
+        self.connection = connection
+        self.loaded = loaded
+        self.rejected = rejected
+        self.ready = asyncio.Event()
+        if loaded is not None or rejected is not None:
+            self.ready.set()
+        self.sender = asyncio.get_running_loop().create_task(self._send_forever(), name=f"relay-{index}")
+
+    def post(self, payload: bytes, loaded: bool) -> None:
+        if loaded:
+            self.loaded, self.rejected = payload, None
+        else:
+            self.rejected = payload
+        self.ready.set()
+
+    async def _send_forever(self) -> None:
         try:
             while True:
-                await readable.wait()
-                readable.clear()
-                while self._connection.poll():
-                    try:
-                        payload = self._connection.recv_bytes()
-                    except EOFError:
-                        # The supervisor is gone: the parent watch drains this worker; nothing
-                        # more will come, so stop reading without ending the watch.
-                        loop.remove_reader(fd)
-                        await asyncio.Event().wait()
-                    update: ConfigUpdate = pickle.loads(payload)  # from our own parent process
-                    yield update
-        finally:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(fd)
+                await self.ready.wait()
+                self.ready.clear()
+                loaded, rejected = self.loaded, self.rejected
+                self.loaded = self.rejected = None
+                for payload in (loaded, rejected):
+                    if payload is not None:
+                        # in a thread: a large config fills the pipe; the worker reads as it can
+                        await asyncio.to_thread(self.connection.send_bytes, payload)
+        except (OSError, ValueError):  # the worker died (its replacement gets a new mailbox)
+            log.debug("worker %d stopped taking config updates", self.index, exc_info=True)
+
+    async def close(self) -> None:
+        self.sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.sender
+        self.connection.close()
+
+
+Judge = Callable[[ConfigUpdate], ConfigUpdate]
+"""What the supervisor made of an update: the update itself, or a rejection if it refused it."""
 
 
 class Broadcaster:
-    """The supervisor's end: remembers the group's state and sends each update to every worker."""
+    """The supervisor's end: keeps the group's state and posts each update to every worker."""
 
     def __init__(self) -> None:
-        self._pipes: dict[int, Connection] = {}  # worker index -> sending end
+        self._mailboxes: dict[int, _Mailbox] = {}  # by worker index
         self._loaded: bytes | None = None
         self._rejected: bytes | None = None  # the last rejection, if newer than `_loaded`
-        self._lock = asyncio.Lock()  # one update at a time, in order, to every worker
 
-    def source(self, inner: ConfigSource) -> ConfigSource:
-        """`inner`, with each update also sent to the workers (for the supervisor's applier)."""
-        return _Teed(inner, self)
+    def source(self, inner: ConfigSource, judge: Judge) -> ConfigSource:
+        """`inner` for the supervisor's applier; once it has applied an update, what `judge`
+        says it made of it goes to the workers."""
+        return _Teed(inner, self, judge)
 
     async def attach(self, index: int, connection: Connection) -> None:
         """A new worker's pipe: it gets the group's state now, then every update."""
-        async with self._lock:
-            old = self._pipes.pop(index, None)
-            if old is not None:
-                old.close()
-            self._pipes[index] = connection
-            for payload in (self._loaded, self._rejected):
-                if payload is not None:
-                    await self._send(index, connection, payload)
+        old = self._mailboxes.pop(index, None)
+        if old is not None:
+            await old.close()
+        self._mailboxes[index] = _Mailbox(index, connection, self._loaded, self._rejected)
 
-    async def publish(self, update: ConfigUpdate) -> None:
+    def publish(self, update: ConfigUpdate) -> None:
         payload = pickle.dumps(update, protocol=pickle.HIGHEST_PROTOCOL)
-        async with self._lock:
-            if isinstance(update, ConfigLoaded):
-                self._loaded, self._rejected = payload, None
-            else:
-                self._rejected = payload
-            pipes = list(self._pipes.items())
-            await asyncio.gather(*(self._send(index, connection, payload) for index, connection in pipes))
+        loaded = isinstance(update, ConfigLoaded)
+        if loaded:
+            self._loaded, self._rejected = payload, None
+        else:
+            self._rejected = payload
+        for mailbox in self._mailboxes.values():
+            mailbox.post(payload, loaded)
 
-    def close(self) -> None:
-        for connection in self._pipes.values():
-            connection.close()
-        self._pipes.clear()
-
-    async def _send(self, index: int, connection: Connection, payload: bytes) -> None:
-        # In a thread: a large config fills the pipe, and the worker reads it as it can.
-        try:
-            await asyncio.to_thread(connection.send_bytes, payload)
-        except (OSError, ValueError):  # the worker died (its replacement will be attached)
-            log.debug("worker %d did not take a config update", index, exc_info=True)
+    async def close(self) -> None:
+        mailboxes = list(self._mailboxes.values())
+        self._mailboxes.clear()
+        for mailbox in mailboxes:
+            await mailbox.close()
 
 
 class _Teed:
-    def __init__(self, inner: ConfigSource, broadcaster: Broadcaster) -> None:
+    def __init__(self, inner: ConfigSource, broadcaster: Broadcaster, judge: Judge) -> None:
         self._inner = inner
         self._broadcaster = broadcaster
+        self._judge = judge
 
     def describe(self) -> str:
         return self._inner.describe()
 
     async def watch(self) -> AsyncIterator[ConfigUpdate]:
         async for update in self._inner.watch():
-            await self._broadcaster.publish(update)
-            yield update
+            yield update  # the supervisor applies it before asking for the next one
+            self._broadcaster.publish(self._judge(update))

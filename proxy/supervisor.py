@@ -20,6 +20,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Protocol
@@ -28,7 +29,10 @@ from aiohttp import web
 from routeway.proxy.process import (
     ADMIN_SHUTDOWN_TIMEOUT,
     ConfigApplier,
+    ConfigLoaded,
+    ConfigRejected,
     ConfigSource,
+    ConfigUpdate,
     ListenError,
     ProcessRole,
     ServeOptions,
@@ -42,6 +46,7 @@ from routeway.proxy.process import (
     start_site,
 )
 from routeway.proxy.relay import Broadcaster, RelayedSource
+from routeway.proxy.runtime import ProxyRuntime
 
 log = logging.getLogger("routeway.proxy.process")
 
@@ -98,8 +103,13 @@ class WorkerGroup:
         process = self._ctx.Process(
             target=run_worker, args=(spec, listening, receiving), name=f"routeway-worker-{index}"
         )
-        process.start()
-        receiving.close()  # the worker has its copy; ours would keep the pipe open after it dies
+        try:
+            process.start()
+        except BaseException:
+            sending.close()
+            raise
+        finally:
+            receiving.close()  # the worker has its copy; ours would keep the pipe open after it dies
         self._workers[index] = _Worker(process, listening, time.monotonic())
         task = asyncio.get_running_loop().create_task(self._broadcaster.attach(index, sending))
         self._attaching.add(task)
@@ -176,6 +186,23 @@ class WorkerGroup:
             self._release(worker)
 
 
+def judged_by(runtime: ProxyRuntime) -> Callable[[ConfigUpdate], ConfigUpdate]:
+    """What the workers are sent for an update the supervisor's `runtime` has just been given:
+    the update if it serves that config now, else a rejection — a config the supervisor
+    refused (the runtime can refuse what parsed) must not become a restarted worker's state."""
+
+    def judge(update: ConfigUpdate) -> ConfigUpdate:
+        if not isinstance(update, ConfigLoaded):
+            return update
+        table, rejection = runtime.table, runtime.last_rejection
+        if table is not None and rejection is None and table.revision == update.config.revision:
+            return update
+        errors = rejection.errors if rejection is not None else ("not applied by the supervisor",)
+        return ConfigRejected(update.source, errors)
+
+    return judge
+
+
 def reserve_port(host: str, port: int) -> socket.socket:
     """Bind (without listening) the client address, then allow SO_REUSEPORT on it.
 
@@ -222,7 +249,6 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     from prometheus_client import CollectorRegistry
     from routeway.proxy.app import create_admin_app
     from routeway.proxy.metrics import GroupCollector
-    from routeway.proxy.runtime import ProxyRuntime
 
     signals = StopSignals(ignore_repeats=False)
     signals.install()
@@ -243,8 +269,11 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     group = WorkerGroup(broadcaster, options, metrics_dir)
     runtime = ProxyRuntime()
     applier = ConfigApplier(runtime, announce=True)
-    # The supervisor is the only reader of the source; workers get what it read (relay.py).
-    apply_task = asyncio.create_task(applier.run(broadcaster.source(source)), name="apply-config")
+
+    # The supervisor is the only reader of the source; workers get what it served (relay.py).
+    apply_task = asyncio.create_task(
+        applier.run(broadcaster.source(source, judged_by(runtime))), name="apply-config"
+    )
     group.start()
 
     def group_registry() -> CollectorRegistry:
@@ -274,7 +303,7 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     finally:
         await cancel_tasks(monitor, apply_task)
         group.kill_remaining()
-        broadcaster.close()
+        await broadcaster.close()
         await admin_runner.cleanup()
         reserved.close()
         shutil.rmtree(metrics_dir, ignore_errors=True)

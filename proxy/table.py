@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import orjson
 from routeway.proxy.balancer import WeightedRoundRobin
+from routeway.proxy.headers import BACKEND_HEADER, REVISION_HEADER, ROUTE_HEADER
 from routeway.proxy.health import ConcurrencyLimiter, OutlierDetector
 from routeway.proxy.metrics import PairMetrics, PlainValue, ProxyMetrics, adopt_value
 from routeway.proxy.providers import Provider
@@ -33,10 +34,6 @@ from yarl import URL
 from routeway.proxyconfig import BackendConfig, ProxyConfig, RouteConfig, Target
 
 log = logging.getLogger("routeway.proxy")
-
-ROUTE_HEADER = "x-routeway-route"
-BACKEND_HEADER = "x-routeway-backend"
-REVISION_HEADER = "x-routeway-revision"
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ async def test_a_waiting_request_is_answered_503_and_the_backend_keeps_its_healt
             response = await asyncio.wait_for(request, 10)
             body = await response.json()
         assert response.status == 503 and response.headers["Retry-After"] == "1"
+        assert response.headers["x-routeway-backend"] == "ns/slow"  # where it was waiting
         assert body["error"]["code"] == "gateway_shutting_down" and body["error"]["type"] == "server_error"
         assert runtime.table is not None
         health = runtime.table.backends["ns/slow"].health

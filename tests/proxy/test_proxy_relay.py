@@ -1,5 +1,6 @@
-"""The supervisor-to-worker config relay over real pipes: order, replay to late workers, and a
-dead worker that does not stop the others' updates."""
+"""The supervisor-to-worker config relay over real pipes: order, replay to late workers, what
+the supervisor refused goes out as a rejection, and a dead or stuck worker that does not stop
+the others' updates."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 
 from proxy_helpers import make_backend, make_config, make_route
-from routeway.proxy.process import ConfigLoaded, ConfigRejected, ConfigUpdate
+from routeway.proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected, ConfigUpdate
 from routeway.proxy.relay import Broadcaster, RelayedSource
+from routeway.proxy.runtime import ProxyRuntime
+from routeway.proxy.supervisor import judged_by
 
 CONFIG_A = make_config([make_backend("a", "http://127.0.0.1:9/v1")], [make_route("m", [("a", 1)])])
 CONFIG_B = make_config([make_backend("b", "http://127.0.0.1:9/v1")], [make_route("m", [("b", 1)])])
@@ -47,31 +50,38 @@ async def take(source: RelayedSource, count: int) -> list[ConfigUpdate]:
     return got
 
 
-async def test_workers_get_every_update_in_order_credentials_included() -> None:
+async def test_workers_follow_the_updates_in_order_credentials_included() -> None:
     broadcaster = Broadcaster()
     receiving, sending = pipe()
     await broadcaster.attach(0, sending)
-    teed = [u async for u in broadcaster.source(Static(LOADED_A, REJECTED, LOADED_B)).watch()]
-    assert teed == [LOADED_A, REJECTED, LOADED_B]  # the supervisor applies the same updates
-    got = await take(RelayedSource(receiving), 3)
-    assert got == [LOADED_A, REJECTED, LOADED_B]
-    assert isinstance(got[0], ConfigLoaded) and got[0].credentials == {"ns/s/key": "sk-secret"}
-    broadcaster.close()
+    source = RelayedSource(receiving)
+    teed = [u async for u in broadcaster.source(Static(LOADED_A), lambda u: u).watch()]
+    assert teed == [LOADED_A]  # the supervisor applies the same updates
+    (got,) = await take(source, 1)
+    assert got == LOADED_A and isinstance(got, ConfigLoaded) and got.credentials == {"ns/s/key": "sk-secret"}
+    # updates published faster than the worker reads may be coalesced, never reordered
+    teed = [u async for u in broadcaster.source(Static(REJECTED, LOADED_B), lambda u: u).watch()]
+    assert teed == [REJECTED, LOADED_B]
+    seen = await take(source, 1)
+    while seen[-1] != LOADED_B:
+        seen += await take(source, 1)
+    assert seen in ([REJECTED, LOADED_B], [LOADED_B])
+    await broadcaster.close()
 
 
 async def test_a_late_worker_starts_in_the_groups_state() -> None:
     broadcaster = Broadcaster()
-    await broadcaster.publish(LOADED_A)
-    await broadcaster.publish(REJECTED)
+    broadcaster.publish(LOADED_A)
+    broadcaster.publish(REJECTED)
     receiving, sending = pipe()
     await broadcaster.attach(1, sending)
     assert await take(RelayedSource(receiving), 2) == [LOADED_A, REJECTED]
-    await broadcaster.publish(LOADED_B)  # a good config clears the rejection from the replay
+    broadcaster.publish(LOADED_B)  # a good config clears the rejection from the replay
     later, sending = pipe()
     await broadcaster.attach(2, sending)
     assert await take(RelayedSource(later), 1) == [LOADED_B]
     assert not later.poll(0.2)  # nothing else was replayed
-    broadcaster.close()
+    await broadcaster.close()
 
 
 async def test_a_dead_worker_does_not_block_the_others() -> None:
@@ -81,9 +91,50 @@ async def test_a_dead_worker_does_not_block_the_others() -> None:
     await broadcaster.attach(0, dead)
     await broadcaster.attach(1, alive)
     dead_end.close()  # the worker process died
-    await broadcaster.publish(LOADED_A)
+    broadcaster.publish(LOADED_A)
     assert await take(RelayedSource(alive_end), 1) == [LOADED_A]
-    broadcaster.close()
+    await broadcaster.close()
+
+
+async def test_a_config_the_supervisor_refused_reaches_workers_as_a_rejection() -> None:
+    broadcaster = Broadcaster()
+    receiving, sending = pipe()
+    await broadcaster.attach(0, sending)
+    refused = ConfigRejected("files", ("runtime refused it",))
+    judged = [
+        u
+        async for u in broadcaster.source(
+            Static(LOADED_A, LOADED_B), lambda u: refused if u is LOADED_B else u
+        ).watch()
+    ]
+    assert judged == [LOADED_A, LOADED_B]  # the supervisor's applier sees what the source said
+    assert await take(RelayedSource(receiving), 2) == [LOADED_A, refused]
+    late_end, late = pipe()
+    await broadcaster.attach(1, late)  # a restarted worker starts from the config served
+    assert await take(RelayedSource(late_end), 2) == [LOADED_A, refused]
+    await broadcaster.close()
+
+
+async def test_a_stuck_worker_delays_nobody_and_gets_only_the_newest_state() -> None:
+    big = ConfigLoaded(CONFIG_A, {f"ns/s/k{i}": "x" * 100 for i in range(2000)}, "files")  # > a pipe buffer
+    broadcaster = Broadcaster()
+    stuck_end, stuck = pipe()
+    alive_end, alive = pipe()
+    await broadcaster.attach(0, stuck)
+    await broadcaster.attach(1, alive)
+    broadcaster.publish(big)  # returns at once although worker 0 reads nothing
+    broadcaster.publish(LOADED_A)
+    broadcaster.publish(LOADED_B)
+    got = await take(RelayedSource(alive_end), 1)
+    assert got[-1] in (big, LOADED_A, LOADED_B)
+    while got[-1] != LOADED_B:
+        got += await take(RelayedSource(alive_end), 1)
+    # the stuck worker reads late: the message in flight, then only the newest state
+    late = await take(RelayedSource(stuck_end), 1)
+    while late[-1] != LOADED_B:
+        late += await take(RelayedSource(stuck_end), 1)
+    assert len(late) <= 2
+    await broadcaster.close()
 
 
 async def test_a_gone_supervisor_ends_the_updates_without_ending_the_watch() -> None:
@@ -98,3 +149,26 @@ async def test_a_gone_supervisor_ends_the_updates_without_ending_the_watch() -> 
     assert not waiting.done()  # the worker keeps serving; its parent watch drains it
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
+
+
+async def test_the_supervisor_relays_a_config_its_runtime_refused_as_a_rejection() -> None:
+    """A ProxyConfig can parse and still be refused by the runtime (an openai backend without a
+    url): a worker restarted afterwards must get the config the group serves, not that one."""
+    good = LOADED_A
+    bad = ConfigLoaded(make_config([make_backend("b", None)], [make_route("m", [("b", 1)])]), {}, "files")
+    runtime = ProxyRuntime()
+    applier = ConfigApplier(runtime, announce=False)
+    broadcaster = Broadcaster()
+    async for update in broadcaster.source(Static(good, bad), judged_by(runtime)).watch():
+        applier.handle(update)
+    assert runtime.table is not None and runtime.table.revision == CONFIG_A.revision
+    receiving, sending = pipe()
+    await broadcaster.attach(0, sending)  # a worker restarted after the bad config
+    worker = ProxyRuntime()
+    worker_applier = ConfigApplier(worker, announce=False)
+    got = await take(RelayedSource(receiving), 2)
+    assert [type(u) for u in got] == [ConfigLoaded, ConfigRejected]
+    for update in got:
+        worker_applier.handle(update)
+    assert worker.table is not None and worker.table.revision == CONFIG_A.revision
+    await broadcaster.close()

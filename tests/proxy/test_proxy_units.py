@@ -255,6 +255,14 @@ def test_upstream_headers_join_repeated_forwarded_for_and_keep_client_proto() ->
     assert out.getall("X-Forwarded-For") == ["10.0.0.3"] and out.getall("X-Forwarded-Proto") == ["http"]
 
 
+def test_an_upstreams_own_routeway_headers_give_way_to_the_gateways() -> None:
+    upstream = CIMultiDict([("x-routeway-backend", "spoof"), ("X-Routeway-Route", "other"), ("X-Id", "1")])
+    extra = (("x-routeway-route", "ns/r"), ("x-routeway-backend", "ns/b"))
+    out = CIMultiDict(response_header_pairs(upstream, extra))
+    assert out.getall("x-routeway-backend") == ["ns/b"] and out.getall("x-routeway-route") == ["ns/r"]
+    assert out["X-Id"] == "1"
+
+
 def test_response_header_pairs_append_gateway_headers_after_filtering() -> None:
     upstream = CIMultiDict(
         [("Content-Type", "application/json"), ("Connection", "keep-alive"), ("Date", "x")]
