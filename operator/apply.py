@@ -116,11 +116,19 @@ def drifted(current: Mapping[str, Any], desired: Mapping[str, Any], expected_gen
     return expected_generation is not None and generation is not None and generation != expected_generation
 
 
+EXACT_MAPPINGS = frozenset({"selector", "matchLabels", "roleRef"})
+"""Mappings where an added key changes the meaning (a Service selecting fewer pods), not a
+server default: compared whole."""
+
+
 def contains(have: Any, want: Any) -> bool:
-    """Whether `have` holds everything `want` sets: mappings key by key, lists element by
-    element (same length: a rule or port added by hand is drift), other values equal."""
+    """Whether `have` holds everything `want` sets: mappings key by key (a key in
+    `EXACT_MAPPINGS`: whole), lists element by element (same length: a rule or port added by
+    hand is drift), other values equal."""
     if isinstance(want, Mapping):
-        return isinstance(have, Mapping) and all(contains(have.get(k), v) for k, v in want.items())
+        return isinstance(have, Mapping) and all(
+            (have.get(k) == v) if k in EXACT_MAPPINGS else contains(have.get(k), v) for k, v in want.items()
+        )
     if isinstance(want, list):
         return isinstance(have, list) and len(have) == len(want) and all(map(contains, have, want))
     return bool(have == want)

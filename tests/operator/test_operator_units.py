@@ -17,7 +17,7 @@ import pytest
 from kmock_ext import RoutewayEmulator
 from routeway.operator import builders
 from routeway.operator import status as st
-from routeway.operator.apply import HASH_ANNOTATION, Applier, content_hash, merge_patch
+from routeway.operator.apply import HASH_ANNOTATION, Applier, content_hash, drifted, merge_patch
 from routeway.operator.commands import register, settings_from_args
 from routeway.operator.kube import ApiError, KubeApi
 from routeway.operator.reconciler import Reconciler
@@ -313,3 +313,36 @@ def test_built_objects_validate_against_kubernetes_schemas() -> None:
     for obj in objs:
         for version in ("1.28.0", "1.33.0"):
             kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_drift_by_content_allows_server_defaults_but_not_a_narrowed_selector() -> None:
+    desired = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s"},
+        "spec": {"selector": {"app": "a"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+    served = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "resourceVersion": "7"},
+        "spec": {
+            "selector": {"app": "a"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "clusterIP": "10.0.0.1",
+            "sessionAffinity": "None",
+        },
+    }
+    assert not drifted(served, desired, None)
+    narrowed = {**served, "spec": {**served["spec"], "selector": {"app": "a", "extra": "x"}}}
+    assert drifted(narrowed, desired, None)
+    more_ports = {**served, "spec": {**served["spec"], "ports": [*served["spec"]["ports"], {"port": 81}]}}
+    assert drifted(more_ports, desired, None)
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {},
+        "rules": [{"verbs": ["get"]}],
+    }
+    assert not drifted({**role, "metadata": {"resourceVersion": "1"}}, role, None)
+    assert drifted({**role, "rules": [{"verbs": ["get", "list"]}]}, role, None)
