@@ -7,9 +7,9 @@ Shape of a running proxy:
 - `workers > 1`: a supervisor process reserves the client port, spawns N workers that each
   bind it with SO_REUSEPORT (the kernel spreads connections across them), and serves the
   admin port itself. Only the supervisor runs the config source; it applies each update to
-  its own runtime (for `/config` and `/routes`) and relays the same update to every worker
-  over a pipe (`relay.py`), so a config is read and translated once and all workers serve
-  the same revisions in the same order (for a moment after a change some may still serve
+  its own runtime (for `/config` and `/routes`) and relays what it then serves to every
+  worker over a pipe (`relay.py`), so a config is read and translated once and all workers
+  converge on the supervisor's revision (for a moment after a change some may still serve
   the previous one; each request sees one complete config). Workers write metrics through prometheus-client's
   multiprocess mode into a fresh directory; the supervisor's `/metrics` aggregates them, so
   a scrape describes the whole group, not whichever worker answered.
