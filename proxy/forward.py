@@ -165,8 +165,10 @@ class Forwarder:
 
     __slots__ = (
         "_aborted",
+        "_auth_set",
         "_filter",
-        "_payloads",
+        "_payload",
+        "_payload_model",
         "_recorded",
         "_response",
         "_target",
@@ -211,7 +213,9 @@ class Forwarder:
         self.base_headers: CIMultiDict[str] = build_upstream_headers(
             request.headers, authorization=None, client_address=request.remote, scheme=request.scheme
         )
-        self._payloads: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self._payload_model: str | None = None  # the model `_payload` was serialised for
+        self._payload = b""
+        self._auth_set = False
         # a prepared streamed answer, once its headers went to the client
         self._response: web.StreamResponse | None = None
         self._filter: SSEUsageFilter | None = None
@@ -349,27 +353,31 @@ class Forwarder:
 
     def _build_call(self, target: TargetEntry) -> UpstreamCall:
         model = target.target.model
-        cached = self._payloads.get(model)
-        if cached is None:
-            body = dict(self.body)
-            body["model"] = model
-            if self.stream and not self.client_wants_usage:
+        body = self.body
+        if model != self._payload_model:
+            # The parsed client body is rewritten in place (attempts are sequential): no copy
+            # per request, and a fallback to another model re-serialises it once.
+            if self._payload_model is None and self.stream and not self.client_wants_usage:
                 options = body.get("stream_options")
                 body["stream_options"] = (
                     {**options, "include_usage": True}
                     if isinstance(options, dict)
                     else {"include_usage": True}
                 )
-            cached = self._payloads[model] = (body, orjson.dumps(body))
+            body["model"] = model
+            self._payload = orjson.dumps(body)
+            self._payload_model = model
         # Attempts are sequential and aiohttp copies the headers it is given, so one mapping
         # serves every attempt; only the backend credential changes between them.
         headers = self.base_headers
         authorization = target.backend.authorization
         if authorization is not None:
             headers["Authorization"] = authorization
-        elif "Authorization" in headers:
+            self._auth_set = True
+        elif self._auth_set:
             del headers["Authorization"]
-        return UpstreamCall(self.kind, cached[0], cached[1], headers)
+            self._auth_set = False
+        return UpstreamCall(self.kind, body, self._payload, headers)
 
     def _fail(
         self,
@@ -587,7 +595,9 @@ class Forwarder:
                 tokens = find_document_tokens(body)
                 if tokens is not None:
                     target.metrics.count_tokens(tokens[0], tokens[1])
-        self._record(status, target.metrics)
+        if not self._recorded:  # self._record, inlined: once per request on the hot path
+            self._recorded = True
+            target.metrics.count_request(status, self.loop.time() - self.started)
         return answer
 
     async def _relay_stream(
