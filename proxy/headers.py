@@ -112,27 +112,21 @@ _UPSTREAM_DECISIONS: dict[str, int] = {}
 _DOWNSTREAM_DECISIONS: dict[str, int] = {}
 
 
-def build_upstream_headers(
-    client_headers: Mapping[str, str],
-    *,
-    authorization: str | None,
-    client_address: str | None,
-    scheme: str,
-) -> CIMultiDict[str]:
-    """Headers to send upstream for a client request whose JSON body the gateway re-sends.
-
-    One pass over the client's headers collecting pairs, then one `CIMultiDict` built from
-    them: adding to a multidict item by item from Python costs several times more, and this
-    runs on every request."""
-    named = _named_in_connection(client_headers)
-    decisions = _UPSTREAM_DECISIONS
-    pairs: Pairs = [("Content-Type", "application/json"), ("Accept-Encoding", "identity")]
+def _kept_pairs(
+    headers: Mapping[str, str], fixed: frozenset[str], decisions: dict[str, int], upstream: bool
+) -> tuple[Pairs, list[str], bool]:
+    """One pass over `headers`: the pairs to copy (not in `fixed`, not Proxy-*, not named in
+    Connection), and — upstream only — the X-Forwarded-For values seen (kept apart, the caller
+    appends to them) and whether X-Forwarded-Proto was there. `decisions` caches `_decide` by
+    exact header name, one dict per direction."""
+    named = _named_in_connection(headers)
+    pairs: Pairs = []
     forwarded_for: list[str] = []
     has_proto = False
-    for name, value in client_headers.items():
+    for name, value in headers.items():
         action = decisions.get(name)
         if action is None:
-            action = _decide(name, _NOT_FORWARDED_UPSTREAM, True)
+            action = _decide(name, fixed, upstream)
             if len(decisions) < _DECISION_CACHE_LIMIT:
                 decisions[name] = action
         if action == _DROP or (named and name.lower() in named):
@@ -143,6 +137,25 @@ def build_upstream_headers(
         if action == _FORWARDED_PROTO:
             has_proto = True
         pairs.append((name, value))
+    return pairs, forwarded_for, has_proto
+
+
+def build_upstream_headers(
+    client_headers: Mapping[str, str],
+    *,
+    authorization: str | None,
+    client_address: str | None,
+    scheme: str,
+) -> CIMultiDict[str]:
+    """Headers to send upstream for a client request whose JSON body the gateway re-sends.
+
+    Pairs collected in one pass, then one `CIMultiDict` built from them: adding to a
+    multidict item by item from Python costs several times more, and this runs on every
+    request."""
+    pairs, forwarded_for, has_proto = _kept_pairs(
+        client_headers, _NOT_FORWARDED_UPSTREAM, _UPSTREAM_DECISIONS, True
+    )
+    pairs += (("Content-Type", "application/json"), ("Accept-Encoding", "identity"))
     if authorization:
         pairs.append(("Authorization", authorization))
     if client_address:
@@ -159,25 +172,9 @@ def response_header_pairs(
 ) -> Pairs:
     """Upstream response headers safe to relay to the client, then `extra`, as pairs: aiohttp
     copies whatever a response is given into its own multidict, so a list saves a copy."""
-    named = _named_in_connection(upstream_headers)
-    decisions = _DOWNSTREAM_DECISIONS
-    pairs: Pairs = []
-    for name, value in upstream_headers.items():
-        action = decisions.get(name)
-        if action is None:
-            action = _decide(name, _NOT_RELAYED_DOWNSTREAM, False)
-            if len(decisions) < _DECISION_CACHE_LIMIT:
-                decisions[name] = action
-        if action == _DROP or (named and name.lower() in named):
-            continue
-        pairs.append((name, value))
+    pairs = _kept_pairs(upstream_headers, _NOT_RELAYED_DOWNSTREAM, _DOWNSTREAM_DECISIONS, False)[0]
     pairs.extend(extra)
     return pairs
-
-
-def filter_response_headers(upstream_headers: Mapping[str, str]) -> CIMultiDict[str]:
-    """Upstream response headers safe to relay to the client."""
-    return CIMultiDict(response_header_pairs(upstream_headers))
 
 
 def read_bearer_token(authorization: str | None) -> str | None:

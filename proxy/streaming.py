@@ -217,17 +217,9 @@ class SSEUsageFilter:
                 data = event[6:-2]  # one data line: what _read_event_data gives
             else:
                 data = _read_event_data(event)
-            try:
-                document = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(document, dict):
-                usage = read_usage(document.get("usage"))
-                if usage is not None:
-                    self.usage = usage
-                    if self.strip_usage_chunk and document.get("choices") == []:
-                        pieces.append(complete[cursor:start])
-                        cursor = end
+            if self._note_usage(data):
+                pieces.append(complete[cursor:start])
+                cursor = end
         if not pieces:
             return complete
         pieces.append(complete[cursor:])
@@ -237,18 +229,24 @@ class SSEUsageFilter:
         kept: list[bytes] = []
         dropped = False
         for event in _split_events(complete):
-            if b'"usage"' in event and _USAGE_OPEN.search(event) is not None:
-                try:
-                    document = orjson.loads(_read_event_data(event))
-                except orjson.JSONDecodeError:
-                    kept.append(event)
-                    continue
-                if isinstance(document, dict):
-                    usage = read_usage(document.get("usage"))
-                    if usage is not None:
-                        self.usage = usage
-                        if self.strip_usage_chunk and document.get("choices") == []:
-                            dropped = True
-                            continue
+            usage_event = b'"usage"' in event and _USAGE_OPEN.search(event) is not None
+            if usage_event and self._note_usage(_read_event_data(event)):
+                dropped = True
+                continue
             kept.append(event)
         return b"".join(kept) if dropped else complete
+
+    def _note_usage(self, data: bytes) -> bool:
+        """Keep the usage an event's data carries; True when the event is to be dropped (the
+        usage-only final chunk the client did not ask for)."""
+        try:
+            document = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return False
+        if not isinstance(document, dict):
+            return False
+        usage = read_usage(document.get("usage"))
+        if usage is None:
+            return False
+        self.usage = usage
+        return self.strip_usage_chunk and document.get("choices") == []
