@@ -29,10 +29,7 @@ async def test_a_waiting_request_is_answered_503_and_the_backend_keeps_its_healt
             request = asyncio.ensure_future(
                 client.post(f"{url}/v1/chat/completions", json={"model": "gpt", "messages": []})
             )
-            for _ in range(200):  # until the request is routed and waiting for the backend
-                if runtime.table is not None and read_stats(runtime.metrics.registry).in_flight.get("ns/gpt"):
-                    break
-                await asyncio.sleep(0.01)
+            await asyncio.wait_for(upstream.entered.wait(), 10)  # routed, waiting for the backend
             assert abort_in_flight(app) == 1
             response = await asyncio.wait_for(request, 10)
             body = await response.json()

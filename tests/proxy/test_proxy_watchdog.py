@@ -21,16 +21,16 @@ async def test_first_byte_timeout_fires_and_never_early() -> None:
 async def test_idle_bound_restarts_with_each_touch_then_cuts_a_stall() -> None:
     loop = asyncio.get_running_loop()
     with pytest.raises(AttemptTimeout) as caught, AttemptWatchdog(0.05, None, loop) as watchdog:
-        watchdog.start_body(0.08)
+        watchdog.start_body(0.4)
         started = loop.time()
-        for _ in range(6):  # 0.24 s of activity, three times the idle bound
-            await asyncio.sleep(0.04)
+        for _ in range(12):  # touched every 0.05 s (8x inside the bound) for longer than it
+            await asyncio.sleep(0.05)
             watchdog.touch()
-        assert loop.time() - started > 0.08  # still alive: touched in time
+        assert loop.time() - started > 0.4  # still alive: touched in time
         stalled = loop.time()
         await asyncio.sleep(5)
     assert caught.value.kind == "idle"
-    assert loop.time() - stalled >= 0.08
+    assert loop.time() - stalled >= 0.4
 
 
 async def test_paused_clock_does_not_count_a_slow_client_as_a_stall() -> None:
