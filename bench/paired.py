@@ -12,6 +12,10 @@ ratio of their CPU time per request, and the report is the median and spread of 
 
 What it does not measure: absolute throughput or latency (each proxy gets half a core) — those
 come from `run.py`. It needs `taskset` (util-linux) and at least two cores.
+
+A/B of a change: `--against /tmp/bvenv/bin/python` puts another Routeway install (a venv with
+an earlier commit installed non-editably, see docs/HELPERS.md) in the yardstick's place, so the
+ratio reads base/working-tree; the same code against itself reads 0.99-1.01.
 """
 
 from __future__ import annotations
@@ -98,12 +102,29 @@ def measure(
     return point
 
 
+def routeway_serve(folder: Path, port: int, workers: int, python: str | None = None) -> list[str]:
+    """`routeway serve` of this venv, or of the Routeway installed for `python` (which must
+    not see the working tree: safe-path mode, started from its own directory)."""
+    if python is None:
+        command = [ROUTEWAY]
+    else:
+        entry = "import sys; from routeway.cli import main; sys.argv[0] = 'routeway'; sys.exit(main())"
+        command = ["env", "PYTHONSAFEPATH=1", python, "-c", entry]
+    command += ["serve", "-f", str(folder), "--port", str(port), "--admin-port", str(free_port())]
+    return [*command, "--workers", str(workers), "--log-level", "warning"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--connections", default="1,16,64")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per round")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per proxy")
+    parser.add_argument(
+        "--against",
+        metavar="PYTHON",
+        help="a Python with another Routeway installed, in place of the yardstick",
+    )
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -123,17 +144,19 @@ def main() -> int:
             started("upstream", [*pin_load, PYTHON, str(BENCH / "fast_upstream.py"), "--port", str(up)], logs)
         )
         targets: dict[str, tuple[int, str]] = {}
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-paired-")))
+        (folder / "bench.yaml").write_text(MANIFESTS.format(port=up))
         port = free_port()
-        command = [*pin_proxy, PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(port)]
-        command += ["--upstream", f"http://127.0.0.1:{up}", "--workers", str(args.workers)]
+        if args.against:
+            command = [*pin_proxy, *routeway_serve(folder, port, args.workers, args.against)]
+        else:
+            command = [*pin_proxy, PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(port)]
+            command += ["--upstream", f"http://127.0.0.1:{up}", "--workers", str(args.workers)]
         process = stack.enter_context(started("yardstick", command, logs))
         wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
         targets["yardstick"] = (process.pid, f"http://127.0.0.1:{port}")
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-paired-")))
-        (folder / "bench.yaml").write_text(MANIFESTS.format(port=up))
-        port, admin = free_port(), free_port()
-        command = [*pin_proxy, ROUTEWAY, "serve", "-f", str(folder), "--port", str(port)]
-        command += ["--admin-port", str(admin), "--workers", str(args.workers), "--log-level", "warning"]
+        port = free_port()
+        command = [*pin_proxy, *routeway_serve(folder, port, args.workers)]
         process = stack.enter_context(started("routeway", command, logs))
         wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
         targets["routeway"] = (process.pid, f"http://127.0.0.1:{port}")
