@@ -121,6 +121,11 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per round")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per proxy")
     parser.add_argument(
+        "--python",
+        metavar="PYTHON",
+        help="measure the Routeway installed for this Python (e.g. a compiled build)",
+    )
+    parser.add_argument(
         "--against",
         metavar="PYTHON",
         help="a Python with another Routeway installed, in place of the yardstick",
@@ -156,7 +161,7 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
         targets["yardstick"] = (process.pid, f"http://127.0.0.1:{port}")
         port = free_port()
-        command = [*pin_proxy, *routeway_serve(folder, port, args.workers)]
+        command = [*pin_proxy, *routeway_serve(folder, port, args.workers, args.python)]
         process = stack.enter_context(started("routeway", command, logs))
         wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
         targets["routeway"] = (process.pid, f"http://127.0.0.1:{port}")

@@ -74,10 +74,15 @@ class CandidatePlan:
 
     __slots__ = ("_failed", "_fallback_order", "_route", "_sticky_key", "_weighted_left")
 
-    def __init__(self, route: RouteEntry, sticky_key: str | None) -> None:
+    def __init__(self, route: RouteEntry, sticky_key: str | None, weighted_picks_taken: int = 0) -> None:
+        """`weighted_picks_taken`: weighted picks the caller already made without a plan."""
         self._route = route
         self._sticky_key = sticky_key
-        self._weighted_left = 1 + max(route.config.retries.attempts, 0) if route.has_weighted_targets else 0
+        self._weighted_left = (
+            1 + max(route.config.retries.attempts, 0) - weighted_picks_taken
+            if route.has_weighted_targets
+            else 0
+        )
         self._failed: set[int] = set()
         self._fallback_order: list[TargetEntry] | None = None
 
@@ -169,6 +174,7 @@ class Forwarder:
         "_filter",
         "_payload",
         "_payload_model",
+        "_plan",
         "_recorded",
         "_response",
         "_target",
@@ -216,6 +222,7 @@ class Forwarder:
         self._payload_model: str | None = None  # the model `_payload` was serialised for
         self._payload = b""
         self._auth_set = False
+        self._plan: CandidatePlan | None = None  # built once an attempt failed (or not the common case)
         # a prepared streamed answer, once its headers went to the client
         self._response: web.StreamResponse | None = None
         self._filter: SSEUsageFilter | None = None
@@ -240,15 +247,12 @@ class Forwarder:
             route = self.route
             sticky_name = route.config.sticky_header
             sticky_key = self.request.headers.get(sticky_name) if sticky_name else None
-            plan = CandidatePlan(route, sticky_key)
+            target = self._pick_first(sticky_key)
             retries = route.config.retries
             failure: AttemptFailed | None = None
             previous: TargetEntry | None = None
             attempt = 0
-            while True:
-                target = plan.next()
-                if target is None:
-                    break
+            while target is not None:
                 if failure is not None and previous is not None:
                     previous.metrics.count_retry(failure.reason)
                     if failure.retry_reason != "overloaded":
@@ -260,10 +264,11 @@ class Forwarder:
                 attempt += 1
                 self._target = target
                 try:
-                    return await self._attempt(target, plan)
+                    return await self._attempt(target)
                 except AttemptFailed as failed:
                     failure = failed
                     previous = target
+                    plan = self._remaining_plan()
                     plan.mark_failed(target)
                     if failed.retry_reason is None or (
                         failed.retry_reason != "overloaded" and failed.retry_reason not in route.retry_on
@@ -272,6 +277,7 @@ class Forwarder:
                     if self.deadline is not None and self.loop.time() >= self.deadline:
                         failure = self._route_timed_out()
                         break
+                    target = plan.next()
             return self._answer_failure(failure)
         except asyncio.CancelledError:
             task = self._task
@@ -281,6 +287,30 @@ class Forwarder:
             raise
         finally:
             in_flight.inc(-1)
+
+    def _pick_first(self, sticky_key: str | None) -> TargetEntry | None:
+        """The first target; the common case (no stickiness, no backend of the route ever
+        ejected) is one balancer pick without building a `CandidatePlan`, which is only
+        needed once an attempt failed (`_remaining_plan`)."""
+        route = self.route
+        if sticky_key is None and route.has_weighted_targets:
+            targets = route.targets
+            for candidate in targets:
+                if candidate.backend.health.ejected_until is not None:
+                    break
+            else:
+                index = route.balancer.pick(())
+                if index is not None:
+                    return targets[index]
+        plan = self._plan = CandidatePlan(self.route, sticky_key)
+        return plan.next()
+
+    def _remaining_plan(self) -> CandidatePlan:
+        """The plan of the attempts after the first (see `_pick_first`)."""
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = CandidatePlan(self.route, None, weighted_picks_taken=1)
+        return plan
 
     async def _answer_shutdown(self) -> web.StreamResponse:
         message = "The gateway is shutting down; send the request again."
@@ -406,7 +436,7 @@ class Forwarder:
                 backend.config.outlier_detection.consecutive_failures,
             )
 
-    async def _attempt(self, target: TargetEntry, plan: CandidatePlan) -> web.StreamResponse:
+    async def _attempt(self, target: TargetEntry) -> web.StreamResponse:
         backend = target.backend
         config = backend.config
         route_id = self.route.config.id
@@ -441,8 +471,8 @@ class Forwarder:
                         # another await (and so without re-arming the watchdog for `idle`).
                         body = reply.take_complete_body()
                         if body is not None:
-                            return self._answer_document(target, status, reply.headers, body, plan)
-                    return await self._answer(target, reply, watchdog, plan)
+                            return self._answer_document(target, status, reply.headers, body)
+                    return await self._answer(target, reply, watchdog)
             except AttemptTimeout as timeout:
                 if self._response is not None:
                     return await self._cut_stream(
@@ -508,7 +538,7 @@ class Forwarder:
                     limiter.release()
 
     async def _answer(
-        self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog, plan: CandidatePlan
+        self, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog
     ) -> web.StreamResponse:
         status = reply.status
         reply_headers = reply.headers
@@ -540,7 +570,7 @@ class Forwarder:
                 if reply.at_eof():
                     break
         body = parts[0] if len(parts) == 1 else b"".join(parts)
-        return self._answer_document(target, status, reply_headers, body, plan)
+        return self._answer_document(target, status, reply_headers, body)
 
     def _answer_document(
         self,
@@ -548,7 +578,6 @@ class Forwarder:
         status: int,
         reply_headers: Mapping[str, str],
         body: bytes,
-        plan: CandidatePlan,
     ) -> web.Response:
         """The answer to relay for a whole (non-streamed) upstream body, with its accounting;
         raises `AttemptFailed` when the answer should be retried elsewhere."""
@@ -580,7 +609,7 @@ class Forwarder:
                 answer,
                 health=status != 429,
             )
-            if retry_reason in self.route.retry_on and plan.has_more():
+            if retry_reason in self.route.retry_on and self._remaining_plan().has_more():
                 raise failed
             self._record(status, target.metrics)
             return answer

@@ -108,6 +108,7 @@ def _named_in_connection(headers: Mapping[str, str]) -> frozenset[str]:
 
 
 _EMPTY: frozenset[str] = frozenset()
+_MULTIDICT_TYPES = (CIMultiDictProxy, CIMultiDict)
 _UPSTREAM_DECISIONS: dict[str, int] = {}
 _DOWNSTREAM_DECISIONS: dict[str, int] = {}
 
@@ -119,7 +120,11 @@ def _kept_pairs(
     Connection), and — upstream only — the X-Forwarded-For values seen (kept apart, the caller
     appends to them) and whether X-Forwarded-Proto was there. `decisions` caches `_decide` by
     exact header name, one dict per direction."""
-    named = _named_in_connection(headers)
+    # `_named_in_connection`, with its common answer (a multidict without Connection) inline
+    if type(headers) in _MULTIDICT_TYPES and "Connection" not in headers:
+        named = _EMPTY
+    else:
+        named = _named_in_connection(headers)
     pairs: Pairs = []
     forwarded_for: list[str] = []
     has_proto = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from routeway.proxy.streaming import (
@@ -9,7 +11,9 @@ from routeway.proxy.streaming import (
     _USAGE_OPEN,
     SSEUsageFilter,
     _find_boundary,
+    find_document_tokens,
     match_usage_object,
+    scan_document_tokens,
 )
 
 EVENTS = [
@@ -82,3 +86,31 @@ def test_usage_object_with_details_is_found() -> None:
     start, end = match_usage_object(body, body.find(b'"usage"')) or (0, 0)
     assert body[start:end] == body[body.find(b"{", 15) : -1]
     assert match_usage_object(b'"usage": {"a": {"b": {}}}', 0) is None
+
+
+_COUNT = st.integers(0, 10**7)
+_MEMBERS = {
+    "prompt_tokens": _COUNT,
+    "completion_tokens": _COUNT,
+    "total_tokens": _COUNT,
+    "prompt_tokens_details": st.fixed_dictionaries({"cached_tokens": _COUNT}),
+    "completion_tokens_details": st.fixed_dictionaries({"reasoning_tokens": _COUNT}),
+}
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.permutations(list(_MEMBERS)),
+    st.integers(0, len(_MEMBERS)),
+    st.sampled_from([(",", ":"), (", ", ": "), (" , ", " : ")]),
+    st.booleans(),
+    st.data(),
+)
+def test_usual_layout_match_agrees_with_the_general_scan(
+    order: list[str], kept: int, separators: tuple[str, str], embeddings: bool, data: st.DataObject
+) -> None:
+    """Any member order, subset and spacing: the one-regex path finds what the general scan finds."""
+    usage = {name: data.draw(_MEMBERS[name], label=name) for name in order[:kept]}
+    document = {"object": "list", "data": []} if embeddings else {"choices": [{"message": {"content": "x"}}]}
+    body = json.dumps({**document, "usage": usage}, separators=separators).encode()
+    assert find_document_tokens(body) == scan_document_tokens(body, body.rfind(b'"usage"'))
