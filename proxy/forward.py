@@ -463,7 +463,7 @@ class Forwarder:
                 hard = self.deadline
             call = self._build_call(target)
             try:
-                with AttemptWatchdog(timeouts.first_byte, hard, self.loop) as watchdog:
+                with AttemptWatchdog(timeouts.first_byte, hard, self.loop, self._task) as watchdog:
                     reply = await backend.provider.send(self.session, call)
                     status = reply.status
                     if not self.stream:
@@ -581,6 +581,33 @@ class Forwarder:
     ) -> web.Response:
         """The answer to relay for a whole (non-streamed) upstream body, with its accounting;
         raises `AttemptFailed` when the answer should be retried elsewhere."""
+        if status < 300:  # a success: the hot path, decided first
+            answer = web.Response(
+                status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
+            )
+            health = target.backend.health
+            if health.consecutive_failures or health.ejected_until is not None:
+                health.record_success()  # otherwise it would change nothing
+            metrics = target.metrics
+            tokens = find_document_tokens(body)
+            if tokens is not None:
+                metrics.count_tokens(tokens[0], tokens[1])
+            if not self._recorded:  # self._record, inlined: once per request on the hot path
+                self._recorded = True
+                metrics.count_request(status, self.loop.time() - self.started)
+            return answer
+        return self._answer_unsuccessful_document(target, status, reply_headers, body)
+
+    def _answer_unsuccessful_document(
+        self,
+        target: TargetEntry,
+        status: int,
+        reply_headers: Mapping[str, str],
+        body: bytes,
+    ) -> web.Response:
+        """`_answer_document` for a 3xx, 4xx or 5xx: relayed (a 5xx not in the OpenAI error
+        shape wrapped in it), retried elsewhere when retryable, counted against the backend's
+        health when a 5xx."""
         backend = target.backend
         if status >= 500 and not is_openai_error(body):
             error = make_upstream_failed(
@@ -619,14 +646,8 @@ class Forwarder:
         else:
             health = backend.health
             if health.consecutive_failures or health.ejected_until is not None:
-                health.record_success()  # otherwise it would change nothing
-            if status < 300:
-                tokens = find_document_tokens(body)
-                if tokens is not None:
-                    target.metrics.count_tokens(tokens[0], tokens[1])
-        if not self._recorded:  # self._record, inlined: once per request on the hot path
-            self._recorded = True
-            target.metrics.count_request(status, self.loop.time() - self.started)
+                health.record_success()  # a 3xx/4xx is an answer: the backend works
+        self._record(status, target.metrics)
         return answer
 
     async def _relay_stream(
