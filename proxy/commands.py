@@ -68,6 +68,14 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str)
         metavar="SECONDS",
         help="on SIGTERM, how long requests in flight (streams included) may take to finish (default: 30)",
     )
+    parser.add_argument(
+        "--worker-timeout",
+        type=non_negative_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="with several workers, one whose event loop stays blocked this long is killed and "
+        "replaced (default: 30; 0 disables)",
+    )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
 
 
@@ -86,6 +94,7 @@ def options_from_args(args: argparse.Namespace, *, command: str) -> ServeOptions
         admin_port=args.admin_port,
         workers=args.workers,
         drain_timeout=args.drain_timeout,
+        worker_timeout=args.worker_timeout,
         log_level=args.log_level,
         command=command,
     )

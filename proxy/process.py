@@ -102,6 +102,7 @@ class ServeOptions:
     admin_port: int
     workers: int = 1
     drain_timeout: float = 30.0
+    worker_timeout: float = 30.0  # a worker whose loop is silent this long is replaced (0: never)
     log_level: str = "info"
     command: str = "routeway proxy"  # for log lines
 

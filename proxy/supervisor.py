@@ -3,6 +3,12 @@
 Split from `process` so that one module holds what a single process does (sources, apply
 loop, serving, drain) and this one what only a group needs. See `process`'s docstring for the
 shape of a running group.
+
+Why heartbeats: a worker whose event loop is stuck (a blocking call, a runaway loop) stays
+alive, keeps its share of the port's connections and answers none of them, and nothing else
+notices: the admin port (and so the kubelet's probes) is the supervisor's. Each worker's loop
+writes the time into a shared slot every `HEARTBEAT_INTERVAL`; a worker silent for longer than
+`--worker-timeout` is killed, and then restarted like a crashed one.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from routeway.proxy.process import (
@@ -50,6 +56,9 @@ from routeway.proxy.runtime import ProxyRuntime
 
 log = logging.getLogger("routeway.proxy.process")
 
+HEARTBEAT_INTERVAL = 1.0  # seconds between a worker's heartbeats (at most a quarter of the timeout)
+STARTUP_GRACE = 60.0  # a worker not listening yet is given at least this long
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -59,12 +68,42 @@ class WorkerSpec:
     index: int
 
 
-def run_worker(spec: WorkerSpec, listening: EventLike, updates: Connection) -> None:
+def run_worker(spec: WorkerSpec, listening: EventLike, updates: Connection, heartbeat: Heartbeat) -> None:
     """Entry point of a spawned worker process: configs come from the supervisor (`relay`)."""
     configure_logging(spec.options.log_level)
     role = ProcessRole(serve_admin=False, announce=False, worker_index=spec.index)
     source = RelayedSource(updates)
-    sys.exit(run_async(serve_process(source, spec.options, role=role, on_listening=listening.set)))
+    serving = serve_process(source, spec.options, role=role, on_listening=listening.set)
+    sys.exit(run_async(with_heartbeat(serving, heartbeat, heartbeat_interval(spec.options))))
+
+
+class Heartbeat(Protocol):
+    """A double in shared memory (`multiprocessing.Value("d", lock=False)`): the worker's last
+    `time.monotonic()`, which is one clock for every process on the machine."""
+
+    value: float
+
+
+def heartbeat_interval(options: ServeOptions) -> float:
+    return (
+        min(HEARTBEAT_INTERVAL, options.worker_timeout / 4) if options.worker_timeout else HEARTBEAT_INTERVAL
+    )
+
+
+async def with_heartbeat(main: Coroutine[Any, Any, int], heartbeat: Heartbeat, interval: float) -> int:
+    """Run `main` while the loop writes the time into `heartbeat` every `interval` seconds: a
+    blocked loop stops writing, which is what the supervisor looks for."""
+
+    async def beat() -> None:
+        while True:
+            heartbeat.value = time.monotonic()
+            await asyncio.sleep(interval)
+
+    beating = asyncio.get_running_loop().create_task(beat(), name="heartbeat")
+    try:
+        return await main
+    finally:
+        beating.cancel()
 
 
 class EventLike(Protocol):
@@ -78,6 +117,8 @@ class _Worker:
     process: multiprocessing.process.BaseProcess
     listening: EventLike
     started: float
+    heartbeat: Heartbeat
+    killed: bool = False  # for not answering (logged once)
 
 
 class WorkerGroup:
@@ -100,8 +141,9 @@ class WorkerGroup:
         listening = self._ctx.Event()
         spec = WorkerSpec(self._options, index)
         receiving, sending = self._ctx.Pipe(duplex=False)
+        heartbeat = self._ctx.Value("d", time.monotonic(), lock=False)  # startup counts as alive
         process = self._ctx.Process(
-            target=run_worker, args=(spec, listening, receiving), name=f"routeway-worker-{index}"
+            target=run_worker, args=(spec, listening, receiving, heartbeat), name=f"routeway-worker-{index}"
         )
         try:
             process.start()
@@ -110,7 +152,7 @@ class WorkerGroup:
             raise
         finally:
             receiving.close()  # the worker has its copy; ours would keep the pipe open after it dies
-        self._workers[index] = _Worker(process, listening, time.monotonic())
+        self._workers[index] = _Worker(process, listening, time.monotonic(), heartbeat)
         task = asyncio.get_running_loop().create_task(self._broadcaster.attach(index, sending))
         self._attaching.add(task)
         task.add_done_callback(self._attaching.discard)
@@ -139,7 +181,10 @@ class WorkerGroup:
                     self._spawn(index)
                 continue
             code = worker.process.exitcode
-            if code is None or stopping.is_set():
+            if stopping.is_set():
+                continue
+            if code is None:
+                self._kill_if_silent(index, worker, now)
                 continue
             pid = worker.process.pid
             self._release(worker)
@@ -148,6 +193,22 @@ class WorkerGroup:
             delay = min(30.0, 0.5 * 2 ** self._failures[index])
             restart_at[index] = now + delay
             log.error("worker %d (pid %s) exited with code %s; restarting in %gs", index, pid, code, delay)
+
+    def _kill_if_silent(self, index: int, worker: _Worker, now: float) -> None:
+        timeout = self._options.worker_timeout
+        if not worker.listening.is_set():  # starting: imports and the first config come first
+            timeout = max(timeout, STARTUP_GRACE) if timeout else 0.0
+        silent = now - worker.heartbeat.value
+        if not timeout or silent <= timeout or worker.killed:
+            return
+        worker.killed = True
+        log.error(
+            "worker %d (pid %s) has not answered for %.0fs (its event loop is blocked); killing it",
+            index,
+            worker.process.pid,
+            silent,
+        )
+        worker.process.kill()  # its exit is then handled like a crash: restarted with backoff
 
     def _release(self, worker: _Worker) -> None:
         from prometheus_client import multiprocess

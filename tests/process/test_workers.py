@@ -3,7 +3,8 @@
 Covers: connections spread over both workers (SO_REUSEPORT; checked by which process holds
 each accepted socket) and their requests are all counted by the supervisor's `/metrics` and
 `/routes` (prometheus-client multiprocess mode); a manifest edit reaches every worker;
-a worker killed with SIGKILL is replaced and the group becomes ready again; SIGTERM exits 0;
+a worker killed with SIGKILL is replaced and the group becomes ready again, and so is one whose
+event loop stopped answering (heartbeats); SIGTERM exits 0;
 workers leave when their supervisor is killed; five reloads under steady traffic fail no
 request; a second instance on the same port fails instead of sharing it.
 """
@@ -229,3 +230,27 @@ async def test_the_group_owns_its_port_and_dies_with_its_supervisor(
         return not any(_alive(pid) for pid in workers_pids)
 
     await eventually(all_gone, what="workers exited", within=30)
+
+
+async def test_a_worker_whose_loop_is_stuck_is_replaced(
+    tmp_path: Path, launch: Launch, upstream: Upstream
+) -> None:
+    """A worker that is alive but answers nothing (SIGSTOP stands in for a blocked event loop)
+    holds its share of the port's connections; the supervisor must notice the silence."""
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url, model="model-a"))
+    routeway = await launch("serve", "-f", str(path), "--worker-timeout", "3", workers=2)
+    await eventually(lambda: ready(routeway), what="both workers listening", within=30)
+    stuck, healthy = worker_pids(routeway.proc.pid)
+    os.kill(stuck, signal.SIGSTOP)
+
+    async def replaced() -> bool:
+        pids = worker_pids(routeway.proc.pid)
+        return len(pids) == 2 and stuck not in pids and await ready(routeway)
+
+    await eventually(replaced, what=f"the stuck worker replaced\n{routeway.log()}", within=30)
+    assert f"(pid {stuck}) has not answered" in routeway.log()
+    assert healthy in worker_pids(routeway.proc.pid)  # a worker that beats is left alone
+    answers = await asyncio.gather(*(routeway.chat() for _ in range(REQUESTS)))  # fresh connections
+    assert [a.status for a in answers] == [200] * REQUESTS
+    assert await routeway.stop() == 0
