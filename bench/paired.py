@@ -49,11 +49,11 @@ PROXY_CPU = "1"
 LOAD_CPU = "0"
 
 
-def wrk(url: str, connections: int, seconds: float) -> int:
+def wrk(url: str, connections: int, seconds: float, script: str = "post.lua") -> int:
     """Requests completed by a pinned wrk run (non-2xx answers count as failures)."""
     command = [
         "taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s",
-        "-s", str(BENCH / "post.lua"), url + "/v1/chat/completions",
+        "-s", str(BENCH / script), url + "/v1/chat/completions",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
     line = next(x for x in done.stdout.splitlines() if x.startswith("BENCHJSON "))
@@ -64,19 +64,19 @@ def wrk(url: str, connections: int, seconds: float) -> int:
 
 
 def measure(
-    targets: dict[str, tuple[int, str]], connections: int, rounds: int, seconds: float
+    targets: dict[str, tuple[int, str]], connections: int, rounds: int, seconds: float, script: str
 ) -> dict[str, Any]:
     names = list(targets)
     per_request: dict[str, list[float]] = {name: [] for name in names}
     ratios: list[float] = []
     with ThreadPoolExecutor(len(names)) as pool:
         for _ in range(rounds):
-            list(pool.map(lambda name: wrk(targets[name][1], connections, 1), names))  # warm-up
+            list(pool.map(lambda name: wrk(targets[name][1], connections, 1, script), names))  # warm-up
             before = {name: cpu_seconds(targets[name][0]) for name in names}
             counts = dict(
                 zip(
                     names,
-                    pool.map(lambda name: wrk(targets[name][1], connections, seconds), names),
+                    pool.map(lambda name: wrk(targets[name][1], connections, seconds, script), names),
                     strict=True,
                 )
             )
@@ -85,6 +85,7 @@ def measure(
                 per_request[name].append((after[name] - before[name]) * 1e6 / max(counts[name], 1))
             ratios.append(per_request["yardstick"][-1] / per_request["routeway"][-1])
     ratios.sort()
+    unit = "stream" if script == "stream.lua" else "request"
     point = {
         "connections": connections,
         "cpu_us_per_request": {name: statistics.median(values) for name, values in per_request.items()},
@@ -94,8 +95,8 @@ def measure(
         "ratios": ratios,
     }
     print(
-        f"  c={connections:<3} yardstick/routeway CPU per request: median {point['ratio_median']:.3f} "
-        f"(rounds {ratios[0]:.3f}..{ratios[-1]:.3f}); us/req yardstick "
+        f"  c={connections:<3} yardstick/routeway CPU per {unit}: median {point['ratio_median']:.3f} "
+        f"(rounds {ratios[0]:.3f}..{ratios[-1]:.3f}); us/{unit} yardstick "
         f"{point['cpu_us_per_request']['yardstick']:.0f}, routeway {point['cpu_us_per_request']['routeway']:.0f}",
         flush=True,
     )
@@ -120,6 +121,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--duration", type=float, default=3.0, help="seconds of load per round")
     parser.add_argument("--workers", type=int, default=1, help="worker processes per proxy")
+    parser.add_argument(
+        "--stream", action="store_true", help="streamed requests (bench/stream.lua): CPU per stream"
+    )
     parser.add_argument(
         "--python",
         metavar="PYTHON",
@@ -146,7 +150,20 @@ def main() -> int:
         pin_load = ["taskset", "-c", LOAD_CPU]
         pin_proxy = ["taskset", "-c", PROXY_CPU]
         stack.enter_context(
-            started("upstream", [*pin_load, PYTHON, str(BENCH / "fast_upstream.py"), "--port", str(up)], logs)
+            started(
+                "upstream",
+                # as run.py: a stream's first event at once, the rest 2 ms later
+                [
+                    *pin_load,
+                    PYTHON,
+                    str(BENCH / "fast_upstream.py"),
+                    "--port",
+                    str(up),
+                    "--stream-gap",
+                    "0.002",
+                ],
+                logs,
+            )
         )
         targets: dict[str, tuple[int, str]] = {}
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-paired-")))
@@ -167,11 +184,13 @@ def main() -> int:
         targets["routeway"] = (process.pid, f"http://127.0.0.1:{port}")
         time.sleep(1.0)
         print(
-            f"paired CPU per request, {args.rounds} rounds of {args.duration:g} s, workers {args.workers}",
+            f"paired CPU per {'stream' if args.stream else 'request'}, {args.rounds} rounds of "
+            f"{args.duration:g} s, workers {args.workers}",
             flush=True,
         )
         for connections in (int(c) for c in args.connections.split(",")):
-            report["points"].append(measure(targets, connections, args.rounds, args.duration))
+            script = "stream.lua" if args.stream else "post.lua"
+            report["points"].append(measure(targets, connections, args.rounds, args.duration, script))
     path = OUT / f"paired-{stamp}.json"
     path.write_text(json.dumps(report, indent=2))
     print(f"JSON: {path}; server logs: {logs}")
