@@ -74,7 +74,7 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str)
         default=30.0,
         metavar="SECONDS",
         help="with several workers, one whose event loop stays blocked this long is killed and "
-        "replaced (default: 30; 0 disables)",
+        "replaced (default: 30; 0 disables); applying a config update is not counted",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
 

@@ -32,10 +32,16 @@ log = logging.getLogger("routeway.proxy.process")
 
 
 class RelayedSource:
-    """A worker's config source: the updates its supervisor sends down `connection`."""
+    """A worker's config source: the updates its supervisor sends down `connection`.
 
-    def __init__(self, connection: Connection) -> None:
+    `on_busy(True)` is called just before an update is unpickled and then applied, which
+    together block the loop for seconds with a large config, and `on_busy(False)` once the
+    consumer asks for the next update, i.e. when it has applied this one (the worker uses it to
+    tell the supervisor's hang check that it is busy, not stuck, and exactly for how long)."""
+
+    def __init__(self, connection: Connection, on_busy: Callable[[bool], None] | None = None) -> None:
         self._connection = connection
+        self._on_busy = on_busy
 
     def describe(self) -> str:
         return "the supervisor"
@@ -54,8 +60,13 @@ class RelayedSource:
                 # The supervisor is gone: the parent watch drains this worker; nothing more
                 # will come, so stop reading without ending the watch.
                 await asyncio.Event().wait()
+            on_busy = self._on_busy
+            if on_busy is not None:
+                on_busy(True)
             update: ConfigUpdate = pickle.loads(payload)  # from our own parent process
-            yield update
+            yield update  # applied by the consumer before it asks for the next one
+            if on_busy is not None:
+                on_busy(False)
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:

@@ -26,14 +26,17 @@ _USAGE_OPEN = re.compile(rb'"usage"\s*:\s*\{')
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 # top-level keys of the usage object: a nested `prompt_tokens_details` never matches `"prompt_tokens"`,
 # and nested objects of usage only hold *_tokens keys of their own (cached_tokens, ...)
-_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+# Counts are at most 15 digits: a longer number (only a broken or hostile upstream sends one)
+# is not read, rather than making int() raise on thousands of digits.
+_PROMPT_TOKENS = re.compile(rb'"prompt_tokens"\s*:\s*(\d{1,15})(?!\d)')
 # The layout every OpenAI-compatible server writes (prompt, then completion tokens, as the first
 # members): one match instead of the general scan. The first member after `{` and the one after
 # it are top-level members of usage, so this never reads a nested object's counts.
 _USUAL_USAGE = re.compile(
-    rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d+)\s*(?:,\s*"completion_tokens"\s*:\s*(\d+)\s*[,}]|\})'
+    rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d{1,15})\s*'
+    rb'(?:,\s*"completion_tokens"\s*:\s*(\d{1,15})\s*[,}]|\})'
 )
-_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d{1,15})(?!\d)')
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +81,11 @@ def find_document_tokens(body: bytes) -> tuple[int, int] | None:
 
 def scan_document_tokens(body: bytes, position: int) -> tuple[int, int] | None:
     """The general search behind `find_document_tokens`, from the `"usage"` key at `position`
-    backwards: any member order, nested details. It also agrees with the usual-layout match on
-    every well-formed document (tested); on a usage object cut off after its counts only the
-    usual-layout match still reads them."""
+    backwards: any member order, nested details. Where both apply they agree (tested): on
+    well-formed documents whose usage object nests at most one level and has no brace inside
+    a string. Beyond that (deeper nesting, braces in strings, a nested `"usage"` object before
+    the top-level one, a usage object cut off after its counts) this scan gives up or reads
+    the nested object, and the usual-layout match still reads the top-level counts."""
     while position >= 0:
         span = match_usage_object(body, position)
         if span is not None:

@@ -8,7 +8,11 @@ Why heartbeats: a worker whose event loop is stuck (a blocking call, a runaway l
 alive, keeps its share of the port's connections and answers none of them, and nothing else
 notices: the admin port (and so the kubelet's probes) is the supervisor's. Each worker's loop
 writes the time into a shared slot every `HEARTBEAT_INTERVAL`; a worker silent for longer than
-`--worker-timeout` is killed, and then restarted like a crashed one.
+`--worker-timeout` is killed, and then restarted like a crashed one (`is_stuck` decides).
+Two silences are not hangs: applying a large config blocks a worker's loop for seconds, so the
+worker writes a time `APPLY_ALLOWANCE` ahead until it is done; and when the whole group was paused
+(SIGSTOP, a frozen cgroup), the clock ran on without anyone beating, so silence only counts
+from the moment the supervisor itself ran again.
 """
 
 from __future__ import annotations
@@ -58,6 +62,19 @@ log = logging.getLogger("routeway.proxy.process")
 
 HEARTBEAT_INTERVAL = 1.0  # seconds between a worker's heartbeats (at most a quarter of the timeout)
 STARTUP_GRACE = 60.0  # a worker not listening yet is given at least this long
+APPLY_ALLOWANCE = 300.0  # a worker unpickling and applying a config update may be silent this long
+RESUME_GAP = 1.0  # a gap this long between the supervisor's 0.2 s checks: it was not running
+
+
+def is_stuck(now: float, last_beat: float, resumed_at: float, listening: bool, timeout: float) -> bool:
+    """Whether a worker whose last heartbeat is `last_beat` (possibly a promise in the future)
+    is to be killed at `now`. `resumed_at`: when the supervisor last resumed after not running
+    (silence before it is nobody's fault); `timeout` 0 disables the check."""
+    if not timeout:
+        return False
+    if not listening:  # starting: imports and the first config come first
+        timeout = max(timeout, STARTUP_GRACE)
+    return now - max(last_beat, resumed_at) > timeout
 
 
 @dataclass(frozen=True)
@@ -72,7 +89,11 @@ def run_worker(spec: WorkerSpec, listening: EventLike, updates: Connection, hear
     """Entry point of a spawned worker process: configs come from the supervisor (`relay`)."""
     configure_logging(spec.options.log_level)
     role = ProcessRole(serve_admin=False, announce=False, worker_index=spec.index)
-    source = RelayedSource(updates)
+
+    def busy(applying: bool) -> None:
+        heartbeat.value = time.monotonic() + (APPLY_ALLOWANCE if applying else 0.0)
+
+    source = RelayedSource(updates, on_busy=busy)
     serving = serve_process(source, spec.options, role=role, on_listening=listening.set)
     sys.exit(run_async(with_heartbeat(serving, heartbeat, heartbeat_interval(spec.options))))
 
@@ -132,6 +153,7 @@ class WorkerGroup:
         self._metrics_dir = metrics_dir
         self._workers: list[_Worker | None] = [None] * options.workers
         self._failures = [0] * options.workers
+        self._last_check = self._resumed_at = time.monotonic()
 
     def start(self) -> None:
         for index in range(len(self._workers)):
@@ -174,6 +196,9 @@ class WorkerGroup:
 
     def _check_workers(self, restart_at: dict[int, float], stopping: asyncio.Event) -> None:
         now = time.monotonic()
+        if now - self._last_check > RESUME_GAP:  # we were not running: nor were the workers, maybe
+            self._resumed_at = now
+        self._last_check = now
         for index, worker in enumerate(self._workers):
             if worker is None:
                 if now >= restart_at.get(index, 0.0):
@@ -195,12 +220,12 @@ class WorkerGroup:
             log.error("worker %d (pid %s) exited with code %s; restarting in %gs", index, pid, code, delay)
 
     def _kill_if_silent(self, index: int, worker: _Worker, now: float) -> None:
-        timeout = self._options.worker_timeout
-        if not worker.listening.is_set():  # starting: imports and the first config come first
-            timeout = max(timeout, STARTUP_GRACE) if timeout else 0.0
-        silent = now - worker.heartbeat.value
-        if not timeout or silent <= timeout or worker.killed:
+        last_beat = worker.heartbeat.value
+        if worker.killed or not is_stuck(
+            now, last_beat, self._resumed_at, worker.listening.is_set(), self._options.worker_timeout
+        ):
             return
+        silent = now - max(last_beat, self._resumed_at)
         worker.killed = True
         log.error(
             "worker %d (pid %s) has not answered for %.0fs (its event loop is blocked); killing it",

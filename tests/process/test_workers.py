@@ -254,3 +254,29 @@ async def test_a_worker_whose_loop_is_stuck_is_replaced(
     answers = await asyncio.gather(*(routeway.chat() for _ in range(REQUESTS)))  # fresh connections
     assert [a.status for a in answers] == [200] * REQUESTS
     assert await routeway.stop() == 0
+
+
+async def test_a_paused_group_kills_no_worker_when_it_resumes(
+    tmp_path: Path, launch: Launch, upstream: Upstream
+) -> None:
+    """SIGSTOP of the whole group (what a frozen cgroup or `docker pause` does) for longer than
+    --worker-timeout: the clock ran on while nobody could beat, which is not a hang."""
+    path = tmp_path / "routeway.yaml"
+    path.write_text(manifest(upstream.url, model="model-a"))
+    routeway = await launch("serve", "-f", str(path), "--worker-timeout", "2", workers=2)
+    await eventually(lambda: ready(routeway), what="both workers listening", within=30)
+    workers = worker_pids(routeway.proc.pid)
+    group = [routeway.proc.pid, *workers]
+    for pid in group:
+        os.kill(pid, signal.SIGSTOP)
+    await asyncio.sleep(5)
+    os.kill(routeway.proc.pid, signal.SIGCONT)  # a thaw is not atomic: the supervisor runs first
+    await asyncio.sleep(0.5)
+    for pid in workers:
+        os.kill(pid, signal.SIGCONT)
+    await asyncio.sleep(3)  # longer than the timeout: a wrong verdict would have been reached
+    assert "has not answered" not in routeway.log()
+    assert sorted(worker_pids(routeway.proc.pid)) == sorted(workers)
+    answers = await asyncio.gather(*(routeway.chat() for _ in range(REQUESTS)))
+    assert [a.status for a in answers] == [200] * REQUESTS
+    assert await routeway.stop() == 0
