@@ -149,6 +149,27 @@ class CandidatePlan:
         return route.balancer.pick(excluded)
 
 
+def pick_first_target(
+    route: RouteEntry, sticky_key: str | None
+) -> tuple[TargetEntry | None, CandidatePlan | None]:
+    """The first target, and the plan if one had to be built for it. The common case (no
+    stickiness, no backend of the route ever ejected) is one balancer pick without a
+    `CandidatePlan`; the plan for the attempts after it is then
+    `CandidatePlan(route, None, weighted_picks_taken=1)`, in exactly the state a plan would
+    have reached after its own first pick (property-tested)."""
+    if sticky_key is None and route.has_weighted_targets:
+        targets = route.targets
+        for candidate in targets:
+            if candidate.backend.health.ejected_until is not None:
+                break
+        else:
+            index = route.balancer.pick(())
+            if index is not None:
+                return targets[index], None
+    plan = CandidatePlan(route, sticky_key)
+    return plan.next(), plan
+
+
 def compute_backoff(retry: int, base: float, cap: float) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random, capped."""
     delay = min(cap, base * (2.0 ** max(retry - 1, 0)))
@@ -289,24 +310,11 @@ class Forwarder:
             in_flight.inc(-1)
 
     def _pick_first(self, sticky_key: str | None) -> TargetEntry | None:
-        """The first target; the common case (no stickiness, no backend of the route ever
-        ejected) is one balancer pick without building a `CandidatePlan`, which is only
-        needed once an attempt failed (`_remaining_plan`)."""
-        route = self.route
-        if sticky_key is None and route.has_weighted_targets:
-            targets = route.targets
-            for candidate in targets:
-                if candidate.backend.health.ejected_until is not None:
-                    break
-            else:
-                index = route.balancer.pick(())
-                if index is not None:
-                    return targets[index]
-        plan = self._plan = CandidatePlan(self.route, sticky_key)
-        return plan.next()
+        target, self._plan = pick_first_target(self.route, sticky_key)
+        return target
 
     def _remaining_plan(self) -> CandidatePlan:
-        """The plan of the attempts after the first (see `_pick_first`)."""
+        """The plan of the attempts after the first (see `pick_first_target`)."""
         plan = self._plan
         if plan is None:
             plan = self._plan = CandidatePlan(self.route, None, weighted_picks_taken=1)
