@@ -268,7 +268,7 @@ class Forwarder:
             route = self.route
             sticky_name = route.config.sticky_header
             sticky_key = self.request.headers.get(sticky_name) if sticky_name else None
-            target = self._pick_first(sticky_key)
+            target, self._plan = pick_first_target(route, sticky_key)
             retries = route.config.retries
             failure: AttemptFailed | None = None
             previous: TargetEntry | None = None
@@ -308,10 +308,6 @@ class Forwarder:
             raise
         finally:
             in_flight.inc(-1)
-
-    def _pick_first(self, sticky_key: str | None) -> TargetEntry | None:
-        target, self._plan = pick_first_target(self.route, sticky_key)
-        return target
 
     def _remaining_plan(self) -> CandidatePlan:
         """The plan of the attempts after the first (see `pick_first_target`)."""
