@@ -300,7 +300,9 @@ def _make_inference_handler(kind: EndpointKind, state: _ProxyState) -> Handler:
             except ProxyError as error:
                 table.unrouted.count_request(error.status, loop.time() - started)
                 raise
-            session = state.session or request.app[SESSION_KEY]
+            session = state.session
+            if session is None:  # only before startup or after cleanup
+                raise _make_not_ready()
             forwarder = Forwarder(request, session, runtime.metrics, route, kind, body, started, loop)
             in_flight = state.in_flight
             in_flight.add(forwarder)

@@ -117,14 +117,10 @@ class CandidatePlan:
     def _pick_weighted(self) -> int | None:
         route = self._route
         targets = route.targets
-        if not self._failed:
-            for candidate in targets:
-                if candidate.backend.health.ejected_until is not None:
-                    break
-            else:  # nothing failed, nothing ever ejected: the common case
-                if self._sticky_key is None:
-                    return route.balancer.pick(())
-                return self._pick(())
+        if not self._failed and none_ever_ejected(targets):  # the common case
+            if self._sticky_key is None:
+                return route.balancer.pick(())
+            return self._pick(())
         ejected = {i for i, t in enumerate(targets) if t.target.weight > 0 and t.backend.health.is_ejected()}
         failed = self._failed
         if not ejected and not failed:
@@ -149,6 +145,12 @@ class CandidatePlan:
         return route.balancer.pick(excluded)
 
 
+def none_ever_ejected(targets: tuple[TargetEntry, ...]) -> bool:
+    """No backend of `targets` was ever ejected (`ejected_until` stays set once one was): the
+    common case, where their health needs no closer look."""
+    return all(candidate.backend.health.ejected_until is None for candidate in targets)
+
+
 def pick_first_target(
     route: RouteEntry, sticky_key: str | None
 ) -> tuple[TargetEntry | None, CandidatePlan | None]:
@@ -157,15 +159,10 @@ def pick_first_target(
     `CandidatePlan`; the plan for the attempts after it is then
     `CandidatePlan(route, None, weighted_picks_taken=1)`, in exactly the state a plan would
     have reached after its own first pick (property-tested)."""
-    if sticky_key is None and route.has_weighted_targets:
-        targets = route.targets
-        for candidate in targets:
-            if candidate.backend.health.ejected_until is not None:
-                break
-        else:
-            index = route.balancer.pick(())
-            if index is not None:
-                return targets[index], None
+    if sticky_key is None and route.has_weighted_targets and none_ever_ejected(route.targets):
+        index = route.balancer.pick(())
+        if index is not None:
+            return route.targets[index], None
     plan = CandidatePlan(route, sticky_key)
     return plan.next(), plan
 
@@ -589,9 +586,7 @@ class Forwarder:
             answer = web.Response(
                 status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
             )
-            health = target.backend.health
-            if health.consecutive_failures or health.ejected_until is not None:
-                health.record_success()  # otherwise it would change nothing
+            target.backend.health.record_success()
             metrics = target.metrics
             tokens = find_document_tokens(body)
             if tokens is not None:
@@ -600,18 +595,8 @@ class Forwarder:
                 self._recorded = True
                 metrics.count_request(status, self.loop.time() - self.started)
             return answer
-        return self._answer_unsuccessful_document(target, status, reply_headers, body)
-
-    def _answer_unsuccessful_document(
-        self,
-        target: TargetEntry,
-        status: int,
-        reply_headers: Mapping[str, str],
-        body: bytes,
-    ) -> web.Response:
-        """`_answer_document` for a 3xx, 4xx or 5xx: relayed (a 5xx not in the OpenAI error
-        shape wrapped in it), retried elsewhere when retryable, counted against the backend's
-        health when a 5xx."""
+        # 3xx-5xx: relayed (a 5xx not in the OpenAI error shape wrapped in it), retried
+        # elsewhere when retryable, counted against the backend's health when a 5xx
         backend = target.backend
         if status >= 500 and not is_openai_error(body):
             error = make_upstream_failed(
@@ -648,9 +633,7 @@ class Forwarder:
             target.metrics.count_error("upstream-5xx")
             self._record_health_failure(target)
         else:
-            health = backend.health
-            if health.consecutive_failures or health.ejected_until is not None:
-                health.record_success()  # a 3xx/4xx is an answer: the backend works
+            backend.health.record_success()  # a 3xx/4xx is an answer: the backend works
         self._record(status, target.metrics)
         return answer
 
@@ -692,9 +675,7 @@ class Forwarder:
         except ConnectionError:
             self._record(CLIENT_CLOSED, target.metrics)  # client gone; leaving closes the upstream
             return response
-        health = target.backend.health
-        if health.consecutive_failures or health.ejected_until is not None:
-            health.record_success()  # otherwise it would change nothing
+        target.backend.health.record_success()
         usage = sse.usage
         if usage is not None:
             target.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)

@@ -98,17 +98,7 @@ def _decide(name: str, fixed: frozenset[str], upstream: bool) -> int:
     return _KEEP
 
 
-def _named_in_connection(headers: Mapping[str, str]) -> frozenset[str]:
-    if isinstance(headers, CIMultiDict | CIMultiDictProxy):
-        if "Connection" not in headers:
-            return _EMPTY
-    elif not any(k.lower() == "connection" for k in headers):
-        return _EMPTY
-    return list_connection_tokens(headers)
-
-
 _EMPTY: frozenset[str] = frozenset()
-_MULTIDICT_TYPES = (CIMultiDictProxy, CIMultiDict)
 _UPSTREAM_DECISIONS: dict[str, int] = {}
 _DOWNSTREAM_DECISIONS: dict[str, int] = {}
 
@@ -120,11 +110,11 @@ def _kept_pairs(
     Connection), and — upstream only — the X-Forwarded-For values seen (kept apart, the caller
     appends to them) and whether X-Forwarded-Proto was there. `decisions` caches `_decide` by
     exact header name, one dict per direction."""
-    # `_named_in_connection`, with its common answer (a multidict without Connection) inline
-    if type(headers) in _MULTIDICT_TYPES and "Connection" not in headers:
-        named = _EMPTY
+    if isinstance(headers, CIMultiDict | CIMultiDictProxy):
+        has_connection = "Connection" in headers
     else:
-        named = _named_in_connection(headers)
+        has_connection = any(k.lower() == "connection" for k in headers)
+    named = list_connection_tokens(headers) if has_connection else _EMPTY
     pairs: Pairs = []
     forwarded_for: list[str] = []
     has_proto = False

@@ -115,11 +115,8 @@ class AttemptWatchdog:
         """The first body bytes arrived: from now on the bound is `idle` between chunks."""
         self._phase = "idle"
         self._idle = idle
-        loop = self._loop
-        now = self.last = loop.time()
-        soft = now + idle
-        deadline = self._deadline
-        expiry = soft if deadline is None or soft < deadline else deadline
+        self.last = self._loop.time()
+        expiry = self._expiry()
         if expiry < self._when:
             self._arm(expiry)
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import IO
 
 from routeway.credentials import lookup_in, resolve_credentials
-from routeway.gcpause import gc_paused
 from routeway.manifests import LoadResult, Problem, load_manifests
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
@@ -82,11 +81,6 @@ def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
 
 
 def evaluate(paths: Sequence[str], stdin: IO[str] | None = None) -> Evaluation:
-    with gc_paused():  # tens of thousands of models that all stay alive: see routeway.gcpause
-        return _evaluate(paths, stdin)
-
-
-def _evaluate(paths: Sequence[str], stdin: IO[str] | None) -> Evaluation:
     loaded = load_manifests(paths, stdin)
     objects = [*loaded.objects, *implicit_gateways(loaded)]
     translation = translate(Inventory.from_objects(objects, loaded.invalid))

@@ -137,6 +137,11 @@ def _object_label(doc: Mapping[str, Any], index: int) -> tuple[str, str, str | N
 
 
 def load_manifests(paths: Sequence[str], stdin: IO[str] | None = None) -> LoadResult:
+    with gc_paused():  # YAML documents and models by the ten thousand, all kept: see gcpause
+        return _load_manifests(paths, stdin)
+
+
+def _load_manifests(paths: Sequence[str], stdin: IO[str] | None) -> LoadResult:
     objects: list[Resource] = []
     invalid: dict[ObjectKey, str] = {}
     problems: list[Problem] = []
@@ -220,8 +225,7 @@ def _source(name: str, index: int) -> str:
 def _documents(name: str, text: str, problems: list[Problem]) -> Iterator[tuple[int, Mapping[str, Any]]]:
     """Yield (1-based index, mapping) per YAML document; `kind: List` is expanded."""
     try:
-        with gc_paused():
-            docs = list(yaml.load_all(text, Loader=_StrictLoader))
+        docs = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -127,5 +127,4 @@ def render(ir: GatewayIR) -> ProxyConfig:
 
 
 def render_all(translation: Translation) -> dict[NsName, ProxyConfig]:
-    with gc_paused():
-        return {key: render(ir) for key, ir in sorted(translation.gateways.items())}
+    return {key: render(ir) for key, ir in sorted(translation.gateways.items())}
