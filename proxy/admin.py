@@ -6,7 +6,8 @@ is saturated, and nothing here should be reachable by the clients of the models.
 `metrics_registry_factory` (optional) returns the registry to read for /metrics and the
 statistics in /routes; with `--workers N` the process helper passes one that builds a
 `CollectorRegistry` with a `MultiProcessCollector`, so both describe the whole process group.
-Collecting reads files in multiprocess mode, so it runs in the default executor, off the loop.
+Collecting reads files in multiprocess mode, so it runs in the default executor, off the loop;
+the request ledger (`ledger.py`) is flushed on the loop first.
 
 Health and concurrency in /routes are this worker's view; `ejectedUntil` (from the registry)
 is the latest ejection any worker made.
@@ -40,10 +41,12 @@ def create_admin_app(
     factory: RegistryFactory = metrics_registry_factory or (lambda: runtime.metrics.registry)
 
     async def metrics(request: web.Request) -> web.Response:
+        runtime.metrics.ledger.flush()  # on the loop thread, before collecting off it
         body = await asyncio.get_running_loop().run_in_executor(None, lambda: generate_latest(factory()))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def routes(request: web.Request) -> web.Response:
+        runtime.metrics.ledger.flush()
         stats = await asyncio.get_running_loop().run_in_executor(None, lambda: read_stats(factory()))
         return _json(describe_routes(runtime, stats))
 

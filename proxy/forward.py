@@ -44,6 +44,7 @@ from routeway.proxy.errors import (
     render_error_body,
 )
 from routeway.proxy.headers import build_upstream_headers, response_header_pairs
+from routeway.proxy.ledger import DEFERRED_BODY_LIMIT, Usage
 from routeway.proxy.metrics import PairMetrics, ProxyMetrics
 from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamCall, UpstreamReply
 from routeway.proxy.streaming import SSEUsageFilter, find_document_tokens
@@ -374,13 +375,14 @@ class Forwarder:
         down.headers["Retry-After"] = str(wait)
         return down
 
-    def _record(self, code: int, metrics: PairMetrics | None = None) -> None:
+    def _record(self, code: int, metrics: PairMetrics | None = None, usage: Usage = None) -> None:
+        """Account the request once (see `ledger.py`): its final status, duration, tokens."""
         if self._recorded:
             return
         self._recorded = True
         if metrics is None:
             metrics = self._target.metrics if self._target is not None else self.route.metrics
-        metrics.count_request(code, self.loop.time() - self.started)
+        self.metrics.ledger.add(metrics, code, self.loop.time() - self.started, usage)
 
     def _build_call(self, target: TargetEntry) -> UpstreamCall:
         model = target.target.model
@@ -587,13 +589,20 @@ class Forwarder:
                 status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
             )
             target.backend.health.record_success()
-            metrics = target.metrics
-            tokens = find_document_tokens(body)
-            if tokens is not None:
-                metrics.count_tokens(tokens[0], tokens[1])
-            if not self._recorded:  # self._record, inlined: once per request on the hot path
+            if not self._recorded:  # self._record(status, usage=body), inlined: the hot path
                 self._recorded = True
-                metrics.count_request(status, self.loop.time() - self.started)
+                ledger = self.metrics.ledger
+                entries = ledger.entries
+                if not entries:
+                    ledger.schedule()
+                entries.append(
+                    (
+                        target.metrics,
+                        status,
+                        self.loop.time() - self.started,
+                        body if len(body) <= DEFERRED_BODY_LIMIT else find_document_tokens(body),
+                    )
+                )
             return answer
         # 3xx-5xx: relayed (a 5xx not in the OpenAI error shape wrapped in it), retried
         # elsewhere when retryable, counted against the backend's health when a 5xx
@@ -677,9 +686,11 @@ class Forwarder:
             return response
         target.backend.health.record_success()
         usage = sse.usage
-        if usage is not None:
-            target.metrics.count_tokens(usage.prompt_tokens, usage.completion_tokens)
-        self._record(status, target.metrics)
+        self._record(
+            status,
+            target.metrics,
+            (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None,
+        )
         return response
 
     async def _cut_stream(self, target: TargetEntry, reason: str, code: int) -> web.StreamResponse:

@@ -29,6 +29,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.values import MutexValue
+from routeway.proxy.ledger import RequestLedger
 
 LATENCY_BUCKETS = (
     0.005,
@@ -221,6 +222,9 @@ class ProxyMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # first in the registry: a collect on the loop thread flushes it before reading the rest
+        self.ledger = RequestLedger()
+        registry.register(self.ledger)
         self.requests = Counter(
             REQUESTS,
             "Client requests answered, by route, backend and status code.",

@@ -400,6 +400,7 @@ async def serve_process(
             await admin_runner.cleanup()
         if not drained:
             await proxy_runner.cleanup()
+        runtime.metrics.ledger.flush()  # a worker's last requests reach the shared files
     return code
 
 
