@@ -3,7 +3,7 @@
 Why it looks like this (aiohttp's background-tasks example): an app factory, typed `AppKey`s,
 and a `cleanup_ctx` that owns the one shared `ClientSession` of the process (keep-alive pool,
 no cookie jar so no state leaks between clients, no connection limit so the per-backend
-`maxConcurrency` is the only limit).
+`maxConcurrency` is the only limit), used through an `UpstreamClient` (`upstream_client.py`).
 
 Serving it: run the app with `handler_cancellation=True` (`APP_RUNNER_OPTIONS`, for
 `web.AppRunner`/`web.run_app`), so a client that disconnects cancels its handler and with it
@@ -39,6 +39,7 @@ from routeway.proxy.headers import read_bearer_token
 from routeway.proxy.providers import ENDPOINT_PATHS, EndpointKind
 from routeway.proxy.runtime import ProxyRuntime
 from routeway.proxy.table import RoutingTable, render_model
+from routeway.proxy.upstream_client import UpstreamClient, open_client_session
 
 __all__ = [
     "APP_RUNNER_OPTIONS",
@@ -71,11 +72,11 @@ class _ProxyState:
     `request.app[...]` costs four Python calls per lookup (`app` property, match info,
     `__getitem__`) on the hot path. The app keys stay set for everything else."""
 
-    __slots__ = ("in_flight", "runtime", "session")
+    __slots__ = ("client", "in_flight", "runtime")
 
     def __init__(self, runtime: ProxyRuntime) -> None:
         self.runtime = runtime
-        self.session: aiohttp.ClientSession | None = None
+        self.client: UpstreamClient | None = None
         self.in_flight: set[Forwarder] = set()  # routed requests being answered (for drain)
 
 
@@ -91,8 +92,9 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
 
     async def own_client_session(app: web.Application) -> AsyncIterator[None]:
         async for _ in _own_client_session(app):
-            state.session = app[SESSION_KEY]
+            state.client = UpstreamClient(app[SESSION_KEY])
             yield
+            state.client = None
 
     app.cleanup_ctx.append(own_client_session)
     for kind, path in ENDPOINT_PATHS.items():
@@ -104,15 +106,7 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
 
 
 async def _own_client_session(app: web.Application) -> AsyncIterator[None]:
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=30)
-    session = aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=None),
-        # No skip_auto_headers: any value sends aiohttp down a slow header path on every request
-        # (bench/RESULTS.md). The client's User-Agent is forwarded; without one, aiohttp's is.
-        trust_env=False,
-    )
+    session = open_client_session()
     app[SESSION_KEY] = session
     yield
     await session.close()
@@ -300,10 +294,10 @@ def _make_inference_handler(kind: EndpointKind, state: _ProxyState) -> Handler:
             except ProxyError as error:
                 table.unrouted.count_request(error.status, loop.time() - started)
                 raise
-            session = state.session
-            if session is None:  # only before startup or after cleanup
+            client = state.client
+            if client is None:  # only before startup or after cleanup
                 raise _make_not_ready()
-            forwarder = Forwarder(request, session, runtime.metrics, route, kind, body, started, loop)
+            forwarder = Forwarder(request, client, runtime.metrics, route, kind, body, started, loop)
             in_flight = state.in_flight
             in_flight.add(forwarder)
             try:

@@ -30,7 +30,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
@@ -50,6 +49,7 @@ from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped
 from routeway.proxy.streaming import SSEUsageFilter, find_document_tokens
 from routeway.proxy.table import RouteEntry, TargetEntry
 from routeway.proxy.timeouts import AttemptTimeout, AttemptWatchdog
+from routeway.proxy.upstream_client import UpstreamClient
 
 log = logging.getLogger("routeway.proxy")
 
@@ -200,6 +200,7 @@ class Forwarder:
         "_task",
         "base_headers",
         "body",
+        "client",
         "client_wants_usage",
         "deadline",
         "kind",
@@ -207,7 +208,6 @@ class Forwarder:
         "metrics",
         "request",
         "route",
-        "session",
         "started",
         "stream",
     )
@@ -215,7 +215,7 @@ class Forwarder:
     def __init__(
         self,
         request: web.Request,
-        session: aiohttp.ClientSession,
+        client: UpstreamClient,
         metrics: ProxyMetrics,
         route: RouteEntry,
         kind: EndpointKind,
@@ -224,7 +224,7 @@ class Forwarder:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.request = request
-        self.session = session
+        self.client = client
         self.metrics = metrics
         self.route = route
         self.kind = kind
@@ -467,7 +467,7 @@ class Forwarder:
             call = self._build_call(target)
             try:
                 with AttemptWatchdog(timeouts.first_byte, hard, self.loop, self._task) as watchdog:
-                    reply = await backend.provider.send(self.session, call)
+                    reply = await backend.provider.send(self.client, call)
                     status = reply.status
                     if not self.stream:
                         # A JSON answer usually arrives with its headers: answered without

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import aiohttp
 from multidict import CIMultiDict
+
+if TYPE_CHECKING:
+    from routeway.proxy.upstream_client import UpstreamClient
 
 EndpointKind = Literal["chat", "completions", "embeddings"]
 
@@ -73,7 +75,7 @@ class UpstreamReply(Protocol):
 
 
 class Provider(Protocol):
-    async def send(self, session: aiohttp.ClientSession, call: UpstreamCall) -> UpstreamReply:
+    async def send(self, client: UpstreamClient, call: UpstreamCall) -> UpstreamReply:
         """Send `call` and return once the answer's headers arrived (raises `ConnectFailure`);
         the caller must `close()` the reply."""
         ...

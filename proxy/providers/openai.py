@@ -19,6 +19,7 @@ from routeway.proxy.providers import (
     StreamDropped,
     UpstreamCall,
 )
+from routeway.proxy.upstream_client import UpstreamClient
 from yarl import URL
 
 # Anything aiohttp raises before the response headers means "no answer": refused, reset, DNS,
@@ -73,7 +74,7 @@ class _HttpReply:
 
 
 class OpenAIProvider:
-    """Sends to `<url>/chat/completions` etc. over the process's shared session."""
+    """Sends to `<url>/chat/completions` etc. over the process's shared client."""
 
     def __init__(self, base_url: str, connect_timeout: float) -> None:
         base = str(URL(base_url).with_user(None)).rstrip("/")  # userinfo becomes a header (table.py)
@@ -82,16 +83,9 @@ class OpenAIProvider:
             total=None, connect=None, sock_read=None, sock_connect=connect_timeout
         )
 
-    async def send(self, session: aiohttp.ClientSession, call: UpstreamCall) -> _HttpReply:
+    async def send(self, client: UpstreamClient, call: UpstreamCall) -> _HttpReply:
         try:
-            response = await session.request(
-                "POST",
-                self.urls[call.kind],
-                data=call.payload,
-                headers=call.headers,
-                allow_redirects=False,
-                timeout=self.timeout,
-            )
+            response = await client.post(self.urls[call.kind], call.payload, call.headers, self.timeout)
         except _CONNECT_ERRORS as exc:
             raise ConnectFailure(type(exc).__name__) from exc
         return _HttpReply(response)

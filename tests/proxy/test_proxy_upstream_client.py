@@ -1,0 +1,189 @@
+"""`UpstreamClient`: its lean path sends and fails exactly as `ClientSession.request()` does.
+
+Both paths run against the same real aiohttp server on 127.0.0.1 and are compared on what the
+upstream received and what the caller got back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+from routeway.proxy.upstream_client import UpstreamClient, lean_path_problem, open_client_session
+from yarl import URL
+
+TIMEOUTS = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=5)
+PAYLOAD = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+
+
+def request_headers() -> CIMultiDict[str]:
+    return CIMultiDict(
+        [
+            ("Content-Type", "application/json"),
+            ("Accept-Encoding", "identity"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("X-Repeated", "a"),
+            ("X-Repeated", "b"),
+        ]
+    )
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.url = ""
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    state = Upstream()
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        state.seen.append(
+            {
+                "method": request.method,
+                "path_qs": request.path_qs,
+                "headers": list(request.headers.items()),
+                "body": body,
+                "peer": peer,
+            }
+        )
+        if request.path == "/redirect":
+            return web.Response(status=302, headers={"Location": "/elsewhere"})
+        if request.path == "/hang-up":
+            assert transport is not None
+            transport.close()
+            return web.Response()
+        return web.json_response({"ok": True}, headers={"X-Upstream": "1"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    state.url = f"http://127.0.0.1:{port}"
+    yield state
+    await runner.cleanup()
+
+
+@pytest.fixture(params=["lean", "session"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[UpstreamClient]:
+    session = open_client_session()
+    client = UpstreamClient(session)
+    if request.param == "session":
+        client.lean = False
+    yield client
+    await session.close()
+
+
+async def test_the_installed_aiohttp_takes_the_lean_path() -> None:
+    """Fails when an aiohttp upgrade changes the layers the lean path calls: re-check it
+    against `ClientSession._request` then (the proxy still works, through `request()`)."""
+    async with open_client_session() as session:
+        assert lean_path_problem(session) is None
+        assert UpstreamClient(session).lean
+
+
+async def test_a_session_with_features_it_would_skip_is_refused() -> None:
+    async with aiohttp.ClientSession() as session:  # a cookie jar
+        assert lean_path_problem(session) == "the session keeps cookies"
+        assert not UpstreamClient(session).lean
+    async with aiohttp.ClientSession(headers={"X-Default": "1"}, cookie_jar=aiohttp.DummyCookieJar()) as session:
+        assert lean_path_problem(session) == "the session has tracing, middlewares or default headers"
+
+
+async def send(client: UpstreamClient, url: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    response = await client.post(URL(url), PAYLOAD, request_headers(), TIMEOUTS)
+    try:
+        body = await response.read()
+    finally:
+        response.release()
+    headers = [(k, v) for k, v in response.headers.items() if k not in ("Date",)]
+    return response.status, headers, body
+
+
+async def test_both_paths_send_and_receive_the_same(upstream: Upstream) -> None:
+    answers = []
+    for lean in (True, False):
+        async with open_client_session() as session:
+            client = UpstreamClient(session)
+            client.lean = lean
+            answers.append(await send(client, upstream.url + "/v1/chat/completions?x=1"))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 200 and answers[0][2] == b'{"ok": true}'
+    lean_seen, session_seen = upstream.seen
+    for key in ("method", "path_qs", "headers", "body"):
+        assert lean_seen[key] == session_seen[key], key
+    assert lean_seen["method"] == "POST" and lean_seen["body"] == PAYLOAD
+    assert ("X-Repeated", "a") in lean_seen["headers"] and ("X-Repeated", "b") in lean_seen["headers"]
+
+
+async def test_connections_are_kept_alive_and_reused(client: UpstreamClient, upstream: Upstream) -> None:
+    for _ in range(3):
+        assert (await send(client, upstream.url + "/v1/embeddings"))[0] == 200
+    assert len({seen["peer"] for seen in upstream.seen}) == 1
+
+
+async def test_redirects_come_back_unfollowed(client: UpstreamClient, upstream: Upstream) -> None:
+    status, headers, _ = await send(client, upstream.url + "/redirect")
+    assert status == 302 and ("Location", "/elsewhere") in headers
+    assert [seen["path_qs"] for seen in upstream.seen] == ["/redirect"]
+
+
+async def test_a_refused_connection_raises_a_connector_error(client: UpstreamClient) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(aiohttp.ClientConnectorError):
+        await client.post(URL(f"http://127.0.0.1:{port}/v1/x"), PAYLOAD, request_headers(), TIMEOUTS)
+
+
+async def test_a_server_that_hangs_up_raises_and_the_pool_recovers(
+    client: UpstreamClient, upstream: Upstream
+) -> None:
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await client.post(URL(upstream.url + "/hang-up"), PAYLOAD, request_headers(), TIMEOUTS)
+    assert (await send(client, upstream.url + "/v1/chat/completions"))[0] == 200
+
+
+async def test_a_cancelled_call_leaves_no_connection_behind(client: UpstreamClient) -> None:
+    """Cancelled while waiting for the answer (the watchdog's or a client's cancellation):
+    the half-used connection is closed, not returned to the pool."""
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        entered.set()
+        await release.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/slow", slow)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = URL(f"http://127.0.0.1:{runner.addresses[0][1]}/slow")
+        call = asyncio.create_task(client.post(url, PAYLOAD, request_headers(), TIMEOUTS))
+        await entered.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        connector = client.session.connector
+        assert connector is not None
+        assert not connector._conns  # nothing pooled: the connection was closed
+    finally:
+        release.set()
+        await runner.cleanup()
