@@ -134,6 +134,11 @@ def main() -> int:
         metavar="PYTHON",
         help="a Python with another Routeway installed, in place of the yardstick",
     )
+    parser.add_argument(
+        "--lean-yardstick",
+        action="store_true",
+        help="calibration: the yardstick sends with Routeway's UpstreamClient (what the features cost)",
+    )
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -174,6 +179,7 @@ def main() -> int:
         else:
             command = [*pin_proxy, PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(port)]
             command += ["--upstream", f"http://127.0.0.1:{up}", "--workers", str(args.workers)]
+            command += ["--lean"] if args.lean_yardstick else []
         process = stack.enter_context(started("yardstick", command, logs))
         wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
         targets["yardstick"] = (process.pid, f"http://127.0.0.1:{port}")

@@ -16,6 +16,8 @@ import signal
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
 
 HOP_BY_HOP = {
     "connection",
@@ -28,6 +30,8 @@ HOP_BY_HOP = {
     "content-length",
 }
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+CLIENT = web.AppKey("client", object)
+TIMEOUTS = aiohttp.ClientTimeout(total=None, sock_connect=10)
 UPSTREAM = web.AppKey("upstream", str)
 
 
@@ -49,17 +53,47 @@ async def forward(request: web.Request) -> web.StreamResponse:
         return response
 
 
+async def forward_lean(request: web.Request) -> web.StreamResponse:
+    """--lean (calibration, not the yardstick): `forward` sent with Routeway's transport."""
+    headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP)
+    body = await request.read()
+    upstream = await request.app[CLIENT].post(
+        URL(request.app[UPSTREAM] + request.path_qs), body, headers, TIMEOUTS
+    )
+    try:
+        out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+        if not upstream.content_type.startswith("text/event-stream"):
+            return web.Response(status=upstream.status, headers=out_headers, body=await upstream.read())
+        response = web.StreamResponse(status=upstream.status, headers=out_headers)
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        upstream.release()
+
+
 async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
     app[SESSION] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
     yield
     await app[SESSION].close()
 
 
-async def serve(host: str, port: int, upstream: str) -> None:
+async def client_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+    from routeway.proxy.upstream_client import UpstreamClient, open_client_session
+
+    app[CLIENT] = client = UpstreamClient(open_client_session())
+    assert client.lean
+    yield
+    await client.session.close()
+
+
+async def serve(host: str, port: int, upstream: str, lean: bool) -> None:
     app = web.Application()
     app[UPSTREAM] = upstream.rstrip("/")
-    app.cleanup_ctx.append(session_ctx)
-    app.router.add_route("*", "/{tail:.*}", forward)
+    app.cleanup_ctx.append(client_ctx if lean else session_ctx)
+    app.router.add_route("*", "/{tail:.*}", forward_lean if lean else forward)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_port=True, backlog=4096).start()
@@ -76,6 +110,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--lean", action="store_true", help="send with Routeway's UpstreamClient")
     args = parser.parse_args()
     children: list[int] = []
     for _ in range(args.workers - 1):
@@ -86,7 +121,7 @@ def main() -> None:
         children.append(pid)
     import uvloop
 
-    uvloop.run(serve(args.host, args.port, args.upstream))
+    uvloop.run(serve(args.host, args.port, args.upstream, args.lean))
     for child in children:
         os.kill(child, signal.SIGTERM)
         os.waitpid(child, 0)
