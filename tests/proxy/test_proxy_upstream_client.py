@@ -99,7 +99,9 @@ async def test_a_session_with_features_it_would_skip_is_refused() -> None:
     async with aiohttp.ClientSession() as session:  # a cookie jar
         assert lean_path_problem(session) == "the session keeps cookies"
         assert not UpstreamClient(session).lean
-    async with aiohttp.ClientSession(headers={"X-Default": "1"}, cookie_jar=aiohttp.DummyCookieJar()) as session:
+    async with aiohttp.ClientSession(
+        headers={"X-Default": "1"}, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
         assert lean_path_problem(session) == "the session has tracing, middlewares or default headers"
 
 
