@@ -95,6 +95,7 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
             state.client = UpstreamClient(app[SESSION_KEY])
             yield
             state.client = None
+        runtime.metrics.ledger.flush()  # the last requests' accounting, before the loop ends
 
     app.cleanup_ctx.append(own_client_session)
     for kind, path in ENDPOINT_PATHS.items():

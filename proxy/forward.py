@@ -43,7 +43,7 @@ from routeway.proxy.errors import (
     render_error_body,
 )
 from routeway.proxy.headers import build_upstream_headers, response_header_pairs
-from routeway.proxy.ledger import DEFERRED_BODY_LIMIT, Usage
+from routeway.proxy.ledger import BATCH_LIMIT, DEFERRED_BODY_LIMIT, Usage
 from routeway.proxy.metrics import PairMetrics, ProxyMetrics
 from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamCall, UpstreamReply
 from routeway.proxy.streaming import SSEUsageFilter, find_document_tokens
@@ -603,6 +603,8 @@ class Forwarder:
                         body if len(body) <= DEFERRED_BODY_LIMIT else find_document_tokens(body),
                     )
                 )
+                if len(entries) >= BATCH_LIMIT:
+                    ledger.flush()
             return answer
         # 3xx-5xx: relayed (a 5xx not in the OpenAI error shape wrapped in it), retried
         # elsewhere when retryable, counted against the backend's health when a 5xx

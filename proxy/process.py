@@ -395,12 +395,14 @@ async def serve_process(
         log.error("%s", exc)
         code = 1
     finally:
-        await cancel_tasks(apply_task)
-        if admin_runner is not None:
-            await admin_runner.cleanup()
-        if not drained:
-            await proxy_runner.cleanup()
-        runtime.metrics.ledger.flush()  # a worker's last requests reach the shared files
+        try:
+            await cancel_tasks(apply_task)
+            if admin_runner is not None:
+                await admin_runner.cleanup()
+            if not drained:
+                await proxy_runner.cleanup()
+        finally:
+            runtime.metrics.ledger.flush()  # a worker's last requests reach the shared files
     return code
 
 

@@ -55,6 +55,17 @@ _SESSION_SETTINGS = {  # set_response_params argument → the session attribute 
     "max_field_size": "_max_field_size",
     "max_headers": "_max_headers",
 }
+_UNUSED_SESSION_FEATURES: dict[str, Any] = {  # ClientSession attribute → its value when unused
+    "_trace_configs": [],
+    "_middlewares": (),
+    "_default_headers": CIMultiDict(),
+    "_default_proxy": None,
+    "_skip_auto_headers": frozenset(),
+    "_raise_for_status": False,
+    "_base_url": None,
+    "_request_class": ClientRequest,
+    "_response_class": ClientResponse,
+}
 _NO_TRACES: list[Any] = []  # never appended to: connect() and send() only iterate it
 _NO_TIMER = TimerNoop()  # what the session uses when a request has no total timeout
 
@@ -74,8 +85,16 @@ def open_client_session() -> aiohttp.ClientSession:
     )
 
 
+CHECKED_AIOHTTP = ("3.14",)
+"""aiohttp releases whose `ClientSession._request` the lean path was compared with line by line
+(pyproject pins this range; widen both after comparing a new release)."""
+
+
 def lean_path_problem(session: aiohttp.ClientSession) -> str | None:
     """Why `session`'s POSTs cannot skip `ClientSession.request()`, or None when they can."""
+    release = ".".join(aiohttp.__version__.split(".")[:2])
+    if release not in CHECKED_AIOHTTP:
+        return f"aiohttp {aiohttp.__version__} is not one the lean path was checked against"
     parameters = tuple(inspect.signature(ResponseHandler.set_response_params).parameters)[1:]
     if set(parameters) != set(_RESPONSE_PARAMETERS):
         return f"ResponseHandler.set_response_params takes {parameters}"
@@ -90,11 +109,15 @@ def lean_path_problem(session: aiohttp.ClientSession) -> str | None:
         ClientResponse.start
     ):
         return "ClientRequest.send or ClientResponse.start is not a coroutine function"
-    for attribute in (*_SESSION_SETTINGS.values(), "_trace_configs", "_middlewares", "_default_headers"):
+    private = (*_SESSION_SETTINGS.values(), *_UNUSED_SESSION_FEATURES, "_version")
+    for attribute in private:
         if not hasattr(session, attribute):
             return f"ClientSession has no {attribute}"
-    if session.trace_configs or getattr(session, "_middlewares") or getattr(session, "_default_headers"):  # noqa: B009
-        return "the session has tracing, middlewares or default headers"
+    for attribute, unused in _UNUSED_SESSION_FEATURES.items():
+        if getattr(session, attribute) != unused:
+            return f"the session sets {attribute.lstrip('_')}, which the lean path would ignore"
+    if getattr(session, "_version") != aiohttp.HttpVersion11:  # noqa: B009  (private)
+        return "the session does not speak HTTP/1.1"
     if session.auth is not None or session.trust_env:
         return "the session has auth or takes settings from the environment"
     if not isinstance(session.cookie_jar, aiohttp.DummyCookieJar):
@@ -131,13 +154,18 @@ class UpstreamClient:
         """Send `payload` and return once the answer's status line and headers are read.
 
         Raises what `session.request()` raises for the same failure: `aiohttp.ClientError`
-        subclasses, `OSError`s and `asyncio.TimeoutError` (a connect timeout). Redirects are
-        never followed. The caller releases or closes the response.
+        subclasses (`ConnectionTimeoutError` for a connect timeout, `ClientOSError` for a raw
+        `OSError`), `RuntimeError` once the session is closed. Redirects are never followed. A
+        `total` bound goes through `session.request()`, which owns that timer. The caller
+        releases or closes the response.
         """
-        if not self.lean:
+        if not self.lean or timeouts.total is not None:  # a total bound needs the session's timer
             return await self.session.request(
                 "POST", url, data=payload, headers=headers, allow_redirects=False, timeout=timeouts
             )
+        connector = self._connector
+        if connector is None or connector.closed:
+            raise RuntimeError("Session is closed")
         request = ClientRequest(
             "POST",
             url,
@@ -148,9 +176,14 @@ class UpstreamClient:
             session=self.session,
             ssl=True,
         )
-        connector = self._connector
-        assert connector is not None
-        connection = await connector.connect(request, traces=_NO_TRACES, timeout=timeouts)
+        try:
+            connection = await connector.connect(request, traces=_NO_TRACES, timeout=timeouts)
+        except TimeoutError as exc:
+            raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from exc
+        except aiohttp.ClientError:
+            raise
+        except OSError as exc:
+            raise aiohttp.ClientOSError(*exc.args) from exc
         protocol = connection.protocol
         assert protocol is not None
         settings = self._settings
@@ -173,8 +206,12 @@ class UpstreamClient:
             except BaseException:
                 response.close()
                 raise
-        except BaseException:
+        except BaseException as exc:
             connection.close()
+            if isinstance(exc, OSError) and not isinstance(exc, aiohttp.ClientError):
+                if exc.errno is None and isinstance(exc, TimeoutError):
+                    raise
+                raise aiohttp.ClientOSError(*exc.args) from exc  # as the session wraps it
             raise
         # The session would now close the request's payload: a bytes payload holds nothing to
         # close, so that await is skipped.

@@ -8,7 +8,7 @@ import threading
 import aiohttp
 from prometheus_client import CollectorRegistry
 from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
-from routeway.proxy.ledger import DEFERRED_BODY_LIMIT, RequestLedger
+from routeway.proxy.ledger import BATCH_LIMIT, DEFERRED_BODY_LIMIT, RequestLedger
 from routeway.proxy.metrics import ProxyMetrics
 
 USAGE_DOCUMENT = b'{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}'
@@ -84,7 +84,55 @@ async def test_flushing_twice_counts_once() -> None:
     assert value(metrics, "routeway_tokens_total", route="r", backend="b", type="prompt") == 4
 
 
+def test_a_batch_left_on_an_ended_loop_is_flushed_on_the_next() -> None:
+    metrics = ProxyMetrics(CollectorRegistry())
+    metrics.ledger.delay = 0.01
+    pair = metrics.bind_pair("r", "b")
+
+    async def answer_one() -> None:
+        metrics.ledger.add(pair, 200, 0.01, None)
+
+    asyncio.run(answer_one())  # the loop ends before its timer fires
+    assert len(metrics.ledger.entries) == 1
+
+    async def answer_another_and_wait() -> None:
+        metrics.ledger.add(pair, 200, 0.01, None)
+        for _ in range(200):
+            if not metrics.ledger.entries:
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(answer_another_and_wait())
+    assert metrics.ledger.entries == []
+    assert unflushed(metrics, "routeway_requests_total", route="r", backend="b", code="200") == 2
+
+
+async def test_a_full_batch_is_applied_at_once() -> None:
+    metrics = ProxyMetrics(CollectorRegistry())
+    metrics.ledger.delay = 3600
+    pair = metrics.bind_pair("r", "b")
+    for _ in range(BATCH_LIMIT):
+        metrics.ledger.add(pair, 200, 0.01, None)
+    assert metrics.ledger.entries == []
+    assert unflushed(metrics, "routeway_requests_total", route="r", backend="b", code="200") == BATCH_LIMIT
+
+
+async def test_one_failing_entry_costs_only_itself() -> None:
+    metrics = ProxyMetrics(CollectorRegistry())
+    good = metrics.bind_pair("r", "b")
+
+    class Broken:
+        def count_request(self, code: int, seconds: float) -> None:
+            raise ValueError("a bug")
+
+    metrics.ledger.add(good, 200, 0.01, None)
+    metrics.ledger.add(Broken(), 200, 0.01, None)  # type: ignore[arg-type]
+    metrics.ledger.add(good, 200, 0.01, None)
+    assert value(metrics, "routeway_requests_total", route="r", backend="b", code="200") == 2
+
+
 async def test_an_answer_too_large_to_hold_is_still_counted(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.metrics.ledger.delay = 3600  # only a read flushes: the check below sees the batch
     gateway.runtime.apply(
         make_config([make_backend("b1", upstream.base("large"))], [make_route("gpt", [("b1", 1)])]), {}
     )

@@ -102,7 +102,9 @@ async def test_a_session_with_features_it_would_skip_is_refused() -> None:
     async with aiohttp.ClientSession(
         headers={"X-Default": "1"}, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
-        assert lean_path_problem(session) == "the session has tracing, middlewares or default headers"
+        assert (
+            lean_path_problem(session) == "the session sets default_headers, which the lean path would ignore"
+        )
 
 
 async def send(client: UpstreamClient, url: str) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -156,7 +158,99 @@ async def test_a_server_that_hangs_up_raises_and_the_pool_recovers(
 ) -> None:
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await client.post(URL(upstream.url + "/hang-up"), PAYLOAD, request_headers(), TIMEOUTS)
+    assert held_connections(client) == (0, 0)
     assert (await send(client, upstream.url + "/v1/chat/completions"))[0] == 200
+    assert held_connections(client) == (1, 0)  # answered and released to the pool
+
+
+def held_connections(client: UpstreamClient) -> tuple[int, int]:
+    """(pooled idle, acquired) connections of the client's connector."""
+    connector = client.session.connector
+    assert connector is not None
+    pooled = sum(len(idle) for idle in getattr(connector, "_conns").values())  # noqa: B009
+    return pooled, len(getattr(connector, "_acquired"))  # noqa: B009
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP port that accepts connections and never says a word (a TLS handshake hangs)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    for writer in held:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_connect_timeout_raises_connection_timeout_error(
+    client: UpstreamClient, silent_server: int
+) -> None:
+    timeouts = aiohttp.ClientTimeout(total=None, sock_connect=0.2)
+    url = URL(f"https://127.0.0.1:{silent_server}/v1/x")
+    with pytest.raises(aiohttp.ConnectionTimeoutError):
+        await asyncio.wait_for(client.post(url, PAYLOAD, request_headers(), timeouts), 30)
+    assert held_connections(client) == (0, 0)
+
+
+async def test_a_call_cancelled_while_connecting_holds_nothing(
+    client: UpstreamClient, silent_server: int
+) -> None:
+    url = URL(f"https://127.0.0.1:{silent_server}/v1/x")
+    call = asyncio.create_task(client.post(url, PAYLOAD, request_headers(), TIMEOUTS))
+    await asyncio.sleep(0.1)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert held_connections(client) == (0, 0)
+
+
+async def test_a_total_bound_is_honoured(client: UpstreamClient, silent_server: int) -> None:
+    """The lean path has no total timer of its own: a `total` goes through the session."""
+    timeouts = aiohttp.ClientTimeout(total=0.2, sock_connect=30)
+    url = URL(f"http://127.0.0.1:{silent_server}/v1/x")  # connects, then never answers
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(client.post(url, PAYLOAD, request_headers(), timeouts), 30)
+
+
+async def test_a_closed_session_refuses_without_connecting(
+    client: UpstreamClient, upstream: Upstream
+) -> None:
+    await client.session.close()
+    with pytest.raises(RuntimeError, match="Session is closed"):
+        await client.post(URL(upstream.url + "/v1/x"), PAYLOAD, request_headers(), TIMEOUTS)
+    assert upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"proxy": "http://127.0.0.1:1"}, "default_proxy"),
+        ({"skip_auto_headers": ["User-Agent"]}, "skip_auto_headers"),
+        ({"raise_for_status": True}, "raise_for_status"),
+        ({"base_url": "http://127.0.0.1:1"}, "base_url"),
+        ({"trace_configs": [aiohttp.TraceConfig()]}, "trace_configs"),
+        ({"version": aiohttp.HttpVersion10}, "HTTP/1.1"),
+        ({"trust_env": True}, "environment"),
+    ],
+)
+async def test_sessions_with_features_the_lean_path_skips_are_refused(
+    options: dict[str, Any], problem: str
+) -> None:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), **options) as session:
+        found = lean_path_problem(session)
+        assert found is not None and problem in found, found
+
+
+async def test_an_unchecked_aiohttp_release_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aiohttp, "__version__", "3.99.0")
+    async with open_client_session() as session:
+        assert "3.99.0" in (lean_path_problem(session) or "")
+        assert not UpstreamClient(session).lean
 
 
 async def test_a_cancelled_call_leaves_no_connection_behind(client: UpstreamClient) -> None:
@@ -183,9 +277,7 @@ async def test_a_cancelled_call_leaves_no_connection_behind(client: UpstreamClie
         call.cancel()
         with pytest.raises(asyncio.CancelledError):
             await call
-        connector = client.session.connector
-        assert connector is not None
-        assert not connector._conns  # nothing pooled: the connection was closed
+        assert held_connections(client) == (0, 0)  # closed: neither pooled nor held
     finally:
         release.set()
         await runner.cleanup()
