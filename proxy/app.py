@@ -72,11 +72,14 @@ class _ProxyState:
     `request.app[...]` costs four Python calls per lookup (`app` property, match info,
     `__getitem__`) on the hot path. The app keys stay set for everything else."""
 
-    __slots__ = ("client", "in_flight", "runtime")
+    __slots__ = ("client", "in_flight", "loop", "runtime")
 
     def __init__(self, runtime: ProxyRuntime) -> None:
         self.runtime = runtime
         self.client: UpstreamClient | None = None
+        # the loop serving the app, set at startup: asyncio.get_running_loop() is a getpid()
+        # system call per request on Python 3.11
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.in_flight: set[Forwarder] = set()  # routed requests being answered (for drain)
 
 
@@ -92,9 +95,11 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
 
     async def own_client_session(app: web.Application) -> AsyncIterator[None]:
         async for _ in _own_client_session(app):
-            state.client = UpstreamClient(app[SESSION_KEY])
+            state.loop = asyncio.get_running_loop()
+            state.client = UpstreamClient(app[SESSION_KEY], state.loop)
             yield
             state.client = None
+            state.loop = None
         runtime.metrics.ledger.flush()  # the last requests' accounting, before the loop ends
 
     app.cleanup_ctx.append(own_client_session)
@@ -272,12 +277,14 @@ def _make_inference_handler(kind: EndpointKind, state: _ProxyState) -> Handler:
             table = runtime.table
             if table is None:
                 raise _make_not_ready()
-            loop = asyncio.get_running_loop()
+            loop = state.loop
+            if loop is None:  # only before startup or after cleanup
+                raise _make_not_ready()
             started = loop.time()
             try:
                 if table.auth_required:
                     authenticate(table, request.headers.get("Authorization"))
-                limit = table.config.gateway.max_body_bytes
+                limit = table.max_body_bytes
                 length = request.content_length
                 if length is not None and length <= limit:
                     raw = await request.read()

@@ -234,7 +234,8 @@ class Forwarder:
         self.stream = kind != "embeddings" and body.get("stream") is True
         options = body.get("stream_options")
         self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-        self.deadline = started + route.config.timeout if route.config.timeout else None
+        timeout = route.timeout
+        self.deadline = started + timeout if timeout else None
         self.base_headers: CIMultiDict[str] = build_upstream_headers(
             request.headers, authorization=None, client_address=request.remote, scheme=request.scheme
         )
@@ -264,10 +265,9 @@ class Forwarder:
         self._task = asyncio.current_task(self.loop)
         try:
             route = self.route
-            sticky_name = route.config.sticky_header
+            sticky_name = route.sticky_header
             sticky_key = self.request.headers.get(sticky_name) if sticky_name else None
             target, self._plan = pick_first_target(route, sticky_key)
-            retries = route.config.retries
             failure: AttemptFailed | None = None
             previous: TargetEntry | None = None
             attempt = 0
@@ -275,6 +275,7 @@ class Forwarder:
                 if failure is not None and previous is not None:
                     previous.metrics.count_retry(failure.reason)
                     if failure.retry_reason != "overloaded":
+                        retries = route.config.retries
                         delay = compute_backoff(attempt, retries.backoff_base, retries.backoff_max)
                         if self.deadline is not None and self.loop.time() + delay >= self.deadline:
                             failure = self._route_timed_out()
@@ -442,7 +443,6 @@ class Forwarder:
     async def _attempt(self, target: TargetEntry) -> web.StreamResponse:
         backend = target.backend
         config = backend.config
-        route_id = self.route.config.id
         now = self.loop.time()
         limiter = backend.limiter
         unlimited = limiter.limit is None
@@ -455,7 +455,7 @@ class Forwarder:
                 target,
                 "overloaded",
                 "overloaded",
-                make_overloaded(f"Route {route_id}: backend {backend.id} is at its concurrency limit."),
+                make_overloaded(f"Route {self.route.id}: backend {backend.id} is at its concurrency limit."),
                 health=False,
             )
         reply: UpstreamReply | None = None
@@ -487,7 +487,7 @@ class Forwarder:
                         "timeout",
                         "timeout",
                         make_upstream_timeout(
-                            f"Route {route_id}: backend {backend.id} sent no answer within "
+                            f"Route {self.route.id}: backend {backend.id} sent no answer within "
                             f"{timeouts.first_byte}s."
                         ),
                     ) from None
@@ -497,7 +497,7 @@ class Forwarder:
                         "idle-timeout",
                         None,
                         make_upstream_timeout(
-                            f"Route {route_id}: backend {backend.id} stalled for {timeouts.idle}s."
+                            f"Route {self.route.id}: backend {backend.id} stalled for {timeouts.idle}s."
                         ),
                     ) from None
                 raise self._fail(
@@ -505,7 +505,7 @@ class Forwarder:
                     "total-timeout",
                     None,
                     make_upstream_timeout(
-                        f"Route {route_id}: the request to backend {backend.id} ran out of time."
+                        f"Route {self.route.id}: the request to backend {backend.id} ran out of time."
                     ),
                 ) from None
             except ConnectFailure as exc:
@@ -514,7 +514,7 @@ class Forwarder:
                     "connect-failure",
                     "connect-failure",
                     make_upstream_unreachable(
-                        f"Route {route_id}: could not connect to backend {backend.id} ({exc})."
+                        f"Route {self.route.id}: could not connect to backend {backend.id} ({exc})."
                     ),
                 ) from None
             except StreamDropped:
@@ -525,7 +525,7 @@ class Forwarder:
                     "disconnect",
                     None,
                     make_upstream_unreachable(
-                        f"Route {route_id}: backend {backend.id} closed the connection mid-answer."
+                        f"Route {self.route.id}: backend {backend.id} closed the connection mid-answer."
                     ),
                 ) from None
         finally:

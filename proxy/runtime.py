@@ -62,7 +62,8 @@ class ProxyRuntime:
         # group's summed `routeway_config_reloads_total` counts each reload once.
         self._count_reloads = count_reloads
         self.clock = clock
-        self._table: RoutingTable | None = None
+        # a plain attribute, not a property: the request path reads it on every request
+        self.table: RoutingTable | None = None
         self._states: dict[str, BackendState] = {}
         self._credential_values: frozenset[str] = frozenset()
         self._last_rejection: Rejection | None = None
@@ -71,16 +72,12 @@ class ProxyRuntime:
 
     @property
     def ready(self) -> bool:
-        return self._table is not None
+        return self.table is not None
 
     @property
     def config(self) -> ProxyConfig | None:
-        table = self._table
+        table = self.table
         return table.config if table is not None else None
-
-    @property
-    def table(self) -> RoutingTable | None:
-        return self._table
 
     @property
     def last_rejection(self) -> Rejection | None:
@@ -97,8 +94,8 @@ class ProxyRuntime:
         """Serve `config` from now on; `credentials` maps "ns/secret/key" refs to values;
         `warnings` are shown at /routes until the next apply."""
         table, states = build_routing_table(config, credentials, self._states, self.metrics, self.clock)
-        previous = self._table
-        self._table = table
+        previous = self.table
+        self.table = table
         self._states = states
         self._credential_values = frozenset(v for v in credentials.values() if len(v) >= 4)
         self._last_rejection = None
@@ -130,7 +127,7 @@ class ProxyRuntime:
         key = (source, rejection.errors)
         if key != self._logged_rejection:
             self._logged_rejection = key
-            serving = self._table.revision if self._table is not None else "nothing"
+            serving = self.table.revision if self.table is not None else "nothing"
             log.error(
                 "config from %s rejected (still serving %s): %s",
                 source,

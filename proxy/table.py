@@ -76,6 +76,8 @@ class RouteEntry:
     headers: Mapping[str, str]  # route and revision headers, before a backend is chosen
     metrics: PairMetrics  # (route, "") for answers given before a backend was chosen
     in_flight: PlainValue  # value of this route's in-flight gauge child (mmap-backed in multiprocess mode)
+    sticky_header: str | None  # config.sticky_header and config.timeout, one attribute read away:
+    timeout: float | None  # the request path reads them on every request
 
     @property
     def id(self) -> str:
@@ -93,14 +95,11 @@ class RoutingTable:
     client_keys: tuple[bytes, ...]
     models_body: bytes  # GET /v1/models, prebuilt
     unrouted: PairMetrics  # ("", "") for answers given before routing
+    max_body_bytes: int  # config.gateway.max_body_bytes, read on every request
 
     @property
     def revision(self) -> str:
         return self.config.revision
-
-    @property
-    def max_body_bytes(self) -> int:
-        return self.config.gateway.max_body_bytes
 
 
 def make_provider(config: BackendConfig) -> Provider:
@@ -212,6 +211,8 @@ def build_routing_table(
             headers=route_headers,
             metrics=metrics.bind_pair(route.id, ""),
             in_flight=adopt_value(metrics.in_flight.labels(route.id)),
+            sticky_header=route.sticky_header,
+            timeout=route.timeout,
         )
 
     client_keys = []
@@ -229,6 +230,7 @@ def build_routing_table(
         client_keys=tuple(client_keys),
         models_body=render_models_list(sorted(routes)),
         unrouted=metrics.bind_pair("", ""),
+        max_body_bytes=config.gateway.max_body_bytes,
     )
     return table, states
 
