@@ -45,7 +45,7 @@ from routeway.proxy.errors import (
 from routeway.proxy.headers import build_upstream_headers, response_header_pairs
 from routeway.proxy.ledger import BATCH_LIMIT, DEFERRED_BODY_LIMIT, Usage
 from routeway.proxy.metrics import PairMetrics, ProxyMetrics
-from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamCall, UpstreamReply
+from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
 from routeway.proxy.streaming import SSEUsageFilter, find_document_tokens
 from routeway.proxy.table import RouteEntry, TargetEntry
 from routeway.proxy.timeouts import AttemptTimeout, AttemptWatchdog
@@ -148,8 +148,12 @@ class CandidatePlan:
 
 def none_ever_ejected(targets: tuple[TargetEntry, ...]) -> bool:
     """No backend of `targets` was ever ejected (`ejected_until` stays set once one was): the
-    common case, where their health needs no closer look."""
-    return all(candidate.backend.health.ejected_until is None for candidate in targets)
+    common case, where their health needs no closer look. (A loop, not `all()` over a
+    generator: this runs on every request, usually over one or two targets.)"""
+    for candidate in targets:  # noqa: SIM110  (see the docstring)
+        if candidate.backend.health.ejected_until is not None:
+            return False
+    return True
 
 
 def pick_first_target(
@@ -161,6 +165,9 @@ def pick_first_target(
     `CandidatePlan(route, None, weighted_picks_taken=1)`, in exactly the state a plan would
     have reached after its own first pick (property-tested)."""
     if sticky_key is None and route.has_weighted_targets and none_ever_ejected(route.targets):
+        only = route.only_target
+        if only is not None:  # one weighted target: the balancer would pick it, state unchanged
+            return only, None
         index = route.balancer.pick(())
         if index is not None:
             return route.targets[index], None
@@ -231,9 +238,12 @@ class Forwarder:
         self.body = body
         self.started = started
         self.loop = loop if loop is not None else asyncio.get_running_loop()
-        self.stream = kind != "embeddings" and body.get("stream") is True
-        options = body.get("stream_options")
-        self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        stream = self.stream = kind != "embeddings" and body.get("stream") is True
+        if stream:
+            options = body.get("stream_options")
+            self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        else:
+            self.client_wants_usage = False
         timeout = route.timeout
         self.deadline = started + timeout if timeout else None
         self.base_headers: CIMultiDict[str] = build_upstream_headers(
@@ -385,7 +395,8 @@ class Forwarder:
             metrics = self._target.metrics if self._target is not None else self.route.metrics
         self.metrics.ledger.add(metrics, code, self.loop.time() - self.started, usage)
 
-    def _build_call(self, target: TargetEntry) -> UpstreamCall:
+    def _prepare_call(self, target: TargetEntry) -> None:
+        """`_payload` and `base_headers` for an attempt at `target`."""
         model = target.target.model
         body = self.body
         if model != self._payload_model:
@@ -411,7 +422,6 @@ class Forwarder:
         elif self._auth_set:
             del headers["Authorization"]
             self._auth_set = False
-        return UpstreamCall(self.kind, body, self._payload, headers)
 
     def _fail(
         self,
@@ -464,10 +474,12 @@ class Forwarder:
             hard = now + timeouts.total if timeouts.total is not None else None
             if self.deadline is not None and (hard is None or self.deadline < hard):
                 hard = self.deadline
-            call = self._build_call(target)
+            self._prepare_call(target)
             try:
                 with AttemptWatchdog(timeouts.first_byte, hard, self.loop, self._task) as watchdog:
-                    reply = await backend.provider.send(self.client, call)
+                    reply = await backend.provider.send(
+                        self.client, self.kind, self.body, self._payload, self.base_headers
+                    )
                     status = reply.status
                     if not self.stream:
                         # A JSON answer usually arrives with its headers: answered without

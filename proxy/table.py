@@ -78,6 +78,7 @@ class RouteEntry:
     in_flight: PlainValue  # value of this route's in-flight gauge child (mmap-backed in multiprocess mode)
     sticky_header: str | None  # config.sticky_header and config.timeout, one attribute read away:
     timeout: float | None  # the request path reads them on every request
+    only_target: TargetEntry | None  # the one target with a weight > 0, if there is exactly one
 
     @property
     def id(self) -> str:
@@ -200,6 +201,7 @@ def build_routing_table(
             return tuple(entries)
 
         targets = bind(route.targets)
+        weighted = [t for t in targets if t.target.weight > 0]
         routes[route.model] = RouteEntry(
             config=route,
             targets=targets,
@@ -213,6 +215,7 @@ def build_routing_table(
             in_flight=adopt_value(metrics.in_flight.labels(route.id)),
             sticky_header=route.sticky_header,
             timeout=route.timeout,
+            only_target=weighted[0] if len(weighted) == 1 else None,
         )
 
     client_keys = []

@@ -2,7 +2,7 @@
 
 Why a protocol: the request path (routing, retries, timeouts, metrics, health) is the same
 whether the answer comes over HTTP from an OpenAI-compatible server or from the simulated
-model in this process; a provider only turns one `UpstreamCall` into an `UpstreamReply`
+model in this process; a provider only turns one request into an `UpstreamReply`
 (status, headers, then body chunks) and normalises its failures into `ConnectFailure`
 (nothing was answered) and `StreamDropped` (the answer broke off).
 
@@ -15,7 +15,6 @@ Provider translation (Anthropic, Azure) will be one module per provider here.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from multidict import CIMultiDict
@@ -38,14 +37,6 @@ class ConnectFailure(Exception):
 
 class StreamDropped(Exception):
     """The upstream closed or broke the connection in the middle of the body."""
-
-
-@dataclass(slots=True)
-class UpstreamCall:
-    kind: EndpointKind
-    body: dict[str, Any]  # the request as sent upstream (model already rewritten)
-    payload: bytes  # `body` serialised
-    headers: CIMultiDict[str]
 
 
 class UpstreamReply(Protocol):
@@ -75,7 +66,16 @@ class UpstreamReply(Protocol):
 
 
 class Provider(Protocol):
-    async def send(self, client: UpstreamClient, call: UpstreamCall) -> UpstreamReply:
-        """Send `call` and return once the answer's headers arrived (raises `ConnectFailure`);
-        the caller must `close()` the reply."""
+    async def send(
+        self,
+        client: UpstreamClient,
+        kind: EndpointKind,
+        body: dict[str, Any],
+        payload: bytes,
+        headers: CIMultiDict[str],
+    ) -> UpstreamReply:
+        """Send the request — `body` as sent upstream (model already rewritten), `payload` its
+        serialisation — and return once the answer's headers arrived (raises `ConnectFailure`);
+        the caller must `close()` the reply. The parts come as arguments rather than one object:
+        this runs for every request, and building the object cost more than passing them."""
         ...

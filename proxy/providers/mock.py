@@ -9,14 +9,15 @@ so demos and tests show what the gateway does with a slow or failing model.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from routeway.proxy.mock_model import MockReply, mock_reply
-from routeway.proxy.providers import UpstreamCall, UpstreamReply
+from routeway.proxy.providers import EndpointKind, UpstreamReply
 
 from routeway.proxyconfig import MockBehaviour
 
 if TYPE_CHECKING:
+    from multidict import CIMultiDict
     from routeway.proxy.upstream_client import UpstreamClient
 
 
@@ -56,7 +57,12 @@ class MockProvider:
     def __init__(self, behaviour: MockBehaviour | None) -> None:
         self._behaviour = behaviour or MockBehaviour()
 
-    async def send(self, client: UpstreamClient, call: UpstreamCall) -> UpstreamReply:
-        return _MockReply(
-            await mock_reply(call.kind, call.body, str(call.body.get("model", "")), self._behaviour)
-        )
+    async def send(
+        self,
+        client: UpstreamClient,
+        kind: EndpointKind,
+        body: dict[str, Any],
+        payload: bytes,
+        headers: CIMultiDict[str],
+    ) -> UpstreamReply:
+        return _MockReply(await mock_reply(kind, body, str(body.get("model", "")), self._behaviour))

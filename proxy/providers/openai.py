@@ -10,14 +10,15 @@ returning it to the keep-alive pool.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 from routeway.proxy.providers import (
     ENDPOINT_PATHS,
     ConnectFailure,
     EndpointKind,
     StreamDropped,
-    UpstreamCall,
 )
 from routeway.proxy.upstream_client import UpstreamClient
 from yarl import URL
@@ -83,9 +84,16 @@ class OpenAIProvider:
             total=None, connect=None, sock_read=None, sock_connect=connect_timeout
         )
 
-    async def send(self, client: UpstreamClient, call: UpstreamCall) -> _HttpReply:
+    async def send(
+        self,
+        client: UpstreamClient,
+        kind: EndpointKind,
+        body: dict[str, Any],
+        payload: bytes,
+        headers: CIMultiDict[str],
+    ) -> _HttpReply:
         try:
-            response = await client.post(self.urls[call.kind], call.payload, call.headers, self.timeout)
+            response = await client.post(self.urls[kind], payload, headers, self.timeout)
         except _CONNECT_ERRORS as exc:
             raise ConnectFailure(type(exc).__name__) from exc
         return _HttpReply(response)
