@@ -32,7 +32,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from multidict import CIMultiDict
 from routeway.proxy.balancer import pick_sticky
 from routeway.proxy.errors import (
     ProxyError,
@@ -42,7 +41,7 @@ from routeway.proxy.errors import (
     make_upstream_unreachable,
     render_error_body,
 )
-from routeway.proxy.headers import build_upstream_headers, response_header_pairs
+from routeway.proxy.headers import Pairs, response_header_pairs, upstream_header_pairs
 from routeway.proxy.ledger import BATCH_LIMIT, DEFERRED_BODY_LIMIT, Usage
 from routeway.proxy.metrics import PairMetrics, ProxyMetrics
 from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
@@ -196,7 +195,6 @@ class Forwarder:
 
     __slots__ = (
         "_aborted",
-        "_auth_set",
         "_filter",
         "_payload",
         "_payload_model",
@@ -210,6 +208,7 @@ class Forwarder:
         "client",
         "client_wants_usage",
         "deadline",
+        "headers",
         "kind",
         "loop",
         "metrics",
@@ -246,12 +245,12 @@ class Forwarder:
             self.client_wants_usage = False
         timeout = route.timeout
         self.deadline = started + timeout if timeout else None
-        self.base_headers: CIMultiDict[str] = build_upstream_headers(
-            request.headers, authorization=None, client_address=request.remote, scheme=request.scheme
+        self.base_headers: Pairs = upstream_header_pairs(
+            request.headers, client_address=request.remote, scheme=request.scheme
         )
+        self.headers: Pairs = self.base_headers  # the current attempt's: with its credential
         self._payload_model: str | None = None  # the model `_payload` was serialised for
         self._payload = b""
-        self._auth_set = False
         self._plan: CandidatePlan | None = None  # built once an attempt failed (or not the common case)
         # a prepared streamed answer, once its headers went to the client
         self._response: web.StreamResponse | None = None
@@ -396,7 +395,7 @@ class Forwarder:
         self.metrics.ledger.add(metrics, code, self.loop.time() - self.started, usage)
 
     def _prepare_call(self, target: TargetEntry) -> None:
-        """`_payload` and `base_headers` for an attempt at `target`."""
+        """`_payload` and `headers` for an attempt at `target`."""
         model = target.target.model
         body = self.body
         if model != self._payload_model:
@@ -412,16 +411,13 @@ class Forwarder:
             body["model"] = model
             self._payload = orjson.dumps(body)
             self._payload_model = model
-        # Attempts are sequential and aiohttp copies the headers it is given, so one mapping
-        # serves every attempt; only the backend credential changes between them.
-        headers = self.base_headers
+        # Only the backend credential differs between attempts.
         authorization = target.backend.authorization
-        if authorization is not None:
-            headers["Authorization"] = authorization
-            self._auth_set = True
-        elif self._auth_set:
-            del headers["Authorization"]
-            self._auth_set = False
+        self.headers = (
+            self.base_headers
+            if authorization is None
+            else [*self.base_headers, ("Authorization", authorization)]
+        )
 
     def _fail(
         self,
@@ -478,7 +474,7 @@ class Forwarder:
             try:
                 with AttemptWatchdog(timeouts.first_byte, hard, self.loop, self._task) as watchdog:
                     reply = await backend.provider.send(
-                        self.client, self.kind, self.body, self._payload, self.base_headers
+                        self.client, self.kind, self.body, self._payload, self.headers
                     )
                     status = reply.status
                     if not self.stream:

@@ -135,6 +135,26 @@ def _kept_pairs(
     return pairs, forwarded_for, has_proto
 
 
+def upstream_header_pairs(
+    client_headers: Mapping[str, str], *, client_address: str | None, scheme: str
+) -> Pairs:
+    """Headers to send upstream for a client request whose JSON body the gateway re-sends,
+    without the backend credential (each attempt adds its backend's), as pairs in one pass:
+    aiohttp copies whatever headers a request is given, so pairs save building a multidict
+    that would only be copied, on every request."""
+    pairs, forwarded_for, has_proto = _kept_pairs(
+        client_headers, _NOT_FORWARDED_UPSTREAM, _UPSTREAM_DECISIONS, True
+    )
+    pairs += (("Content-Type", "application/json"), ("Accept-Encoding", "identity"))
+    if client_address:
+        forwarded_for.append(client_address)
+    if forwarded_for:
+        pairs.append(("X-Forwarded-For", ", ".join(forwarded_for)))
+    if not has_proto:
+        pairs.append(("X-Forwarded-Proto", scheme))
+    return pairs
+
+
 def build_upstream_headers(
     client_headers: Mapping[str, str],
     *,
@@ -142,23 +162,10 @@ def build_upstream_headers(
     client_address: str | None,
     scheme: str,
 ) -> CIMultiDict[str]:
-    """Headers to send upstream for a client request whose JSON body the gateway re-sends.
-
-    Pairs collected in one pass, then one `CIMultiDict` built from them: adding to a
-    multidict item by item from Python costs several times more, and this runs on every
-    request."""
-    pairs, forwarded_for, has_proto = _kept_pairs(
-        client_headers, _NOT_FORWARDED_UPSTREAM, _UPSTREAM_DECISIONS, True
-    )
-    pairs += (("Content-Type", "application/json"), ("Accept-Encoding", "identity"))
+    """`upstream_header_pairs` plus the backend credential, as a multidict."""
+    pairs = upstream_header_pairs(client_headers, client_address=client_address, scheme=scheme)
     if authorization:
         pairs.append(("Authorization", authorization))
-    if client_address:
-        forwarded_for.append(client_address)
-    if forwarded_for:
-        pairs.append(("X-Forwarded-For", ", ".join(forwarded_for)))
-    if not has_proto:
-        pairs.append(("X-Forwarded-Proto", scheme))
     return CIMultiDict(pairs)
 
 

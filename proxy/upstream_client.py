@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -149,7 +150,7 @@ class UpstreamClient:
             self._settings["timeout_ceil_threshold"] = getattr(connector, "_timeout_ceil_threshold", 5)
 
     async def post(
-        self, url: URL, payload: bytes, headers: CIMultiDict[str], timeouts: aiohttp.ClientTimeout
+        self, url: URL, payload: bytes, headers: Sequence[tuple[str, str]], timeouts: aiohttp.ClientTimeout
     ) -> ClientResponse:
         """Send `payload` and return once the answer's status line and headers are read.
 

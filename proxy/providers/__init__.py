@@ -14,10 +14,8 @@ Provider translation (Anthropic, Azure) will be one module per provider here.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-
-from multidict import CIMultiDict
 
 if TYPE_CHECKING:
     from routeway.proxy.upstream_client import UpstreamClient
@@ -72,7 +70,7 @@ class Provider(Protocol):
         kind: EndpointKind,
         body: dict[str, Any],
         payload: bytes,
-        headers: CIMultiDict[str],
+        headers: Sequence[tuple[str, str]],
     ) -> UpstreamReply:
         """Send the request — `body` as sent upstream (model already rewritten), `payload` its
         serialisation — and return once the answer's headers arrived (raises `ConnectFailure`);

@@ -8,7 +8,7 @@ so demos and tests show what the gateway does with a slow or failing model.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from routeway.proxy.mock_model import MockReply, mock_reply
@@ -17,7 +17,6 @@ from routeway.proxy.providers import EndpointKind, UpstreamReply
 from routeway.proxyconfig import MockBehaviour
 
 if TYPE_CHECKING:
-    from multidict import CIMultiDict
     from routeway.proxy.upstream_client import UpstreamClient
 
 
@@ -63,6 +62,6 @@ class MockProvider:
         kind: EndpointKind,
         body: dict[str, Any],
         payload: bytes,
-        headers: CIMultiDict[str],
+        headers: Sequence[tuple[str, str]],
     ) -> UpstreamReply:
         return _MockReply(await mock_reply(kind, body, str(body.get("model", "")), self._behaviour))

@@ -9,11 +9,10 @@ returning it to the keep-alive pool.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
 from routeway.proxy.providers import (
     ENDPOINT_PATHS,
     ConnectFailure,
@@ -90,7 +89,7 @@ class OpenAIProvider:
         kind: EndpointKind,
         body: dict[str, Any],
         payload: bytes,
-        headers: CIMultiDict[str],
+        headers: Sequence[tuple[str, str]],
     ) -> _HttpReply:
         try:
             response = await client.post(self.urls[kind], payload, headers, self.timeout)

@@ -314,6 +314,25 @@ async def test_header_policy_on_the_wire(gateway: Gateway, upstream: Upstream) -
     assert headers["X-Kept"] == "yes"
 
 
+async def test_each_attempt_carries_only_its_own_backends_credential(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    """A fallback after a credentialed backend failed must not receive that credential."""
+    backends = [
+        make_backend("keyed", upstream.base("status-503"), credential="ns/s/k"),
+        make_backend("open", upstream.base("echo")),
+    ]
+    gateway.runtime.apply(
+        make_config(backends, [make_route("gpt", [("keyed", 1)], fallbacks=("open",))]),
+        {"ns/s/k": "upstream-key"},
+    )
+    status, _, body = await post(gateway, headers={"Authorization": "Bearer client-key"})
+    assert status == 200
+    seen = body["headers"]
+    assert "Authorization" not in seen  # type: ignore[operator]
+    assert upstream.seen[0].headers["Authorization"] == "Bearer upstream-key"
+
+
 async def test_backend_total_timeout_cuts_even_a_healthy_stream(gateway: Gateway, upstream: Upstream) -> None:
     backends = [
         make_backend("trickle", upstream.base("trickle"), idle=5, total=0.15),
