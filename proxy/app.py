@@ -278,8 +278,8 @@ def _make_inference_handler(kind: EndpointKind, state: _ProxyState) -> Handler:
             if table is None:
                 raise _make_not_ready()
             loop = state.loop
-            if loop is None:  # only before startup or after cleanup
-                raise _make_not_ready()
+            if loop is None:  # only outside the app's startup..cleanup window
+                loop = asyncio.get_running_loop()
             started = loop.time()
             try:
                 if table.auth_required:

@@ -41,7 +41,7 @@ from routeway.proxy.errors import (
     make_upstream_unreachable,
     render_error_body,
 )
-from routeway.proxy.headers import Pairs, response_header_pairs, upstream_header_pairs
+from routeway.proxy.headers import response_header_pairs, upstream_header_pairs
 from routeway.proxy.ledger import BATCH_LIMIT, DEFERRED_BODY_LIMIT, Usage
 from routeway.proxy.metrics import PairMetrics, ProxyMetrics
 from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
@@ -159,8 +159,8 @@ def pick_first_target(
     route: RouteEntry, sticky_key: str | None
 ) -> tuple[TargetEntry | None, CandidatePlan | None]:
     """The first target, and the plan if one had to be built for it. The common case (no
-    stickiness, no backend of the route ever ejected) is one balancer pick without a
-    `CandidatePlan`; the plan for the attempts after it is then
+    stickiness, no backend of the route ever ejected) is one balancer pick — or none, when the
+    route has a single weighted target — without a `CandidatePlan`; the plan for the attempts after it is then
     `CandidatePlan(route, None, weighted_picks_taken=1)`, in exactly the state a plan would
     have reached after its own first pick (property-tested)."""
     if sticky_key is None and route.has_weighted_targets and none_ever_ejected(route.targets):
@@ -245,10 +245,11 @@ class Forwarder:
             self.client_wants_usage = False
         timeout = route.timeout
         self.deadline = started + timeout if timeout else None
-        self.base_headers: Pairs = upstream_header_pairs(
-            request.headers, client_address=request.remote, scheme=request.scheme
+        # tuples: every attempt shares the base, so none can change what another sends
+        self.base_headers: tuple[tuple[str, str], ...] = tuple(
+            upstream_header_pairs(request.headers, client_address=request.remote, scheme=request.scheme)
         )
-        self.headers: Pairs = self.base_headers  # the current attempt's: with its credential
+        self.headers = self.base_headers  # the current attempt's: with its credential
         self._payload_model: str | None = None  # the model `_payload` was serialised for
         self._payload = b""
         self._plan: CandidatePlan | None = None  # built once an attempt failed (or not the common case)
@@ -416,7 +417,7 @@ class Forwarder:
         self.headers = (
             self.base_headers
             if authorization is None
-            else [*self.base_headers, ("Authorization", authorization)]
+            else (*self.base_headers, ("Authorization", authorization))
         )
 
     def _fail(

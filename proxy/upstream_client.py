@@ -16,6 +16,8 @@ the environment), and the lean path is used only when the installed aiohttp has 
 signatures it was written against (`lean_path_problem`, checked once per session). Any other
 aiohttp sends through `session.request()` — same behaviour, more CPU — and says why in the
 log; a test fails if the pinned aiohttp loses the lean path, so an upgrade gets re-checked.
+(One known difference of the fallback: `ClientSession.request()` merges a header repeated
+under differently cased names into its last value; the lean path sends both, as given.)
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest, ClientResponse
 from aiohttp.helpers import TimerNoop
+from aiohttp.typedefs import LooseHeaders
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -150,7 +152,7 @@ class UpstreamClient:
             self._settings["timeout_ceil_threshold"] = getattr(connector, "_timeout_ceil_threshold", 5)
 
     async def post(
-        self, url: URL, payload: bytes, headers: Sequence[tuple[str, str]], timeouts: aiohttp.ClientTimeout
+        self, url: URL, payload: bytes, headers: LooseHeaders, timeouts: aiohttp.ClientTimeout
     ) -> ClientResponse:
         """Send `payload` and return once the answer's status line and headers are read.
 

@@ -42,6 +42,7 @@ class Seen:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    header_items: list[tuple[str, str]]  # as received, repeated names included
 
 
 @dataclass
@@ -104,7 +105,9 @@ def build_upstream_app(state: Upstream) -> web.Application:
         endpoint = request.match_info["endpoint"]
         raw = await request.read()
         body = orjson.loads(raw) if raw else {}
-        state.seen.append(Seen(behaviour, request.path, dict(request.headers), body))
+        state.seen.append(
+            Seen(behaviour, request.path, dict(request.headers), body, list(request.headers.items()))
+        )
         try:
             return await _answer(request, state, behaviour, endpoint, body)
         except asyncio.CancelledError:

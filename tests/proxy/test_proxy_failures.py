@@ -317,20 +317,21 @@ async def test_header_policy_on_the_wire(gateway: Gateway, upstream: Upstream) -
 async def test_each_attempt_carries_only_its_own_backends_credential(
     gateway: Gateway, upstream: Upstream
 ) -> None:
-    """A fallback after a credentialed backend failed must not receive that credential."""
+    """A fallback after a credentialed backend failed gets its own credential, or none."""
     backends = [
-        make_backend("keyed", upstream.base("status-503"), credential="ns/s/k"),
+        make_backend("keyed", upstream.base("status-503"), credential="ns/s/a"),
+        make_backend("other", upstream.base("status-503"), credential="ns/s/b"),
         make_backend("open", upstream.base("echo")),
     ]
     gateway.runtime.apply(
-        make_config(backends, [make_route("gpt", [("keyed", 1)], fallbacks=("open",))]),
-        {"ns/s/k": "upstream-key"},
+        make_config(backends, [make_route("gpt", [("keyed", 1)], fallbacks=("other", "open"))]),
+        {"ns/s/a": "key-a", "ns/s/b": "key-b"},
     )
     status, _, body = await post(gateway, headers={"Authorization": "Bearer client-key"})
     assert status == 200
-    seen = body["headers"]
-    assert "Authorization" not in seen  # type: ignore[operator]
-    assert upstream.seen[0].headers["Authorization"] == "Bearer upstream-key"
+    sent = [[v for k, v in seen.header_items if k.lower() == "authorization"] for seen in upstream.seen]
+    assert sent == [["Bearer key-a"], ["Bearer key-b"], []]
+    assert "Authorization" not in body["headers"]  # type: ignore[operator]
 
 
 async def test_backend_total_timeout_cuts_even_a_healthy_stream(gateway: Gateway, upstream: Upstream) -> None:
