@@ -42,10 +42,10 @@ from routeway.proxy.errors import (
     render_error_body,
 )
 from routeway.proxy.headers import response_header_pairs, upstream_header_pairs
-from routeway.proxy.ledger import BATCH_LIMIT, DEFERRED_BODY_LIMIT, Usage
+from routeway.proxy.ledger import Usage
 from routeway.proxy.metrics import PairMetrics, ProxyMetrics
 from routeway.proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
-from routeway.proxy.streaming import SSEUsageFilter, find_document_tokens
+from routeway.proxy.streaming import SSEUsageFilter
 from routeway.proxy.table import RouteEntry, TargetEntry
 from routeway.proxy.timeouts import AttemptTimeout, AttemptWatchdog
 from routeway.proxy.upstream_client import UpstreamClient
@@ -598,22 +598,7 @@ class Forwarder:
                 status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
             )
             target.backend.health.record_success()
-            if not self._recorded:  # self._record(status, usage=body), inlined: the hot path
-                self._recorded = True
-                ledger = self.metrics.ledger
-                entries = ledger.entries
-                if not entries:
-                    ledger.schedule()
-                entries.append(
-                    (
-                        target.metrics,
-                        status,
-                        self.loop.time() - self.started,
-                        body if len(body) <= DEFERRED_BODY_LIMIT else find_document_tokens(body),
-                    )
-                )
-                if len(entries) >= BATCH_LIMIT:
-                    ledger.flush()
+            self._record(status, target.metrics, body)
             return answer
         # 3xx-5xx: relayed (a 5xx not in the OpenAI error shape wrapped in it), retried
         # elsewhere when retryable, counted against the backend's health when a 5xx

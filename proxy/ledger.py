@@ -59,10 +59,9 @@ Entry = tuple["PairMetrics", int, float, Usage]
 class RequestLedger:
     """Accounting entries of the answered requests, applied by `flush()`.
 
-    The hot path appends to `entries` itself (see `Forwarder`), calling `schedule()` first
-    when the list is empty; everything else calls `add()`, which also re-arms the timer when
-    the loop it was armed on has ended with a batch pending (the proxy app flushes in its
-    cleanup, so only a ledger used across loops without the app needs that).
+    `add()` is the one way in. It re-arms the timer when the loop it was armed on ended with a
+    batch pending (the proxy app flushes in its cleanup, so only a ledger used across loops
+    without the app needs that).
     """
 
     __slots__ = ("_handle", "_loop", "_owner", "delay", "entries")
@@ -75,9 +74,11 @@ class RequestLedger:
         self._owner: int | None = None  # the thread whose loop appends (and so flushes)
 
     def add(self, pair: PairMetrics, code: int, seconds: float, usage: Usage = None) -> None:
+        if type(usage) is bytes and len(usage) > DEFERRED_BODY_LIMIT:
+            usage = find_document_tokens(usage)  # not held: scanned now
         entries = self.entries
         armed_on = self._loop
-        if (not entries or armed_on is None or armed_on.is_closed()) and not self.schedule():
+        if (not entries or armed_on is None or armed_on.is_closed()) and not self._schedule():
             pair.count_request(code, seconds)  # no event loop (a synchronous caller): at once
             _count_usage(pair, usage)
             return
@@ -85,7 +86,7 @@ class RequestLedger:
         if len(entries) >= BATCH_LIMIT:
             self.flush()
 
-    def schedule(self) -> bool:
+    def _schedule(self) -> bool:
         """Arm the flush of the batch that is starting; False outside an event loop. A timer
         left on another loop (one that ended with a batch pending) is replaced, not relied on."""
         try:

@@ -133,7 +133,7 @@ def lean_path_problem(session: aiohttp.ClientSession) -> str | None:
 class UpstreamClient:
     """POSTs to backends over `session` (see the module docstring for the two paths)."""
 
-    __slots__ = ("_connector", "_loop", "_settings", "lean", "session")
+    __slots__ = ("_connector", "_loop", "_response_params", "lean", "session")
 
     def __init__(self, session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.session = session
@@ -145,11 +145,16 @@ class UpstreamClient:
         connector = session.connector
         assert connector is not None or not self.lean
         self._connector = connector
-        self._settings: dict[str, Any] = {
+        # set_response_params() arguments but the read timeout, as the session would pass them
+        self._response_params: dict[str, Any] = {
             argument: getattr(session, attribute, None) for argument, attribute in _SESSION_SETTINGS.items()
         }
-        if connector is not None:
-            self._settings["timeout_ceil_threshold"] = getattr(connector, "_timeout_ceil_threshold", 5)
+        self._response_params.update(
+            timer=_NO_TIMER,
+            skip_payload=False,
+            read_until_eof=True,
+            timeout_ceil_threshold=getattr(connector, "_timeout_ceil_threshold", 5),
+        )
 
     async def post(
         self, url: URL, payload: bytes, headers: LooseHeaders, timeouts: aiohttp.ClientTimeout
@@ -189,19 +194,7 @@ class UpstreamClient:
             raise aiohttp.ClientOSError(*exc.args) from exc
         protocol = connection.protocol
         assert protocol is not None
-        settings = self._settings
-        protocol.set_response_params(
-            timer=_NO_TIMER,
-            skip_payload=False,
-            read_until_eof=True,
-            auto_decompress=settings["auto_decompress"],
-            read_timeout=timeouts.sock_read,
-            read_bufsize=settings["read_bufsize"],
-            timeout_ceil_threshold=settings["timeout_ceil_threshold"],
-            max_line_size=settings["max_line_size"],
-            max_field_size=settings["max_field_size"],
-            max_headers=settings["max_headers"],
-        )
+        protocol.set_response_params(read_timeout=timeouts.sock_read, **self._response_params)
         try:
             response = await request.send(connection)
             try:

@@ -179,48 +179,57 @@ def held_connections(client: UpstreamClient) -> tuple[int, int]:
     return pooled, len(getattr(connector, "_acquired"))  # noqa: B009
 
 
-@pytest.fixture
-async def silent_server() -> AsyncIterator[int]:
+class SilentServer:
     """A TCP port that accepts connections and never says a word (a TLS handshake hangs)."""
-    held: list[asyncio.StreamWriter] = []
 
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
+    def __init__(self) -> None:
+        self.port = 0
+        self.accepted = asyncio.Event()
+        self.held: list[asyncio.StreamWriter] = []
 
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1]
-    for writer in held:
+    async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.held.append(writer)
+        self.accepted.set()
+
+
+@pytest.fixture
+async def silent_server() -> AsyncIterator[SilentServer]:
+    silent = SilentServer()
+    server = await asyncio.start_server(silent.accept, "127.0.0.1", 0)
+    silent.port = server.sockets[0].getsockname()[1]
+    yield silent
+    for writer in silent.held:
         writer.close()
     server.close()
     await server.wait_closed()
 
 
 async def test_a_connect_timeout_raises_connection_timeout_error(
-    client: UpstreamClient, silent_server: int
+    client: UpstreamClient, silent_server: SilentServer
 ) -> None:
     timeouts = aiohttp.ClientTimeout(total=None, sock_connect=0.2)
-    url = URL(f"https://127.0.0.1:{silent_server}/v1/x")
+    url = URL(f"https://127.0.0.1:{silent_server.port}/v1/x")
     with pytest.raises(aiohttp.ConnectionTimeoutError):
         await asyncio.wait_for(client.post(url, PAYLOAD, request_headers(), timeouts), 30)
     assert held_connections(client) == (0, 0)
 
 
 async def test_a_call_cancelled_while_connecting_holds_nothing(
-    client: UpstreamClient, silent_server: int
+    client: UpstreamClient, silent_server: SilentServer
 ) -> None:
-    url = URL(f"https://127.0.0.1:{silent_server}/v1/x")
+    url = URL(f"https://127.0.0.1:{silent_server.port}/v1/x")
     call = asyncio.create_task(client.post(url, PAYLOAD, request_headers(), TIMEOUTS))
-    await asyncio.sleep(0.1)
+    await silent_server.accepted.wait()  # connected, the TLS handshake pending
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
     assert held_connections(client) == (0, 0)
 
 
-async def test_a_total_bound_is_honoured(client: UpstreamClient, silent_server: int) -> None:
+async def test_a_total_bound_is_honoured(client: UpstreamClient, silent_server: SilentServer) -> None:
     """The lean path has no total timer of its own: a `total` goes through the session."""
     timeouts = aiohttp.ClientTimeout(total=0.2, sock_connect=30)
-    url = URL(f"http://127.0.0.1:{silent_server}/v1/x")  # connects, then never answers
+    url = URL(f"http://127.0.0.1:{silent_server.port}/v1/x")  # connects, then never answers
     with pytest.raises(asyncio.TimeoutError):
         await asyncio.wait_for(client.post(url, PAYLOAD, request_headers(), timeouts), 30)
 
