@@ -7,13 +7,18 @@
 #   docker run --rm routeway:dev proxy --help
 #   kind load docker-image routeway:dev     # then: helm install ... --set image.tag=dev
 #
+# Without Docker (development machines, CI): scripts/build-image builds it with buildah, and
+# tests/image/ runs the result as the chart runs it.
+#
 # Two stages: the builder turns the source into a wheel and installs it with its dependencies
-# into /opt/venv; the final stage copies only that venv, so no compiler, pip cache, source tree
-# or build tool reaches the image. The base is pinned by tag; pin it by digest as well
+# into /opt/venv; the final stage copies only that venv, so no compiler, pip, source tree,
+# test or build tool reaches the image. The bases are pinned by tag; pin them by digest as well
 # (python:3.11-slim-bookworm@sha256:...) in a release pipeline for bit-for-bit rebuilds.
-# tests/chart/test_dockerfile.py checks these properties, since no Docker engine runs in CI.
+# RUNTIME_IMAGE may be a smaller image with the same Python at the same path (scripts/build-image
+# makes one from Debian's packages); it defaults to the builder's base.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG RUNTIME_IMAGE=${PYTHON_IMAGE}
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -23,8 +28,8 @@ WORKDIR /src
 # Every runtime dependency (aiohttp, orjson, pydantic-core, uvloop, ...) ships manylinux wheels
 # for amd64 and arm64, so no compiler is installed; --only-binary makes a missing wheel fail the
 # build loudly instead of silently needing one.
-# Only what the wheel is built from (see .dockerignore): pyproject maps the package
-# `routeway.operator` to operator/ and `routeway.proxy` to proxy/, and names README.md as readme.
+# Only what the wheel is built from (see .dockerignore): the packages routeway/,
+# operator/routeway_operator/ and proxy/routeway_proxy/, and README.md named as the readme.
 COPY pyproject.toml README.md ./
 COPY routeway/ routeway/
 COPY operator/ operator/
@@ -32,15 +37,17 @@ COPY proxy/ proxy/
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --only-binary=:all: /wheels/*.whl \
- && /opt/venv/bin/pip uninstall --yes pip setuptools
+ && /opt/venv/bin/pip uninstall --yes pip setuptools \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
-FROM ${PYTHON_IMAGE}
+FROM ${RUNTIME_IMAGE}
 LABEL org.opencontainers.image.title="routeway" \
       org.opencontainers.image.description="Kubernetes-native AI model gateway: operator and proxy" \
       org.opencontainers.image.licenses="Apache-2.0"
-# A fixed numeric UID/GID: the chart's securityContext (runAsUser 10001, runAsNonRoot) and
-# Pod Security "restricted" can verify a numeric USER without reading /etc/passwd.
-RUN groupadd --gid 10001 routeway \
+# The runtime needs only the interpreter: a base that brings its own pip (python:*-slim does)
+# loses it here, so nothing in the image can install code at run time.
+RUN (python3 -m pip uninstall --yes --quiet pip setuptools wheel >/dev/null 2>&1 || true) \
+ && groupadd --gid 10001 routeway \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin routeway
 COPY --from=builder /opt/venv /opt/venv
@@ -49,6 +56,8 @@ COPY --from=builder /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# A fixed numeric UID/GID: the chart's securityContext (runAsUser 10001, runAsNonRoot) and
+# Pod Security "restricted" can verify a numeric USER without reading /etc/passwd.
 USER 10001:10001
 # 8080: operator liveness (/healthz) and proxy traffic; 9090: Prometheus metrics.
 EXPOSE 8080 9090

@@ -484,7 +484,6 @@ def start_targets(
             "--num_workers",
             str(args.workers),
         ]
-        # not from the repository root: its `operator/` folder would shadow the stdlib module
         process = stack.enter_context(started("litellm", command, logs, cwd=Path(manifests)))
         try:  # it takes a minute or more to start on this machine
             wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, timeout=300, body=PLAIN_BODY)

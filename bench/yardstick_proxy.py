@@ -81,7 +81,7 @@ async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
 
 
 async def client_ctx(app: web.Application):  # type: ignore[no-untyped-def]
-    from routeway.proxy.upstream_client import UpstreamClient, open_client_session
+    from routeway_proxy.upstream_client import UpstreamClient, open_client_session
 
     app[CLIENT] = client = UpstreamClient(open_client_session())
     assert client.lean

@@ -2,7 +2,7 @@
 
 `validate` and `render` live here (they are pure: files in, text out). The long-running
 commands register themselves from their own packages: `serve` (routeway.serve), `proxy` and
-`mock-backend` (routeway.proxy), `operator` (routeway.operator). Their `register` only declares
+`mock-backend` (routeway_proxy), `operator` (routeway_operator). Their `register` only declares
 arguments; heavy imports (aiohttp apps, kopf) happen inside the command, so `validate` in a
 pre-commit hook stays quick.
 
@@ -24,9 +24,9 @@ from routeway.render import render
 
 COMMAND_MODULES = (
     "routeway.serve",
-    "routeway.proxy.commands",
-    "routeway.proxy.mock_backend",
-    "routeway.operator.commands",
+    "routeway_proxy.commands",
+    "routeway_proxy.mock_backend",
+    "routeway_operator.commands",
 )
 
 

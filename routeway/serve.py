@@ -32,13 +32,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from routeway_proxy.commands import add_serving_arguments, check_serving_args, options_from_args
+
 from routeway.local import LocalLoad, load_local
 from routeway.manifests import YAML_SUFFIXES
-from routeway.proxy.commands import add_serving_arguments, check_serving_args, options_from_args
 
 if TYPE_CHECKING:  # aiohttp and the proxy are imported when the command runs, not at `--help`
-    from routeway.proxy.config_file import Snapshot
-    from routeway.proxy.process import ConfigRejected, ConfigUpdate
+    from routeway_proxy.config_file import Snapshot
+    from routeway_proxy.process import ConfigRejected, ConfigUpdate
 
 POLL_INTERVAL = 0.2
 """Seconds between checks of the watched files: a saved change is live well within a second."""
@@ -51,7 +52,7 @@ class LocalManifestSource:
     """Manifest files and folders, re-translated whenever one of them changes.
 
     Watches both what `-f` names (so new files in a folder are seen) and every file the last
-    load read. With several workers only the supervisor runs it (see `proxy/relay.py`).
+    load read. With several workers only the supervisor runs it (see `proxy/routeway_proxy/relay.py`).
     """
 
     paths: tuple[str, ...]
@@ -62,7 +63,7 @@ class LocalManifestSource:
         return ", ".join(self.paths)
 
     async def watch(self) -> AsyncIterator[ConfigUpdate]:
-        from routeway.proxy.config_file import FileDigests, list_files, watch_snapshots
+        from routeway_proxy.config_file import FileDigests, list_files, watch_snapshots
 
         digests = FileDigests()
         read: tuple[str, ...] = ()
@@ -82,7 +83,7 @@ class LocalManifestSource:
                 yield result
 
     def load(self) -> LocalLoad | ConfigRejected:
-        from routeway.proxy.process import ConfigRejected
+        from routeway_proxy.process import ConfigRejected
 
         try:
             return load_local(self.paths, self.gateway)
@@ -95,7 +96,7 @@ def to_update(result: LocalLoad, source: str) -> ConfigUpdate:
     """Files that do not parse reject the change (they are mid-edit or broken: the last good
     config keeps serving). Translation findings do not: like the operator, everything valid is
     served and the findings travel along as warnings, shown in the log and at /routes."""
-    from routeway.proxy.process import ConfigLoaded, ConfigRejected
+    from routeway_proxy.process import ConfigLoaded, ConfigRejected
 
     if result.blocking or result.config is None:
         return ConfigRejected(source, result.problems or ("no config could be rendered",))
@@ -139,6 +140,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"routeway serve: error: no such file or directory: {', '.join(missing)}", file=sys.stderr)
         return 2
     options = options_from_args(args, command="routeway serve")
-    from routeway.proxy.process import run_proxy
+    from routeway_proxy.process import run_proxy
 
     return run_proxy(LocalManifestSource(tuple(args.paths), args.gateway), options)

@@ -1,7 +1,8 @@
 """The chart ships exactly the project's CRDs, plus kopf's peering CRDs.
 
-Helm cannot read files outside the chart, so charts/routeway/crds/ holds copies of
-crds/routeway.dev_*.yaml made by scripts/sync-chart-crds; a stale or extra copy fails here.
+Helm cannot read files outside the chart, so charts/routeway/crds/ holds copies of crds/*.yaml
+(the generated routeway.dev_* and kopf's peering CRDs) made by scripts/sync-chart-crds; a stale
+or extra copy fails here.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ SYNC_HINT = "run scripts/sync-chart-crds and commit charts/routeway/crds/"
 
 
 def test_chart_crds_are_byte_identical_copies_of_generated_crds() -> None:
-    sources = {p.name: p.read_bytes() for p in sorted(SOURCE.glob("routeway.dev_*.yaml"))}
-    copies = {p.name: p.read_bytes() for p in sorted(COPIES.glob("routeway.dev_*.yaml"))}
+    sources = {p.name: p.read_bytes() for p in sorted(SOURCE.glob("*.yaml"))}
+    copies = {p.name: p.read_bytes() for p in sorted(COPIES.glob("*.yaml"))}
     assert sources, f"no generated CRDs in {SOURCE} (generate them first)"
     missing = sorted(sources.keys() - copies.keys())
     extra = sorted(copies.keys() - sources.keys())

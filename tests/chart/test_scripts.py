@@ -2,7 +2,7 @@
 
 fetch-tools: when tools/bin already holds working binaries it needs nothing else (not even npm);
 without them and without npm it fails with a message saying so. sync-chart-crds: copies new and
-changed CRDs, removes copies whose source is gone, leaves kopf's peering CRDs alone.
+changed CRDs (Routeway's and kopf's peering CRDs alike), removes copies whose source is gone.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def test_sync_chart_crds(tmp_path: Path) -> None:
     (source / "routeway.dev_b.yaml").write_text("b: 1\n")
     (copies / "routeway.dev_a.yaml").write_text("a: old\n")
     (copies / "routeway.dev_gone.yaml").write_text("gone: 1\n")
+    (source / "kopf.dev_peerings.yaml").write_text("kopf: 2\n")
     (copies / "kopf.dev_peerings.yaml").write_text("kopf: 1\n")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     result = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
@@ -73,7 +74,7 @@ def test_sync_chart_crds(tmp_path: Path) -> None:
     assert {p.name: p.read_text() for p in copies.iterdir()} == {
         "routeway.dev_a.yaml": "a: new\n",
         "routeway.dev_b.yaml": "b: 1\n",
-        "kopf.dev_peerings.yaml": "kopf: 1\n",
+        "kopf.dev_peerings.yaml": "kopf: 2\n",
     }
     again = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert (again.returncode, again.stdout) == (0, "")

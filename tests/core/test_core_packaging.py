@@ -1,8 +1,9 @@
 """The wheel ships every module of the source tree.
 
-Why: `operator/` and `proxy/` are mapped to `routeway.operator` and `routeway.proxy` by hand in
-pyproject.toml, so a new subpackage is not picked up by itself. The editable install the
-tests run from finds it anyway; the wheel the image is built from would not.
+Why: the three import packages live in three folders (`routeway/`, `operator/routeway_operator/`,
+`proxy/routeway_proxy/`) found by pyproject's package discovery. The editable install the tests
+run from maps whole folders, so a module the discovery missed would still import here; the
+wheel the image is built from would lack it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = {
     "routeway": ROOT / "routeway",
-    "routeway/operator": ROOT / "operator",
-    "routeway/proxy": ROOT / "proxy",
+    "routeway_operator": ROOT / "operator" / "routeway_operator",
+    "routeway_proxy": ROOT / "proxy" / "routeway_proxy",
 }
 
 
@@ -25,12 +26,11 @@ def test_wheel_contains_every_source_module(tmp_path: Path) -> None:
     # a copy of the sources: a build/ folder left in the checkout would be packed as it is
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", *SOURCES):
-        origin = ROOT / name.removeprefix("routeway/")
-        if origin.is_dir():
-            shutil.copytree(origin, source / origin.name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif origin.exists():
-            shutil.copy(origin, source / origin.name)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    for folder in SOURCES.values():
+        target = source / folder.relative_to(ROOT)
+        shutil.copytree(folder, target, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path / "dist"
     subprocess.run(
         [
@@ -46,7 +46,7 @@ def test_wheel_contains_every_source_module(tmp_path: Path) -> None:
             str(source),
         ],
         check=True,
-        cwd=tmp_path,  # never the repository root: its operator/ would shadow the stdlib module
+        cwd=source,  # the source root, as the Dockerfile builds: nothing there shadows the stdlib
         timeout=300,
     )
     (wheel,) = out.glob("routeway-*.whl")
@@ -56,6 +56,7 @@ def test_wheel_contains_every_source_module(tmp_path: Path) -> None:
         for path in folder.rglob("*.py"):
             if "__pycache__" not in path.parts:
                 expected.add(f"{prefix}/{path.relative_to(folder).as_posix()}")
-    # routeway/ itself must not claim the mapped folders' files twice
     assert expected - shipped == set()
-    assert "routeway/py.typed" in zipfile.ZipFile(wheel).namelist()
+    assert shipped - expected == set()
+    for package in SOURCES:
+        assert f"{package}/py.typed" in zipfile.ZipFile(wheel).namelist()

@@ -33,9 +33,9 @@ import aiohttp
 import kopf
 import pytest
 import yaml
-from routeway.operator.kube import ApiError, KubeApi, path_for
-from routeway.operator.main import create_registry
-from routeway.operator.settings import OperatorSettings
+from routeway_operator.kube import ApiError, KubeApi, path_for
+from routeway_operator.main import create_registry
+from routeway_operator.settings import OperatorSettings, PeeringMode
 
 KUBECONFIG = os.environ.get("ROUTEWAY_E2E_KUBECONFIG", "")
 IMAGE = os.environ.get("ROUTEWAY_E2E_IMAGE", "routeway:dev")
@@ -117,7 +117,9 @@ async def operator_running(namespace: str) -> AsyncIterator[None]:
     async def connect() -> KubeApi:
         return await KubeApi.connect(config_file=KUBECONFIG)
 
-    settings = OperatorSettings(namespaces=(namespace,), proxy_image=IMAGE, standalone=True, debounce=0.2)
+    settings = OperatorSettings(
+        namespaces=(namespace,), proxy_image=IMAGE, peering=PeeringMode.OFF, debounce=0.2
+    )
     create_registry(settings, registry=registry, connect=connect)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(

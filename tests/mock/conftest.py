@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import openai
 import pytest
 from aiohttp import web
-from routeway.proxy.mock_backend import create_mock_app
-from routeway.proxy.mock_model import error_random
+from routeway_proxy.mock_backend import create_mock_app
+from routeway_proxy.mock_model import error_random
 
 from routeway.proxyconfig import MockBehaviour
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import openai
 import pytest
-from routeway.proxy.mock_model import embed_text, generate_tokens
+from routeway_proxy.mock_model import embed_text, generate_tokens
 
 StartServer = Callable[..., Awaitable[str]]  # the `start_mock` fixture
 
@@ -128,7 +128,7 @@ async def test_malformed_json_is_an_openai_400(start_mock: StartServer) -> None:
 async def test_command_prints_its_port_and_exits_0_on_sigterm() -> None:
     code = (
         "import argparse, sys\n"
-        "from routeway.proxy.mock_backend import register\n"
+        "from routeway_proxy.mock_backend import register\n"
         "parser = argparse.ArgumentParser()\n"
         "register(parser.add_subparsers())\n"
         "args = parser.parse_args(sys.argv[1:])\n"

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from openai.types import Completion, CreateEmbeddingResponse
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from routeway.proxy.mock_model import (
+from routeway_proxy.mock_model import (
     MockReply,
     embed_text,
     error_random,

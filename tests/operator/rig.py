@@ -17,13 +17,17 @@ from typing import Any
 
 import kopf
 from kmock_ext import RoutewayEmulator
-from routeway.operator.kube import KubeApi
-from routeway.operator.main import create_registry
-from routeway.operator.settings import OperatorSettings
-from routeway.operator.state import OperatorState
+from routeway_operator.kube import KubeApi
+from routeway_operator.main import create_registry
+from routeway_operator.settings import OperatorSettings, PeeringMode
+from routeway_operator.state import OperatorState
 
 TEST_SETTINGS = OperatorSettings(
-    namespaces=("default",), standalone=True, debounce=0.05, liveness_enabled=False, resync_interval=3600
+    namespaces=("default",),
+    peering=PeeringMode.OFF,
+    debounce=0.05,
+    liveness_enabled=False,
+    resync_interval=3600,
 )
 WAIT = 15.0  # generous: a loaded CI machine may be slow; nothing asserts on time
 

@@ -15,8 +15,8 @@ import yaml
 from kmock_ext import RoutewayEmulator
 from operator_factories import backend, gateway, get, route, seed
 from rig import eventually
-from routeway.operator.commands import run_operator
-from routeway.operator.settings import OperatorSettings
+from routeway_operator.commands import run_operator
+from routeway_operator.settings import OperatorSettings
 
 
 def free_port() -> int:

@@ -21,19 +21,19 @@ from aiohttp.test_utils import TestServer
 from kmock_ext import RoutewayEmulator
 from operator_factories import backend, create, gateway, get, patch, route, seed
 from rig import ROUTES, eventually, running_operator
-from routeway.operator import builders
-from routeway.operator.apply import Applier
-from routeway.operator.kube import KubeApi
-from routeway.proxy.app import create_proxy_app
-from routeway.proxy.kube_source import (
+from routeway_operator import builders
+from routeway_operator.apply import Applier
+from routeway_operator.kube import KubeApi
+from routeway_proxy.app import create_proxy_app
+from routeway_proxy.kube_source import (
     MAX_SHARDS,
     KubeConfigSource,
     TornConfig,
     decode_config,
     encode_config,
 )
-from routeway.proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected
-from routeway.proxy.runtime import ProxyRuntime
+from routeway_proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected
+from routeway_proxy.runtime import ProxyRuntime
 
 from routeway.render import render
 from routeway.resources import ModelBackend, ModelGateway, ModelRoute

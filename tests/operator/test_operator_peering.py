@@ -16,9 +16,10 @@ import kopf
 from kmock_ext import RoutewayEmulator
 from operator_factories import backend, config_of, create, gateway, patch, route
 from rig import TEST_SETTINGS, WAIT, eventually
-from routeway.operator.kube import KubeApi
-from routeway.operator.main import create_registry
-from routeway.operator.state import OperatorState
+from routeway_operator.kube import KubeApi
+from routeway_operator.main import create_registry
+from routeway_operator.settings import PeeringMode
+from routeway_operator.state import OperatorState
 
 
 class Replica:
@@ -48,7 +49,7 @@ class Replica:
         async def connect() -> KubeApi:
             return await KubeApi.connect(server=server)
 
-        config = replace(TEST_SETTINGS, standalone=False, peering_name="routeway")
+        config = replace(TEST_SETTINGS, peering=PeeringMode.REQUIRED, peering_name="routeway")
         create_registry(config, registry=registry, connect=connect)
         await kopf.operator(
             registry=registry,

@@ -15,13 +15,13 @@ import asyncio
 import kopf
 import pytest
 from kmock_ext import RoutewayEmulator
-from routeway.operator import builders
-from routeway.operator import status as st
-from routeway.operator.apply import HASH_ANNOTATION, Applier, content_hash, drifted, merge_patch
-from routeway.operator.commands import register, settings_from_args
-from routeway.operator.kube import ApiError, KubeApi
-from routeway.operator.reconciler import Reconciler
-from routeway.operator.settings import OperatorSettings, SettingsError
+from routeway_operator import builders
+from routeway_operator import status as st
+from routeway_operator.apply import HASH_ANNOTATION, Applier, content_hash, drifted, merge_patch
+from routeway_operator.commands import register, settings_from_args
+from routeway_operator.kube import ApiError, KubeApi
+from routeway_operator.reconciler import Reconciler
+from routeway_operator.settings import OperatorSettings, SettingsError
 
 from routeway.conditions import Condition
 from routeway.resources import ModelGateway
@@ -301,7 +301,7 @@ def test_merge_patch_deletes_removed_keys_and_error_mapping() -> None:
 
 def test_built_objects_validate_against_kubernetes_schemas() -> None:
     import kubernetes_validate
-    from routeway.proxy.kube_source import encode_config
+    from routeway_proxy.kube_source import encode_config
 
     encoded = encode_config(b"x" * 5000, "rev", "routeway-gw-config", budget=1000)
     objs = [

@@ -11,9 +11,9 @@ import argparse
 import os
 
 import pytest
-from routeway.proxy import commands
-from routeway.proxy.config_file import ConfigFileSource
-from routeway.proxy.kube_source import KubeConfigSource
+from routeway_proxy import commands
+from routeway_proxy.config_file import ConfigFileSource
+from routeway_proxy.kube_source import KubeConfigSource
 
 from routeway import serve
 

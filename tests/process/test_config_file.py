@@ -18,15 +18,15 @@ import os
 from pathlib import Path
 
 import pytest
-from routeway.proxy.config_file import (
+from routeway_proxy.config_file import (
     ConfigFileSource,
     CredentialsError,
     FileDigests,
     list_files,
     read_credentials,
 )
-from routeway.proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected
-from routeway.proxy.runtime import ProxyRuntime
+from routeway_proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected
+from routeway_proxy.runtime import ProxyRuntime
 
 from routeway.proxyconfig import ProxyConfig, parse_proxy_config
 

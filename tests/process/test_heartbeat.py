@@ -7,9 +7,9 @@ import asyncio
 import multiprocessing
 import pickle
 
-from routeway.proxy.process import ConfigRejected
-from routeway.proxy.relay import RelayedSource
-from routeway.proxy.supervisor import APPLY_ALLOWANCE, STARTUP_GRACE, is_stuck
+from routeway_proxy.process import ConfigRejected
+from routeway_proxy.relay import RelayedSource
+from routeway_proxy.supervisor import APPLY_ALLOWANCE, STARTUP_GRACE, is_stuck
 
 T = 30.0  # --worker-timeout
 

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 from proxy_helpers import FakeClock, Gateway, Upstream, build_upstream_app, start_site
-from routeway.proxy.app import create_admin_app, create_proxy_app
-from routeway.proxy.runtime import ProxyRuntime
+from routeway_proxy.app import create_admin_app, create_proxy_app
+from routeway_proxy.runtime import ProxyRuntime
 
 
 @pytest.fixture

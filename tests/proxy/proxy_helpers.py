@@ -25,8 +25,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from routeway.proxy.app import APP_RUNNER_OPTIONS
-from routeway.proxy.runtime import ProxyRuntime
+from routeway_proxy.app import APP_RUNNER_OPTIONS
+from routeway_proxy.runtime import ProxyRuntime
 
 from routeway.proxyconfig import (
     BackendConfig,

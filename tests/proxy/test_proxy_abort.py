@@ -7,9 +7,9 @@ import asyncio
 
 import aiohttp
 from proxy_helpers import Upstream, make_backend, make_config, make_route, start_site
-from routeway.proxy.app import abort_in_flight, create_proxy_app
-from routeway.proxy.runtime import ProxyRuntime
-from routeway.proxy.stats import read_stats
+from routeway_proxy.app import abort_in_flight, create_proxy_app
+from routeway_proxy.runtime import ProxyRuntime
+from routeway_proxy.stats import read_stats
 
 
 async def test_a_waiting_request_is_answered_503_and_the_backend_keeps_its_health(upstream: Upstream) -> None:

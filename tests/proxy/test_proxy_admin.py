@@ -27,7 +27,7 @@ from openai import AsyncOpenAI
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
-from routeway.proxy.stats import read_stats
+from routeway_proxy.stats import read_stats
 
 CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -140,7 +140,7 @@ def test_stats_merge_workers_through_the_multiprocess_collector(tmp_path: Path) 
     """Two worker processes write metric files; one registry with a MultiProcessCollector sums them."""
     script = textwrap.dedent("""
         import sys
-        from routeway.proxy.metrics import ProxyMetrics
+        from routeway_proxy.metrics import ProxyMetrics
         from prometheus_client import CollectorRegistry
         metrics = ProxyMetrics(CollectorRegistry())
         pair = metrics.bind_pair("ns/r", "ns/b")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from routeway.proxy.process import freeze_startup_heap
+from routeway_proxy.process import freeze_startup_heap
 
 
 def test_freeze_startup_heap_moves_live_objects_out_of_collections() -> None:

@@ -8,8 +8,8 @@ import threading
 import aiohttp
 from prometheus_client import CollectorRegistry
 from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
-from routeway.proxy.ledger import BATCH_LIMIT, DEFERRED_BODY_LIMIT, RequestLedger
-from routeway.proxy.metrics import ProxyMetrics
+from routeway_proxy.ledger import BATCH_LIMIT, DEFERRED_BODY_LIMIT, RequestLedger
+from routeway_proxy.metrics import ProxyMetrics
 
 USAGE_DOCUMENT = b'{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}'
 

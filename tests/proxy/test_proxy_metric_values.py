@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, multiprocess, values
-from routeway.proxy.metrics import (
+from routeway_proxy.metrics import (
     CONFIG_INFO,
     LATENCY_BUCKETS,
     GroupCollector,
@@ -16,7 +16,7 @@ from routeway.proxy.metrics import (
     adopt_value,
     make_fast,
 )
-from routeway.proxy.stats import read_stats
+from routeway_proxy.stats import read_stats
 
 
 def test_pair_updates_match_the_public_api_and_survive_rebinding() -> None:

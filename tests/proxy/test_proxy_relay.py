@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 
 from proxy_helpers import make_backend, make_config, make_route
-from routeway.proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected, ConfigUpdate
-from routeway.proxy.relay import Broadcaster, RelayedSource
-from routeway.proxy.runtime import ProxyRuntime
-from routeway.proxy.supervisor import judged_by
+from routeway_proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected, ConfigUpdate
+from routeway_proxy.relay import Broadcaster, RelayedSource
+from routeway_proxy.runtime import ProxyRuntime
+from routeway_proxy.supervisor import judged_by
 
 CONFIG_A = make_config([make_backend("a", "http://127.0.0.1:9/v1")], [make_route("m", [("a", 1)])])
 CONFIG_B = make_config([make_backend("b", "http://127.0.0.1:9/v1")], [make_route("m", [("b", 1)])])

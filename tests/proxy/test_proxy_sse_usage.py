@@ -6,7 +6,7 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from routeway.proxy.streaming import (
+from routeway_proxy.streaming import (
     _USAGE_OBJECT,
     _USAGE_OPEN,
     SSEUsageFilter,

@@ -22,19 +22,19 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from prometheus_client import CollectorRegistry
 from proxy_helpers import make_backend, make_config, make_route
-from routeway.proxy.balancer import WeightedRoundRobin, pick_sticky
-from routeway.proxy.forward import CandidatePlan, pick_first_target
-from routeway.proxy.headers import (
+from routeway_proxy.balancer import WeightedRoundRobin, pick_sticky
+from routeway_proxy.forward import CandidatePlan, pick_first_target
+from routeway_proxy.headers import (
     build_upstream_headers,
     read_bearer_token,
     response_header_pairs,
 )
-from routeway.proxy.health import ConcurrencyLimiter, OutlierDetector
-from routeway.proxy.metrics import ProxyMetrics
-from routeway.proxy.redact import REDACTED, redact_document
-from routeway.proxy.stats import Buckets
-from routeway.proxy.streaming import SSEUsageFilter, Usage, find_document_usage
-from routeway.proxy.table import RoutingTable, build_routing_table
+from routeway_proxy.health import ConcurrencyLimiter, OutlierDetector
+from routeway_proxy.metrics import ProxyMetrics
+from routeway_proxy.redact import REDACTED, redact_document
+from routeway_proxy.stats import Buckets
+from routeway_proxy.streaming import SSEUsageFilter, Usage, find_document_usage
+from routeway_proxy.table import RoutingTable, build_routing_table
 
 from routeway.proxyconfig import OutlierDetection
 

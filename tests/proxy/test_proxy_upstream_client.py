@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
-from routeway.proxy.upstream_client import UpstreamClient, lean_path_problem, open_client_session
+from routeway_proxy.upstream_client import UpstreamClient, lean_path_problem, open_client_session
 from yarl import URL
 
 TIMEOUTS = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=5)

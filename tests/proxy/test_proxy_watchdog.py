@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from routeway.proxy.timeouts import AttemptTimeout, AttemptWatchdog
+from routeway_proxy.timeouts import AttemptTimeout, AttemptWatchdog
 
 
 async def test_first_byte_timeout_fires_and_never_early() -> None:

@@ -1,0 +1,253 @@
+"""Reconcile one gateway key: snapshot → translate → render → apply children → statuses.
+
+The key may name a gateway that does not exist (deleted, or never created): then there is
+nothing to apply, but the routes that target it still get their status (GatewayNotFound).
+
+Order of writes, so that pods never start or read a half-made setup: identity and network
+objects, the credentials Secret, the config shards, the config ConfigMap (the manifest, last
+of the config objects), then the Deployment. When rendering fails, nothing of the config is
+touched: the last good ConfigMap keeps serving and the gateway says RenderFailed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Hashable, Sequence
+
+import kopf
+from pydantic import ValidationError
+from routeway_proxy.kube_source import (
+    MANIFEST_KEY,
+    REVISION_ANNOTATION,
+    ConfigTooLarge,
+    encode_config,
+    manifest_slot,
+)
+
+from routeway.credentials import credential_refs, resolve_credentials, secret_value
+from routeway.proxyconfig import ProxyConfig
+from routeway.render import render
+from routeway.resources import ModelGateway, Secret
+from routeway.translate import NsName, ObjectKey, Translation, translate
+from routeway_operator import builders
+from routeway_operator import status as st
+from routeway_operator.apply import OwnerCheck, OwnerGone
+from routeway_operator.handlers import statuses
+from routeway_operator.handlers.backend import reconcile_backend
+from routeway_operator.inventory import Entry, snapshot_gateway
+from routeway_operator.kube import ApiError, path_for
+from routeway_operator.state import BACKEND, GATEWAY, OperatorState
+
+log = logging.getLogger("routeway.operator.gateway")
+
+
+async def reconcile(state: OperatorState, key: Hashable) -> None:
+    """The reconciler's entry point: dispatch by the key's kind."""
+    assert isinstance(key, ObjectKey)
+    if key.kind == GATEWAY:
+        await reconcile_gateway(state, (key.namespace, key.name))
+    elif key.kind == BACKEND:
+        await reconcile_backend(state, (key.namespace, key.name))
+
+
+async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
+    idx = state.indexes
+    snap = snapshot_gateway(
+        key,
+        gateways=idx.gateways,
+        routes=idx.routes,
+        routes_by_gateway=idx.routes_by_gateway,
+        backends=idx.backends,
+        secrets=idx.secrets,
+    )
+    fingerprint = snap.fingerprint()
+    cached = state.renders.get(key)
+    if fingerprint is not None and cached is not None and cached[0] == fingerprint:
+        translation, rendered = cached[1], cached[2]
+    else:
+        translation, rendered = translate(snap.inventory()), None
+    gateway = snap.gateway.model if snap.gateway and isinstance(snap.gateway.model, ModelGateway) else None
+    previous = state.revisions.get(key) or (
+        snap.gateway.status.get("configRevision") if snap.gateway else None
+    )
+    config: ProxyConfig | None = None
+    failure: kopf.TemporaryError | kopf.PermanentError | None = None
+    outcome = st.Outcome(previous, st.not_programmed(st.REASON_PENDING, "not applied yet"))
+    if gateway is None:
+        state.revisions.pop(key, None)
+        state.renders.pop(key, None)
+    else:
+        try:
+            config = rendered if rendered is not None else render(translation.gateways[key])
+            if fingerprint is not None:
+                state.renders[key] = (fingerprint, translation, config)
+            await apply_gateway(state, gateway, config)
+        except OwnerGone:
+            log.info("gateway %s/%s is gone; its children are left to the garbage collector", *key)
+            state.revisions.pop(key, None)
+            return
+        except (ValueError, ValidationError, ConfigTooLarge) as exc:
+            config = None
+            state.renders.pop(key, None)
+            failure = kopf.PermanentError(f"config cannot be rendered: {exc}")
+            outcome = st.Outcome(previous, st.not_programmed(st.REASON_RENDER_FAILED, str(failure)))
+        except kopf.TemporaryError as exc:
+            failure = exc
+            outcome = st.Outcome(previous, st.not_programmed(st.REASON_PENDING, str(exc)))
+        except kopf.PermanentError as exc:
+            failure = exc
+            outcome = st.Outcome(previous, st.not_programmed(st.REASON_APPLY_FAILED, str(exc)))
+        else:
+            if state.revisions.get(key) != config.revision:
+                state.metrics.config_revisions.inc()
+            state.revisions[key] = config.revision
+            outcome = st.Outcome(config.revision, st.programmed(config.revision, "is applied"))
+    await report(state, snap.gateway, snap.routes, translation, config, outcome)
+    if failure is not None:
+        raise failure
+
+
+async def report(
+    state: OperatorState,
+    gateway_entry: Entry | None,
+    routes: Sequence[Entry],
+    translation: Translation,
+    config: ProxyConfig | None,
+    outcome: st.Outcome,
+) -> None:
+    """Statuses of the gateway and its routes, and the Events their transitions deserve."""
+    now = st.now_rfc3339()
+    items = []
+    rendered = {(r.namespace, r.name): r for r in config.routes} if config is not None else {}
+    for entry in map(functools.partial(statuses.latest, state), routes):
+        desired = statuses.route_status(entry, translation, rendered.get(entry.key), outcome, now)
+        await statuses.post_condition_events(state, entry, desired)
+        items.append((entry, desired))
+    if gateway_entry is not None:
+        gateway_entry = statuses.latest(state, gateway_entry)
+        gateway = gateway_entry.model if isinstance(gateway_entry.model, ModelGateway) else None
+        address = builders.gateway_address(gateway) if gateway is not None else None
+        desired = statuses.gateway_status(
+            gateway_entry, translation, outcome, statuses.deployment_of(state, gateway_entry), address, now
+        )
+        await statuses.post_condition_events(state, gateway_entry, desired)
+        if (
+            config is not None
+            and outcome.revision
+            and gateway_entry.status.get("configRevision") != outcome.revision
+        ):
+            await state.events.normal(
+                gateway_entry.reference(),
+                "ConfigApplied",
+                f"config revision {outcome.revision} applied: {len(config.routes)} routes, "
+                f"{len(config.backends)} backends",
+            )
+        items.append((gateway_entry, desired))
+    await statuses.write_statuses(state, items)
+
+
+async def fetch_credentials(state: OperatorState, config: ProxyConfig) -> dict[str, str]:
+    """Read the referenced Secrets now (values are never cached in the operator's memory)."""
+    secrets: dict[NsName, Secret | None] = {}
+    for ref in credential_refs(config):
+        namespace, name, _ = ref.split("/", 2)
+        if (namespace, name) in secrets:
+            continue
+        try:
+            doc = await state.api.get(path_for("v1", "secrets", namespace, name))
+        except ApiError as exc:
+            raise exc.to_kopf(f"reading Secret {namespace}/{name}") from None
+        secrets[(namespace, name)] = Secret.model_validate(doc) if doc else None
+
+    def lookup(namespace: str, name: str, key: str) -> str | None:
+        secret = secrets.get((namespace, name))
+        return secret_value(secret, key) if secret is not None else None
+
+    return resolve_credentials(config, lookup)
+
+
+async def apply_gateway(state: OperatorState, gateway: ModelGateway, config: ProxyConfig) -> None:
+    applier = state.applier
+    verdict: list[bool] = []
+
+    async def owner_exists() -> bool:
+        if not verdict:
+            path = path_for("routeway.dev/v1alpha1", "modelgateways", gateway.namespace, gateway.name)
+            try:
+                current = await state.api.get(path)
+            except ApiError as exc:
+                raise exc.to_kopf(f"reading ModelGateway {gateway.namespace}/{gateway.name}") from None
+            alive = current is not None and not current.get("metadata", {}).get("deletionTimestamp")
+            verdict.append(
+                alive and current is not None and current["metadata"].get("uid") == gateway.metadata.uid
+            )
+        return verdict[0]
+
+    workload = builders.build_workload(gateway, state.settings)
+    deployment = workload.pop()
+    for obj in workload:
+        await applier.apply(obj, owner_check=owner_exists)
+    credentials = await fetch_credentials(state, config)
+    await applier.apply(builders.build_secret(gateway, credentials), owner_check=owner_exists)
+    await apply_config(state, gateway, config, owner_exists)
+    await applier.apply(deployment, owner_check=owner_exists)
+
+
+async def apply_config(
+    state: OperatorState, gateway: ModelGateway, config: ProxyConfig, owner_check: OwnerCheck
+) -> None:
+    """Write the config: shards first (into the slot the live manifest does not use), then the
+    ConfigMap naming them, then remove shards neither the new nor the previous manifest uses."""
+    names = builders.ChildNames.of(gateway.name)
+    body = config.to_json()
+    budget = state.settings.configmap_budget
+    encoded = encode_config(body, config.revision, names.configmap, budget=budget)
+    if not encoded.shards:
+        desired = builders.build_config_map(gateway, config.revision, encoded.data)
+        if await state.applier.apply(desired, owner_check=owner_check):
+            await remove_stale_shards(state, gateway, keep=set())
+        return
+    path = path_for("v1", "configmaps", gateway.namespace, names.configmap)
+    try:
+        current = await state.api.get(path)
+    except ApiError as exc:
+        raise exc.to_kopf(f"reading ConfigMap {gateway.namespace}/{names.configmap}") from None
+    current_data = (current or {}).get("data") or {}
+    current_revision = ((current or {}).get("metadata", {}).get("annotations") or {}).get(REVISION_ANNOTATION)
+    live_slot = manifest_slot(current_data)
+    if current_revision == config.revision and live_slot is not None:
+        slot = live_slot  # unchanged: rebuild the identical set, which writes nothing
+    else:
+        slot = "b" if live_slot == "a" else "a"
+    encoded = encode_config(body, config.revision, names.configmap, slot=slot, budget=budget)
+    for name, binary in encoded.shards:
+        shard = builders.build_shard(gateway, config.revision, name, binary)
+        await state.applier.apply(shard, owner_check=owner_check)
+    manifest = builders.build_config_map(gateway, config.revision, encoded.data)
+    if await state.applier.apply(manifest, owner_check=owner_check):
+        keep = {n for n, _ in encoded.shards}
+        if MANIFEST_KEY in current_data:
+            keep |= set(json.loads(current_data[MANIFEST_KEY]).get("shards") or [])
+        await remove_stale_shards(state, gateway, keep=keep)
+
+
+async def remove_stale_shards(state: OperatorState, gateway: ModelGateway, keep: set[str]) -> None:
+    names = builders.ChildNames.of(gateway.name)
+    selector = f"{builders.GATEWAY_LABEL}={builders.common_labels(gateway)[builders.GATEWAY_LABEL]}"
+    try:
+        listing = await state.api.get(
+            path_for("v1", "configmaps", gateway.namespace), params={"labelSelector": selector}
+        )
+    except ApiError as exc:
+        raise exc.to_kopf("listing config shards") from None
+    for item in (listing or {}).get("items") or []:
+        name = item.get("metadata", {}).get("name", "")
+        if name.startswith(f"{names.configmap}-") and name not in keep:
+            shard = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"namespace": gateway.namespace, "name": name},
+            }
+            await state.applier.delete(shard)

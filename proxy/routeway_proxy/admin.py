@@ -1,0 +1,188 @@
+"""The admin application: /metrics, /healthz, /readyz, /config, /routes.
+
+Why a separate app on its own port: probes and scrapes must keep working when the client port
+is saturated, and nothing here should be reachable by the clients of the models.
+
+`metrics_registry_factory` (optional) returns the registry to read for /metrics and the
+statistics in /routes; with `--workers N` the process helper passes one that builds a
+`CollectorRegistry` with a `MultiProcessCollector`, so both describe the whole process group.
+Collecting reads files in multiprocess mode, so it runs in the default executor, off the loop;
+the request ledger (`ledger.py`) is flushed on the loop first.
+
+Health and concurrency in /routes are this worker's view; `ejectedUntil` (from the registry)
+is the latest ejection any worker made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from routeway_proxy.headers import REVISION_HEADER
+from routeway_proxy.runtime import ProxyRuntime
+from routeway_proxy.stats import ProxyStats, read_stats
+from routeway_proxy.table import RoutingTable, TargetEntry
+
+RegistryFactory = Callable[[], CollectorRegistry]
+
+ADMIN_RUNTIME_KEY = web.AppKey("routeway_admin_runtime", ProxyRuntime)
+
+
+def create_admin_app(
+    runtime: ProxyRuntime, metrics_registry_factory: RegistryFactory | None = None
+) -> web.Application:
+    app = web.Application()
+    app[ADMIN_RUNTIME_KEY] = runtime
+    factory: RegistryFactory = metrics_registry_factory or (lambda: runtime.metrics.registry)
+
+    async def metrics(request: web.Request) -> web.Response:
+        runtime.metrics.ledger.flush()  # on the loop thread, before collecting off it
+        body = await asyncio.get_running_loop().run_in_executor(None, lambda: generate_latest(factory()))
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def routes(request: web.Request) -> web.Response:
+        runtime.metrics.ledger.flush()
+        stats = await asyncio.get_running_loop().run_in_executor(None, lambda: read_stats(factory()))
+        return _json(describe_routes(runtime, stats))
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/config", config)
+    app.router.add_get("/routes", routes)
+    return app
+
+
+def _json(document: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(document), status=status, content_type="application/json", headers=headers
+    )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[ADMIN_RUNTIME_KEY]
+    config = runtime.config
+    if config is None:
+        return _json({"status": "not ready", "reason": "no config applied yet"}, status=503)
+    return _json({"status": "ready", "revision": config.revision})
+
+
+async def config(request: web.Request) -> web.Response:
+    """The ProxyConfig being served (redacted); 503 before the first one."""
+    runtime = request.app[ADMIN_RUNTIME_KEY]
+    headers: dict[str, str] = {}
+    rejection = runtime.last_rejection
+    if rejection is not None:
+        headers["x-routeway-last-rejection"] = orjson.dumps(runtime.redact(rejection.describe())).decode()
+    current = runtime.config
+    if current is None:
+        errors = list(rejection.errors) if rejection is not None else []
+        return _json(
+            runtime.redact(
+                {
+                    "error": {
+                        "message": "No config applied yet.",
+                        "type": "server_error",
+                        "code": "not_ready",
+                        "rejected": errors,
+                    }
+                }
+            ),
+            status=503,
+            headers=headers,
+        )
+    headers[REVISION_HEADER] = current.revision
+    return _json(runtime.redact(current.to_document()), headers=headers)
+
+
+def describe_routes(runtime: ProxyRuntime, stats: ProxyStats) -> dict[str, Any]:
+    """The /routes document: every route's targets, weights, backend state and statistics."""
+    table = runtime.table
+    rejection = runtime.last_rejection
+    document: dict[str, Any] = {
+        "ready": table is not None,
+        "revision": table.revision if table is not None else None,
+        "lastRejection": runtime.redact(rejection.describe()) if rejection is not None else None,
+        "problems": runtime.redact(list(runtime.warnings)),
+        "routes": [],
+        "backends": [],
+    }
+    if table is None:
+        return document
+    document["routes"] = [_describe_route(table, model, stats) for model in sorted(table.routes)]
+    document["backends"] = _describe_backends(table, stats)
+    return document
+
+
+def _describe_route(table: RoutingTable, model: str, stats: ProxyStats) -> dict[str, Any]:
+    route = table.routes[model]
+    config = route.config
+    total_weight = sum(t.target.weight for t in route.targets)
+
+    def describe_target(entry: TargetEntry, weighted: bool) -> dict[str, Any]:
+        weight = entry.target.weight
+        described: dict[str, Any] = {
+            "backend": entry.backend.id,
+            "model": entry.target.model,
+            "weight": weight,
+        }
+        if weighted:
+            described["share"] = weight / total_weight if total_weight else 0.0
+        described["health"] = _describe_backend_state(entry, stats)
+        described["stats"] = stats.for_pair(config.id, entry.backend.id).describe()
+        return described
+
+    unrouted = stats.for_pair(config.id, "")
+    return {
+        "id": config.id,
+        "model": config.model,
+        "targets": [describe_target(t, True) for t in route.targets],
+        "fallbacks": [describe_target(t, False) for t in route.fallbacks],
+        "retries": config.retries.model_dump(mode="json", by_alias=True),
+        "timeout": config.timeout,
+        "stickyHeader": config.sticky_header,
+        "inFlight": stats.in_flight.get(config.id, 0.0),
+        "answeredWithoutBackend": unrouted.describe() if unrouted.requests else None,
+    }
+
+
+def _describe_backend_state(entry: TargetEntry, stats: ProxyStats) -> dict[str, Any]:
+    backend = entry.backend
+    state = backend.health.describe()
+    until = stats.ejected_until.get(backend.id, 0.0)
+    state["ejectedUntil"] = until if until > time.time() else None
+    state["ejected"] = state["ejected"] or state["ejectedUntil"] is not None  # by any worker
+    state["inFlight"] = backend.limiter.in_use
+    state["maxConcurrency"] = backend.config.max_concurrency
+    return state
+
+
+def _describe_backends(table: RoutingTable, stats: ProxyStats) -> list[dict[str, Any]]:
+    described = []
+    for backend_id in sorted(table.backends):
+        backend = table.backends[backend_id]
+        state = backend.health.describe()
+        until = stats.ejected_until.get(backend_id, 0.0)
+        state["ejectedUntil"] = until if until > time.time() else None
+        state["ejected"] = state["ejected"] or state["ejectedUntil"] is not None
+        described.append(
+            {
+                "id": backend_id,
+                "provider": backend.config.provider,
+                "version": backend.config.version,
+                "health": state,
+                "inFlight": backend.limiter.in_use,
+                "maxConcurrency": backend.config.max_concurrency,
+            }
+        )
+    return described

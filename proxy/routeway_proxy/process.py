@@ -1,0 +1,472 @@
+"""Running the proxy: config sources, the apply loop, worker processes, signals and drain.
+
+Shape of a running proxy:
+
+- `workers == 1`: one process serves the client port and the admin port, runs the config
+  source and applies what it yields to its `ProxyRuntime`.
+- `workers > 1`: a supervisor process reserves the client port, spawns N workers that each
+  bind it with SO_REUSEPORT (the kernel spreads connections across them), and serves the
+  admin port itself. Only the supervisor runs the config source; it applies each update to
+  its own runtime (for `/config` and `/routes`) and relays what it then serves to every
+  worker over a pipe (`relay.py`), so a config is read and translated once and all workers
+  converge on the supervisor's revision (for a moment after a change some may still serve
+  the previous one; each request sees one complete config). Workers write metrics through prometheus-client's
+  multiprocess mode into a fresh directory; the supervisor's `/metrics` aggregates them, so
+  a scrape describes the whole group, not whichever worker answered.
+
+Workers are started with `spawn`, not `fork`: a fresh interpreter inherits no event loop or
+half-initialised client session, and imports prometheus-client after PROMETHEUS_MULTIPROC_DIR
+is in its environment (multiprocess mode is chosen at import time). The supervisor imports
+prometheus-client before setting that variable, so its own metrics stay out of the sum.
+
+Drain (SIGTERM or SIGINT): stop accepting (listeners closed), `/readyz` answers 503, requests
+in flight — streams included — finish within `drain_timeout`, then exit 0. The supervisor
+forwards the signal to its workers and exits 0 once they all did. A second signal to a
+single process (or the supervisor) stops waiting and exits 1; workers ignore repeats,
+because Ctrl-C reaches the whole process group and the supervisor forwards it as well.
+
+The seam for other config sources (an in-cluster ConfigMap/Secret watch): implement
+`ConfigSource` — an object whose `watch()` yields `ConfigLoaded`/`ConfigRejected` (updates
+must pickle: that is how they reach the workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+import logging
+import multiprocessing
+import multiprocessing.process
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+from aiohttp import web
+
+from routeway.proxyconfig import ProxyConfig
+
+if TYPE_CHECKING:
+    from routeway_proxy.runtime import ProxyRuntime
+
+log = logging.getLogger("routeway.proxy")
+
+LISTEN_BACKLOG = 1024
+"""Pending connections per listener (the kernel caps it at somaxconn): bursts wait, not fail."""
+
+ADMIN_SHUTDOWN_TIMEOUT = 1.0
+"""Admin requests (scrapes, probes) are short; they do not get the client's grace period."""
+
+
+@dataclass(frozen=True)
+class ConfigLoaded:
+    """A config to serve, with the credential values its backends reference."""
+
+    config: ProxyConfig
+    credentials: Mapping[str, str]  # credentialRef "ns/secret/key" -> value
+    source: str  # where it came from, for logs
+    warnings: tuple[str, ...] = ()  # problems with some objects that did not stop the rest
+
+
+@dataclass(frozen=True)
+class ConfigRejected:
+    """A new config that cannot be served; the last good one keeps serving."""
+
+    source: str
+    errors: tuple[str, ...]
+
+
+ConfigUpdate: TypeAlias = ConfigLoaded | ConfigRejected
+
+
+class ConfigSource(Protocol):
+    """Where a process's config comes from.
+
+    Only one process of a group opens `watch()` (the supervisor relays its updates, which
+    must therefore pickle). `watch()` yields the current state first, then one update per
+    change, and never raises for bad input — bad input is a `ConfigRejected`.
+    """
+
+    def describe(self) -> str: ...
+
+    def watch(self) -> AsyncIterator[ConfigUpdate]: ...
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str
+    port: int
+    admin_port: int
+    workers: int = 1
+    drain_timeout: float = 30.0
+    worker_timeout: float = 30.0  # a worker whose loop is silent this long is replaced (0: never)
+    log_level: str = "info"
+    command: str = "routeway proxy"  # for log lines
+
+
+def configure_logging(level: str) -> None:
+    """One format for every process; the pid tells workers apart."""
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s[%(process)d] %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(drop_runtime_config_events)
+
+
+def drop_runtime_config_events(record: logging.LogRecord) -> bool:
+    """`ConfigApplier` logs each load and rejection once for the whole process group; the
+    runtime's own lines about the same event (one per worker) would repeat it N+1 times."""
+    return not (record.module == "runtime" and record.funcName in ("apply", "reject"))
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run `main` on uvloop when it is installed (faster sockets and timers), else asyncio."""
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main)
+
+
+def run_proxy(source: ConfigSource, options: ServeOptions) -> int:
+    """Serve until SIGTERM/SIGINT; return the process exit code."""
+    configure_logging(options.log_level)
+    if options.workers > 1:
+        from routeway_proxy.supervisor import supervise
+
+        return run_async(supervise(source, options))
+    return run_async(serve_process(source, options, role=ProcessRole.single()))
+
+
+# --- the apply loop ---------------------------------------------------------------------
+
+
+class ConfigApplier:
+    """Feeds a source's updates to the runtime: the one place config reaches a process.
+
+    Repeated identical updates are dropped (a touched file, a source re-listing), so each
+    load or rejection is applied and logged once. `announce=False` keeps workers quiet at
+    info level: the supervisor logs for the group.
+    """
+
+    def __init__(self, runtime: ProxyRuntime, *, announce: bool) -> None:
+        self._runtime = runtime
+        self._announce = announce
+        self._last_loaded: tuple[ProxyConfig, bytes, tuple[str, ...]] | None = None
+        self._last_rejected: ConfigRejected | None = None
+        self.loaded_once = False
+        self.first_update = asyncio.Event()
+
+    async def run(self, source: ConfigSource) -> None:
+        """Consume the source for ever; a source that crashes is logged and reopened."""
+        while True:
+            try:
+                async for update in source.watch():
+                    self.handle(update)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("config source %s failed; reopening in 1s", source.describe())
+                self.first_update.set()
+            await asyncio.sleep(1.0)
+
+    def handle(self, update: ConfigUpdate) -> None:
+        try:
+            if isinstance(update, ConfigLoaded):
+                self._apply(update)
+            else:
+                self._reject(update)
+        finally:
+            self.first_update.set()
+
+    def _apply(self, update: ConfigLoaded) -> None:
+        key = (update.config, digest_credentials(update.credentials), update.warnings)
+        if key == self._last_loaded and self._last_rejected is None:
+            return
+        try:
+            self._runtime.apply(update.config, update.credentials, update.warnings)
+        except Exception as exc:  # the runtime found it unservable: same as a rejection
+            log.debug("runtime refused config from %s", update.source, exc_info=True)
+            self._reject(ConfigRejected(update.source, (f"{update.source}: {exc}",)))
+            return
+        self._last_loaded, self._last_rejected = key, None
+        self.loaded_once = True
+        config = update.config
+        missing = sorted(
+            {b.credential_ref for b in config.backends if b.credential_ref} - set(update.credentials)
+        )
+        self._log(
+            logging.INFO,
+            "config revision %s loaded from %s: %d routes, %d backends",
+            config.revision or "-",
+            update.source,
+            len(config.routes),
+            len(config.backends),
+        )
+        if missing:
+            self._log(logging.WARNING, "no credential found for %s", ", ".join(missing))
+        if update.warnings:
+            lines = "".join(f"\n  - {w}" for w in update.warnings)
+            self._log(
+                logging.WARNING,
+                "served with problems in %s (affected objects left out):%s",
+                update.source,
+                lines,
+            )
+
+    def _reject(self, update: ConfigRejected) -> None:
+        if update == self._last_rejected:
+            return
+        self._last_rejected = update
+        self._runtime.reject(update.source, update.errors)
+        current = self._runtime.config
+        keeps = f"still serving revision {current.revision or '-'}" if current else "nothing to serve yet"
+        lines = "".join(f"\n  - {e}" for e in update.errors)
+        self._log(logging.WARNING, "config from %s rejected (%s):%s", update.source, keeps, lines)
+
+    def _log(self, level: int, msg: str, *args: object) -> None:
+        log.log(level if self._announce else logging.DEBUG, msg, *args)
+
+
+def digest_credentials(credentials: Mapping[str, str]) -> bytes:
+    """Compare credential sets without keeping a second copy of the values around."""
+    h = hashlib.blake2b(digest_size=16)
+    for ref in sorted(credentials):
+        h.update(ref.encode() + b"\0" + credentials[ref].encode() + b"\0")
+    return h.digest()
+
+
+# --- one serving process ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcessRole:
+    """What this process does besides serving the client port."""
+
+    serve_admin: bool
+    announce: bool  # log config loads at info level
+    worker_index: int | None = None  # None: a single process, not a supervisor's worker
+
+    @classmethod
+    def single(cls) -> ProcessRole:
+        return cls(serve_admin=True, announce=True)
+
+
+class StopSignals:
+    """SIGTERM/SIGINT → `first` (drain); another one → `second` (give up waiting)."""
+
+    def __init__(self, *, ignore_repeats: bool) -> None:
+        self.first = asyncio.Event()
+        self.second = asyncio.Event()
+        self._ignore_repeats = ignore_repeats
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.receive, sig)
+
+    def receive(self, sig: signal.Signals | None = None) -> None:
+        name = sig.name if sig is not None else "stop"
+        if not self.first.is_set():
+            log.debug("%s received", name)
+            self.first.set()
+        elif not self._ignore_repeats and not self.second.is_set():
+            log.warning("%s received again: not waiting for requests in flight", name)
+            self.second.set()
+
+
+def add_readiness_gate(app: web.Application, not_ready: Callable[[], str | None]) -> None:
+    """Answer `/readyz` with 503 while `not_ready()` gives a reason (draining, workers not up),
+    before the admin app's own check (config loaded) runs."""
+
+    @web.middleware
+    async def readiness_gate(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path == "/readyz":
+            reason = not_ready()
+            if reason is not None:
+                return web.json_response({"status": "not ready", "reason": reason}, status=503)
+        return await handler(request)
+
+    app.middlewares.insert(0, readiness_gate)
+
+
+async def start_site(runner: web.AppRunner, host: str, port: int, what: str, *, shared: bool = False) -> int:
+    """Bind and listen; returns the bound port.
+
+    `shared`: SO_REUSEPORT, only for workers joining their supervisor's port. Anything else
+    binds exclusively, so a second `routeway` started on a busy port fails loudly instead of
+    silently taking half of the first one's connections.
+    """
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=shared or None, backlog=LISTEN_BACKLOG)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ListenError(f"cannot listen for {what} on {host}:{port}: {exc.strerror}") from None
+    return site.port
+
+
+def describe_listening(options: ServeOptions, port: int, admin_port: int, source: ConfigSource) -> str:
+    workers = f" with {options.workers} workers" if options.workers > 1 else ""
+    return (
+        f"{options.command} listening on http://{options.host}:{port}{workers} "
+        f"(admin on http://{options.host}:{admin_port}), config from {source.describe()}"
+    )
+
+
+class ListenError(RuntimeError):
+    """The port is taken or the address is not ours: nothing to serve, exit 1."""
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive after startup (modules, the first config, the app) out of the
+    garbage collector's reach.
+
+    Why: those objects live as long as the process, yet every full collection walks them all
+    again; at high concurrency more request objects survive into the older generations and
+    full collections come often, which showed as a doubled p99 under 64 connections
+    (bench/RESULTS.md). Frozen objects are still freed by reference counting; only cycles
+    among them would stay, and they are startup objects meant to stay anyway.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+async def serve_process(
+    source: ConfigSource,
+    options: ServeOptions,
+    *,
+    role: ProcessRole,
+    on_listening: Callable[[], None] | None = None,
+) -> int:
+    """Serve the client port (and the admin port in a single process) until stopped."""
+    from routeway_proxy.app import APP_RUNNER_OPTIONS, create_admin_app, create_proxy_app
+    from routeway_proxy.runtime import ProxyRuntime
+
+    signals = StopSignals(ignore_repeats=role.worker_index is not None)
+    signals.install()
+    runtime = ProxyRuntime(count_reloads=role.worker_index in (None, 0))
+    applier = ConfigApplier(runtime, announce=role.announce)
+    apply_task = asyncio.create_task(applier.run(source), name="apply-config")
+    if role.worker_index is not None:
+        watch_parent(signals)
+    # The first config is applied before listening, so the first request does not see a 503.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(applier.first_update.wait(), timeout=10.0)
+    freeze_startup_heap()
+
+    proxy_runner = web.AppRunner(
+        create_proxy_app(runtime),
+        access_log=None,
+        shutdown_timeout=options.drain_timeout,
+        **APP_RUNNER_OPTIONS,  # handler_cancellation: a client that leaves cancels its upstream call
+    )
+    admin_runner: web.AppRunner | None = None
+    drained = False
+    try:
+        shared = role.worker_index is not None
+        port = await start_site(proxy_runner, options.host, options.port, "clients", shared=shared)
+        if role.serve_admin:
+            admin_app = create_admin_app(runtime)
+            add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else None)
+            admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT)
+            admin_port = await start_site(admin_runner, options.host, options.admin_port, "admin")
+            log.info("%s", describe_listening(options, port, admin_port, source))
+        else:
+            log.debug("worker %s listening on http://%s:%d", role.worker_index, options.host, port)
+        if on_listening is not None:
+            on_listening()
+        await signals.first.wait()
+        drained = True
+        code = await drain(proxy_runner, signals, options.drain_timeout, announce=role.announce)
+    except ListenError as exc:
+        log.error("%s", exc)
+        code = 1
+    finally:
+        try:
+            await cancel_tasks(apply_task)
+            if admin_runner is not None:
+                await admin_runner.cleanup()
+            if not drained:
+                await proxy_runner.cleanup()
+        finally:
+            runtime.metrics.ledger.flush()  # a worker's last requests reach the shared files
+    return code
+
+
+async def drain(runner: web.AppRunner, signals: StopSignals, grace: float, *, announce: bool) -> int:
+    """Close the listener, let requests in flight finish (the runner's shutdown_timeout), clean up.
+
+    Returns 0 when everything finished, 1 when a second signal cut the wait short.
+    """
+    server = runner.server
+    open_connections = len(server.connections) if server is not None else 0
+    level = logging.INFO if announce else logging.DEBUG
+    log.log(
+        level, "draining: stopped accepting, %d connections open, waiting up to %gs", open_connections, grace
+    )
+    cleanup = asyncio.create_task(runner.cleanup(), name="drain")
+    abort = asyncio.create_task(signals.second.wait())
+    # When the grace period is over, requests still in flight are answered "shutting down"
+    # (a stream gets an error event) before aiohttp cancels them and closes their connections.
+    overdue = asyncio.get_running_loop().call_later(grace, _end_overdue_requests, runner.app, level)
+    try:
+        await asyncio.wait({cleanup, abort}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        abort.cancel()
+        overdue.cancel()
+    if cleanup.done():
+        cleanup.result()
+        log.log(level, "drained; exiting")
+        return 0
+    cleanup.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cleanup
+    return 1
+
+
+def _end_overdue_requests(app: web.Application, level: int) -> None:
+    from routeway_proxy.app import abort_in_flight
+
+    ended = abort_in_flight(app)
+    if ended:
+        log.log(level, "drain grace period over: ending %d requests with a shutdown error", ended)
+
+
+def watch_parent(signals: StopSignals) -> None:
+    """A worker whose supervisor died (SIGKILL, OOM) drains instead of serving orphaned.
+
+    multiprocessing gives a spawned child a sentinel that turns readable when the parent exits.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    loop = asyncio.get_running_loop()
+    sentinel = parent.sentinel
+
+    def parent_gone() -> None:
+        loop.remove_reader(sentinel)
+        log.warning("supervisor %s is gone; draining", parent.pid)
+        signals.receive()
+
+    loop.add_reader(sentinel, parent_gone)
+
+
+async def cancel_tasks(*tasks: asyncio.Task[Any] | None) -> None:
+    for task in tasks:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

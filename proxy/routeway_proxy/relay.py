@@ -1,0 +1,184 @@
+"""Config updates from the supervisor to its workers: read and translated once, sent to all.
+
+Why relay instead of every worker watching the source itself: translating a large config is
+seconds of CPU (10,000 routes: ~3.6 s), which every worker and the supervisor used to spend
+on every change; and workers that each read the files at slightly different moments could
+serve different revisions, or one could reject a half-written file the others never saw.
+Here the supervisor's source is the only reader; each worker gets the same `ConfigUpdate`
+objects, in the same order, over its own pipe (credentials included: a pipe between the two
+processes, never a file).
+
+What is relayed is what the supervisor's own runtime made of an update: a config it refused
+to serve goes out as a rejection, so no worker serves what the group does not.
+
+Each worker has a mailbox holding the group's state (the last config served, and the last
+rejection if one came after it) and its own sender: a worker that reads slowly — or not at
+all, while its loop is blocked — delays nobody else and receives only the newest state when
+it reads again. A worker started later (or restarted) starts from that state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import pickle
+from collections.abc import AsyncIterator, Callable
+from multiprocessing.connection import Connection
+
+from routeway_proxy.process import ConfigLoaded, ConfigSource, ConfigUpdate
+
+log = logging.getLogger("routeway.proxy.process")
+
+
+class RelayedSource:
+    """A worker's config source: the updates its supervisor sends down `connection`.
+
+    `on_busy(True)` is called just before an update is unpickled and then applied, which
+    together block the loop for seconds with a large config, and `on_busy(False)` once the
+    consumer asks for the next update, i.e. when it has applied this one (the worker uses it to
+    tell the supervisor's hang check that it is busy, not stuck, and exactly for how long)."""
+
+    def __init__(self, connection: Connection, on_busy: Callable[[bool], None] | None = None) -> None:
+        self._connection = connection
+        self._on_busy = on_busy
+
+    def describe(self) -> str:
+        return "the supervisor"
+
+    async def watch(self) -> AsyncIterator[ConfigUpdate]:
+        loop = asyncio.get_running_loop()
+        connection = self._connection
+        while True:
+            while not connection.poll():
+                await _readable(loop, connection.fileno())
+            try:
+                # in a thread: a large config arrives over several pipe buffers, and the loop
+                # keeps serving requests meanwhile
+                payload = await asyncio.to_thread(connection.recv_bytes)
+            except EOFError:
+                # The supervisor is gone: the parent watch drains this worker; nothing more
+                # will come, so stop reading without ending the watch.
+                await asyncio.Event().wait()
+            on_busy = self._on_busy
+            if on_busy is not None:
+                on_busy(True)
+            update: ConfigUpdate = pickle.loads(payload)  # from our own parent process
+            yield update  # applied by the consumer before it asks for the next one
+            if on_busy is not None:
+                on_busy(False)
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until `fd` can be read. The reader is registered only while waiting, so a watch
+    that was abandoned (its generator not yet finalised) cannot unregister a newer one's."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+class _Mailbox:
+    """One worker's pending state and the task that sends it."""
+
+    def __init__(
+        self, index: int, connection: Connection, loaded: bytes | None, rejected: bytes | None
+    ) -> None:
+        self.index = index
+        self.connection = connection
+        self.loaded = loaded
+        self.rejected = rejected
+        self.ready = asyncio.Event()
+        if loaded is not None or rejected is not None:
+            self.ready.set()
+        self.sender = asyncio.get_running_loop().create_task(self._send_forever(), name=f"relay-{index}")
+
+    def post(self, payload: bytes, loaded: bool) -> None:
+        if loaded:
+            self.loaded, self.rejected = payload, None
+        else:
+            self.rejected = payload
+        self.ready.set()
+
+    async def _send_forever(self) -> None:
+        try:
+            while True:
+                await self.ready.wait()
+                self.ready.clear()
+                loaded, rejected = self.loaded, self.rejected
+                self.loaded = self.rejected = None
+                for payload in (loaded, rejected):
+                    if payload is not None:
+                        # in a thread: a large config fills the pipe; the worker reads as it can
+                        await asyncio.to_thread(self.connection.send_bytes, payload)
+        except (OSError, ValueError):  # the worker died (its replacement gets a new mailbox)
+            log.debug("worker %d stopped taking config updates", self.index, exc_info=True)
+
+    async def close(self) -> None:
+        self.sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.sender
+        self.connection.close()
+
+
+Judge = Callable[[ConfigUpdate], ConfigUpdate]
+"""What the supervisor made of an update: the update itself, or a rejection if it refused it."""
+
+
+class Broadcaster:
+    """The supervisor's end: keeps the group's state and posts each update to every worker."""
+
+    def __init__(self) -> None:
+        self._mailboxes: dict[int, _Mailbox] = {}  # by worker index
+        self._loaded: bytes | None = None
+        self._rejected: bytes | None = None  # the last rejection, if newer than `_loaded`
+
+    def source(self, inner: ConfigSource, judge: Judge) -> ConfigSource:
+        """`inner` for the supervisor's applier; once it has applied an update, what `judge`
+        says it made of it goes to the workers."""
+        return _Teed(inner, self, judge)
+
+    async def attach(self, index: int, connection: Connection) -> None:
+        """A new worker's pipe: it gets the group's state now, then every update."""
+        old = self._mailboxes.pop(index, None)
+        if old is not None:
+            await old.close()
+        self._mailboxes[index] = _Mailbox(index, connection, self._loaded, self._rejected)
+
+    def publish(self, update: ConfigUpdate) -> None:
+        payload = pickle.dumps(update, protocol=pickle.HIGHEST_PROTOCOL)
+        loaded = isinstance(update, ConfigLoaded)
+        if loaded:
+            self._loaded, self._rejected = payload, None
+        else:
+            self._rejected = payload
+        for mailbox in self._mailboxes.values():
+            mailbox.post(payload, loaded)
+
+    async def close(self) -> None:
+        mailboxes = list(self._mailboxes.values())
+        self._mailboxes.clear()
+        for mailbox in mailboxes:
+            await mailbox.close()
+
+
+class _Teed:
+    def __init__(self, inner: ConfigSource, broadcaster: Broadcaster, judge: Judge) -> None:
+        self._inner = inner
+        self._broadcaster = broadcaster
+        self._judge = judge
+
+    def describe(self) -> str:
+        return self._inner.describe()
+
+    async def watch(self) -> AsyncIterator[ConfigUpdate]:
+        async for update in self._inner.watch():
+            yield update  # the supervisor applies it before asking for the next one
+            self._broadcaster.publish(self._judge(update))
