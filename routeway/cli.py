@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from routeway.local import GatewayChoiceError, choose_gateway, evaluate
+from routeway.local import Evaluation, GatewayChoiceError, choose_gateway, evaluate
 from routeway.render import render
 
 COMMAND_MODULES = (
@@ -40,12 +40,39 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="manifest file or directory (recursive); '-' reads stdin; repeatable",
     )
+    add_skip_foreign(parser)
+
+
+SKIP_FOREIGN_HELP = (
+    "leave out documents that are not Routeway's instead of reporting them, to point at a whole "
+    "GitOps folder: other kinds (ConfigMap, HelmRelease, Application, kustomization.yaml, ...) and "
+    "YAML that is no Kubernetes object (values files). Still checked: Routeway's kinds (also under "
+    "a wrong apiVersion), anything in routeway.dev, Secrets; YAML that does not parse is still a "
+    "problem"
+)
+
+
+def add_skip_foreign(parser: argparse.ArgumentParser, *, counted: bool = True) -> None:
+    """The same flag on every command that reads manifests (validate, render, serve)."""
+    counts = ". Prints how many documents were skipped, per kind, on stderr" if counted else ""
+    parser.add_argument("--skip-foreign", action="store_true", help=SKIP_FOREIGN_HELP + counts)
+
+
+def _report_skipped(args: argparse.Namespace, ev: Evaluation) -> None:
+    if args.skip_foreign:
+        print(ev.loaded.describe_skipped(), file=sys.stderr)
+    elif ev.loaded.foreign:
+        print(
+            f"{ev.loaded.foreign} document(s) are not Routeway's; --skip-foreign leaves such documents out",
+            file=sys.stderr,
+        )
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    ev = evaluate(args.files)
+    ev = evaluate(args.files, skip_foreign=args.skip_foreign)
     for problem in ev.problems:
         print(problem)
+    _report_skipped(args, ev)
     if ev.problems:
         print(f"{len(ev.problems)} problem(s) found", file=sys.stderr)
         return 1
@@ -55,9 +82,10 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    ev = evaluate(args.files)
+    ev = evaluate(args.files, skip_foreign=args.skip_foreign)
     for problem in ev.problems:
         print(problem, file=sys.stderr)
+    _report_skipped(args, ev)
     try:
         key = choose_gateway(ev.translation, args.gateway)
     except GatewayChoiceError as exc:

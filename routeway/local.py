@@ -80,8 +80,9 @@ def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
     ]
 
 
-def evaluate(paths: Sequence[str], stdin: IO[str] | None = None) -> Evaluation:
-    loaded = load_manifests(paths, stdin)
+def evaluate(paths: Sequence[str], stdin: IO[str] | None = None, *, skip_foreign: bool = False) -> Evaluation:
+    """`skip_foreign`: leave out documents that are not Routeway's (see routeway.manifests)."""
+    loaded = load_manifests(paths, stdin, skip_foreign=skip_foreign)
     objects = [*loaded.objects, *implicit_gateways(loaded)]
     translation = translate(Inventory.from_objects(objects, loaded.invalid))
     problems = list(loaded.problems)
@@ -121,8 +122,8 @@ def choose_gateway(translation: Translation, wanted: str | None) -> NsName:
     raise GatewayChoiceError(f"the files define several gateways ({names}): choose one with --gateway")
 
 
-def load_local(paths: Sequence[str], gateway: str | None = None) -> LocalLoad:
-    ev = evaluate(paths)
+def load_local(paths: Sequence[str], gateway: str | None = None, *, skip_foreign: bool = False) -> LocalLoad:
+    ev = evaluate(paths, skip_foreign=skip_foreign)
     problems = [str(p) for p in ev.problems]
     try:
         key = choose_gateway(ev.translation, gateway)

@@ -3,13 +3,20 @@
 Every problem names where it is (file, object, field) in one line, because `routeway
 validate` runs in CI logs and pre-commit hooks where a traceback helps nobody. Parsing never
 raises for bad input: it returns what parsed and what did not.
+
+`skip_foreign` lets a caller point the loader at a whole GitOps folder: documents that are not
+Routeway's (ConfigMaps, Flux and Argo CD objects, kustomization.yaml, Helm values files, …)
+are counted and left out instead of reported. What Routeway reads is never skipped: its kinds
+(even under a wrong apiVersion), anything in its API group, and Secrets. YAML that does not
+parse stays a problem either way: a broken file could hide a Routeway object.
 """
 
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeAlias
 
@@ -23,6 +30,8 @@ from routeway.translate import ObjectKey
 Resource: TypeAlias = ModelBackend | ModelRoute | ModelGateway | Secret
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 SUPPORTED = "ModelBackend, ModelRoute, ModelGateway (routeway.dev/v1alpha1) or Secret (v1)"
+GROUP = "routeway.dev"
+NOT_AN_OBJECT = "without apiVersion/kind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,17 @@ class LoadResult:
     problems: tuple[Problem, ...]
     files: tuple[str, ...]
     sources: Mapping[ObjectKey, str]  # where each object came from, for messages
+    # Documents left out by skip_foreign, counted per "Kind (apiVersion)" or NOT_AN_OBJECT.
+    skipped: Mapping[str, int] = field(default_factory=dict)
+    foreign: int = 0  # documents that are not Routeway's, skipped or (without skip_foreign) reported
+
+    def describe_skipped(self) -> str:
+        """`skipped 3 document(s) that are not Routeway's: 2 ConfigMap (v1), 1 …`"""
+        total = sum(self.skipped.values())
+        line = f"skipped {total} document(s) that are not Routeway's"
+        if total:
+            line += ": " + ", ".join(f"{n} {what}" for what, n in sorted(self.skipped.items()))
+        return line
 
 
 def format_loc(loc: Sequence[int | str]) -> str:
@@ -110,6 +130,27 @@ def parse_object(body: Mapping[str, Any]) -> Resource:
         ) from None
 
 
+def is_routeways(doc: object) -> bool:
+    """Whether `skip_foreign` must still check this document. A kind of ours under another
+    apiVersion and an unknown kind in our group are typos to report, not foreign objects;
+    Secrets hold the credentials backends and gateways refer to."""
+    if not isinstance(doc, Mapping):
+        return False
+    kind, api_version = doc.get("kind"), doc.get("apiVersion")
+    if isinstance(kind, str) and (kind in KIND_MODELS or kind == "Secret"):
+        return True
+    return isinstance(api_version, str) and api_version.split("/", 1)[0] == GROUP
+
+
+def _foreign_label(doc: object) -> str:
+    """How a skipped document is counted: `Kustomization (kustomize.config.k8s.io/v1beta1)`
+    and `Kustomization (kustomize.toolkit.fluxcd.io/v1)` are different things."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("kind"), str) or not doc["kind"]:
+        return NOT_AN_OBJECT
+    api_version = doc.get("apiVersion")
+    return f"{doc['kind']} ({api_version if isinstance(api_version, str) else 'no apiVersion'})"
+
+
 def iter_files(paths: Sequence[str]) -> Iterator[str]:
     """Expand directories (recursively, sorted) into YAML files; `-` stands for stdin."""
     for raw in paths:
@@ -136,12 +177,16 @@ def _object_label(doc: Mapping[str, Any], index: int) -> tuple[str, str, str | N
     return label, namespace, name
 
 
-def load_manifests(paths: Sequence[str], stdin: IO[str] | None = None) -> LoadResult:
+def load_manifests(
+    paths: Sequence[str], stdin: IO[str] | None = None, *, skip_foreign: bool = False
+) -> LoadResult:
     with gc_paused():  # YAML documents and models by the ten thousand, all kept: see gcpause
-        return _load_manifests(paths, stdin)
+        return _load_manifests(paths, stdin, skip_foreign)
 
 
-def _load_manifests(paths: Sequence[str], stdin: IO[str] | None) -> LoadResult:
+def _load_manifests(paths: Sequence[str], stdin: IO[str] | None, skip_foreign: bool) -> LoadResult:
+    skipped: Counter[str] = Counter()
+    foreign = 0
     objects: list[Resource] = []
     invalid: dict[ObjectKey, str] = {}
     problems: list[Problem] = []
@@ -162,8 +207,18 @@ def _load_manifests(paths: Sequence[str], stdin: IO[str] | None) -> LoadResult:
                 )
                 continue
         for index, doc in _documents(name, text, problems):
-            label, namespace, obj_name = _object_label(doc, index)
             source = _source(name, index)
+            if not is_routeways(doc):
+                foreign += 1
+                if skip_foreign:
+                    skipped[_foreign_label(doc)] += 1
+                    continue
+            if not isinstance(doc, Mapping):
+                problems.append(
+                    Problem(source, f"document {index}", "", f"expected a mapping, got {type(doc).__name__}")
+                )
+                continue
+            label, namespace, obj_name = _object_label(doc, index)
             kind = doc.get("kind")
             try:
                 obj = parse_object(doc)
@@ -186,7 +241,7 @@ def _load_manifests(paths: Sequence[str], stdin: IO[str] | None) -> LoadResult:
                 continue
             sources[key] = source
             objects.append(obj)
-    return LoadResult(tuple(objects), invalid, tuple(problems), tuple(files), sources)
+    return LoadResult(tuple(objects), invalid, tuple(problems), tuple(files), sources, dict(skipped), foreign)
 
 
 # libyaml's parser when PyYAML was built with it: 8x faster on a 4 MB manifest (bench/).
@@ -222,8 +277,10 @@ def _source(name: str, index: int) -> str:
     return f"{name}#{index}" if index > 1 else name
 
 
-def _documents(name: str, text: str, problems: list[Problem]) -> Iterator[tuple[int, Mapping[str, Any]]]:
-    """Yield (1-based index, mapping) per YAML document; `kind: List` is expanded."""
+def _documents(name: str, text: str, problems: list[Problem]) -> Iterator[tuple[int, object]]:
+    """Yield (1-based index, document) per non-empty YAML document; `kind: List` is expanded
+    into its mapping items. Documents that are not mappings are yielded too: whether they
+    are a problem or skipped is the caller's decision."""
     try:
         docs = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as exc:
@@ -237,17 +294,7 @@ def _documents(name: str, text: str, problems: list[Problem]) -> Iterator[tuple[
         if doc is None:
             continue
         index += 1
-        if not isinstance(doc, Mapping):
-            problems.append(
-                Problem(
-                    _source(name, index),
-                    f"document {index}",
-                    "",
-                    f"expected a mapping, got {type(doc).__name__}",
-                )
-            )
-            continue
-        if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+        if isinstance(doc, Mapping) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
             for item in doc["items"]:
                 if isinstance(item, Mapping):
                     yield index, item

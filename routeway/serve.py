@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from routeway_proxy.commands import add_serving_arguments, check_serving_args, options_from_args
 
+from routeway.cli import add_skip_foreign
 from routeway.local import LocalLoad, load_local
 from routeway.manifests import YAML_SUFFIXES
 
@@ -58,6 +59,7 @@ class LocalManifestSource:
     paths: tuple[str, ...]
     gateway: str | None = None
     interval: float = POLL_INTERVAL
+    skip_foreign: bool = False  # `--skip-foreign`: serve from a folder that holds other kinds too
 
     def describe(self) -> str:
         return ", ".join(self.paths)
@@ -86,7 +88,7 @@ class LocalManifestSource:
         from routeway_proxy.process import ConfigRejected
 
         try:
-            return load_local(self.paths, self.gateway)
+            return load_local(self.paths, self.gateway, skip_foreign=self.skip_foreign)
         except Exception as exc:  # a bug in translation must not take the proxy down
             log.exception("translating %s failed", self.describe())
             return ConfigRejected(self.describe(), (f"cannot load manifests: {type(exc).__name__}: {exc}",))
@@ -126,6 +128,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="NAME",
         help="ModelGateway to serve: NAME or NAMESPACE/NAME (default: the only one)",
     )
+    add_skip_foreign(parser, counted=False)
     add_serving_arguments(parser, default_host="127.0.0.1")
     parser.set_defaults(func=run, parser=parser)
 
@@ -142,4 +145,5 @@ def run(args: argparse.Namespace) -> int:
     options = options_from_args(args, command="routeway serve")
     from routeway_proxy.process import run_proxy
 
-    return run_proxy(LocalManifestSource(tuple(args.paths), args.gateway), options)
+    source = LocalManifestSource(tuple(args.paths), args.gateway, skip_foreign=args.skip_foreign)
+    return run_proxy(source, options)

@@ -26,7 +26,7 @@ import lupa.lua51
 import lupa.lua54
 import pytest
 import yaml
-from routeway.operator import status as st
+from routeway_operator import status as st
 
 from routeway import conditions as rc
 from routeway.conditions import ACCEPTED, RESOLVED_REFS, Condition, accepted, resolved
@@ -304,7 +304,7 @@ def failures() -> list[tuple[str, Condition]]:
 
 
 def test_every_failure_reason_is_mapped() -> None:
-    """A reason added to routeway/conditions.py or operator/status.py lands in FAILING_REASONS
+    """A reason added to routeway/conditions.py or operator/routeway_operator/status.py lands in FAILING_REASONS
     (and so gets a health status checked below)."""
     successes = {
         rc.REASON_ACCEPTED,
