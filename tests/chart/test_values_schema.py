@@ -3,7 +3,8 @@
 Each case is one wrong value and a fragment helm's error must contain (the offending key in
 Helm 4's wording, the version scripts/fetch-tools pins), so a case cannot pass for an unrelated
 reason. Cross-field rules the schema cannot express
-(ServiceMonitor without metrics, one port for two purposes) fail from the templates.
+(ServiceMonitor without metrics, one port for two purposes, a default gateway the operator would
+not serve, route namespace names without `from: List`) fail from the templates.
 """
 
 from __future__ import annotations
@@ -54,6 +55,61 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "service-account-without-name": (
         {"serviceAccount": {"create": False}},
         "serviceAccount.name is required",
+    ),
+    "dashboard-label-not-a-key": (
+        {"grafanaDashboard": {"enabled": True, "sidecarLabel": "not a key"}},
+        "'/grafanaDashboard/sidecarLabel'",
+    ),
+    "dashboard-unknown-key": ({"grafanaDashboard": {"enabled": True, "label": "x"}}, "'label' not allowed"),
+    "dashboard-enabled-as-string": ({"grafanaDashboard": {"enabled": "true"}}, "'/grafanaDashboard/enabled'"),
+    "gateway-service-type": (
+        {"defaultGateway": {"enabled": True, "service": {"type": "Ingress"}}},
+        "'/defaultGateway/service/type'",
+    ),
+    "gateway-too-many-replicas": (
+        {"defaultGateway": {"enabled": True, "replicas": 1001}},
+        "'/defaultGateway/replicas'",
+    ),
+    "gateway-field-not-passed-through": (
+        {"defaultGateway": {"enabled": True, "maxRequestBodyBytes": 1024}},
+        "'maxRequestBodyBytes' not allowed",
+    ),
+    "gateway-auth-without-secret-name": (
+        {"defaultGateway": {"enabled": True, "auth": {"apiKeySecretRef": {}}}},
+        "'/defaultGateway/auth/apiKeySecretRef'",
+    ),
+    "gateway-outside-watched-namespaces": (
+        {"watchNamespaces": ["team-a"], "defaultGateway": {"enabled": True}},
+        "is not in watchNamespaces",
+    ),
+    "gateway-names-without-list": (
+        {"defaultGateway": {"enabled": True, "allowedRoutes": {"namespaces": {"names": ["team-a"]}}}},
+        "names is only used when from is List",
+    ),
+    "policy-cidr-without-prefix": (
+        {"networkPolicy": {"enabled": True, "api": {"ipBlocks": [{"cidr": "10.0.0.0"}]}}},
+        "'/networkPolicy/api/ipBlocks/0/cidr'",
+    ),
+    "policy-selector-typo": (
+        {"networkPolicy": {"enabled": True, "api": {"namespaceSelector": {"matchLabel": {}}}}},
+        "'matchLabel' not allowed",
+    ),
+    "policy-selector-operator": (
+        {
+            "networkPolicy": {
+                "enabled": True,
+                "api": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Equals"}]}},
+            }
+        },
+        "'/networkPolicy/api/podSelector/matchExpressions/0/operator'",
+    ),
+    "policy-prometheus-as-map": (
+        {"networkPolicy": {"enabled": True, "prometheus": {"namespaceSelector": {}}}},
+        "'/networkPolicy/prometheus'",
+    ),
+    "policy-empty-peer": (
+        {"networkPolicy": {"enabled": True, "prometheus": [{}]}},
+        "'/networkPolicy/prometheus/0'",
     ),
 }
 

@@ -28,6 +28,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end -}}
 
+{{/*
+Labels of the objects that are not part of the operator itself (dashboard, default gateway,
+network policies): each adds its own app.kubernetes.io/component, so none of them looks like
+the operator's pods to a selector.
+*/}}
+{{- define "routeway.releaseLabels" -}}
+helm.sh/chart: {{ include "routeway.chart" . }}
+app.kubernetes.io/name: {{ include "routeway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: routeway
+{{- end -}}
+
 {{- define "routeway.labels" -}}
 helm.sh/chart: {{ include "routeway.chart" . }}
 {{ include "routeway.selectorLabels" . }}
@@ -116,4 +130,25 @@ No wildcards: each resource and verb is listed because the operator uses it.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- end -}}
+
+{{/* Namespace of the chart's ModelGateway. */}}
+{{- define "routeway.defaultGatewayNamespace" -}}
+{{- default .Release.Namespace .Values.defaultGateway.namespace -}}
+{{- end -}}
+
+{{/*
+Namespaces that get a NetworkPolicy for the proxy pods, as a JSON list: networkPolicy.namespaces,
+or else where gateways can run: the watched namespaces (the release namespace when the operator
+serves all of them) plus the chart's own gateway's namespace.
+*/}}
+{{- define "routeway.networkPolicyNamespaces" -}}
+{{- $namespaces := .Values.networkPolicy.namespaces -}}
+{{- if not $namespaces -}}
+{{- $namespaces = default (list .Release.Namespace) .Values.watchNamespaces -}}
+{{- if .Values.defaultGateway.enabled -}}
+{{- $namespaces = append $namespaces (include "routeway.defaultGatewayNamespace" .) -}}
+{{- end -}}
+{{- end -}}
+{{- uniq $namespaces | toJson -}}
 {{- end -}}
