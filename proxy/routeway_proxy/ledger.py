@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Union
 
 from prometheus_client.metrics_core import Metric
 
-from routeway_proxy.streaming import find_document_tokens
+from routeway_proxy.streaming import Usage, find_document_usage
 
 if TYPE_CHECKING:
     from routeway_proxy.metrics import PairMetrics
@@ -50,10 +50,10 @@ DEFERRED_BODY_LIMIT = 16 * 1024
 BATCH_LIMIT = 1024
 """A batch this long is applied at once: with `DEFERRED_BODY_LIMIT`, at most 16 MiB is held."""
 
-Usage = Union[bytes, tuple[int, int], None]  # noqa: UP007  (a runtime alias: 3.11 needs Union)
-"""A JSON answer to scan for usage, (prompt, completion) tokens already read, or nothing."""
+UsageSource = Union[bytes, Usage, None]  # noqa: UP007  (a runtime alias: 3.11 needs Union)
+"""A JSON answer to scan for usage, its `Usage` already read, or nothing."""
 
-Entry = tuple["PairMetrics", int, float, Usage]
+Entry = tuple["PairMetrics", int, float, UsageSource]
 """(pair, status code, seconds, usage) of one answered request."""
 
 
@@ -74,9 +74,9 @@ class RequestLedger:
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop `_handle` is armed on
         self._owner: int | None = None  # the thread whose loop appends (and so flushes)
 
-    def add(self, pair: PairMetrics, code: int, seconds: float, usage: Usage = None) -> None:
+    def add(self, pair: PairMetrics, code: int, seconds: float, usage: UsageSource = None) -> None:
         if type(usage) is bytes and len(usage) > DEFERRED_BODY_LIMIT:
-            usage = find_document_tokens(usage)  # not held: scanned now
+            usage = find_document_usage(usage)  # not held: scanned now
         entries = self.entries
         armed_on = self._loop
         if (not entries or armed_on is None or armed_on.is_closed()) and not self._schedule():
@@ -134,9 +134,9 @@ class RequestLedger:
         return ()
 
 
-def _count_usage(pair: PairMetrics, usage: Usage) -> None:
+def _count_usage(pair: PairMetrics, usage: UsageSource) -> None:
     if type(usage) is bytes:
-        usage = find_document_tokens(usage)
+        usage = find_document_usage(usage)
     if usage is not None:
         prompt, completion = usage
         pair.count_tokens(prompt, completion)

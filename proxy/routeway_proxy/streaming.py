@@ -16,7 +16,6 @@ arrives (bytes unchanged), so a stream cut mid-way can be ended with a clean err
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -39,10 +38,10 @@ _USUAL_USAGE = re.compile(
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d{1,15})(?!\d)')
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
+Usage = tuple[int, int]
+"""Token usage of one answer: (prompt tokens, completion tokens) — the one form the request
+path, the ledger and the metrics share (a plain tuple: building it costs nothing next to
+finding it)."""
 
 
 def read_usage(value: Any) -> Usage | None:
@@ -53,7 +52,7 @@ def read_usage(value: Any) -> Usage | None:
     completion = value.get("completion_tokens", 0)
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    return Usage(max(prompt, 0), max(completion or 0, 0))
+    return max(prompt, 0), max(completion or 0, 0)
 
 
 def find_document_usage(body: bytes) -> Usage | None:
@@ -62,13 +61,6 @@ def find_document_usage(body: bytes) -> Usage | None:
     A `"usage"` inside a string value would be escaped (`\\"usage\\"`), so the bare key can
     only be a real key.
     """
-    tokens = find_document_tokens(body)
-    return Usage(tokens[0], tokens[1]) if tokens is not None else None
-
-
-def find_document_tokens(body: bytes) -> tuple[int, int] | None:
-    """`find_document_usage` as (prompt, completion) tokens: the hot path skips building the
-    frozen `Usage` (which costs more than finding it)."""
     position = body.rfind(b'"usage"')
     if position < 0:
         return None
@@ -76,11 +68,11 @@ def find_document_tokens(body: bytes) -> tuple[int, int] | None:
     if usual is not None:
         prompt_digits, completion_digits = usual.groups()
         return int(prompt_digits), int(completion_digits) if completion_digits is not None else 0
-    return scan_document_tokens(body, position)
+    return scan_document_usage(body, position)
 
 
-def scan_document_tokens(body: bytes, position: int) -> tuple[int, int] | None:
-    """The general search behind `find_document_tokens`, from the `"usage"` key at `position`
+def scan_document_usage(body: bytes, position: int) -> Usage | None:
+    """The general search behind `find_document_usage`, from the `"usage"` key at `position`
     backwards: any member order, nested details. Where both apply they agree (tested): on
     well-formed documents whose usage object nests at most one level and has no brace inside
     a string. Beyond that (deeper nesting, braces in strings, a nested `"usage"` object before

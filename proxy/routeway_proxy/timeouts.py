@@ -35,12 +35,8 @@ class AttemptTimeout(Exception):
 
 
 class AttemptWatchdog:
-    """A sync context manager (entering it needs no coroutine) around one upstream attempt.
-
-    The hot path reads and writes `last` and `paused` directly instead of calling `touch()`
-    and `pause()`: a stream relays dozens of chunks and each method call costs more than the
-    attribute writes it wraps.
-    """
+    """A sync context manager (entering it needs no coroutine) around one upstream attempt;
+    the relay reports activity with `touch()` and writes to a slow client with `pause()`."""
 
     __slots__ = (
         "_cancelling",

@@ -11,9 +11,9 @@ from routeway_proxy.streaming import (
     _USAGE_OPEN,
     SSEUsageFilter,
     _find_boundary,
-    find_document_tokens,
+    find_document_usage,
     match_usage_object,
-    scan_document_tokens,
+    scan_document_usage,
 )
 
 EVENTS = [
@@ -63,7 +63,7 @@ def test_only_the_usage_event_is_dropped() -> None:
     head = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n' * 17
     usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":5}}\n\n'
     assert sse.feed(head + usage + b"data: [DONE]\n\n") == head + b"data: [DONE]\n\n"
-    assert sse.usage is not None and (sse.usage.prompt_tokens, sse.usage.completion_tokens) == (3, 5)
+    assert sse.usage == (3, 5)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -113,7 +113,7 @@ def test_usual_layout_match_agrees_with_the_general_scan(
     usage = {name: data.draw(_MEMBERS[name], label=name) for name in order[:kept]}
     document = {"object": "list", "data": []} if embeddings else {"choices": [{"message": {"content": "x"}}]}
     body = json.dumps({**document, "usage": usage}, separators=separators).encode()
-    assert find_document_tokens(body) == scan_document_tokens(body, body.rfind(b'"usage"'))
+    assert find_document_usage(body) == scan_document_usage(body, body.rfind(b'"usage"'))
 
 
 def test_usual_layout_reads_the_top_level_counts_where_the_scan_gives_up() -> None:
@@ -123,20 +123,20 @@ def test_usual_layout_reads_the_top_level_counts_where_the_scan_gives_up() -> No
         b'{"x":{"usage":{"prompt_tokens":7,"completion_tokens":8}},'
         b'"usage":{"prompt_tokens":1,"completion_tokens":2,"d":{"x":{"y":3}}}}'
     )
-    assert scan_document_tokens(deeper, deeper.rfind(b'"usage"')) is None
-    assert scan_document_tokens(braces_in_a_string, braces_in_a_string.rfind(b'"usage"')) is None
-    assert scan_document_tokens(nested_usage_first, nested_usage_first.rfind(b'"usage"')) == (7, 8)
+    assert scan_document_usage(deeper, deeper.rfind(b'"usage"')) is None
+    assert scan_document_usage(braces_in_a_string, braces_in_a_string.rfind(b'"usage"')) is None
+    assert scan_document_usage(nested_usage_first, nested_usage_first.rfind(b'"usage"')) == (7, 8)
     for body in (deeper, braces_in_a_string, nested_usage_first):
-        assert find_document_tokens(body) == (1, 2)
+        assert find_document_usage(body) == (1, 2)
 
 
 def test_absurdly_long_counts_are_not_read() -> None:
     """A broken or hostile upstream must not make int() raise (a 500) on thousands of digits."""
     huge = b"9" * 5000
-    assert find_document_tokens(b'{"usage":{"prompt_tokens":' + huge + b',"completion_tokens":2}}') is None
-    assert find_document_tokens(b'{"usage":{"total_tokens":3,"prompt_tokens":' + huge + b"}}") is None
-    assert find_document_tokens(b'{"usage":{"prompt_tokens":1,"completion_tokens":' + huge + b"}}") == (1, 0)
-    assert find_document_tokens(b'{"usage":{"prompt_tokens":123456789012345,"completion_tokens":2}}') == (
+    assert find_document_usage(b'{"usage":{"prompt_tokens":' + huge + b',"completion_tokens":2}}') is None
+    assert find_document_usage(b'{"usage":{"total_tokens":3,"prompt_tokens":' + huge + b"}}") is None
+    assert find_document_usage(b'{"usage":{"prompt_tokens":1,"completion_tokens":' + huge + b"}}") == (1, 0)
+    assert find_document_usage(b'{"usage":{"prompt_tokens":123456789012345,"completion_tokens":2}}') == (
         123456789012345,
         2,
     )

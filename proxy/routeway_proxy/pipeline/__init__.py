@@ -1,0 +1,14 @@
+"""The request path of an inference request, one stage per module, in this order:
+
+1. `admit`        parse and admit: body size limit, the fields routing needs, the model's route
+2. `authenticate` who is calling (the gateway's client keys)
+3. `limit`        reserve request and token budgets (seam: no limits yet)
+4. `cache`        answer a repeated request from the cache (seam: no cache yet)
+5. `choose`       the route's arm (seam: one arm until rollouts) and the order of its targets
+6. `attempts`     the driver of the attempts — retries, fallbacks, timeouts — as `policy`
+                  (pure, no I/O) decides them
+7. `relay`        the upstream's answer to the client: a whole JSON document or an SSE stream
+8. `settle`       one accounting record per request, whatever path it took
+
+`handle.py` runs them for each request and is the place to read one request end to end.
+"""

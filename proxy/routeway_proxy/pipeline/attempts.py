@@ -1,0 +1,380 @@
+"""Attempts: the aiohttp driver of one routed request — it performs the I/O the attempt
+policy (`policy.py`) decides on, and settles the request once at its end.
+
+Per attempt: take a concurrency slot of the backend (or wait up to its `queueTimeout`),
+send through its provider under one `AttemptWatchdog` (first-byte, idle, total and route
+deadlines), and hand the reply to the relay (`relay.py`). A failure before anything reached
+the client becomes a `Failure` for the policy; one after (a stream) cuts the stream. The
+request's accounting record is written in `run`'s `finally`, whatever path it took.
+
+Why one object per request: what an attempt may do depends on request-wide state (the
+policy's candidates, whether the client already has headers, the route deadline), and the
+accounting is decided once, at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from routeway_proxy.errors import (
+    ProxyError,
+    make_overloaded,
+    make_upstream_timeout,
+    make_upstream_unreachable,
+    render_error_body,
+)
+from routeway_proxy.headers import upstream_header_pairs
+from routeway_proxy.ledger import UsageSource
+from routeway_proxy.metrics import PairMetrics, ProxyMetrics
+from routeway_proxy.pipeline import relay
+from routeway_proxy.pipeline.policy import OVERLOADED, AttemptPolicy, Failure, GiveUp, attempt_deadline
+from routeway_proxy.pipeline.settle import CLIENT_CLOSED, settle
+from routeway_proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
+from routeway_proxy.streaming import SSEUsageFilter
+from routeway_proxy.table import RouteEntry, TargetEntry
+from routeway_proxy.timeouts import AttemptTimeout, AttemptWatchdog
+from routeway_proxy.upstream_client import UpstreamClient
+
+log = logging.getLogger("routeway.proxy")
+
+
+class AttemptFailed(Exception):
+    """Carries a `Failure` out of an attempt to the loop in `Exchange.run`."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
+class Exchange:
+    """Answers one request already matched to `route`."""
+
+    __slots__ = (
+        "_aborted",
+        "_outcome",
+        "_payload",
+        "_payload_model",
+        "_task",
+        "base_headers",
+        "body",
+        "client",
+        "client_wants_usage",
+        "headers",
+        "kind",
+        "loop",
+        "metrics",
+        "policy",
+        "request",
+        "response",
+        "route",
+        "sse",
+        "started",
+        "stream",
+        "target",
+    )
+
+    def __init__(
+        self,
+        request: web.Request,
+        client: UpstreamClient,
+        metrics: ProxyMetrics,
+        route: RouteEntry,
+        kind: EndpointKind,
+        body: dict[str, Any],
+        started: float,
+        loop: asyncio.AbstractEventLoop,
+        sticky_key: str | None,
+    ) -> None:
+        self.request = request
+        self.client = client
+        self.metrics = metrics
+        self.route = route
+        self.kind = kind
+        self.body = body
+        self.started = started
+        self.loop = loop
+        stream = self.stream = kind != "embeddings" and body.get("stream") is True
+        if stream:
+            options = body.get("stream_options")
+            self.client_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        else:
+            self.client_wants_usage = False
+        timeout = route.timeout
+        self.policy = AttemptPolicy(route, sticky_key, started + timeout if timeout else None)
+        # tuples: every attempt shares the base, so none can change what another sends
+        self.base_headers: tuple[tuple[str, str], ...] = tuple(
+            upstream_header_pairs(request.headers, client_address=request.remote, scheme=request.scheme)
+        )
+        self.headers = self.base_headers  # the current attempt's: with its credential
+        self._payload_model: str | None = None  # the model `_payload` was serialised for
+        self._payload = b""
+        self.target: TargetEntry | None = None  # the target of the current (or last) attempt
+        self.response: web.StreamResponse | None = None  # a streamed answer whose headers went out
+        self.sse: SSEUsageFilter | None = None  # that stream's usage filter
+        self._outcome: tuple[int, PairMetrics, UsageSource] | None = None  # the accounting record's
+        self._aborted = False
+        self._task: asyncio.Task[Any] | None = None
+
+    # ------------------------------------------------------------------ state, by its owner
+
+    def conclude(self, code: int, pair: PairMetrics, usage: UsageSource = None) -> None:
+        """The request's final status, the metrics pair it counts for and its usage."""
+        self._outcome = (code, pair, usage)
+
+    def commit(self, response: web.StreamResponse, sse: SSEUsageFilter) -> None:
+        """The stream's headers went to the client: from now on it can only be cut."""
+        self.response = response
+        self.sse = sse
+
+    def abort(self) -> None:
+        """End this request now with a "shutting down" answer (a stream: an error event), as a
+        drain's grace period ends; the backend is not blamed for it."""
+        task = self._task
+        if task is not None and not task.done() and not self._aborted:
+            self._aborted = True
+            task.cancel()
+
+    # ------------------------------------------------------------------ the request
+
+    async def run(self) -> web.StreamResponse:
+        route = self.route
+        in_flight = route.in_flight
+        in_flight.inc(1)
+        self._task = asyncio.current_task(self.loop)
+        try:
+            try:
+                return await self._attempts()
+            except ProxyError as error:
+                if self._outcome is None:
+                    self.conclude(error.status, self._pair())
+                raise
+            except asyncio.CancelledError:
+                task = self._task
+                if self._aborted and task is not None and task.uncancel() == 0:
+                    return await self._answer_shutdown()  # our own cancellation, and only ours
+                if self._outcome is None:
+                    self.conclude(CLIENT_CLOSED, self._pair())  # the client went away
+                raise
+        finally:
+            in_flight.inc(-1)
+            outcome = self._outcome
+            if outcome is not None:
+                code, pair, usage = outcome
+                settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage)
+
+    async def _attempts(self) -> web.StreamResponse:
+        policy = self.policy
+        target = policy.first()
+        if target is None:
+            raise self._final_error(policy.nothing_to_try())
+        while True:
+            self.target = target
+            try:
+                return await self._attempt(target)
+            except AttemptFailed as failed:
+                failure = failed.failure
+                decision = policy.failed(target, failure, self.loop.time())
+                if isinstance(decision, GiveUp):
+                    return self._answer_failure(decision.failure)
+                target.metrics.count_retry(failure.reason)
+                target = decision.target
+                if decision.backoff:
+                    await asyncio.sleep(decision.backoff)
+
+    def _pair(self) -> PairMetrics:
+        target = self.target
+        return target.metrics if target is not None else self.route.metrics
+
+    def _final_error(self, error: ProxyError) -> ProxyError:
+        target = self.target
+        error.headers.update(target.headers if target is not None else self.route.headers)
+        return error
+
+    def _answer_failure(self, failure: Failure) -> web.StreamResponse:
+        answer = failure.answer
+        if isinstance(answer, web.StreamResponse):
+            self.conclude(answer.status, self._pair())
+            return answer
+        raise self._final_error(failure.error)
+
+    async def _answer_shutdown(self) -> web.StreamResponse:
+        message = "The gateway is shutting down; send the request again."
+        self.conclude(503, self._pair())
+        response = self.response
+        if response is None:
+            target = self.target
+            headers = {**(target.headers if target is not None else self.route.headers), "Retry-After": "1"}
+            raise ProxyError(503, message, "gateway_shutting_down", "server_error", headers=headers)
+        if self.sse is not None:
+            self.sse.discard_pending()
+        event = b"data: " + render_error_body(message, "server_error", "gateway_shutting_down") + b"\n\n"
+        # RuntimeError: the stream had just ended (write after write_eof) when the abort came
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await response.write(event)
+            await response.write_eof()
+        return response
+
+    # ------------------------------------------------------------------ one attempt
+
+    def fail(
+        self,
+        target: TargetEntry,
+        reason: str,
+        retry_reason: str | None,
+        error: ProxyError,
+        answer: web.StreamResponse | None = None,
+        health: bool = True,
+    ) -> AttemptFailed:
+        """Count a failed attempt (and, with `health`, hold it against the backend)."""
+        target.metrics.count_error(reason)
+        if health:
+            self.blame(target)
+        return AttemptFailed(Failure(reason, retry_reason, error, answer))
+
+    def blame(self, target: TargetEntry) -> None:
+        """One failure more for the backend's outlier detection; log and count an ejection."""
+        backend = target.backend
+        if backend.health.record_failure():
+            seconds = backend.health.ejection_remaining()
+            self.metrics.ejections.labels(backend.id).inc()
+            self.metrics.ejected_until.labels(backend.id).set(time.time() + seconds)
+            log.warning(
+                "backend %s ejected for %.1fs after %d failures in a row",
+                backend.id,
+                seconds,
+                backend.config.outlier_detection.consecutive_failures,
+            )
+
+    def _prepare_call(self, target: TargetEntry) -> None:
+        """`_payload` and `headers` for an attempt at `target`."""
+        model = target.target.model
+        body = self.body
+        if model != self._payload_model:
+            # The parsed client body is rewritten in place (attempts are sequential): no copy
+            # per request, and a fallback to another model re-serialises it once.
+            if self._payload_model is None and self.stream and not self.client_wants_usage:
+                options = body.get("stream_options")
+                body["stream_options"] = (
+                    {**options, "include_usage": True}
+                    if isinstance(options, dict)
+                    else {"include_usage": True}
+                )
+            body["model"] = model
+            self._payload = orjson.dumps(body)
+            self._payload_model = model
+        # Only the backend credential differs between attempts.
+        authorization = target.backend.authorization
+        self.headers = (
+            self.base_headers
+            if authorization is None
+            else (*self.base_headers, ("Authorization", authorization))
+        )
+
+    async def _attempt(self, target: TargetEntry) -> web.StreamResponse:
+        backend = target.backend
+        config = backend.config
+        now = self.loop.time()
+        limiter = backend.limiter
+        deadline = self.policy.deadline
+        if not limiter.try_acquire() and not await limiter.acquire(
+            config.queue_timeout if deadline is None else min(config.queue_timeout, deadline - now)
+        ):
+            raise self.fail(
+                target,
+                "overloaded",
+                OVERLOADED,
+                make_overloaded(f"Route {self.route.id}: backend {backend.id} is at its concurrency limit."),
+                health=False,
+            )
+        reply: UpstreamReply | None = None
+        try:
+            timeouts = config.timeouts
+            self._prepare_call(target)
+            try:
+                with AttemptWatchdog(
+                    timeouts.first_byte,
+                    attempt_deadline(now, timeouts.total, deadline),
+                    self.loop,
+                    self._task,
+                ) as watchdog:
+                    reply = await backend.provider.send(
+                        self.client, self.kind, self.body, self._payload, self.headers
+                    )
+                    if not self.stream:
+                        # A JSON answer usually arrives with its headers: answered without
+                        # another await (and so without re-arming the watchdog for `idle`).
+                        body = reply.take_complete_body()
+                        if body is not None:
+                            return relay.answer_document(self, target, reply.status, reply.headers, body)
+                    return await relay.answer(self, target, reply, watchdog)
+            except AttemptTimeout as timeout:
+                if self.response is not None:
+                    reason = "idle-timeout" if timeout.kind == "idle" else "total-timeout"
+                    return await relay.cut_stream(self, target, reason)
+                raise self._timed_out(target, timeout) from None
+            except ConnectFailure as exc:
+                raise self.fail(
+                    target,
+                    "connect-failure",
+                    "connect-failure",
+                    make_upstream_unreachable(
+                        f"Route {self.route.id}: could not connect to backend {backend.id} ({exc})."
+                    ),
+                ) from None
+            except StreamDropped:
+                if self.response is not None:
+                    return await relay.cut_stream(self, target, "disconnect")
+                raise self.fail(
+                    target,
+                    "disconnect",
+                    None,
+                    make_upstream_unreachable(
+                        f"Route {self.route.id}: backend {backend.id} closed the connection mid-answer."
+                    ),
+                ) from None
+        finally:
+            try:
+                if reply is not None:
+                    closing = reply.close()
+                    if closing is not None:
+                        await closing
+            finally:
+                limiter.release()
+
+    def _timed_out(self, target: TargetEntry, timeout: AttemptTimeout) -> AttemptFailed:
+        """The failure of an attempt whose watchdog fired before anything reached the client."""
+        backend = target.backend
+        timeouts = backend.config.timeouts
+        if timeout.kind == "first-byte":
+            return self.fail(
+                target,
+                "timeout",
+                "timeout",
+                make_upstream_timeout(
+                    f"Route {self.route.id}: backend {backend.id} sent no answer within {timeouts.first_byte}s."
+                ),
+            )
+        if timeout.kind == "idle":
+            return self.fail(
+                target,
+                "idle-timeout",
+                None,
+                make_upstream_timeout(
+                    f"Route {self.route.id}: backend {backend.id} stalled for {timeouts.idle}s."
+                ),
+            )
+        return self.fail(
+            target,
+            "total-timeout",
+            None,
+            make_upstream_timeout(
+                f"Route {self.route.id}: the request to backend {backend.id} ran out of time."
+            ),
+        )

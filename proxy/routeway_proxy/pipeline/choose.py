@@ -1,0 +1,113 @@
+"""Choose arm and backend: which target of a route the next attempt goes to.
+
+Arms: a route in a rollout will serve two revisions at once (stable and canary), and a
+request is assigned to an arm before a backend is chosen by that arm's weights. No route has
+more than one arm yet, so `choose_arm` is the seam where that assignment will go and answers
+the route itself.
+
+Candidate order (`CandidatePlan`): up to `1 + retries.attempts` weighted picks (sticky or
+smooth round-robin, skipping ejected backends and, when possible, ones that already failed for
+this request), then the fallbacks in order, healthy ones first. The common case — no
+stickiness, no backend of the route ever ejected — is one balancer pick (none at all for a
+route with a single weighted target), so a plan costs little more than the pick it makes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from routeway_proxy.balancer import pick_sticky
+
+if TYPE_CHECKING:
+    from routeway_proxy.table import RouteEntry, TargetEntry
+
+
+def choose_arm(route: RouteEntry, sticky_key: str | None) -> RouteEntry:
+    """The arm (revision) of `route` this request is served by. Seam: one arm per route today."""
+    return route
+
+
+class CandidatePlan:
+    """The targets of one request, in the order they are tried."""
+
+    __slots__ = ("_failed", "_fallback_order", "_route", "_sticky_key", "_weighted_left")
+
+    def __init__(self, route: RouteEntry, sticky_key: str | None) -> None:
+        self._route = route
+        self._sticky_key = sticky_key
+        self._weighted_left = 1 + max(route.config.retries.attempts, 0) if route.has_weighted_targets else 0
+        self._failed: set[int] | None = None  # indexes of targets that failed for this request
+        self._fallback_order: list[TargetEntry] | None = None
+
+    def has_more(self) -> bool:
+        if self._weighted_left > 0:
+            return True
+        if self._fallback_order is None:
+            return bool(self._route.fallbacks)
+        return bool(self._fallback_order)
+
+    def next(self) -> TargetEntry | None:
+        route = self._route
+        if self._weighted_left > 0:
+            self._weighted_left -= 1
+            if self._failed is None and self._sticky_key is None and none_ever_ejected(route.targets):
+                # the common case: no failure yet, no stickiness, every backend healthy
+                only = route.only_target
+                if only is not None:  # one weighted target: the balancer would pick it, unchanged
+                    return only
+                index = route.balancer.pick(())
+            else:
+                index = self._pick_weighted()
+            if index is not None:
+                return route.targets[index]
+            self._weighted_left = 0
+        if self._fallback_order is None:
+            healthy = [t for t in route.fallbacks if not t.backend.health.is_ejected()]
+            ejected = [t for t in route.fallbacks if t.backend.health.is_ejected()]
+            self._fallback_order = healthy + ejected
+        if self._fallback_order:
+            return self._fallback_order.pop(0)
+        return None
+
+    def mark_failed(self, target: TargetEntry) -> None:
+        failed = self._failed
+        if failed is None:
+            failed = self._failed = set()
+        for i, candidate in enumerate(self._route.targets):
+            if candidate is target:
+                failed.add(i)
+
+    def _pick_weighted(self) -> int | None:
+        route = self._route
+        targets = route.targets
+        failed = self._failed or set()
+        ejected = {i for i, t in enumerate(targets) if t.target.weight > 0 and t.backend.health.is_ejected()}
+        if not ejected and not failed:
+            return self._pick(())
+        live = [i for i, t in enumerate(targets) if t.target.weight > 0 and i not in ejected]
+        if live:
+            if any(i not in failed for i in live):
+                return self._pick(ejected | failed)
+            return self._pick(ejected)  # every live target failed once: try one of them again
+        # every weighted target is ejected: a healthy fallback goes first
+        if any(not t.backend.health.is_ejected() for t in route.fallbacks):
+            return None
+        if any(i not in failed for i, t in enumerate(targets) if t.target.weight > 0):
+            return self._pick(failed)
+        return self._pick(())
+
+    def _pick(self, excluded: set[int] | tuple[()]) -> int | None:
+        route = self._route
+        if self._sticky_key is not None:
+            return pick_sticky(self._sticky_key, route.target_keys, route.balancer.weights, excluded)
+        return route.balancer.pick(excluded)
+
+
+def none_ever_ejected(targets: tuple[TargetEntry, ...]) -> bool:
+    """No backend of `targets` was ever ejected (`ejected_until` stays set once one was): the
+    common case, where their health needs no closer look. (A loop, not `all()` over a
+    generator: this runs on every request, usually over one or two targets.)"""
+    for candidate in targets:  # noqa: SIM110  (see the docstring)
+        if candidate.backend.health.ejected_until is not None:
+            return False
+    return True

@@ -1,0 +1,121 @@
+"""The inference handler: the stages of `routeway_proxy.pipeline`, in order, for one request.
+
+Written as one coroutine with the stages called inline (not a middleware chain): these
+endpoints are the hot path, and each await level is a coroutine frame and a resume per request.
+Every error becomes an OpenAI-shaped answer (`answer_exception`); a request refused before
+routing is settled here, one routed is settled by its `Exchange`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from routeway_proxy.errors import ProxyError
+from routeway_proxy.pipeline import cache, limit
+from routeway_proxy.pipeline.admit import find_route, parse_request, read_body
+from routeway_proxy.pipeline.attempts import Exchange
+from routeway_proxy.pipeline.authenticate import authenticate
+from routeway_proxy.pipeline.choose import choose_arm
+from routeway_proxy.pipeline.settle import settle
+from routeway_proxy.providers import EndpointKind
+from routeway_proxy.runtime import ProxyRuntime
+from routeway_proxy.upstream_client import UpstreamClient
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ExceptionAnswer = Callable[[web.Request, Exception], web.StreamResponse]
+
+
+class InferenceState:
+    """What the inference handlers need, held by their closures: reading it through
+    `request.app[...]` costs four Python calls per lookup on the hot path."""
+
+    __slots__ = ("client", "in_flight", "loop", "runtime")
+
+    def __init__(self, runtime: ProxyRuntime) -> None:
+        self.runtime = runtime
+        self.client: UpstreamClient | None = None
+        # the loop serving the app, set at startup: asyncio.get_running_loop() is a getpid()
+        # system call per request on Python 3.11
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.in_flight: set[Exchange] = set()  # routed requests being answered (for drain)
+
+
+def make_not_ready() -> ProxyError:
+    return ProxyError(
+        503,
+        "The gateway has no configuration yet.",
+        "not_ready",
+        "server_error",
+        headers={"Retry-After": "1"},
+    )
+
+
+def make_method_not_allowed(request: web.Request, method: str) -> ProxyError:
+    return ProxyError(
+        405,
+        f"Method {request.method} is not allowed on {request.path}.",
+        "method_not_allowed",
+        headers={"Allow": method},
+    )
+
+
+def make_inference_handler(
+    kind: EndpointKind, state: InferenceState, answer_exception: ExceptionAnswer
+) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            if request.method != "POST":
+                raise make_method_not_allowed(request, "POST")
+            runtime = state.runtime
+            table = runtime.table
+            if table is None:
+                raise make_not_ready()
+            loop = state.loop
+            if loop is None:  # only outside the app's startup..cleanup window
+                loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                # 1-2: admit and authenticate (authentication first: a stranger learns nothing
+                # of the body rules or the routes)
+                if table.auth_required:
+                    authenticate(table, request.headers.get("Authorization"))
+                limit_bytes = table.max_body_bytes
+                length = request.content_length
+                if length is not None and length <= limit_bytes:
+                    raw = await request.read()
+                else:
+                    raw = await read_body(request, limit_bytes)  # 413, or no Content-Length
+                body, model = parse_request(kind, raw)
+                route = find_route(table, model)
+            except ProxyError as error:
+                settle(runtime.metrics.ledger, table.unrouted, error.status, loop.time() - started)
+                raise
+            client = state.client
+            if client is None:  # only before startup or after cleanup
+                raise make_not_ready()
+            # 3-4: limits and cache (seams)
+            limit.reserve(route, body)
+            cached = cache.lookup(route, body)
+            if cached is not None:
+                return cached
+            # 5-8: arm, then the attempts, which relay the answer and settle the request
+            sticky_name = route.sticky_header
+            sticky_key = request.headers.get(sticky_name) if sticky_name else None
+            arm = choose_arm(route, sticky_key)
+            exchange = Exchange(request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key)
+            in_flight = state.in_flight
+            in_flight.add(exchange)
+            try:
+                return await exchange.run()
+            finally:
+                in_flight.discard(exchange)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return answer_exception(request, exc)
+
+    handle.__name__ = f"handle_{kind}"
+    return handle

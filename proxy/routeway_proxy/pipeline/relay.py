@@ -1,0 +1,195 @@
+"""Relay: turn an upstream reply into the client's answer — a whole JSON document, or a
+server-sent-event stream relayed as it arrives.
+
+A document is buffered whole, so until it is complete nothing has reached the client and a
+retryable status (429, 502, 503, 504) goes back to the attempt policy with the upstream's own
+answer attached (relayed if no retry follows). A 5xx whose body is not an OpenAI error is
+wrapped in one. A stream is relayed event by event (`streaming.SSEUsageFilter` reads its usage
+and, when the client did not ask for it, drops the usage-only event); once its headers went
+out it can only be cut, with an OpenAI error event (`data: {"error": ...}`) that the OpenAI
+SDKs raise as an APIError.
+
+Every function here takes the request's `Exchange` and changes its state only through its
+methods (`conclude`, `commit`, `fail`, `blame`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import orjson
+from aiohttp import web
+
+from routeway_proxy.errors import make_upstream_failed, render_error_body
+from routeway_proxy.headers import response_header_pairs
+from routeway_proxy.pipeline.policy import RETRYABLE_STATUSES, cut_status
+from routeway_proxy.pipeline.settle import CLIENT_CLOSED
+from routeway_proxy.providers import UpstreamReply
+from routeway_proxy.streaming import SSEUsageFilter
+from routeway_proxy.table import TargetEntry
+from routeway_proxy.timeouts import AttemptWatchdog
+
+if TYPE_CHECKING:
+    from routeway_proxy.pipeline.attempts import Exchange
+
+
+def is_openai_error(body: bytes) -> bool:
+    if not body.startswith(b"{") or b'"error"' not in body:
+        return False
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("error"), dict)
+
+
+async def answer(
+    exchange: Exchange, target: TargetEntry, reply: UpstreamReply, watchdog: AttemptWatchdog
+) -> web.StreamResponse:
+    """Read the reply's body (a stream: relay it) and answer with it."""
+    status = reply.status
+    reply_headers = reply.headers
+    # The first-byte bound lasts until the first body bytes, not just the headers: a
+    # streaming server sends its headers at once and its first token much later, and
+    # nothing has gone to the client yet, so a timeout here can still be retried.
+    first = await reply.read_chunk()
+    idle = target.backend.config.timeouts.idle
+    if (
+        exchange.stream
+        and 200 <= status < 300
+        and "text/event-stream" in reply_headers.get("Content-Type", "")
+    ):
+        watchdog.start_body(idle)
+        return await relay_stream(exchange, target, reply, watchdog, first, status, reply_headers)
+    parts = [first]
+    if first and not reply.at_eof():
+        # From here the bound is `idle` between chunks. When the whole body came in the
+        # first chunk (the common case) nothing awaits again under the watchdog, so its
+        # timer cannot fire before it is cancelled and needs no re-arming for `idle`.
+        watchdog.start_body(idle)
+        while True:
+            chunk = await reply.read_chunk()
+            if not chunk:
+                break
+            parts.append(chunk)
+            watchdog.touch()
+            if reply.at_eof():
+                break
+    body = parts[0] if len(parts) == 1 else b"".join(parts)
+    return answer_document(exchange, target, status, reply_headers, body)
+
+
+def answer_document(
+    exchange: Exchange, target: TargetEntry, status: int, reply_headers: Mapping[str, str], body: bytes
+) -> web.Response:
+    """The answer for a whole (non-streamed) upstream body; raises `AttemptFailed` (through
+    `exchange.fail`) when the status may be retried elsewhere."""
+    if status < 300:  # a success: the hot path, decided first
+        response = web.Response(
+            status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
+        )
+        target.backend.health.record_success()
+        exchange.conclude(status, target.metrics, body)
+        return response
+    # 3xx-5xx: relayed (a 5xx not in the OpenAI error shape wrapped in it), retried
+    # elsewhere when retryable, counted against the backend's health when a 5xx
+    backend = target.backend
+    route_id = exchange.route.id
+    if status >= 500 and not is_openai_error(body):
+        error = make_upstream_failed(status, f"Route {route_id}: backend {backend.id} answered {status}.")
+        response = web.Response(
+            status=status,
+            body=render_error_body(error.message, error.error_type, error.code),
+            content_type="application/json",
+            headers=target.headers,
+        )
+        response.headers.update(error.headers)
+    else:
+        response = web.Response(
+            status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
+        )
+    retry_reason = RETRYABLE_STATUSES.get(status)
+    if retry_reason is not None:
+        raise exchange.fail(
+            target,
+            retry_reason,
+            retry_reason,
+            make_upstream_failed(status, f"Route {route_id}: backend {backend.id} answered {status}."),
+            response,
+            health=status != 429,
+        )
+    if status >= 500:
+        target.metrics.count_error("upstream-5xx")
+        exchange.blame(target)
+    else:
+        backend.health.record_success()  # a 3xx/4xx is an answer: the backend works
+    exchange.conclude(status, target.metrics)
+    return response
+
+
+async def relay_stream(
+    exchange: Exchange,
+    target: TargetEntry,
+    reply: UpstreamReply,
+    watchdog: AttemptWatchdog,
+    first_chunk: bytes,
+    status: int,
+    reply_headers: Mapping[str, str],
+) -> web.StreamResponse:
+    response = web.StreamResponse(
+        status=status, headers=response_header_pairs(reply_headers, target.header_items)
+    )
+    sse = SSEUsageFilter(strip_usage_chunk=not exchange.client_wants_usage)
+    first = True
+    chunk = first_chunk
+    loop = exchange.loop
+    try:
+        await response.prepare(exchange.request)
+        exchange.commit(response, sse)
+        while chunk:
+            out = sse.feed(chunk)
+            if out:
+                if first:
+                    first = False
+                    target.metrics.ttft.observe(loop.time() - exchange.started)
+                watchdog.pause()  # a slow client is not a stalled upstream
+                await response.write(out)
+                watchdog.touch()
+            chunk = await reply.read_chunk()
+        rest = sse.flush()
+        if rest:
+            await response.write(rest)
+        await response.write_eof()
+    except ConnectionError:
+        exchange.conclude(CLIENT_CLOSED, target.metrics)  # client gone; leaving closes the upstream
+        return response
+    target.backend.health.record_success()
+    exchange.conclude(status, target.metrics, sse.usage)
+    return response
+
+
+async def cut_stream(exchange: Exchange, target: TargetEntry, reason: str) -> web.StreamResponse:
+    """The stream broke after its headers went out: end it with an OpenAI error event."""
+    response = exchange.response
+    assert response is not None
+    if exchange.sse is not None:
+        exchange.sse.discard_pending()
+    code = cut_status(reason)
+    target.metrics.count_error(reason)
+    exchange.blame(target)
+    exchange.conclude(code, target.metrics)
+    message = (
+        f"Route {exchange.route.id}: backend {target.backend.id} "
+        f"{'stalled' if code == 504 else 'broke off'} mid-stream."
+    )
+    # Metric reasons are kebab-case like retryOn values; client error codes are snake_case
+    # like every other OpenAI error code the gateway sends.
+    code_name = "upstream_" + reason.replace("-", "_")
+    event = b"data: " + render_error_body(message, "server_error", code_name) + b"\n\n"
+    try:
+        await response.write(event)
+        await response.write_eof()
+    except ConnectionError:
+        pass
+    return response
