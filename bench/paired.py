@@ -14,7 +14,7 @@ What it does not measure: absolute throughput or latency (each proxy gets half a
 come from `run.py`. It needs `taskset` (util-linux) and at least two cores.
 
 A/B of a change: `--against /tmp/bvenv/bin/python` puts another Routeway install (a venv with
-an earlier commit installed non-editably, see docs/HELPERS.md) in the yardstick's place, so the
+an earlier commit installed non-editably, see CONTRIBUTING.md) in the yardstick's place, so the
 ratio reads base/working-tree; the same code against itself reads 0.99-1.01.
 """
 
