@@ -8,7 +8,7 @@
 #   kind load docker-image routeway:dev     # then: helm install ... --set image.tag=dev
 #
 # Without Docker (development machines, CI): scripts/build-image builds it with buildah, and
-# tests/image/ runs the result as the chart runs it.
+# tests/process/test_image.py runs the result as the chart runs it (scripts/test-image).
 #
 # Two stages: the builder turns the source into a wheel and installs it with its dependencies
 # into /opt/venv; the final stage copies only that venv, so no compiler, pip, source tree,

@@ -60,3 +60,22 @@ def test_wheel_contains_every_source_module(tmp_path: Path) -> None:
     assert shipped - expected == set()
     for package in SOURCES:
         assert f"{package}/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_nothing_at_the_root_shadows_the_standard_library() -> None:
+    """`python -m ...` started at the root puts the root first on sys.path: a module or a package
+    there named like a standard-library module would be imported instead of it (an
+    `operator/__init__.py` once broke the Dockerfile's build). Folders without __init__.py are
+    harmless: the standard library's module still wins over a namespace folder."""
+    for entry in ROOT.iterdir():
+        name = entry.stem if entry.suffix == ".py" else entry.name
+        if name in sys.stdlib_module_names:
+            assert entry.is_dir() and not (entry / "__init__.py").exists(), entry
+
+
+def test_python_m_works_from_the_root() -> None:
+    """As the Dockerfile's `python -m pip wheel .` runs it: without site (-S), nothing has
+    imported `operator` before runpy does, so a shadowing folder would break it."""
+    subprocess.run(
+        [sys.executable, "-S", "-m", "platform"], cwd=ROOT, capture_output=True, check=True, timeout=60
+    )

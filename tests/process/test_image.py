@@ -86,6 +86,25 @@ def test_image_config_matches_the_chart() -> None:
     assert config["User"] == f"{context['runAsUser']}:{context['runAsGroup']}" == USER
     assert config["Entrypoint"] == ["routeway"]
     assert config["Cmd"] == ["operator"]
+    # nothing of the build machine: its pip settings stay in the builder stage
+    assert not [entry for entry in config.get("Env", []) if entry.startswith("PIP_")]
+
+
+def test_the_image_trusts_only_debians_certificate_authorities(container: str) -> None:
+    """The build trusts the build machine's CAs (a TLS-intercepting proxy's among them); the
+    image the gateway runs in must not: its TLS to upstreams carries their API keys."""
+    probe = (
+        "import pathlib;"
+        "bundle = pathlib.Path('/etc/ssl/certs/ca-certificates.crt').read_text();"
+        "print(bundle.count('BEGIN CERTIFICATE'));"
+        "print(len(list(pathlib.Path('/usr/share/ca-certificates/mozilla').glob('*.crt'))))"
+    )
+    result = subprocess.run(
+        run_args(container, "python", "-c", probe), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    in_bundle, shipped_by_debian = (int(line) for line in result.stdout.split())
+    assert in_bundle == shipped_by_debian > 100
 
 
 def test_operator_help_runs_as_the_charts_user(container: str) -> None:
