@@ -26,18 +26,18 @@ from routeway_proxy.kube_source import (
     manifest_slot,
 )
 
+from routeway import status as st
 from routeway.credentials import credential_refs, resolve_credentials, secret_value
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
-from routeway.resources import ModelGateway, Secret
+from routeway.resources import API_VERSION, ModelGateway, Secret
 from routeway.translate import NsName, ObjectKey, Translation, translate
 from routeway_operator import builders
-from routeway_operator import status as st
 from routeway_operator.apply import OwnerCheck, OwnerGone
-from routeway_operator.handlers import statuses
-from routeway_operator.handlers.backend import reconcile_backend
 from routeway_operator.inventory import Entry, snapshot_gateway
 from routeway_operator.kube import ApiError, path_for
+from routeway_operator.reconcile import statuses
+from routeway_operator.reconcile.backend import reconcile_backend
 from routeway_operator.state import BACKEND, GATEWAY, OperatorState
 
 log = logging.getLogger("routeway.operator.gateway")
@@ -122,15 +122,29 @@ async def report(
     items = []
     rendered = {(r.namespace, r.name): r for r in config.routes} if config is not None else {}
     for entry in map(functools.partial(statuses.latest, state), routes):
-        desired = statuses.route_status(entry, translation, rendered.get(entry.key), outcome, now)
+        desired = st.route_status(
+            entry,
+            translation.conditions.get(entry.object_key, ()),
+            translation.attachments.get(entry.object_key),
+            rendered.get(entry.key),
+            outcome,
+            now,
+        )
         await statuses.post_condition_events(state, entry, desired)
         items.append((entry, desired))
     if gateway_entry is not None:
         gateway_entry = statuses.latest(state, gateway_entry)
         gateway = gateway_entry.model if isinstance(gateway_entry.model, ModelGateway) else None
         address = builders.gateway_address(gateway) if gateway is not None else None
-        desired = statuses.gateway_status(
-            gateway_entry, translation, outcome, statuses.deployment_of(state, gateway_entry), address, now
+        desired = st.gateway_status(
+            gateway_entry,
+            gateway,
+            translation.conditions.get(gateway_entry.object_key, ()),
+            outcome,
+            deployment=statuses.deployment_of(state, gateway_entry),
+            address=address,
+            routes=sum(1 for gw in translation.attachments.values() if gw == gateway_entry.key),
+            now=now,
         )
         await statuses.post_condition_events(state, gateway_entry, desired)
         if (
@@ -174,7 +188,7 @@ async def apply_gateway(state: OperatorState, gateway: ModelGateway, config: Pro
 
     async def owner_exists() -> bool:
         if not verdict:
-            path = path_for("routeway.dev/v1alpha1", "modelgateways", gateway.namespace, gateway.name)
+            path = path_for(API_VERSION, ModelGateway.PLURAL, gateway.namespace, gateway.name)
             try:
                 current = await state.api.get(path)
             except ApiError as exc:
