@@ -38,7 +38,7 @@ from conftest import load_crds  # noqa: E402
 from kmock_ext import RoutewayEmulator  # noqa: E402
 from operator_factories import backend, gateway, get, route, seed  # noqa: E402
 from rig import ROUTES, TEST_SETTINGS, running_operator, settled  # noqa: E402
-from routeway_operator.handlers.gateway import reconcile_gateway  # noqa: E402
+from routeway_operator.reconcile.gateway import reconcile_gateway  # noqa: E402
 from routeway_proxy.kube_source import KubeConfigSource  # noqa: E402
 from routeway_proxy.process import ConfigApplier  # noqa: E402
 from routeway_proxy.runtime import ProxyRuntime  # noqa: E402

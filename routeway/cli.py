@@ -21,6 +21,7 @@ import yaml
 
 from routeway.local import Evaluation, GatewayChoiceError, choose_gateway, evaluate
 from routeway.render import render
+from routeway.resources import GROUP
 
 COMMAND_MODULES = (
     "routeway.serve",
@@ -47,7 +48,7 @@ SKIP_FOREIGN_HELP = (
     "leave out documents that are not Routeway's instead of reporting them, to point at a whole "
     "GitOps folder: other kinds (ConfigMap, HelmRelease, Application, kustomization.yaml, ...) and "
     "YAML that is no Kubernetes object (values files). Still checked: Routeway's kinds (also under "
-    "a wrong apiVersion), anything in routeway.dev, Secrets; YAML that does not parse is still a "
+    f"a wrong apiVersion), anything in {GROUP}, Secrets; YAML that does not parse is still a "
     "problem"
 )
 

@@ -87,7 +87,7 @@ _READY_COLUMN = ("Ready", '.status.conditions[?(@.type=="Ready")].status')
 _AGE_COLUMN = ("Age", ".metadata.creationTimestamp")
 # kind -> (column name, JSONPath); type and description are read from the schema.
 PRINTER_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "ModelBackend": [
+    ModelBackend.KIND: [
         ("Provider", ".spec.provider"),
         ("URL", ".spec.url"),
         ("Model", ".spec.model"),
@@ -95,13 +95,13 @@ PRINTER_COLUMNS: dict[str, list[tuple[str, str]]] = {
         _READY_COLUMN,
         _AGE_COLUMN,
     ],
-    "ModelRoute": [
+    ModelRoute.KIND: [
         ("Model", ".spec.model"),
         ("Backends", ".status.backendWeights"),
         _READY_COLUMN,
         _AGE_COLUMN,
     ],
-    "ModelGateway": [
+    ModelGateway.KIND: [
         ("Replicas", ".spec.replicas"),
         ("Ready-Replicas", ".status.readyReplicas"),
         ("Address", ".status.address"),

@@ -63,7 +63,7 @@ class LocalLoad:
 
 def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
     if any(isinstance(o, ModelGateway) for o in loaded.objects) or any(
-        k.kind == "ModelGateway" for k in loaded.invalid
+        k.kind == ModelGateway.KIND for k in loaded.invalid
     ):
         return []
     wanted: set[NsName] = set()

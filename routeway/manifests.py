@@ -24,13 +24,22 @@ import yaml
 from pydantic import ValidationError
 
 from routeway.gcpause import gc_paused
-from routeway.resources import KIND_MODELS, FieldError, ModelBackend, ModelGateway, ModelRoute, Secret
+from routeway.resources import (
+    API_VERSION,
+    CUSTOM_KINDS,
+    GROUP,
+    KIND_MODELS,
+    FieldError,
+    ModelBackend,
+    ModelGateway,
+    ModelRoute,
+    Secret,
+)
 from routeway.translate import ObjectKey
 
 Resource: TypeAlias = ModelBackend | ModelRoute | ModelGateway | Secret
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
-SUPPORTED = "ModelBackend, ModelRoute, ModelGateway (routeway.dev/v1alpha1) or Secret (v1)"
-GROUP = "routeway.dev"
+SUPPORTED = f"{', '.join(k.KIND for k in CUSTOM_KINDS)} ({API_VERSION}) or Secret (v1)"
 NOT_AN_OBJECT = "without apiVersion/kind"
 
 
@@ -112,10 +121,8 @@ def parse_object(body: Mapping[str, Any]) -> Resource:
     if kind == "Secret" and api_version == "v1":
         model = Secret
     elif isinstance(kind, str) and kind in KIND_MODELS:
-        if api_version != "routeway.dev/v1alpha1":
-            raise ObjectError(
-                [("apiVersion", f"expected routeway.dev/v1alpha1 for {kind}, got {api_version!r}")]
-            )
+        if api_version != API_VERSION:
+            raise ObjectError([("apiVersion", f"expected {API_VERSION} for {kind}, got {api_version!r}")])
         model = KIND_MODELS[kind]  # type: ignore[assignment]
     else:
         raise ObjectError(

@@ -6,7 +6,8 @@ mode (from files) call this, so a route behaves the same in a cluster and on a l
 
 Invalid objects never poison the rest: each problem is a `Finding` on that object alone, and
 the object is left out (or, for a route missing one of several backends, rendered with the
-backends that do resolve) while everything else renders.
+backends that do resolve) while everything else renders. `routeway.status` says which
+conditions and reasons the findings become.
 
 Conflict rule: when two routes claim the same public model on one gateway, the older one
 (by creationTimestamp, then namespace/name) keeps it, as Gateway API resolves conflicts.
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
 
-from routeway import conditions as c
+from routeway import status as st
 from routeway.gcpause import gc_paused
 from routeway.resources import ModelBackend, ModelGateway, ModelRoute, Secret
 
@@ -38,16 +39,6 @@ class ObjectKey(NamedTuple):
     @property
     def qualified(self) -> str:
         return f"{self.kind}/{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem on one object: which field, a CamelCase reason, a sentence for people."""
-
-    condition: str  # the condition type it falsifies: Accepted or ResolvedRefs
-    reason: str
-    field: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -108,12 +99,9 @@ class GatewayIR:
 @dataclass(frozen=True)
 class Translation:
     gateways: Mapping[NsName, GatewayIR]
-    findings: Mapping[ObjectKey, tuple[Finding, ...]]
-    conditions: Mapping[ObjectKey, tuple[c.Condition, ...]]  # Accepted + ResolvedRefs per object
+    findings: Mapping[ObjectKey, tuple[st.Finding, ...]]
+    conditions: Mapping[ObjectKey, tuple[st.Condition, ...]]  # Accepted + ResolvedRefs per object
     attachments: Mapping[ObjectKey, NsName]  # accepted route → its gateway
-
-    def gateways_of_route(self, key: ObjectKey) -> NsName | None:
-        return self.attachments.get(key)
 
 
 def translate(inv: Inventory) -> Translation:
@@ -122,9 +110,9 @@ def translate(inv: Inventory) -> Translation:
 
 
 def _translate(inv: Inventory) -> Translation:
-    findings: dict[ObjectKey, list[Finding]] = {}
+    findings: dict[ObjectKey, list[st.Finding]] = {}
     for key, message in inv.invalid.items():
-        findings.setdefault(key, []).append(Finding(c.ACCEPTED, c.REASON_INVALID, "", message))
+        findings.setdefault(key, []).append(st.Finding(st.ACCEPTED, st.REASON_INVALID, "", message))
 
     usable_backends = _check_backends(inv, findings)
     gateway_auth = _check_gateways(inv, findings)
@@ -137,39 +125,27 @@ def _translate(inv: Inventory) -> Translation:
         gateways[gw_key] = GatewayIR(inv.gateways[gw_key], routes, refs, required)
 
     all_keys = (
-        [ObjectKey("ModelBackend", *k) for k in inv.backends]
-        + [ObjectKey("ModelRoute", *k) for k in inv.routes]
-        + [ObjectKey("ModelGateway", *k) for k in inv.gateways]
+        [ObjectKey(ModelBackend.KIND, *k) for k in inv.backends]
+        + [ObjectKey(ModelRoute.KIND, *k) for k in inv.routes]
+        + [ObjectKey(ModelGateway.KIND, *k) for k in inv.gateways]
         + list(inv.invalid)
     )
     frozen_findings = {k: tuple(findings.get(k, ())) for k in sorted(set(all_keys))}
-    conds = {k: _summarise(f) for k, f in frozen_findings.items()}
+    conds = {k: st.conditions_from_findings(f) for k, f in frozen_findings.items()}
     return Translation(gateways, frozen_findings, conds, attachments)
 
 
-def _summarise(findings: tuple[Finding, ...]) -> tuple[c.Condition, ...]:
-    """Fold findings into the two conditions translation owns; messages list every problem."""
-    out = []
-    for ctype, ok in ((c.ACCEPTED, c.accepted()), (c.RESOLVED_REFS, c.resolved())):
-        mine = [f for f in findings if f.condition == ctype]
-        if mine:
-            out.append(c.Condition(ctype, "False", mine[0].reason, "; ".join(f.message for f in mine)))
-        elif ctype == c.RESOLVED_REFS and any(f.condition == c.ACCEPTED for f in findings):
-            out.append(c.Condition(ctype, "Unknown", "NotAccepted", "the object is not accepted"))
-        else:
-            out.append(ok)
-    return tuple(out)
-
-
-def _check_backends(inv: Inventory, findings: dict[ObjectKey, list[Finding]]) -> dict[NsName, ModelBackend]:
+def _check_backends(
+    inv: Inventory, findings: dict[ObjectKey, list[st.Finding]]
+) -> dict[NsName, ModelBackend]:
     usable: dict[NsName, ModelBackend] = {}
     for key, backend in sorted(inv.backends.items()):
         ref = backend.spec.api_key_secret_ref
         problem = _secret_problem(inv, backend.namespace, ref.name, ref.key) if ref else None
         if problem:
             reason, message = problem
-            findings.setdefault(ObjectKey("ModelBackend", *key), []).append(
-                Finding(c.RESOLVED_REFS, reason, "spec.apiKeySecretRef", message)
+            findings.setdefault(ObjectKey(ModelBackend.KIND, *key), []).append(
+                st.Finding(st.RESOLVED_REFS, reason, "spec.apiKeySecretRef", message)
             )
         else:
             usable[key] = backend
@@ -179,16 +155,16 @@ def _check_backends(inv: Inventory, findings: dict[ObjectKey, list[Finding]]) ->
 def _secret_problem(inv: Inventory, namespace: str, name: str, key: str | None) -> tuple[str, str] | None:
     keys = inv.secret_keys.get((namespace, name))
     if keys is None:
-        return c.REASON_SECRET_NOT_FOUND, f"Secret {name!r} not found in namespace {namespace}"
+        return st.REASON_SECRET_NOT_FOUND, f"Secret {name!r} not found in namespace {namespace}"
     if key is not None and key not in keys:
-        return c.REASON_SECRET_KEY_NOT_FOUND, f"Secret {name!r} has no key {key!r}"
+        return st.REASON_SECRET_KEY_NOT_FOUND, f"Secret {name!r} has no key {key!r}"
     if key is None and not keys:
-        return c.REASON_SECRET_KEY_NOT_FOUND, f"Secret {name!r} has no keys"
+        return st.REASON_SECRET_KEY_NOT_FOUND, f"Secret {name!r} has no keys"
     return None
 
 
 def _check_gateways(
-    inv: Inventory, findings: dict[ObjectKey, list[Finding]]
+    inv: Inventory, findings: dict[ObjectKey, list[st.Finding]]
 ) -> dict[NsName, tuple[tuple[str, ...], bool]]:
     """Client-auth refs per gateway. A gateway whose key Secret is missing fails closed:
     authentication stays required and no key matches, rather than opening the gateway."""
@@ -201,8 +177,8 @@ def _check_gateways(
         name = auth.api_key_secret_ref.name
         problem = _secret_problem(inv, gateway.namespace, name, None)
         if problem:
-            findings.setdefault(ObjectKey("ModelGateway", *key), []).append(
-                Finding(c.RESOLVED_REFS, problem[0], "spec.auth.apiKeySecretRef", problem[1])
+            findings.setdefault(ObjectKey(ModelGateway.KIND, *key), []).append(
+                st.Finding(st.RESOLVED_REFS, problem[0], "spec.auth.apiKeySecretRef", problem[1])
             )
             out[key] = ((), True)
         else:
@@ -217,28 +193,28 @@ def _route_order(item: tuple[NsName, ModelRoute]) -> tuple[str, str, str]:
 
 
 def _translate_routes(
-    inv: Inventory, usable: Mapping[NsName, ModelBackend], findings: dict[ObjectKey, list[Finding]]
+    inv: Inventory, usable: Mapping[NsName, ModelBackend], findings: dict[ObjectKey, list[st.Finding]]
 ) -> tuple[dict[NsName, list[RouteIR]], dict[ObjectKey, NsName]]:
     by_gateway: dict[NsName, list[RouteIR]] = {}
     attachments: dict[ObjectKey, NsName] = {}
     claimed: dict[tuple[NsName, str], ObjectKey] = {}
     for key, route in sorted(inv.routes.items(), key=_route_order):
-        okey = ObjectKey("ModelRoute", *key)
+        okey = ObjectKey(ModelRoute.KIND, *key)
         mine = findings.setdefault(okey, [])
         gw_key = _gateway_of(route)
         rejection = _attachment_problem(inv, route, gw_key)
         if rejection is None and sum(b.weight for b in route.spec.backends) == 0:
-            rejection = Finding(
-                c.ACCEPTED,
-                c.REASON_NO_WEIGHT,
+            rejection = st.Finding(
+                st.ACCEPTED,
+                st.REASON_NO_WEIGHT,
                 "spec.backends",
                 "every backend has weight 0: no traffic could flow",
             )
         if rejection is None and (gw_key, route.spec.model) in claimed:
             owner = claimed[(gw_key, route.spec.model)]
-            rejection = Finding(
-                c.ACCEPTED,
-                c.REASON_MODEL_CONFLICT,
+            rejection = st.Finding(
+                st.ACCEPTED,
+                st.REASON_MODEL_CONFLICT,
                 "spec.model",
                 f"model {route.spec.model!r} is already served on gateway {gw_key[0]}/{gw_key[1]} "
                 f"by ModelRoute {owner.namespace}/{owner.name}",
@@ -269,16 +245,16 @@ def _gateway_of(route: ModelRoute) -> NsName:
     return (ref.namespace or route.namespace, ref.name)
 
 
-def _attachment_problem(inv: Inventory, route: ModelRoute, gw_key: NsName) -> Finding | None:
+def _attachment_problem(inv: Inventory, route: ModelRoute, gw_key: NsName) -> st.Finding | None:
     gateway = inv.gateways.get(gw_key)
     where = f"{gw_key[0]}/{gw_key[1]}"
     if gateway is None:
-        if ObjectKey("ModelGateway", *gw_key) in inv.invalid:
-            return Finding(
-                c.ACCEPTED, c.REASON_GATEWAY_INVALID, "spec.gatewayRef", f"ModelGateway {where} is invalid"
+        if ObjectKey(ModelGateway.KIND, *gw_key) in inv.invalid:
+            return st.Finding(
+                st.ACCEPTED, st.REASON_GATEWAY_INVALID, "spec.gatewayRef", f"ModelGateway {where} is invalid"
             )
-        return Finding(
-            c.ACCEPTED, c.REASON_GATEWAY_NOT_FOUND, "spec.gatewayRef", f"ModelGateway {where} not found"
+        return st.Finding(
+            st.ACCEPTED, st.REASON_GATEWAY_NOT_FOUND, "spec.gatewayRef", f"ModelGateway {where} not found"
         )
     allowed = gateway.spec.allowed_routes.namespaces
     ok = (
@@ -287,9 +263,9 @@ def _attachment_problem(inv: Inventory, route: ModelRoute, gw_key: NsName) -> Fi
         or (allowed.from_ == "List" and route.namespace in allowed.names)
     )
     if not ok:
-        return Finding(
-            c.ACCEPTED,
-            c.REASON_NOT_ALLOWED,
+        return st.Finding(
+            st.ACCEPTED,
+            st.REASON_NOT_ALLOWED,
             "spec.gatewayRef",
             f"ModelGateway {where} does not accept routes from namespace {route.namespace}",
         )
@@ -302,16 +278,16 @@ def _resolve_backend(
     route: ModelRoute,
     name: str,
     field_path: str,
-    out: list[Finding],
+    out: list[st.Finding],
 ) -> ModelBackend | None:
     key = (route.namespace, name)
     if key in usable:
         return usable[key]
     if key in inv.backends:
-        reason, what = c.REASON_BACKEND_UNRESOLVED, "has unresolved references (see its status)"
-    elif ObjectKey("ModelBackend", *key) in inv.invalid:
-        reason, what = c.REASON_BACKEND_INVALID, "is invalid"
+        reason, what = st.REASON_BACKEND_UNRESOLVED, "has unresolved references (see its status)"
+    elif ObjectKey(ModelBackend.KIND, *key) in inv.invalid:
+        reason, what = st.REASON_BACKEND_INVALID, "is invalid"
     else:
-        reason, what = c.REASON_BACKEND_NOT_FOUND, f"not found in namespace {route.namespace}"
-    out.append(Finding(c.RESOLVED_REFS, reason, field_path, f"ModelBackend {name!r} {what}"))
+        reason, what = st.REASON_BACKEND_NOT_FOUND, f"not found in namespace {route.namespace}"
+    out.append(st.Finding(st.RESOLVED_REFS, reason, field_path, f"ModelBackend {name!r} {what}"))
     return None

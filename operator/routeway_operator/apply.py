@@ -25,19 +25,22 @@ from typing import Any
 
 import kopf
 
+from routeway.resources import GROUP
 from routeway_operator.kube import ApiError, KubeApi, path_for
 
-HASH_ANNOTATION = "routeway.dev/content-hash"
-PLURALS = {
-    "ConfigMap": "configmaps",
-    "Secret": "secrets",
-    "Service": "services",
-    "ServiceAccount": "serviceaccounts",
-    "Deployment": "deployments",
-    "Role": "roles",
-    "RoleBinding": "rolebindings",
-    "PodDisruptionBudget": "poddisruptionbudgets",
+HASH_ANNOTATION = f"{GROUP}/content-hash"
+CHILD_KINDS: dict[str, tuple[str, str]] = {
+    # kind: (apiVersion, plural) of everything a gateway owns; main.py watches these.
+    "ConfigMap": ("v1", "configmaps"),
+    "Secret": ("v1", "secrets"),
+    "Service": ("v1", "services"),
+    "ServiceAccount": ("v1", "serviceaccounts"),
+    "Deployment": ("apps/v1", "deployments"),
+    "Role": ("rbac.authorization.k8s.io/v1", "roles"),
+    "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings"),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets"),
 }
+PLURALS = {kind: plural for kind, (_, plural) in CHILD_KINDS.items()}
 REPLACED_MAPS = ("data", "binaryData")
 
 
@@ -152,9 +155,6 @@ class Applier:
 
     def forget(self, path: str) -> None:
         self._known.pop(path, None)
-
-    def forget_prefix(self, prefix: str) -> None:
-        self.forget_where(lambda path: path.startswith(prefix))
 
     def forget_where(self, predicate: Callable[[str], bool]) -> None:
         """Forget what we wrote at matching paths: the next apply re-reads them (a resync)."""

@@ -19,11 +19,11 @@ from typing import Any
 from routeway_proxy.kube_source import REVISION_ANNOTATION, SHARD_KEY, config_object_names
 
 from routeway.proxyconfig import credential_store_key
-from routeway.resources import API_VERSION, ModelGateway
+from routeway.resources import API_VERSION, GROUP, ModelGateway
 from routeway_operator.settings import OperatorSettings
 
 MANAGED_BY = "routeway"
-GATEWAY_LABEL = "routeway.dev/gateway"
+GATEWAY_LABEL = f"{GROUP}/gateway"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 PROXY_PORT = 8080
 ADMIN_PORT = 9090
@@ -71,7 +71,7 @@ def owner_reference(gateway: ModelGateway) -> dict[str, Any]:
     """The gateway owns every child: deleting it lets the garbage collector remove them."""
     return {
         "apiVersion": API_VERSION,
-        "kind": "ModelGateway",
+        "kind": ModelGateway.KIND,
         "name": gateway.name,
         "uid": gateway.metadata.uid or "",
         "controller": True,

@@ -13,8 +13,9 @@ import logging
 import os
 from collections.abc import Mapping
 
+from routeway.resources import GROUP
+from routeway.status import now_rfc3339
 from routeway_operator.kube import ApiError, KubeApi, path_for
-from routeway_operator.status import now_rfc3339
 
 log = logging.getLogger("routeway.operator.events")
 
@@ -26,7 +27,6 @@ class EventRecorder:
     def __init__(self, api: KubeApi) -> None:
         self._api = api
         self._instance = os.environ.get("HOSTNAME", "routeway-operator")
-        self.posted = 0
 
     async def post(self, involved: Mapping[str, str], kind: str, reason: str, message: str) -> None:
         """Post one Event; a failure to post is logged and does not fail the reconcile
@@ -41,7 +41,7 @@ class EventRecorder:
             "reason": reason,
             "message": message[:MAX_MESSAGE],
             "source": {"component": COMPONENT},
-            "reportingComponent": f"routeway.dev/{COMPONENT}",
+            "reportingComponent": f"{GROUP}/{COMPONENT}",
             "reportingInstance": self._instance,
             "firstTimestamp": now,
             "lastTimestamp": now,
@@ -49,7 +49,6 @@ class EventRecorder:
         }
         try:
             await self._api.create(path_for("v1", "events", involved["namespace"]), body)
-            self.posted += 1
         except ApiError as exc:
             log.warning(
                 "could not post event %s on %s/%s: %s", reason, involved["kind"], involved["name"], exc

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from routeway.manifests import ObjectError, parse_object
-from routeway.resources import ModelBackend, ModelGateway, ModelRoute
+from routeway.resources import API_VERSION, ModelBackend, ModelGateway, ModelRoute
 from routeway.translate import Inventory, NsName, ObjectKey
 
 Model: TypeAlias = ModelBackend | ModelRoute | ModelGateway
@@ -55,7 +55,7 @@ class Entry:
     def reference(self) -> dict[str, str]:
         """The object as an Event's involvedObject names it."""
         return {
-            "apiVersion": "routeway.dev/v1alpha1",
+            "apiVersion": API_VERSION,
             "kind": self.kind,
             "namespace": self.namespace,
             "name": self.name,
@@ -92,9 +92,9 @@ def route_backends(body: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def referenced_secret(kind: str, body: Mapping[str, Any]) -> str | None:
-    if kind == "ModelBackend":
+    if kind == ModelBackend.KIND:
         name = _get(body, "spec", "apiKeySecretRef", "name")
-    elif kind == "ModelGateway":
+    elif kind == ModelGateway.KIND:
         name = _get(body, "spec", "auth", "apiKeySecretRef", "name")
     else:
         return None
@@ -105,7 +105,7 @@ def build_entry(kind: str, body: Mapping[str, Any]) -> Entry:
     """Parse an API object (status aside: it is ours, and must not make the object invalid)."""
     raw = {k: copy.deepcopy(v) for k, v in body.items() if k != "status"}
     raw.setdefault("kind", kind)
-    raw.setdefault("apiVersion", "routeway.dev/v1alpha1")
+    raw.setdefault("apiVersion", API_VERSION)
     meta = body.get("metadata") or {}
     model: Model | None = None
     error: str | None = None
@@ -127,8 +127,8 @@ def build_entry(kind: str, body: Mapping[str, Any]) -> Entry:
         generation=int(generation) if isinstance(generation, int) else None,
         uid=str(meta.get("uid") or ""),
         status=copy.deepcopy(dict(status)) if isinstance(status, Mapping) else {},
-        gateway=route_target(body) if kind == "ModelRoute" else None,
-        backends=route_backends(body) if kind == "ModelRoute" else (),
+        gateway=route_target(body) if kind == ModelRoute.KIND else None,
+        backends=route_backends(body) if kind == ModelRoute.KIND else (),
         secret=referenced_secret(kind, body),
     )
 

@@ -24,29 +24,22 @@ from typing import Any
 
 import kopf
 
-from routeway.resources import GROUP, VERSION
+from routeway.resources import GROUP, VERSION, ModelBackend, ModelGateway, ModelRoute
 from routeway.translate import ObjectKey
-from routeway_operator.apply import Applier
+from routeway_operator.apply import CHILD_KINDS, Applier
 from routeway_operator.builders import MANAGED_BY, ChildNames
 from routeway_operator.events import EventRecorder
-from routeway_operator.handlers.gateway import reconcile
 from routeway_operator.inventory import build_entry, first, referenced_secret, route_backends, route_target
 from routeway_operator.kube import KubeApi
+from routeway_operator.reconcile.gateway import reconcile
 from routeway_operator.settings import ANNOTATION_PREFIX, FINALIZER, OperatorSettings
 from routeway_operator.state import Indexes, OperatorState
 
 log = logging.getLogger("routeway.operator")
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-CHILD_RESOURCES = (
-    ("v1", "configmaps"),
-    ("v1", "services"),
-    ("v1", "serviceaccounts"),
-    ("apps/v1", "deployments"),
-    ("rbac.authorization.k8s.io/v1", "roles"),
-    ("rbac.authorization.k8s.io/v1", "rolebindings"),
-    ("policy/v1", "poddisruptionbudgets"),
-)
+# Owned kinds watched for drift; Secrets are not among them: `secret_event` sees every Secret.
+CHILD_RESOURCES = tuple((api, plural) for kind, (api, plural) in CHILD_KINDS.items() if kind != "Secret")
 INDEX_NAMES = (
     "rw_routes",
     "rw_backends",
@@ -122,45 +115,45 @@ def create_registry(
 
     # ------------------------------------------------------------------ indexes
 
-    @kopf.index(GROUP, VERSION, "modelroutes", id="rw_routes", registry=reg)
+    @kopf.index(GROUP, VERSION, ModelRoute.PLURAL, id="rw_routes", registry=reg)
     async def index_routes(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        entry = build_entry("ModelRoute", body)
+        entry = build_entry(ModelRoute.KIND, body)
         return {entry.key: entry}
 
-    @kopf.index(GROUP, VERSION, "modelroutes", id="rw_routes_by_gateway", registry=reg)
+    @kopf.index(GROUP, VERSION, ModelRoute.PLURAL, id="rw_routes_by_gateway", registry=reg)
     async def index_routes_by_gateway(
         body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> dict[Any, Any]:
         return {route_target(body): (_ns(namespace), name)}
 
-    @kopf.index(GROUP, VERSION, "modelroutes", id="rw_routes_by_backend", registry=reg)
+    @kopf.index(GROUP, VERSION, ModelRoute.PLURAL, id="rw_routes_by_backend", registry=reg)
     async def index_routes_by_backend(
         body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> dict[Any, Any]:
         return {(_ns(namespace), backend): (_ns(namespace), name) for backend in route_backends(body)}
 
-    @kopf.index(GROUP, VERSION, "modelbackends", id="rw_backends", registry=reg)
+    @kopf.index(GROUP, VERSION, ModelBackend.PLURAL, id="rw_backends", registry=reg)
     async def index_backends(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        entry = build_entry("ModelBackend", body)
+        entry = build_entry(ModelBackend.KIND, body)
         return {entry.key: entry}
 
-    @kopf.index(GROUP, VERSION, "modelbackends", id="rw_backends_by_secret", registry=reg)
+    @kopf.index(GROUP, VERSION, ModelBackend.PLURAL, id="rw_backends_by_secret", registry=reg)
     async def index_backends_by_secret(
         body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> dict[Any, Any]:
-        secret = referenced_secret("ModelBackend", body)
+        secret = referenced_secret(ModelBackend.KIND, body)
         return {(_ns(namespace), secret): (_ns(namespace), name)} if secret else {}
 
-    @kopf.index(GROUP, VERSION, "modelgateways", id="rw_gateways", registry=reg)
+    @kopf.index(GROUP, VERSION, ModelGateway.PLURAL, id="rw_gateways", registry=reg)
     async def index_gateways(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        entry = build_entry("ModelGateway", body)
+        entry = build_entry(ModelGateway.KIND, body)
         return {entry.key: entry}
 
-    @kopf.index(GROUP, VERSION, "modelgateways", id="rw_gateways_by_secret", registry=reg)
+    @kopf.index(GROUP, VERSION, ModelGateway.PLURAL, id="rw_gateways_by_secret", registry=reg)
     async def index_gateways_by_secret(
         body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> dict[Any, Any]:
-        secret = referenced_secret("ModelGateway", body)
+        secret = referenced_secret(ModelGateway.KIND, body)
         return {(_ns(namespace), secret): (_ns(namespace), name)} if secret else {}
 
     @kopf.index("v1", "secrets", id="rw_secrets", registry=reg)
@@ -174,7 +167,7 @@ def create_registry(
             (
                 r
                 for r in body.get("metadata", {}).get("ownerReferences") or []
-                if r.get("kind") == "ModelGateway"
+                if r.get("kind") == ModelGateway.KIND
             ),
             None,
         )
@@ -189,34 +182,34 @@ def create_registry(
 
     # ------------------------------------------------------------------ events → dirty keys
 
-    @kopf.on.event(GROUP, VERSION, "modelroutes", registry=reg)
+    @kopf.on.event(GROUP, VERSION, ModelRoute.PLURAL, registry=reg)
     async def route_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         state = state_of(memo)
         namespace = _ns(namespace)
         deleted = type == "DELETED"
         entry = None if deleted else first(state.indexes.routes, (namespace, name))
         generation = entry.generation if entry is not None else None
-        if state.spec_changed(ObjectKey("ModelRoute", namespace, name), generation, deleted):
+        if state.spec_changed(ObjectKey(ModelRoute.KIND, namespace, name), generation, deleted):
             state.on_route((namespace, name), entry)
 
-    @kopf.on.event(GROUP, VERSION, "modelbackends", registry=reg)
+    @kopf.on.event(GROUP, VERSION, ModelBackend.PLURAL, registry=reg)
     async def backend_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         state = state_of(memo)
         namespace = _ns(namespace)
         deleted = type == "DELETED"
         entry = None if deleted else first(state.indexes.backends, (namespace, name))
         generation = entry.generation if entry is not None else None
-        if state.spec_changed(ObjectKey("ModelBackend", namespace, name), generation, deleted):
+        if state.spec_changed(ObjectKey(ModelBackend.KIND, namespace, name), generation, deleted):
             state.on_backend((namespace, name))
 
-    @kopf.on.event(GROUP, VERSION, "modelgateways", registry=reg)
+    @kopf.on.event(GROUP, VERSION, ModelGateway.PLURAL, registry=reg)
     async def gateway_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         state = state_of(memo)
         namespace = _ns(namespace)
         deleted = type == "DELETED"
         entry = None if deleted else first(state.indexes.gateways, (namespace, name))
         generation = entry.generation if entry is not None else None
-        if state.spec_changed(ObjectKey("ModelGateway", namespace, name), generation, deleted):
+        if state.spec_changed(ObjectKey(ModelGateway.KIND, namespace, name), generation, deleted):
             state.mark_gateway((namespace, name))
 
     @kopf.on.event("v1", "secrets", registry=reg)
@@ -234,7 +227,7 @@ def create_registry(
     @kopf.timer(
         GROUP,
         VERSION,
-        "modelgateways",
+        ModelGateway.PLURAL,
         id="resync",
         interval=config.resync_interval,
         initial_delay=config.resync_interval,

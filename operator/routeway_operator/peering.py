@@ -110,11 +110,11 @@ async def probe_peering(api: KubeApi, settings: OperatorSettings) -> PeeringFoun
         if plural not in served:
             return PeeringFound(crd_served=False)
         if settings.clusterwide:
-            found = await api.get(f"{PEERING_API}/clusterkopfpeerings/{settings.peering_name}")
+            found = await api.get(f"{PEERING_API}/{plural}/{settings.peering_name}")
             return PeeringFound(True, () if found else ("cluster-wide",))
         missing = []
         for namespace in settings.namespaces:
-            path = f"{PEERING_API}/namespaces/{namespace}/kopfpeerings/{settings.peering_name}"
+            path = f"{PEERING_API}/namespaces/{namespace}/{plural}/{settings.peering_name}"
             if await api.get(path) is None:
                 missing.append(namespace)
         return PeeringFound(True, tuple(missing))

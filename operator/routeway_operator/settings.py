@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
-GROUP = "routeway.dev"
+from routeway.resources import GROUP
+
 FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PREFIX = GROUP
 DEFAULT_IMAGE = "ghcr.io/routeway/routeway:latest"
@@ -74,7 +75,6 @@ class OperatorSettings:
     workers: int = 4  # gateways reconciled concurrently
     status_concurrency: int = 16  # status patches in flight per reconcile
     configmap_budget: int = 900 * 1024  # bytes of one ConfigMap's data before compressing/sharding
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def clusterwide(self) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routeway.proxyconfig import ProxyConfig
+from routeway.resources import ModelBackend, ModelGateway
 from routeway.translate import NsName, ObjectKey, Translation
 from routeway_operator.apply import COMPARED_BY_CONTENT, HASH_ANNOTATION, PLURALS, Applier
 from routeway_operator.events import EventRecorder
@@ -30,8 +31,8 @@ from routeway_operator.metrics import OperatorMetrics
 from routeway_operator.reconciler import Reconciler
 from routeway_operator.settings import OperatorSettings
 
-GATEWAY = "ModelGateway"
-BACKEND = "ModelBackend"
+GATEWAY = ModelGateway.KIND  # the kinds of reconcile keys
+BACKEND = ModelBackend.KIND
 
 
 @dataclass

@@ -26,10 +26,9 @@ import lupa.lua51
 import lupa.lua54
 import pytest
 import yaml
-from routeway_operator import status as st
 
-from routeway import conditions as rc
-from routeway.conditions import ACCEPTED, RESOLVED_REFS, Condition, accepted, resolved
+from routeway import status as st
+from routeway.status import ACCEPTED, RESOLVED_REFS, Condition, accepted, resolved
 
 from .conftest import CHART, find_tool
 
@@ -254,7 +253,7 @@ def with_status(kind: str, conditions: list[Condition], **fields: Any) -> dict[s
 
 
 def operator_conditions(kind: str, prerequisites: list[Condition], proxies: Condition) -> list[Condition]:
-    """As operator/handlers/statuses.py composes them: a gateway's Ready also waits for its
+    """As routeway/status.py composes them: a gateway's Ready also waits for its
     proxy pods (a condition that is not written), the other kinds' Ready for what is written."""
     if kind == "ModelGateway":
         return [*prerequisites, *st.summarize([*prerequisites, proxies])]
@@ -262,18 +261,18 @@ def operator_conditions(kind: str, prerequisites: list[Condition], proxies: Cond
 
 
 # The failing conditions the operator writes, per kind and reason (routeway/translate.py for
-# Accepted/ResolvedRefs, operator/handlers/statuses.py for Programmed and the proxies).
+# Accepted/ResolvedRefs, routeway/status.py for Programmed and the proxies).
 FAILING_REASONS: dict[str, dict[str, tuple[str, ...]]] = {
     "ModelRoute": {
         ACCEPTED: (
-            rc.REASON_INVALID,
-            rc.REASON_GATEWAY_NOT_FOUND,
-            rc.REASON_GATEWAY_INVALID,
-            rc.REASON_NOT_ALLOWED,
-            rc.REASON_MODEL_CONFLICT,
-            rc.REASON_NO_WEIGHT,
+            st.REASON_INVALID,
+            st.REASON_GATEWAY_NOT_FOUND,
+            st.REASON_GATEWAY_INVALID,
+            st.REASON_NOT_ALLOWED,
+            st.REASON_MODEL_CONFLICT,
+            st.REASON_NO_WEIGHT,
         ),
-        RESOLVED_REFS: (rc.REASON_BACKEND_NOT_FOUND, rc.REASON_BACKEND_INVALID, rc.REASON_BACKEND_UNRESOLVED),
+        RESOLVED_REFS: (st.REASON_BACKEND_NOT_FOUND, st.REASON_BACKEND_INVALID, st.REASON_BACKEND_UNRESOLVED),
         st.PROGRAMMED: (
             st.REASON_PENDING,
             st.REASON_NOT_ATTACHED,
@@ -282,14 +281,14 @@ FAILING_REASONS: dict[str, dict[str, tuple[str, ...]]] = {
         ),
     },
     "ModelBackend": {
-        ACCEPTED: (rc.REASON_INVALID,),
-        RESOLVED_REFS: (rc.REASON_SECRET_NOT_FOUND, rc.REASON_SECRET_KEY_NOT_FOUND),
+        ACCEPTED: (st.REASON_INVALID,),
+        RESOLVED_REFS: (st.REASON_SECRET_NOT_FOUND, st.REASON_SECRET_KEY_NOT_FOUND),
     },
     "ModelGateway": {
-        ACCEPTED: (rc.REASON_INVALID,),
-        RESOLVED_REFS: (rc.REASON_SECRET_NOT_FOUND, rc.REASON_SECRET_KEY_NOT_FOUND),
+        ACCEPTED: (st.REASON_INVALID,),
+        RESOLVED_REFS: (st.REASON_SECRET_NOT_FOUND, st.REASON_SECRET_KEY_NOT_FOUND),
         st.PROGRAMMED: (st.REASON_NOT_ATTACHED, st.REASON_RENDER_FAILED, st.REASON_APPLY_FAILED),
-        "ProxiesReady": (st.REASON_PROXIES_NOT_READY,),
+        st.PROXIES_READY: (st.REASON_PROXIES_NOT_READY,),
     },
 }
 
@@ -300,23 +299,22 @@ def failures() -> list[tuple[str, Condition]]:
         for ctype, reasons in by_type.items():
             out += [(kind, Condition(ctype, "False", reason, f"{reason} happened")) for reason in reasons]
         out.append((kind, Condition(ACCEPTED, "Unknown", "Pending", "not translated yet")))
+        out.append((kind, Condition(RESOLVED_REFS, "Unknown", st.REASON_NOT_ACCEPTED, "not accepted")))
     return out
 
 
 def test_every_failure_reason_is_mapped() -> None:
-    """A reason added to routeway/conditions.py or operator/routeway_operator/status.py lands in FAILING_REASONS
-    (and so gets a health status checked below)."""
+    """A reason added to routeway/status.py lands in FAILING_REASONS or among the Unknown
+    conditions of `failures()` (and so gets a health status checked below)."""
     successes = {
-        rc.REASON_ACCEPTED,
-        rc.REASON_RESOLVED,
+        st.REASON_ACCEPTED,
+        st.REASON_RESOLVED,
         st.REASON_PROGRAMMED,
         st.REASON_READY,
         st.REASON_RECONCILED,
     }
-    declared = {v for k, v in [*vars(rc).items(), *vars(st).items()] if k.startswith("REASON_")} - successes
-    mapped = {
-        reason for by_type in FAILING_REASONS.values() for reasons in by_type.values() for reason in reasons
-    }
+    declared = {v for k, v in vars(st).items() if k.startswith("REASON_")} - successes
+    mapped = {failing.reason for _, failing in failures()}
     assert declared == mapped
 
 
@@ -330,8 +328,8 @@ def test_operator_statuses_map_as_kstatus_says(kind: str, failing: Condition) ->
     good = {ACCEPTED: accepted(), RESOLVED_REFS: resolved(), st.PROGRAMMED: st.programmed("r1", "applied")}
     if kind == "ModelBackend":
         del good[st.PROGRAMMED]
-    proxies = Condition("ProxiesReady", "True", "Ready", "")
-    if failing.type == "ProxiesReady":
+    proxies = Condition(st.PROXIES_READY, "True", "Ready", "")
+    if failing.type == st.PROXIES_READY:
         proxies = failing
     else:
         good[failing.type] = failing
@@ -350,7 +348,7 @@ def test_operator_statuses_ready_and_stale(kind: str) -> None:
     prerequisites = [accepted(), resolved()] + (
         [st.programmed("r1", "applied")] if kind != "ModelBackend" else []
     )
-    conditions = operator_conditions(kind, prerequisites, Condition("ProxiesReady", "True", "Ready", ""))
+    conditions = operator_conditions(kind, prerequisites, Condition(st.PROXIES_READY, "True", "Ready", ""))
     obj = with_status(kind, conditions, routes=1, readyReplicas=2)
     assert run_health(script(kind), obj)["status"] == "Healthy"
     obj["metadata"]["generation"] = GENERATION + 1  # a spec change the operator has not seen yet

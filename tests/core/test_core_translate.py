@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from core_factories import backend, gateway, route, secret
 
-from routeway import conditions as c
+from routeway import status as c
 from routeway.translate import Inventory, ObjectKey, Translation, translate
 
 

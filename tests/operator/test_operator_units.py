@@ -1,10 +1,10 @@
-"""Pure parts of the operator: settings, builders, status rules, reconciler timing, apply.
+"""Pure parts of the operator: settings, builders, reconciler timing, apply.
 
 Matrix: env parsing and CLI overrides / every built object (names, labels, owner refs,
-RBAC restricted to own objects, security defaults) / condition merging (lastTransitionTime
-only on flips, observedGeneration, kstatus trio) / the debounce coalescing and retry
+RBAC restricted to own objects, security defaults) / the debounce coalescing and retry
 backoff of the reconciler (ordered by events, not clocks) / create-or-patch (404→create,
 409→patch, hash-equal→no write, not-owned→PermanentError, removed data keys deleted).
+Status rules (condition merging, the kstatus trio) are tested in tests/core/test_core_status.py.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ import kopf
 import pytest
 from kmock_ext import RoutewayEmulator
 from routeway_operator import builders
-from routeway_operator import status as st
 from routeway_operator.apply import HASH_ANNOTATION, Applier, content_hash, drifted, merge_patch
 from routeway_operator.commands import register, settings_from_args
 from routeway_operator.kube import ApiError, KubeApi
 from routeway_operator.reconciler import Reconciler
 from routeway_operator.settings import OperatorSettings, SettingsError
 
-from routeway.conditions import Condition
 from routeway.resources import ModelGateway
 
 GW = ModelGateway.model_validate(
@@ -148,54 +146,6 @@ def test_long_names_are_shortened_without_collisions() -> None:
 def test_secret_holds_values_by_store_key() -> None:
     secret = builders.build_secret(GW, {"ml/openai/token": "sk-1"})
     assert secret["data"] == {"ml_openai_token": "c2stMQ=="}
-
-
-# ------------------------------------------------------------------ status
-
-
-def test_last_transition_time_changes_only_on_flips() -> None:
-    first = st.merge_conditions(None, [Condition("Accepted", "True", "Accepted", "")], 1, "t1")
-    assert first == [
-        {
-            "type": "Accepted",
-            "status": "True",
-            "reason": "Accepted",
-            "message": "",
-            "observedGeneration": 1,
-            "lastTransitionTime": "t1",
-        }
-    ]
-    same = st.merge_conditions(first, [Condition("Accepted", "True", "Other", "m")], 2, "t2")
-    assert same[0]["lastTransitionTime"] == "t1" and same[0]["observedGeneration"] == 2
-    flipped = st.merge_conditions(same, [Condition("Accepted", "False", "Invalid", "m")], 2, "t3")
-    assert flipped[0]["lastTransitionTime"] == "t3"
-
-
-def test_kstatus_trio() -> None:
-    ok = Condition("Accepted", "True", "Accepted")
-    ready, reconciling, stalled = st.summarize([ok])
-    assert (ready.status, reconciling.status, stalled.status) == ("True", "False", "False")
-    ready, reconciling, stalled = st.summarize([ok, st.not_programmed(st.REASON_PENDING, "later")])
-    assert (ready.status, reconciling.status, stalled.status) == ("False", "True", "False")
-    assert ready.reason == "Pending"
-    ready, reconciling, stalled = st.summarize([Condition("ResolvedRefs", "False", "BackendNotFound", "x")])
-    assert (ready.status, reconciling.status, stalled.status) == ("False", "False", "True")
-    assert stalled.reason == "BackendNotFound"
-
-
-def test_conditions_are_ordered_and_events_fire_on_new_failures() -> None:
-    conds = st.merge_conditions(
-        None,
-        st.with_kstatus([Condition("ResolvedRefs", "True", "R"), Condition("Accepted", "True", "A")]),
-        1,
-        "t",
-    )
-    assert [c["type"] for c in conds] == ["Accepted", "ResolvedRefs", "Ready", "Reconciling", "Stalled"]
-    failing = Condition("Accepted", "False", "Invalid", "bad")
-    assert st.flipped_to_false(conds, failing)
-    again = st.merge_conditions(conds, [failing], 1, "t")
-    assert not st.flipped_to_false(again, failing)
-    assert st.backend_weights([("v1", 90), ("v2", 10)]) == "v1=90,v2=10"
 
 
 # ------------------------------------------------------------------ reconciler

@@ -2,7 +2,7 @@
 --
 -- Routeway statuses follow kstatus: observedGeneration on the status and on every condition,
 -- and the Ready / Reconciling / Stalled trio derived from Accepted and ResolvedRefs
--- (status.py and handlers/statuses.py of routeway_operator). Backends have no
+-- (routeway/status.py in the Routeway source). Backends have no
 -- rollouts: no rollout phase.
 --
 -- BEGIN routeway common (the same text in the ModelGateway, ModelRoute and ModelBackend

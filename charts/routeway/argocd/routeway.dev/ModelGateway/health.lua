@@ -2,8 +2,8 @@
 --
 -- Routeway statuses follow kstatus: observedGeneration on the status and on every condition,
 -- and the Ready / Reconciling / Stalled trio derived from Accepted, ResolvedRefs, Programmed
--- and the proxy Deployment's ready replicas (status.py and
--- handlers/statuses.py of routeway_operator). Gateways have no rollouts: no rollout phase.
+-- and the proxy Deployment's ready replicas (routeway/status.py in the Routeway
+-- source). Gateways have no rollouts: no rollout phase.
 --
 -- BEGIN routeway common (the same text in the ModelGateway, ModelRoute and ModelBackend
 -- scripts; tests/chart/test_argocd_health.py checks it). Only Lua's base functions are used:

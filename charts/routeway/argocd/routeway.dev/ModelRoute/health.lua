@@ -2,7 +2,7 @@
 --
 -- Routeway statuses follow kstatus: observedGeneration on the status and on every condition,
 -- and the Ready / Reconciling / Stalled trio derived from Accepted, ResolvedRefs and
--- Programmed (status.py and handlers/statuses.py of routeway_operator). A route
+-- Programmed (routeway/status.py in the Routeway source). A route
 -- that is being rolled out also carries status.rollout.phase (Stable, Progressing, Paused or
 -- RolledBack), with Reconciling=True reason RolloutProgressing / RolloutPaused while it
 -- moves or waits, and Stalled=True reason RolledBack after an automatic rollback.

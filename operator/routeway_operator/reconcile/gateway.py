@@ -30,14 +30,24 @@ from routeway.credentials import credential_refs, resolve_credentials, secret_va
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
 from routeway.resources import ModelGateway, Secret
+from routeway.status import (
+    REASON_APPLY_FAILED,
+    REASON_PENDING,
+    REASON_RENDER_FAILED,
+    Outcome,
+    gateway_status,
+    not_programmed,
+    now_rfc3339,
+    programmed,
+    route_status,
+)
 from routeway.translate import NsName, ObjectKey, Translation, translate
 from routeway_operator import builders
-from routeway_operator import status as st
 from routeway_operator.apply import OwnerCheck, OwnerGone
-from routeway_operator.handlers import statuses
-from routeway_operator.handlers.backend import reconcile_backend
 from routeway_operator.inventory import Entry, snapshot_gateway
 from routeway_operator.kube import ApiError, path_for
+from routeway_operator.reconcile import statuses
+from routeway_operator.reconcile.backend import reconcile_backend
 from routeway_operator.state import BACKEND, GATEWAY, OperatorState
 
 log = logging.getLogger("routeway.operator.gateway")
@@ -74,7 +84,7 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
     )
     config: ProxyConfig | None = None
     failure: kopf.TemporaryError | kopf.PermanentError | None = None
-    outcome = st.Outcome(previous, st.not_programmed(st.REASON_PENDING, "not applied yet"))
+    outcome = Outcome(previous, not_programmed(REASON_PENDING, "not applied yet"))
     if gateway is None:
         state.revisions.pop(key, None)
         state.renders.pop(key, None)
@@ -92,18 +102,18 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
             config = None
             state.renders.pop(key, None)
             failure = kopf.PermanentError(f"config cannot be rendered: {exc}")
-            outcome = st.Outcome(previous, st.not_programmed(st.REASON_RENDER_FAILED, str(failure)))
+            outcome = Outcome(previous, not_programmed(REASON_RENDER_FAILED, str(failure)))
         except kopf.TemporaryError as exc:
             failure = exc
-            outcome = st.Outcome(previous, st.not_programmed(st.REASON_PENDING, str(exc)))
+            outcome = Outcome(previous, not_programmed(REASON_PENDING, str(exc)))
         except kopf.PermanentError as exc:
             failure = exc
-            outcome = st.Outcome(previous, st.not_programmed(st.REASON_APPLY_FAILED, str(exc)))
+            outcome = Outcome(previous, not_programmed(REASON_APPLY_FAILED, str(exc)))
         else:
             if state.revisions.get(key) != config.revision:
                 state.metrics.config_revisions.inc()
             state.revisions[key] = config.revision
-            outcome = st.Outcome(config.revision, st.programmed(config.revision, "is applied"))
+            outcome = Outcome(config.revision, programmed(config.revision, "is applied"))
     await report(state, snap.gateway, snap.routes, translation, config, outcome)
     if failure is not None:
         raise failure
@@ -115,22 +125,36 @@ async def report(
     routes: Sequence[Entry],
     translation: Translation,
     config: ProxyConfig | None,
-    outcome: st.Outcome,
+    outcome: Outcome,
 ) -> None:
     """Statuses of the gateway and its routes, and the Events their transitions deserve."""
-    now = st.now_rfc3339()
+    now = now_rfc3339()
     items = []
     rendered = {(r.namespace, r.name): r for r in config.routes} if config is not None else {}
     for entry in map(functools.partial(statuses.latest, state), routes):
-        desired = statuses.route_status(entry, translation, rendered.get(entry.key), outcome, now)
+        desired = route_status(
+            entry,
+            translation.conditions.get(entry.object_key, ()),
+            translation.attachments.get(entry.object_key),
+            rendered.get(entry.key),
+            outcome,
+            now,
+        )
         await statuses.post_condition_events(state, entry, desired)
         items.append((entry, desired))
     if gateway_entry is not None:
         gateway_entry = statuses.latest(state, gateway_entry)
         gateway = gateway_entry.model if isinstance(gateway_entry.model, ModelGateway) else None
         address = builders.gateway_address(gateway) if gateway is not None else None
-        desired = statuses.gateway_status(
-            gateway_entry, translation, outcome, statuses.deployment_of(state, gateway_entry), address, now
+        desired = gateway_status(
+            gateway_entry,
+            gateway,
+            translation.conditions.get(gateway_entry.object_key, ()),
+            outcome,
+            deployment=statuses.deployment_of(state, gateway_entry),
+            address=address,
+            routes=sum(1 for gw in translation.attachments.values() if gw == gateway_entry.key),
+            now=now,
         )
         await statuses.post_condition_events(state, gateway_entry, desired)
         if (
@@ -174,7 +198,7 @@ async def apply_gateway(state: OperatorState, gateway: ModelGateway, config: Pro
 
     async def owner_exists() -> bool:
         if not verdict:
-            path = path_for("routeway.dev/v1alpha1", "modelgateways", gateway.namespace, gateway.name)
+            path = path_for(gateway.api_version, gateway.PLURAL, gateway.namespace, gateway.name)
             try:
                 current = await state.api.get(path)
             except ApiError as exc:

@@ -6,10 +6,10 @@ Secret appearing updates the backend once, not once per gateway that uses it.
 
 from __future__ import annotations
 
+from routeway import status as st
 from routeway.translate import NsName, translate
-from routeway_operator import status as st
-from routeway_operator.handlers import statuses
 from routeway_operator.inventory import snapshot_backend, values
+from routeway_operator.reconcile import statuses
 from routeway_operator.state import OperatorState
 
 
@@ -20,6 +20,7 @@ async def reconcile_backend(state: OperatorState, key: NsName) -> None:
     entry = statuses.latest(state, entry)
     translation = translate(inventory)
     routes = len(set(values(state.indexes.routes_by_backend, key)))
-    desired = statuses.backend_status(entry, translation, routes, st.now_rfc3339())
+    conditions = translation.conditions.get(entry.object_key, ())
+    desired = st.backend_status(entry, conditions, routes, st.now_rfc3339())
     await statuses.post_condition_events(state, entry, desired)
     await statuses.write_statuses(state, [(entry, desired)])

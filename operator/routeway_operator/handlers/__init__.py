@@ -1,1 +1,0 @@
-"""kopf-facing handlers; each module delegates to pure code."""
