@@ -1,7 +1,8 @@
 """The `ProxyConfig` document: the one contract between the control plane and the proxy.
 
-Translation produces it, the operator stores it in a ConfigMap, `routeway serve` keeps it
-in memory, and the proxy serves it. The proxy never sees a Kubernetes object, only this.
+Translation produces it, the operator stores it in a ConfigMap (`routeway.configstore`),
+`routeway serve` keeps it in memory, a proxy supervisor sends it to its workers
+(`routeway.configupdate`), and the proxy serves it. The proxy never sees a Kubernetes object, only this.
 
 Why a separate schema from the custom resources: resources are what people write (defaults
 implicit, references by name, durations as strings); the ProxyConfig is what a data plane
@@ -35,7 +36,9 @@ DEFAULT_RETRY_ON: tuple[RetryReason, ...] = ("connect-failure", "5xx", "429")
 
 
 class _Doc(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # Finite numbers only: the document travels as JSON (ConfigMap, file, worker update), where
+    # infinity and NaN would silently become null.
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Timeouts(_Doc):

@@ -64,9 +64,15 @@ class FieldError(ValueError):
 class _Spec(BaseModel):
     """Base of every spec part: camelCase names, frozen, unknown fields rejected."""
 
-    # strict: "10", true or "0.5" are not numbers to the API server, so not to us either.
+    # strict: "10", true or "0.5" are not numbers to the API server, so not to us either; nor
+    # are YAML's .inf and .nan, which JSON (the ProxyConfig, the API server) cannot carry.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid", strict=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
     )
 
 

@@ -35,12 +35,12 @@ from typing import TYPE_CHECKING
 from routeway_proxy.commands import add_serving_arguments, check_serving_args, options_from_args
 
 from routeway.cli import add_skip_foreign
+from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate
 from routeway.local import LocalLoad, load_local
 from routeway.manifests import YAML_SUFFIXES
 
 if TYPE_CHECKING:  # aiohttp and the proxy are imported when the command runs, not at `--help`
     from routeway_proxy.config_file import Snapshot
-    from routeway_proxy.process import ConfigRejected, ConfigUpdate
 
 POLL_INTERVAL = 0.2
 """Seconds between checks of the watched files: a saved change is live well within a second."""
@@ -85,8 +85,6 @@ class LocalManifestSource:
                 yield result
 
     def load(self) -> LocalLoad | ConfigRejected:
-        from routeway_proxy.process import ConfigRejected
-
         try:
             return load_local(self.paths, self.gateway, skip_foreign=self.skip_foreign)
         except Exception as exc:  # a bug in translation must not take the proxy down
@@ -98,8 +96,6 @@ def to_update(result: LocalLoad, source: str) -> ConfigUpdate:
     """Files that do not parse reject the change (they are mid-edit or broken: the last good
     config keeps serving). Translation findings do not: like the operator, everything valid is
     served and the findings travel along as warnings, shown in the log and at /routes."""
-    from routeway_proxy.process import ConfigLoaded, ConfigRejected
-
     if result.blocking or result.config is None:
         return ConfigRejected(source, result.problems or ("no config could be rendered",))
     return ConfigLoaded(result.config, result.credentials, source, warnings=result.problems)

@@ -10,15 +10,12 @@ DNS label are shortened with a hash so two long gateway names never collide.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from routeway_proxy.kube_source import REVISION_ANNOTATION, SHARD_KEY, config_object_names
-
-from routeway.proxyconfig import credential_store_key
+from routeway.configstore import REVISION_ANNOTATION, SHARD_KEY, config_object_names, encode_credentials
 from routeway.resources import API_VERSION, GROUP, ModelGateway
 from routeway_operator.settings import OperatorSettings
 
@@ -268,10 +265,7 @@ def build_secret(gateway: ModelGateway, credentials: Mapping[str, str]) -> dict[
         "kind": "Secret",
         "type": "Opaque",
         "metadata": _meta(gateway, names.secret),
-        "data": {
-            credential_store_key(ref): base64.b64encode(value.encode("utf-8")).decode("ascii")
-            for ref, value in sorted(credentials.items())
-        },
+        "data": encode_credentials(credentials),
     }
 
 

@@ -34,8 +34,8 @@ import orjson
 import yaml
 from pydantic import ValidationError
 
+from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate
 from routeway.proxyconfig import credential_ref_from_store_key, parse_proxy_config
-from routeway_proxy.process import ConfigLoaded, ConfigRejected, ConfigUpdate
 
 log = logging.getLogger("routeway.proxy.config")
 

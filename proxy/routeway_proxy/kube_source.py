@@ -5,17 +5,10 @@ change in well under a second, so `routeway proxy --configmap NAME --secret NAME
 --namespace NS` watches both objects through the API and yields a `ConfigLoaded` per change,
 which the proxy swaps in atomically like a file reload.
 
-Storage format (written by the operator, read here; both sides import this module so the
-format has one definition):
-
-- Small configs: the ConfigMap holds the ProxyConfig JSON under `config.json`.
-- Configs over the budget (~900 KiB; Kubernetes objects are limited to about 1 MiB): the
-  JSON is gzipped and split into shard ConfigMaps (`<configmap>-a0`, `-a1`, … in slot `a`
-  or `b`) holding `binaryData.part`; the ConfigMap itself then holds only `manifest.json`
-  naming the shards, the revision and the SHA-256 of the compressed bytes. The operator
-  writes the shards of the slot the manifest does not name, then the manifest (last), so a
-  reader never sees a half-written set: a shard overwritten under a reader (two quick
-  revisions) fails the checksum and the read is retried from the manifest.
+The storage format (inline `config.json`, or gzipped shards named by a manifest that the
+operator writes last; the Secret's base64 values) is defined once, in the pure core's
+`routeway.configstore`: the operator encodes with it, this module decodes with it. A shard set
+that changed under the reader fails its checksum and is read again from the manifest.
 
 Robustness: objects are filtered by name on the client side too (some servers ignore field
 selectors), every request has a timeout, a watch that ends or fails is re-listed with
@@ -26,13 +19,9 @@ serving). Credential values never appear in messages.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import gzip
-import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,128 +31,24 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from routeway.proxyconfig import credential_ref_from_store_key, parse_proxy_config
-from routeway_proxy.process import ConfigLoaded, ConfigRejected, ConfigUpdate
+from routeway.configstore import TornConfig, decode_config, decode_credentials, shards_to_read
+from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate
+from routeway.proxyconfig import parse_proxy_config
 
 log = logging.getLogger("routeway.proxy.kube")
 
-CONFIG_KEY = "config.json"
-MANIFEST_KEY = "manifest.json"
-SHARD_KEY = "part"
-REVISION_ANNOTATION = "routeway.dev/config-revision"
-SLOTS = ("a", "b")
-MAX_SHARDS = 16
-DEFAULT_BUDGET = 900 * 1024
 WATCH_TIMEOUT = 240  # seconds a server-side watch lasts before a fresh list
 REQUEST_TIMEOUT = 15.0
 TORN_READ_RETRIES = 5
 
 
-class ConfigTooLarge(ValueError):
-    """Even compressed, the config needs more shards than a proxy's Role may read."""
-
-
-class TornConfig(ValueError):
-    """Shards changed under the reader (or are missing): read the manifest again."""
-
-
-# --- the storage format ---------------------------------------------------------------------
-
-
-def shard_name(configmap: str, slot: str, index: int) -> str:
-    return f"{configmap}-{slot}{index}"
-
-
-def config_object_names(configmap: str) -> list[str]:
-    """Every ConfigMap name a proxy may need to read: the Role's resourceNames."""
-    return [configmap] + [shard_name(configmap, s, i) for s in SLOTS for i in range(MAX_SHARDS)]
-
-
-@dataclass(frozen=True)
-class EncodedConfig:
-    data: dict[str, str]  # the ConfigMap's data: config.json, or manifest.json
-    shards: tuple[tuple[str, dict[str, str]], ...] = ()  # (name, binaryData) written first
-    slot: str | None = None
-
-
-def encode_config(
-    config_json: bytes, revision: str, configmap: str, *, slot: str = "a", budget: int = DEFAULT_BUDGET
-) -> EncodedConfig:
-    """Inline when it fits the budget; else gzip, base64 and split into shards of `slot`."""
-    if len(config_json) <= budget:
-        return EncodedConfig({CONFIG_KEY: config_json.decode("utf-8")})
-    compressed = gzip.compress(config_json, compresslevel=6, mtime=0)
-    chunk = max(1, budget * 3 // 4)  # base64 grows by 4/3: each shard's data stays within budget
-    parts = [compressed[i : i + chunk] for i in range(0, len(compressed), chunk)]
-    if len(parts) > MAX_SHARDS:
-        raise ConfigTooLarge(
-            f"config of {len(config_json)} bytes needs {len(parts)} shards after compression "
-            f"(at most {MAX_SHARDS})"
-        )
-    names = [shard_name(configmap, slot, i) for i in range(len(parts))]
-    manifest = {
-        "revision": revision,
-        "encoding": "gzip",
-        "slot": slot,
-        "shards": names,
-        "sha256": hashlib.sha256(compressed).hexdigest(),
-        "size": len(config_json),
-    }
-    shards = tuple(
-        (name, {SHARD_KEY: base64.b64encode(part).decode("ascii")})
-        for name, part in zip(names, parts, strict=True)
-    )
-    return EncodedConfig({MANIFEST_KEY: json.dumps(manifest, sort_keys=True)}, shards, slot)
-
-
-def manifest_slot(data: Mapping[str, str] | None) -> str | None:
-    """The shard slot a ConfigMap's manifest names (None: inline or absent)."""
-    if not data or MANIFEST_KEY not in data:
-        return None
-    try:
-        slot = json.loads(data[MANIFEST_KEY]).get("slot")
-    except (ValueError, AttributeError):
-        return None
-    return slot if slot in SLOTS else None
-
-
-async def decode_config(
-    data: Mapping[str, str], fetch_shard: Callable[[str], Awaitable[Mapping[str, Any] | None]]
-) -> bytes:
-    """The ProxyConfig JSON bytes a ConfigMap's data stands for; TornConfig if shards disagree."""
-    if CONFIG_KEY in data:
-        return data[CONFIG_KEY].encode("utf-8")
-    if MANIFEST_KEY not in data:
-        raise ValueError(f"the ConfigMap has neither {CONFIG_KEY} nor {MANIFEST_KEY}")
-    manifest = json.loads(data[MANIFEST_KEY])
-    if manifest.get("encoding") != "gzip":
-        raise ValueError(f"unsupported config encoding {manifest.get('encoding')!r}")
-    parts = []
-    for name in manifest["shards"]:
-        shard = await fetch_shard(name)
-        binary = (shard or {}).get("binaryData") or {}
-        if SHARD_KEY not in binary:
-            raise TornConfig(f"shard {name} is missing")
-        try:
-            parts.append(base64.b64decode(binary[SHARD_KEY], validate=True))
-        except binascii.Error:
-            raise TornConfig(f"shard {name} is not base64") from None
-    compressed = b"".join(parts)
-    if hashlib.sha256(compressed).hexdigest() != manifest["sha256"]:
-        raise TornConfig("shards do not match the manifest checksum")
-    return gzip.decompress(compressed)
-
-
-def decode_credentials(secret: Mapping[str, Any] | None) -> dict[str, str]:
-    """Secret data (credential store key → base64 value) as credentialRef → value."""
-    out: dict[str, str] = {}
-    for key, raw in ((secret or {}).get("data") or {}).items():
-        try:
-            ref = credential_ref_from_store_key(key)
-            out[ref] = base64.b64decode(raw, validate=True).decode("utf-8")
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            log.warning("credential %s is not a valid entry; skipped", key)
-    return out
+def credentials_of(secret: Mapping[str, Any] | None) -> dict[str, str]:
+    """A credentials Secret as credentialRef → value; invalid entries are skipped with a
+    warning naming the key (never the value)."""
+    credentials, skipped = decode_credentials((secret or {}).get("data"))
+    for key in skipped:
+        log.warning("credential %s is not a valid entry; skipped", key)
+    return credentials
 
 
 # --- the source -----------------------------------------------------------------------------
@@ -228,11 +113,10 @@ class KubeConfigSource:
         for _ in range(TORN_READ_RETRIES):
             if configmap is None:
                 return ConfigRejected(source, (f"{source} not found",))
+            data = configmap.get("data") or {}
             try:
-                raw = await decode_config(
-                    configmap.get("data") or {}, lambda n: self._get(api, "configmaps", n)
-                )
-                config = parse_proxy_config(raw)
+                shards = {n: await self._get_binary(api, n) for n in shards_to_read(data)}
+                config = parse_proxy_config(decode_config(data, shards))
             except TornConfig:
                 configmap = await self._get(api, "configmaps", self.configmap)
                 continue
@@ -245,8 +129,13 @@ class KubeConfigSource:
                 log.warning(
                     "secret %s/%s not found: serving without credentials", self.namespace, self.secret
                 )
-            return ConfigLoaded(config, decode_credentials(secret), source)
+            return ConfigLoaded(config, credentials_of(secret), source)
         return ConfigRejected(source, (f"{source}: shards kept changing while being read",))
+
+    async def _get_binary(self, api: k8s_client.ApiClient, name: str) -> Mapping[str, str] | None:
+        """A shard ConfigMap's binaryData (None: not found)."""
+        shard = await self._get(api, "configmaps", name)
+        return (shard or {}).get("binaryData")
 
     def _path(self, plural: str, name: str | None = None) -> str:
         path = f"/api/v1/namespaces/{self.namespace}/{plural}"

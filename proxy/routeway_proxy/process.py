@@ -26,8 +26,12 @@ single process (or the supervisor) stops waiting and exits 1; workers ignore rep
 because Ctrl-C reaches the whole process group and the supervisor forwards it as well.
 
 The seam for other config sources (an in-cluster ConfigMap/Secret watch): implement
-`ConfigSource` — an object whose `watch()` yields `ConfigLoaded`/`ConfigRejected` (updates
-must pickle: that is how they reach the workers).
+`ConfigSource` — an object whose `watch()` yields `ConfigLoaded`/`ConfigRejected`, the update
+types of the pure core (`routeway.configupdate`, which also defines the JSON message that
+carries them to the workers).
+
+Logging: `ConfigApplier` is the one place that logs a config load or rejection, once for the
+whole group (workers log those at debug level); the runtime it feeds logs nothing about them.
 """
 
 from __future__ import annotations
@@ -43,10 +47,11 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate
 from routeway.proxyconfig import ProxyConfig
 
 if TYPE_CHECKING:
@@ -61,33 +66,13 @@ ADMIN_SHUTDOWN_TIMEOUT = 1.0
 """Admin requests (scrapes, probes) are short; they do not get the client's grace period."""
 
 
-@dataclass(frozen=True)
-class ConfigLoaded:
-    """A config to serve, with the credential values its backends reference."""
-
-    config: ProxyConfig
-    credentials: Mapping[str, str]  # credentialRef "ns/secret/key" -> value
-    source: str  # where it came from, for logs
-    warnings: tuple[str, ...] = ()  # problems with some objects that did not stop the rest
-
-
-@dataclass(frozen=True)
-class ConfigRejected:
-    """A new config that cannot be served; the last good one keeps serving."""
-
-    source: str
-    errors: tuple[str, ...]
-
-
-ConfigUpdate: TypeAlias = ConfigLoaded | ConfigRejected
-
-
 class ConfigSource(Protocol):
     """Where a process's config comes from.
 
-    Only one process of a group opens `watch()` (the supervisor relays its updates, which
-    must therefore pickle). `watch()` yields the current state first, then one update per
-    change, and never raises for bad input — bad input is a `ConfigRejected`.
+    Only one process of a group opens `watch()` (the supervisor relays its updates to the
+    workers as `routeway.configupdate` messages). `watch()` yields the current state first,
+    then one update per change, and never raises for bad input — bad input is a
+    `ConfigRejected`.
     """
 
     def describe(self) -> str: ...
@@ -115,14 +100,6 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(drop_runtime_config_events)
-
-
-def drop_runtime_config_events(record: logging.LogRecord) -> bool:
-    """`ConfigApplier` logs each load and rejection once for the whole process group; the
-    runtime's own lines about the same event (one per worker) would repeat it N+1 times."""
-    return not (record.module == "runtime" and record.funcName in ("apply", "reject"))
 
 
 def run_async(main: Coroutine[Any, Any, int]) -> int:
@@ -155,8 +132,9 @@ class ConfigApplier:
     """Feeds a source's updates to the runtime: the one place config reaches a process.
 
     Repeated identical updates are dropped (a touched file, a source re-listing), so each
-    load or rejection is applied and logged once. `announce=False` keeps workers quiet at
-    info level: the supervisor logs for the group.
+    load or rejection is applied and logged once, here and nowhere else (the runtime only
+    records them). `announce=False` keeps workers quiet at info level: the supervisor logs
+    for the group.
     """
 
     def __init__(self, runtime: ProxyRuntime, *, announce: bool) -> None:

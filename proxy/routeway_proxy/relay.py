@@ -4,9 +4,10 @@ Why relay instead of every worker watching the source itself: translating a larg
 seconds of CPU (10,000 routes: ~3.6 s), which every worker and the supervisor used to spend
 on every change; and workers that each read the files at slightly different moments could
 serve different revisions, or one could reject a half-written file the others never saw.
-Here the supervisor's source is the only reader; each worker gets the same `ConfigUpdate`
-objects, in the same order, over its own pipe (credentials included: a pipe between the two
-processes, never a file).
+Here the supervisor's source is the only reader; each worker gets the same updates, in the
+same order, over its own pipe (credentials included: a pipe between the two processes, never
+a file), as the canonical JSON message of `routeway.configupdate` — encoded once per update
+for all workers, and checked by each worker as it reads it.
 
 What is relayed is what the supervisor's own runtime made of an update: a config it refused
 to serve goes out as a rejection, so no worker serves what the group does not.
@@ -22,19 +23,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import pickle
 from collections.abc import AsyncIterator, Callable
 from multiprocessing.connection import Connection
 
-from routeway_proxy.process import ConfigLoaded, ConfigSource, ConfigUpdate
+from routeway.configupdate import (
+    ConfigLoaded,
+    ConfigRejected,
+    ConfigUpdate,
+    UndecodableUpdate,
+    UnencodableUpdate,
+    decode_update,
+    encode_update,
+)
+from routeway_proxy.process import ConfigSource
 
 log = logging.getLogger("routeway.proxy.process")
+
+SUPERVISOR = "the supervisor"
 
 
 class RelayedSource:
     """A worker's config source: the updates its supervisor sends down `connection`.
 
-    `on_busy(True)` is called just before an update is unpickled and then applied, which
+    `on_busy(True)` is called just before an update is decoded and then applied, which
     together block the loop for seconds with a large config, and `on_busy(False)` once the
     consumer asks for the next update, i.e. when it has applied this one (the worker uses it to
     tell the supervisor's hang check that it is busy, not stuck, and exactly for how long)."""
@@ -44,7 +55,7 @@ class RelayedSource:
         self._on_busy = on_busy
 
     def describe(self) -> str:
-        return "the supervisor"
+        return SUPERVISOR
 
     async def watch(self) -> AsyncIterator[ConfigUpdate]:
         loop = asyncio.get_running_loop()
@@ -63,10 +74,20 @@ class RelayedSource:
             on_busy = self._on_busy
             if on_busy is not None:
                 on_busy(True)
-            update: ConfigUpdate = pickle.loads(payload)  # from our own parent process
-            yield update  # applied by the consumer before it asks for the next one
+            yield read_update(payload)  # applied by the consumer before it asks for the next one
             if on_busy is not None:
                 on_busy(False)
+
+
+def read_update(payload: bytes) -> ConfigUpdate:
+    """A worker's view of one message: a message it cannot read (a bug: the supervisor runs the
+    same installation) is a rejection, so the last good config keeps serving, and is logged
+    here at error level because a worker logs its updates at debug level only."""
+    try:
+        return decode_update(payload)
+    except UndecodableUpdate as exc:
+        log.error("config update from the supervisor cannot be read: %s", exc)
+        return ConfigRejected(SUPERVISOR, (f"update from the supervisor cannot be read: {exc}",))
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -153,7 +174,12 @@ class Broadcaster:
         self._mailboxes[index] = _Mailbox(index, connection, self._loaded, self._rejected)
 
     def publish(self, update: ConfigUpdate) -> None:
-        payload = pickle.dumps(update, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            payload = encode_update(update)
+        except UnencodableUpdate as exc:  # workers keep their config rather than get half of one
+            log.error("config from %s cannot be sent to the workers: %s", update.source, exc)
+            update = ConfigRejected(update.source, (f"cannot be sent to the workers: {exc}",))
+            payload = encode_update(update)
         loaded = isinstance(update, ConfigLoaded)
         if loaded:
             self._loaded, self._rejected = payload, None

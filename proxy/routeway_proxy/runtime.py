@@ -8,15 +8,16 @@ the one place both meet.
 - `apply` builds a complete new table first and then replaces the reference in one
   assignment; a request reads `runtime.table` once and keeps that table, so requests in flight
   finish on the config they started with, and a failed build leaves the old table serving.
-- `reject` records why a config was not applied (shown at /routes and /config, logged once);
-  the last good config keeps serving.
+- `reject` records why a config was not applied (shown at /routes and /config); the last
+  good config keeps serving.
+- Neither logs: the caller (`process.ConfigApplier`) logs each load and rejection once for
+  a whole process group, which a runtime per worker could not.
 - Credentials live here, never in the ProxyConfig; `redact` uses them to scrub any document
   shown on the admin port.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,8 +29,6 @@ from routeway.proxyconfig import ProxyConfig
 from routeway_proxy.metrics import ProxyMetrics
 from routeway_proxy.redact import redact_document
 from routeway_proxy.table import BackendState, RoutingTable, build_routing_table
-
-log = logging.getLogger("routeway.proxy")
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,6 @@ class ProxyRuntime:
         self._states: dict[str, BackendState] = {}
         self._credential_values: frozenset[str] = frozenset()
         self._last_rejection: Rejection | None = None
-        self._logged_rejection: tuple[str, tuple[str, ...]] | None = None
         self._warnings: tuple[str, ...] = ()
 
     @property
@@ -99,7 +97,6 @@ class ProxyRuntime:
         self._states = states
         self._credential_values = frozenset(v for v in credentials.values() if len(v) >= 4)
         self._last_rejection = None
-        self._logged_rejection = None
         self._warnings = tuple(warnings)
         metrics = self.metrics
         if previous is not None and previous.revision != config.revision:
@@ -110,30 +107,12 @@ class ProxyRuntime:
         metrics.config_info.labels(config.revision).set(1)
         if self._count_reloads:
             metrics.reloads.labels("applied").inc()
-        if previous is None or previous.revision != config.revision:
-            log.info(
-                "serving config revision %s: %d routes, %d backends",
-                config.revision,
-                len(config.routes),
-                len(config.backends),
-            )
 
     def reject(self, source: str, errors: Sequence[str]) -> None:
         """A new config from `source` could not be loaded; keep serving the last good one."""
-        rejection = Rejection(source, tuple(errors), time.time())
-        self._last_rejection = rejection
+        self._last_rejection = Rejection(source, tuple(errors), time.time())
         if self._count_reloads:
             self.metrics.reloads.labels("rejected").inc()
-        key = (source, rejection.errors)
-        if key != self._logged_rejection:
-            self._logged_rejection = key
-            serving = self.table.revision if self.table is not None else "nothing"
-            log.error(
-                "config from %s rejected (still serving %s): %s",
-                source,
-                serving,
-                "; ".join(rejection.errors) or "no detail",
-            )
 
     def redact(self, document: Any) -> Any:
         """`document` with credential values and URL userinfo replaced ."""

@@ -37,13 +37,11 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate
 from routeway_proxy.process import (
     ADMIN_SHUTDOWN_TIMEOUT,
     ConfigApplier,
-    ConfigLoaded,
-    ConfigRejected,
     ConfigSource,
-    ConfigUpdate,
     ListenError,
     ProcessRole,
     ServeOptions,
@@ -63,7 +61,7 @@ log = logging.getLogger("routeway.proxy.process")
 
 HEARTBEAT_INTERVAL = 1.0  # seconds between a worker's heartbeats (at most a quarter of the timeout)
 STARTUP_GRACE = 60.0  # a worker not listening yet is given at least this long
-APPLY_ALLOWANCE = 300.0  # a worker unpickling and applying a config update may be silent this long
+APPLY_ALLOWANCE = 300.0  # a worker decoding and applying a config update may be silent this long
 RESUME_GAP = 1.0  # a gap this long between the supervisor's 0.2 s checks: it was not running
 
 

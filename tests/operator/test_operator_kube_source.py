@@ -2,9 +2,10 @@
 
 Matrix: inline and sharded configs x a route change served before and after (a real
 ProxyRuntime and proxy app on loopback, the real operator, the same kmock) / a 10,000-route
-gateway stored within the object size limit and read back identically / torn shard sets are
-detected / the storage format round-trips / the source survives API errors, ignores other
-ConfigMaps, follows a Secret that appears later, rejects a broken or deleted ConfigMap.
+gateway stored within the object size limit and read back identically / the source survives
+API errors, ignores other ConfigMaps, follows a Secret that appears later, rejects a broken or
+deleted ConfigMap. The storage format itself (round trips, torn shard sets, bad manifests) is
+tested without an API server in tests/core/test_core_configstore.py.
 """
 
 from __future__ import annotations
@@ -25,16 +26,12 @@ from routeway_operator import builders
 from routeway_operator.apply import Applier
 from routeway_operator.kube import KubeApi
 from routeway_proxy.app import create_proxy_app
-from routeway_proxy.kube_source import (
-    MAX_SHARDS,
-    KubeConfigSource,
-    TornConfig,
-    decode_config,
-    encode_config,
-)
-from routeway_proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected
+from routeway_proxy.kube_source import KubeConfigSource
+from routeway_proxy.process import ConfigApplier
 from routeway_proxy.runtime import ProxyRuntime
 
+from routeway.configstore import MAX_SHARDS, encode_config
+from routeway.configupdate import ConfigLoaded, ConfigRejected
 from routeway.render import render
 from routeway.resources import ModelBackend, ModelGateway, ModelRoute
 from routeway.translate import Inventory, translate
@@ -167,34 +164,6 @@ async def test_ten_thousand_routes_fit_and_read_back(kmock: RoutewayEmulator) ->
         await updates.aclose()
     assert isinstance(first, ConfigLoaded)
     assert first.config == config and len(first.config.routes) == 10_000
-
-
-async def test_torn_shards_are_detected() -> None:
-    body = json.dumps({"x": [str(i) * 20 for i in range(2000)]}).encode()
-    a = encode_config(body, "rev-a", "cm", slot="a", budget=1000)
-    b = encode_config(body.replace(b"1", b"7"), "rev-b", "cm", slot="a", budget=1000)
-    shards: dict[str, Any] = {name: {"binaryData": data} for name, data in a.shards}
-
-    async def fetch(name: str) -> Any:
-        return shards.get(name)
-
-    assert await decode_config(a.data, fetch) == body
-    shards[b.shards[0][0]] = {"binaryData": b.shards[0][1]}  # overwritten under the reader
-    with pytest.raises(TornConfig):
-        await decode_config(a.data, fetch)
-    del shards[a.shards[1][0]]
-    with pytest.raises(TornConfig):
-        await decode_config(a.data, fetch)
-
-
-async def test_small_configs_stay_readable_inline() -> None:
-    encoded = encode_config(b'{"a": 1}', "rev", "cm")
-    assert encoded.data == {"config.json": '{"a": 1}'} and not encoded.shards
-
-    async def nothing(name: str) -> Any:
-        return None
-
-    assert await decode_config(encoded.data, nothing) == b'{"a": 1}'
 
 
 def configmap_body(name: str, config_json: str) -> dict[str, Any]:

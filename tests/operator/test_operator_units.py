@@ -251,7 +251,8 @@ def test_merge_patch_deletes_removed_keys_and_error_mapping() -> None:
 
 def test_built_objects_validate_against_kubernetes_schemas() -> None:
     import kubernetes_validate
-    from routeway_proxy.kube_source import encode_config
+
+    from routeway.configstore import encode_config
 
     encoded = encode_config(b"x" * 5000, "rev", "routeway-gw-config", budget=1000)
     objs = [

@@ -6,7 +6,9 @@ skipped), from JSON (refs or store keys), from YAML and from a Secret manifest (
 stringData); errors name the file and never quote a value; two same-size saves within one
 timestamp tick are still seen as a change; `ConfigFileSource.load` rejects a missing file,
 bad JSON and an unsupported schemaVersion; `ConfigApplier` applies once per distinct
-config+credentials, logs a rejection once, and keeps the last good config.
+config+credentials, logs a rejection once, and keeps the last good config; each load and
+rejection is logged once in the whole process (the runtime it feeds logs neither), and a
+worker's applier logs nothing above debug.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from routeway_proxy.config_file import (
     list_files,
     read_credentials,
 )
-from routeway_proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected
+from routeway_proxy.process import ConfigApplier
 from routeway_proxy.runtime import ProxyRuntime
 
+from routeway.configupdate import ConfigLoaded, ConfigRejected
 from routeway.proxyconfig import ProxyConfig, parse_proxy_config
 
 REF = "team-a/openai/api-key"
@@ -146,8 +149,8 @@ def test_config_file_rejections(tmp_path: Path) -> None:
 
 
 def ours(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    """The apply loop's records (the runtime logs the same events; the CLI filters those)."""
-    return [r for r in caplog.records if r.module == "process"]
+    """Every record of the proxy's loggers: the apply loop's must be the only ones."""
+    return [r for r in caplog.records if r.name.startswith("routeway.proxy")]
 
 
 async def test_applier_applies_once_and_keeps_last_good(caplog: pytest.LogCaptureFixture) -> None:
@@ -169,3 +172,21 @@ async def test_applier_applies_once_and_keeps_last_good(caplog: pytest.LogCaptur
     applier.handle(ConfigLoaded(sample_config(), {REF: "sk-2"}, "f"))  # rotated credential
     assert sum("loaded from f" in r.getMessage() for r in ours(caplog)) == 2
     assert "sk-1" not in caplog.text and "sk-2" not in caplog.text
+
+
+async def test_each_load_and_rejection_is_logged_once_in_the_process(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="routeway.proxy")
+    config = sample_config()
+    ConfigApplier(ProxyRuntime(), announce=True).handle(ConfigLoaded(config, {REF: "sk-1"}, "f"))
+    assert [r.levelno for r in ours(caplog) if config.revision in r.getMessage()] == [logging.INFO]
+    caplog.clear()
+    applier = ConfigApplier(ProxyRuntime(), announce=True)
+    applier.handle(ConfigRejected("f", ("f: broken",)))
+    assert [r.levelno for r in ours(caplog) if "f: broken" in r.getMessage()] == [logging.WARNING]
+    caplog.clear()
+    worker = ConfigApplier(ProxyRuntime(), announce=False)  # the supervisor logs for the group
+    worker.handle(ConfigLoaded(config, {REF: "sk-1"}, "f"))
+    worker.handle(ConfigRejected("f", ("f: broken",)))
+    assert {r.levelno for r in ours(caplog)} == {logging.DEBUG} and len(ours(caplog)) == 2

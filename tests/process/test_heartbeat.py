@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import pickle
 
-from routeway_proxy.process import ConfigRejected
 from routeway_proxy.relay import RelayedSource
 from routeway_proxy.supervisor import APPLY_ALLOWANCE, STARTUP_GRACE, is_stuck
+
+from routeway.configupdate import ConfigRejected, encode_update
 
 T = 30.0  # --worker-timeout
 
@@ -52,12 +52,12 @@ async def test_the_worker_is_busy_exactly_while_it_loads_and_applies_an_update()
     updates = source.watch()
     try:
         for n in range(2):
-            sending.send_bytes(pickle.dumps(ConfigRejected(f"source-{n}", ("bad",))))
+            sending.send_bytes(encode_update(ConfigRejected(f"source-{n}", ("bad",))))
             update = await asyncio.wait_for(anext(updates), timeout=10)
             assert isinstance(update, ConfigRejected) and update.source == f"source-{n}"
             # busy before the update was handed over; not yet done: the consumer applies it now
             assert calls == [True, False] * n + [True]
-        sending.send_bytes(pickle.dumps(ConfigRejected("source-2", ("bad",))))
+        sending.send_bytes(encode_update(ConfigRejected("source-2", ("bad",))))
         await asyncio.wait_for(anext(updates), timeout=10)
         assert calls == [True, False, True, False, True]  # asking for the next one ended it
     finally:

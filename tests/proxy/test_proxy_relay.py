@@ -1,20 +1,25 @@
 """The supervisor-to-worker config relay over real pipes: order, replay to late workers, what
 the supervisor refused goes out as a rejection, and a dead or stuck worker that does not stop
-the others' updates."""
+the others' updates; a message a worker cannot read, or an update JSON cannot carry, becomes a
+rejection (the last good config keeps serving). The message format itself:
+tests/core/test_core_configupdate.py."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
-import pickle
 from collections.abc import AsyncIterator
 from multiprocessing.connection import Connection
 
+import pytest
 from proxy_helpers import make_backend, make_config, make_route
-from routeway_proxy.process import ConfigApplier, ConfigLoaded, ConfigRejected, ConfigUpdate
+from routeway_proxy.process import ConfigApplier
 from routeway_proxy.relay import Broadcaster, RelayedSource
 from routeway_proxy.runtime import ProxyRuntime
 from routeway_proxy.supervisor import judged_by
+
+from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate, encode_update
 
 CONFIG_A = make_config([make_backend("a", "http://127.0.0.1:9/v1")], [make_route("m", [("a", 1)])])
 CONFIG_B = make_config([make_backend("b", "http://127.0.0.1:9/v1")], [make_route("m", [("b", 1)])])
@@ -139,7 +144,7 @@ async def test_a_stuck_worker_delays_nobody_and_gets_only_the_newest_state() -> 
 
 async def test_a_gone_supervisor_ends_the_updates_without_ending_the_watch() -> None:
     receiving, sending = pipe()
-    sending.send_bytes(pickle.dumps(LOADED_A))
+    sending.send_bytes(encode_update(LOADED_A))
     sending.close()
     source = RelayedSource(receiving)
     watch = source.watch()
@@ -171,4 +176,38 @@ async def test_the_supervisor_relays_a_config_its_runtime_refused_as_a_rejection
     for update in got:
         worker_applier.handle(update)
     assert worker.table is not None and worker.table.revision == CONFIG_A.revision
+    await broadcaster.close()
+
+
+async def test_a_message_a_worker_cannot_read_is_a_rejection(caplog: pytest.LogCaptureFixture) -> None:
+    receiving, sending = pipe()
+    sending.send_bytes(encode_update(LOADED_A))
+    sending.send_bytes(b"\x80\x05not an update")
+    sending.send_bytes(encode_update(LOADED_B))
+    runtime = ProxyRuntime()
+    applier = ConfigApplier(runtime, announce=False)
+    with caplog.at_level(logging.ERROR, logger="routeway.proxy"):
+        got = await take(RelayedSource(receiving), 3)
+        for update in got[:2]:
+            applier.handle(update)
+    assert got[0] == LOADED_A and got[2] == LOADED_B
+    assert isinstance(got[1], ConfigRejected) and "cannot be read: update is not JSON" in got[1].errors[0]
+    assert runtime.config == CONFIG_A and runtime.last_rejection is not None  # still serving A
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]  # said once, not at debug only
+    sending.close()
+
+
+async def test_an_update_json_cannot_carry_goes_out_as_a_rejection(caplog: pytest.LogCaptureFixture) -> None:
+    broadcaster = Broadcaster()
+    receiving, sending = pipe()
+    await broadcaster.attach(0, sending)
+    broadcaster.publish(LOADED_A)
+    unsendable = ConfigLoaded(CONFIG_B, {"ns/s/key": "sk-secret\udce9"}, "files")
+    with caplog.at_level(logging.ERROR, logger="routeway.proxy"):
+        broadcaster.publish(unsendable)
+    got = await take(RelayedSource(receiving), 2)
+    assert got[0] == LOADED_A  # the workers keep serving what they had
+    rejection = got[1]
+    assert isinstance(rejection, ConfigRejected) and "credential ns/s/key" in rejection.errors[0]
+    assert "sk-secret" not in caplog.text and "sk-secret" not in rejection.errors[0]
     await broadcaster.close()

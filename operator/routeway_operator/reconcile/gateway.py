@@ -12,20 +12,19 @@ touched: the last good ConfigMap keeps serving and the gateway says RenderFailed
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Hashable, Sequence
 
 import kopf
 from pydantic import ValidationError
-from routeway_proxy.kube_source import (
-    MANIFEST_KEY,
+
+from routeway.configstore import (
     REVISION_ANNOTATION,
     ConfigTooLarge,
     encode_config,
+    manifest_shards,
     manifest_slot,
 )
-
 from routeway.credentials import credential_refs, resolve_credentials, secret_value
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
@@ -251,9 +250,7 @@ async def apply_config(
         await state.applier.apply(shard, owner_check=owner_check)
     manifest = builders.build_config_map(gateway, config.revision, encoded.data)
     if await state.applier.apply(manifest, owner_check=owner_check):
-        keep = {n for n, _ in encoded.shards}
-        if MANIFEST_KEY in current_data:
-            keep |= set(json.loads(current_data[MANIFEST_KEY]).get("shards") or [])
+        keep = {n for n, _ in encoded.shards} | manifest_shards(current_data)
         await remove_stale_shards(state, gateway, keep=keep)
 
 
