@@ -11,8 +11,14 @@ answer and the settings into a plan with one log line that says what happens and
 | `auto` (the default)    | in every watched scope | peering with it                             |
 | `auto`                  | missing or unreadable  | standalone, with a warning naming the fix   |
 | `required` (`--peering`,| in every watched scope | peering with it                             |
-|  the chart's env)       | missing or unreadable  | error: exit at once, naming the object and  |
-|                         |                        | how to create it                            |
+|  the chart's env)       | missing or unreadable  | error: exit, naming the object and how to   |
+|                         |                        | create it                                   |
+| any but `off`           | the API keeps failing  | error: exit (standalone could mean two      |
+|                         | (no answer, 429, 5xx)  | active replicas)                            |
+
+Answers that may change in a moment (the API failing, or a required object not there yet —
+Helm creates the chart's KopfPeering after the operator's Deployment) are asked again for up to
+`settings.peering_wait` seconds, with a log line each time, before they decide.
 
 Scope: cluster-wide operators peer through a ClusterKopfPeering, namespaced ones through a
 KopfPeering in each watched namespace (kopf's own convention, and what the chart creates).
@@ -20,14 +26,20 @@ KopfPeering in each watched namespace (kopf's own convention, and what the chart
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, replace
 
 from kubernetes_asyncio.config import ConfigException
 
-from routeway_operator.kube import ApiError, KubeApi
+from routeway_operator.kube import RETRYABLE, ApiError, KubeApi
 from routeway_operator.settings import OperatorSettings, PeeringMode
 
+log = logging.getLogger("routeway.operator")
+
 PEERING_API = "/apis/kopf.dev/v1"
+PEERING_RETRY_EVERY = 2.0
+"""Seconds between looks while the answer may still change (see `plan_peering`)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,12 @@ class PeeringFound:
     missing: tuple[str, ...] = ()
     problem: str = ""
     reachable: bool = True  # False: no answer from the API at all (or no credentials for it)
+    status: int | None = None  # the HTTP status of the error in `problem`, if the API answered
+
+    @property
+    def transient(self) -> bool:
+        """An answer that may be different in a moment: no answer, throttling, server trouble."""
+        return not self.reachable or self.status in RETRYABLE
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,10 @@ def decide_peering(settings: OperatorSettings, found: PeeringFound | None) -> Pe
     assert found is not None, "the API is asked unless peering is off"
     if not found.reachable:
         return PeeringPlan(None, f"the Kubernetes API cannot be reached: {found.problem}", fatal=True)
+    if found.transient:  # still failing after the retries: standalone could mean two leaders
+        return PeeringPlan(
+            None, f"the peering could not be read, the API keeps failing ({found.problem})", fatal=True
+        )
     if found.crd_served and not found.missing and not found.problem:
         return PeeringPlan(settings.peering_name, f"peering through {_scope(settings)}")
     if found.problem:
@@ -121,11 +143,16 @@ async def probe_peering(api: KubeApi, settings: OperatorSettings) -> PeeringFoun
     except ApiError as exc:
         if exc.status == 0:
             return PeeringFound(False, problem=exc.message, reachable=False)
-        return PeeringFound(False, problem=f"{exc.status} {exc.reason}")
+        return PeeringFound(False, problem=f"{exc.status} {exc.reason}", status=exc.status)
 
 
 async def plan_peering(settings: OperatorSettings) -> PeeringPlan:
-    """Connect as kopf will (in-cluster config, else KUBECONFIG), look, and decide."""
+    """Connect as kopf will (in-cluster config, else KUBECONFIG), look, and decide.
+
+    An answer that may change in a moment is asked again every `PEERING_RETRY_EVERY` seconds
+    for up to `settings.peering_wait`, each time with a log line saying what is missing: an
+    API hiccup or a restart, and — with required peering — the chart's KopfPeering, which
+    Helm creates after the operator's Deployment. What is still missing then decides."""
     if settings.peering is PeeringMode.OFF:
         return decide_peering(settings, None)
     try:
@@ -133,7 +160,17 @@ async def plan_peering(settings: OperatorSettings) -> PeeringPlan:
     except (ConfigException, OSError) as exc:
         found = PeeringFound(False, problem=f"no credentials (in-cluster config or KUBECONFIG): {exc}")
         return decide_peering(settings, replace(found, reachable=False))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.peering_wait
     try:
-        return decide_peering(settings, await probe_peering(api, settings))
+        while True:
+            found = await probe_peering(api, settings)
+            waiting = settings.peering is PeeringMode.REQUIRED and found.crd_served and bool(found.missing)
+            plan = decide_peering(settings, found)
+            if not (found.transient or waiting) or loop.time() >= deadline:
+                return plan
+            first_line = plan.message.splitlines()[0]
+            log.info("peering not settled yet (%s); asking again in %gs", first_line, PEERING_RETRY_EVERY)
+            await asyncio.sleep(min(PEERING_RETRY_EVERY, max(deadline - loop.time(), 0.0)))
     finally:
         await api.close()

@@ -72,6 +72,7 @@ class OperatorSettings:
     metrics_port: int | None = None  # Prometheus /metrics; None: not served
     # Reconcile tuning (not in the chart's environment contract; tests shorten them).
     debounce: float = 0.2  # seconds a burst of changes may add before one render
+    peering_wait: float = 10.0  # seconds a missing required peering or a failing API is asked again
     workers: int = 4  # gateways reconciled concurrently
     status_concurrency: int = 16  # status patches in flight per reconcile
     configmap_budget: int = 900 * 1024  # bytes of one ConfigMap's data before compressing/sharding

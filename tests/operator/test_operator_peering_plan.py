@@ -37,7 +37,7 @@ CLUSTER = OperatorSettings(namespaces=(), peering_name="rw")
         (TWO, PeeringFound(True), "rw", False, "KopfPeering 'rw' in namespace(s) a, b"),
         (TWO, PeeringFound(True, ("b",)), None, False, "running standalone"),
         (TWO, PeeringFound(False), None, False, "CRDs (kopf.dev) are not installed"),
-        (TWO, PeeringFound(False, problem="403 Forbidden"), None, False, "403 Forbidden"),
+        (TWO, PeeringFound(False, problem="403 Forbidden", status=403), None, False, "403 Forbidden"),
         (CLUSTER, PeeringFound(True), "rw", False, "ClusterKopfPeering 'rw'"),
         (CLUSTER, PeeringFound(True, ("cluster-wide",)), None, False, "kind: ClusterKopfPeering"),
         # required
@@ -50,8 +50,17 @@ CLUSTER = OperatorSettings(namespaces=(), peering_name="rw")
             "KopfPeering 'rw' not found in namespace(s) b",
         ),
         (replace(TWO, peering=PeeringMode.REQUIRED), PeeringFound(False), "rw", True, "kubectl apply"),
-        # no API at all: fatal in either mode (kopf would only retry in silence)
+        # no API at all, or one that keeps failing: fatal in either mode (kopf would only retry
+        # in silence; standalone could mean two active replicas)
         (TWO, PeeringFound(False, problem="refused", reachable=False), None, True, "cannot be reached"),
+        (TWO, PeeringFound(False, problem="503 Unavailable", status=503), None, True, "keeps failing"),
+        (
+            replace(TWO, peering=PeeringMode.REQUIRED),
+            PeeringFound(False, problem="429 Too Many", status=429),
+            None,
+            True,
+            "keeps failing",
+        ),
     ],
 )
 def test_decide_peering(
@@ -113,7 +122,7 @@ def kubeconfig(kmock: RoutewayEmulator, tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("KUBECONFIG", str(path))
 
 
-SETTINGS = OperatorSettings(namespaces=("default",), liveness_enabled=False, debounce=0.05)
+SETTINGS = OperatorSettings(namespaces=("default",), liveness_enabled=False, debounce=0.05, peering_wait=0.3)
 
 
 async def run_until_configmap(kmock: RoutewayEmulator, settings: OperatorSettings) -> None:
@@ -158,9 +167,30 @@ async def test_required_peering_missing_fails_at_once_with_the_fix(
 ) -> None:
     settings = OperatorSettings.from_env({"ROUTEWAY_NAMESPACES": "default", "ROUTEWAY_PEERING_NAME": "rw"})
     assert settings.peering is PeeringMode.REQUIRED
+    settings = replace(settings, liveness_enabled=False, peering_wait=0.3)
     with caplog.at_level(logging.INFO, logger="routeway.operator"):
-        code = await asyncio.wait_for(run_operator(replace(settings, liveness_enabled=False)), WAIT)
+        code = await asyncio.wait_for(run_operator(settings), WAIT)
     assert code == 1
     (line,) = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert "peering 'rw' is required" in line.getMessage()
     assert "kind: KopfPeering, metadata: {name: rw, namespace: default}" in line.getMessage()
+
+
+@pytest.mark.usefixtures("kubeconfig")
+async def test_required_peering_created_moments_later_is_waited_for(
+    kmock: RoutewayEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Helm creates the chart's KopfPeering after the operator's Deployment: a pod that starts
+    first looks again (saying so) instead of exiting."""
+    settings = replace(SETTINGS, peering=PeeringMode.REQUIRED, peering_wait=WAIT)
+
+    async def create_it_later() -> None:
+        await eventually(lambda: "peering not settled yet" in caplog.text, what="a first look")
+        seed_peering(kmock, "default")
+
+    with caplog.at_level(logging.INFO, logger="routeway.operator"):
+        later = asyncio.create_task(create_it_later())
+        await run_until_configmap(kmock, settings)
+        await later
+    assert "KopfPeering 'routeway' not found in namespace(s) default" in caplog.text
+    assert "peering through KopfPeering 'routeway'" in caplog.text
