@@ -24,6 +24,13 @@ GATEWAY_LABEL = f"{GROUP}/gateway"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 PROXY_PORT = 8080
 ADMIN_PORT = 9090
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(ADMIN_PORT),
+    "prometheus.io/path": "/metrics",
+}
+"""On the proxy pods, for Prometheus's common `kubernetes-pods` scrape job (a PodMonitor selects
+them by label instead): their metrics are on the admin port, which the Service does not expose."""
 MAX_NAME = 63
 
 
@@ -194,7 +201,7 @@ def build_deployment(gateway: ModelGateway, settings: OperatorSettings) -> dict[
             "selector": {"matchLabels": selector_labels(gateway)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": common_labels(gateway)},
+                "metadata": {"labels": common_labels(gateway), "annotations": dict(SCRAPE_ANNOTATIONS)},
                 "spec": {
                     "serviceAccountName": names.workload,
                     "automountServiceAccountToken": True,

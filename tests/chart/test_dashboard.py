@@ -70,9 +70,9 @@ CUSTOM = {
 }
 
 SCRAPE_LABELS = frozenset({"namespace", "pod"})
-"""Target labels Prometheus adds to the proxies' series: a PodMonitor, a ServiceMonitor and the
-usual `kubernetes-pods` scrape job all set them. The chart's README names them as the
-dashboard's one requirement on the scrape setup."""
+"""Target labels Prometheus adds to the proxies' series when it scrapes their pods (a PodMonitor,
+or the usual `kubernetes-pods` job through the pods' prometheus.io annotations). The chart's
+README names them as the dashboard's one requirement on the scrape setup."""
 
 INTERVALS = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h"}
 """Grafana's built-in variables the queries may use, with a value the parser accepts."""
@@ -515,3 +515,22 @@ def test_gateway_variable_and_pod_matcher_follow_pod_names() -> None:
         for other in GATEWAYS:
             for pod in pod_names(other):
                 assert bool(pattern.fullmatch(pod)) == (other == gateway), (gateway, pod)
+
+
+def test_proxy_pods_announce_their_metrics_port_to_the_kubernetes_pods_scrape_job() -> None:
+    """The Service exposes only the client port: the `kubernetes-pods` job finds the metrics
+    through the pod annotations, which must name the container's admin port and its path."""
+    deployment = build_deployment(
+        ModelGateway.model_validate({"metadata": {"name": "gw", "namespace": "team-a"}}), OperatorSettings()
+    )
+    template = deployment["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    (container,) = template["spec"]["containers"]
+    admin = {port["name"]: port["containerPort"] for port in container["ports"]}["admin"]
+    assert annotations == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(admin),
+        "prometheus.io/path": "/metrics",
+    }
+    args = container["args"]
+    assert args[args.index("--admin-port") + 1] == str(admin)  # where the proxy serves /metrics
