@@ -42,14 +42,23 @@ def _add_files(parser: argparse.ArgumentParser) -> None:
         help="manifest file or directory (recursive); '-' reads stdin; repeatable",
     )
     add_skip_foreign(parser)
+    parser.add_argument("--assume-secrets", action="store_true", help=ASSUME_SECRETS_HELP)
 
 
 SKIP_FOREIGN_HELP = (
     "leave out documents that are not Routeway's instead of reporting them, to point at a whole "
     "GitOps folder: other kinds (ConfigMap, HelmRelease, Application, kustomization.yaml, ...) and "
     "YAML that is no Kubernetes object (values files). Still checked: Routeway's kinds (also under "
-    f"a wrong apiVersion), anything in {GROUP}, Secrets; YAML that does not parse is still a "
-    "problem"
+    f"a wrong apiVersion), anything in {GROUP}, Secrets (SOPS-encrypted ones by key name); YAML "
+    "that does not parse is still a problem. ExternalSecret and SealedSecret documents are read as "
+    "declaring the Secret their controller makes"
+)
+
+ASSUME_SECRETS_HELP = (
+    "take a Secret that backends or gateways refer to but that is not in the files (nor made by an "
+    "ExternalSecret or SealedSecret in them) as existing in the cluster, with every key asked of it: "
+    "for Secrets kept out of Git. Listed on stderr instead of reported as SecretNotFound; a Secret "
+    "in the files is still checked as written"
 )
 
 
@@ -59,7 +68,9 @@ def add_skip_foreign(parser: argparse.ArgumentParser, *, counted: bool = True) -
     parser.add_argument("--skip-foreign", action="store_true", help=SKIP_FOREIGN_HELP + counts)
 
 
-def _report_skipped(args: argparse.Namespace, ev: Evaluation) -> None:
+def _report(args: argparse.Namespace, ev: Evaluation) -> None:
+    """stderr lines on what was not checked as written: skipped documents, Secrets that are
+    encrypted, made from other documents, or missing (assumed with --assume-secrets)."""
     if args.skip_foreign:
         print(ev.loaded.describe_skipped(), file=sys.stderr)
     elif ev.loaded.foreign:
@@ -67,13 +78,15 @@ def _report_skipped(args: argparse.Namespace, ev: Evaluation) -> None:
             f"{ev.loaded.foreign} document(s) are not Routeway's; --skip-foreign leaves such documents out",
             file=sys.stderr,
         )
+    for note in ev.notes():
+        print(note, file=sys.stderr)
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    ev = evaluate(args.files, skip_foreign=args.skip_foreign)
+    ev = evaluate(args.files, skip_foreign=args.skip_foreign, assume_secrets=args.assume_secrets)
     for problem in ev.problems:
         print(problem)
-    _report_skipped(args, ev)
+    _report(args, ev)
     if ev.problems:
         print(f"{len(ev.problems)} problem(s) found", file=sys.stderr)
         return 1
@@ -83,10 +96,10 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def run_render(args: argparse.Namespace) -> int:
-    ev = evaluate(args.files, skip_foreign=args.skip_foreign)
+    ev = evaluate(args.files, skip_foreign=args.skip_foreign, assume_secrets=args.assume_secrets)
     for problem in ev.problems:
         print(problem, file=sys.stderr)
-    _report_skipped(args, ev)
+    _report(args, ev)
     try:
         key = choose_gateway(ev.translation, args.gateway)
     except GatewayChoiceError as exc:

@@ -12,7 +12,7 @@ import binascii
 from collections.abc import Callable, Iterable
 
 from routeway.proxyconfig import ProxyConfig
-from routeway.resources import Secret
+from routeway.resources import Secret, is_sops_encrypted
 
 Lookup = Callable[[str, str, str], str | None]
 
@@ -36,16 +36,23 @@ def resolve_credentials(config: ProxyConfig, lookup: Lookup) -> dict[str, str]:
 
 
 def secret_value(secret: Secret, key: str) -> str | None:
-    """A Secret's value as the API server would store it: stringData wins over data."""
+    """A Secret's value as the API server would store it: stringData wins over data.
+
+    None for a SOPS-encrypted Secret and for any value that is SOPS ciphertext (a Secret
+    applied without decryption): `ENC[…]` must never reach an upstream as a bearer token."""
+    if secret.encrypted:
+        return None
     if key in secret.string_data:
-        return secret.string_data[key]
-    raw = secret.data.get(key)
-    if raw is None:
-        return None
-    try:
-        return base64.b64decode("".join(raw.split()), validate=True).decode("utf-8").strip()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
+        value: str | None = secret.string_data[key]
+    else:
+        raw = secret.data.get(key)
+        if raw is None:
+            return None
+        try:
+            value = base64.b64decode("".join(raw.split()), validate=True).decode("utf-8").strip()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return None if is_sops_encrypted(value) else value
 
 
 def lookup_in(secrets: Iterable[Secret]) -> Lookup:

@@ -7,20 +7,29 @@ Implicit gateways: when the files hold no ModelGateway at all (an application te
 of routes, or the quick start), every gateway the routes name is assumed to exist with
 default settings and open to routes from all namespaces. As soon as one ModelGateway is
 present, gateways are taken as written and a route naming a missing one is an error.
+
+Secrets kept out of Git: a Secret the files do not hold is found when an ExternalSecret or a
+SealedSecret in them declares it (read with `skip_foreign`, see routeway.secretsources), and
+with `assume_secrets` (validate and render only) any other one the files refer to is taken
+to exist in the cluster, each key asked for. SOPS-encrypted Secrets count by their key names.
+Which Secrets were taken on trust, declared or encrypted is said in `notes`, never silently.
+`load_local` (serve) needs values: it reports every credential it cannot fill, an encrypted
+value first of all, and never sends ciphertext upstream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import IO
 
-from routeway.credentials import lookup_in, resolve_credentials
+from routeway.credentials import credential_refs, lookup_in, resolve_credentials
 from routeway.manifests import LoadResult, Problem, load_manifests
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
 from routeway.resources import (
     AllowedRoutes,
+    ModelBackend,
     ModelGateway,
     ModelGatewaySpec,
     ModelRoute,
@@ -28,7 +37,24 @@ from routeway.resources import (
     RouteNamespaces,
     Secret,
 )
+from routeway.secretsources import DeclaredSecret, keys_text
 from routeway.translate import Inventory, NsName, ObjectKey, Translation, translate
+
+
+@dataclass(frozen=True, slots=True)
+class MissingSecret:
+    """A Secret the files refer to but neither hold nor declare, and what is asked of it."""
+
+    namespace: str
+    name: str
+    keys: tuple[str, ...]  # the keys backends name, sorted
+    client_keys: bool  # a gateway takes its client API keys from it (all of them, names unknown)
+
+    def __str__(self) -> str:
+        wanted = [keys_text(self.keys)] if self.keys else []
+        if self.client_keys:
+            wanted.append("client keys")
+        return f"{self.namespace}/{self.name} ({'; '.join(wanted)})"
 
 
 @dataclass(frozen=True)
@@ -36,11 +62,44 @@ class Evaluation:
     loaded: LoadResult
     translation: Translation
     problems: tuple[Problem, ...]  # parse problems, then translation findings, in file order
+    missing_secrets: tuple[MissingSecret, ...] = ()  # referenced, not in the files nor declared
+    secrets_assumed: bool = False  # `assume_secrets`: the missing ones resolved as existing
 
     @property
     def blocking(self) -> bool:
         """Parse-level problems: the files as a whole are not a valid set of objects."""
         return bool(self.loaded.problems)
+
+    def notes(self) -> list[str]:
+        """Lines for stderr about Secrets that were not read as plain Secrets: encrypted ones,
+        declared ones and missing ones (assumed, or a hint at `--assume-secrets`). Names and
+        key names only: nothing here comes from a value."""
+        lines = []
+        encrypted = sorted(
+            f"{o.namespace}/{o.name}" for o in self.loaded.objects if isinstance(o, Secret) and o.encrypted
+        )
+        if encrypted:
+            lines.append(
+                f"{len(encrypted)} SOPS-encrypted Secret(s), checked by key name, values not read: "
+                + ", ".join(encrypted)
+            )
+        if self.loaded.declared:
+            made = sorted(str(d) for d in self.loaded.declared)
+            lines.append(
+                f"{len(made)} Secret(s) made in the cluster from other documents: " + ", ".join(made)
+            )
+        if self.missing_secrets:
+            listed = ", ".join(str(m) for m in self.missing_secrets)
+            if self.secrets_assumed:
+                lines.append(
+                    f"assumed to exist in the cluster: {len(self.missing_secrets)} Secret(s): {listed}"
+                )
+            else:
+                lines.append(
+                    f"{len(self.missing_secrets)} referenced Secret(s) are not in the files: {listed}; "
+                    "--assume-secrets takes them as existing in the cluster"
+                )
+        return lines
 
 
 @dataclass(frozen=True)
@@ -80,11 +139,64 @@ def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
     ]
 
 
-def evaluate(paths: Sequence[str], stdin: IO[str] | None = None, *, skip_foreign: bool = False) -> Evaluation:
-    """`skip_foreign`: leave out documents that are not Routeway's (see routeway.manifests)."""
+def missing_secrets(objects: Iterable[object], present: Iterable[NsName]) -> tuple[MissingSecret, ...]:
+    """Secrets that backends (apiKeySecretRef) and gateways (auth) name but that are not `present`."""
+    known = set(present)
+    keys: dict[NsName, set[str]] = {}
+    client: set[NsName] = set()
+    for obj in objects:
+        if isinstance(obj, ModelBackend) and obj.spec.api_key_secret_ref is not None:
+            ref = obj.spec.api_key_secret_ref
+            keys.setdefault((obj.namespace, ref.name), set()).add(ref.key)
+        elif isinstance(obj, ModelGateway) and obj.spec.auth is not None:
+            key = (obj.namespace, obj.spec.auth.api_key_secret_ref.name)
+            keys.setdefault(key, set())
+            client.add(key)
+    return tuple(
+        MissingSecret(ns, name, tuple(sorted(wanted)), (ns, name) in client)
+        for (ns, name), wanted in sorted(keys.items())
+        if (ns, name) not in known
+    )
+
+
+def declared_keys(declared: Iterable[DeclaredSecret]) -> dict[NsName, frozenset[str] | None]:
+    """Keys per declared Secret; several documents making one Secret add up, and one that does
+    not tell its keys makes them all unknown (None)."""
+    out: dict[NsName, frozenset[str] | None] = {}
+    for d in declared:
+        key = (d.namespace, d.name)
+        before = out.get(key, frozenset())
+        out[key] = None if before is None or d.keys is None else before | d.keys
+    return out
+
+
+def evaluate(
+    paths: Sequence[str],
+    stdin: IO[str] | None = None,
+    *,
+    skip_foreign: bool = False,
+    assume_secrets: bool = False,
+) -> Evaluation:
+    """`skip_foreign`: leave out documents that are not Routeway's (see routeway.manifests).
+    `assume_secrets`: a Secret referred to but not in the files (nor declared by them) exists
+    in the cluster with every key asked of it. A Secret that is in the files is taken as
+    written either way: a key it lacks is still SecretKeyNotFound."""
     loaded = load_manifests(paths, stdin, skip_foreign=skip_foreign)
     objects = [*loaded.objects, *implicit_gateways(loaded)]
-    translation = translate(Inventory.from_objects(objects, loaded.invalid))
+    in_files = {(o.namespace, o.name) for o in loaded.objects if isinstance(o, Secret)}
+    in_files |= {(k.namespace, k.name) for k in loaded.invalid if k.kind == "Secret"}
+    declared = {k: v for k, v in declared_keys(loaded.declared).items() if k not in in_files}
+    missing = missing_secrets(objects, [*in_files, *declared])
+    base = Inventory.from_objects(objects, {k: v for k, v in loaded.invalid.items() if k.kind != "Secret"})
+    assumed = {k for k, v in declared.items() if v is None}
+    if assume_secrets:
+        assumed |= {(m.namespace, m.name) for m in missing}
+    inventory = replace(
+        base,
+        secret_keys={**{k: v for k, v in declared.items() if v is not None}, **base.secret_keys},
+        assumed_secrets=frozenset(assumed),
+    )
+    translation = translate(inventory)
     problems = list(loaded.problems)
     for key, findings in translation.findings.items():
         if key in loaded.invalid:
@@ -92,7 +204,7 @@ def evaluate(paths: Sequence[str], stdin: IO[str] | None = None, *, skip_foreign
         source = loaded.sources.get(key, "<implicit>")
         for f in findings:
             problems.append(Problem(source, str(key), f.field, f"{f.reason}: {f.message}"))
-    return Evaluation(loaded, translation, tuple(problems))
+    return Evaluation(loaded, translation, tuple(problems), missing, assume_secrets)
 
 
 class GatewayChoiceError(ValueError):
@@ -133,16 +245,71 @@ def load_local(paths: Sequence[str], gateway: str | None = None, *, skip_foreign
     config = render(ev.translation.gateways[key])
     secrets = [o for o in ev.loaded.objects if isinstance(o, Secret)]
     credentials = resolve_credentials(config, lookup_in(secrets))
+    problems += [str(p) for p in unusable_credentials(ev, key, config, credentials)]
     return LocalLoad(config, credentials, tuple(problems), ev.loaded.files, blocking=ev.blocking)
+
+
+def unusable_credentials(
+    ev: Evaluation, gateway: NsName, config: ProxyConfig, credentials: Mapping[str, str]
+) -> list[Problem]:
+    """Why credentials the config names have no value here, one problem per Secret.
+
+    Translation checks key names, which is all a cluster needs to be told; serving needs the
+    values. A SOPS-encrypted Secret has none that can be sent (its `ENC[…]` strings are
+    ciphertext), and one made in the cluster from an ExternalSecret or a SealedSecret has none
+    in the files. Not blocking, like any finding on one object: the backend answers as for a
+    missing credential and a gateway's client authentication fails closed, which these lines
+    explain."""
+    wanted: dict[NsName, set[str]] = {}
+    for ref in credential_refs(config):
+        if ref not in credentials:
+            namespace, name, key = ref.split("/", 2)
+            wanted.setdefault((namespace, name), set()).add(key)
+    auth = ev.translation.gateways[gateway].gateway.spec.auth
+    if auth is not None:  # a declared Secret with unknown keys gives the gateway no key refs at all
+        wanted.setdefault((gateway[0], auth.api_key_secret_ref.name), set())
+    secrets = {(o.namespace, o.name): o for o in ev.loaded.objects if isinstance(o, Secret)}
+    declared = {(d.namespace, d.name): d for d in reversed(ev.loaded.declared)}  # the first one
+    problems = []
+    for (namespace, name), keys in sorted(wanted.items()):
+        what = keys_text(keys) if keys else "client keys"
+        secret = secrets.get((namespace, name))
+        if secret is not None:
+            source = ev.loaded.sources[ObjectKey("Secret", namespace, name)]
+            if secret.encrypted:
+                message = (
+                    f"encrypted with SOPS ({what}): routeway serve cannot send an encrypted value "
+                    "upstream; decrypt it first (sops --decrypt) and serve the decrypted copy, kept out of Git"
+                )
+            elif keys:
+                message = f"no usable value for {what}: not UTF-8 text, or SOPS ciphertext"
+            else:
+                continue
+            problems.append(Problem(source, f"Secret/{name}", "", message))
+        elif (namespace, name) in declared:
+            d = declared[(namespace, name)]
+            problems.append(
+                Problem(
+                    d.source,
+                    d.by,
+                    "",
+                    f"makes Secret {namespace}/{name} in the cluster only: routeway serve has no "
+                    f"value for {what}; give it a plain Secret of that name, kept out of Git",
+                )
+            )
+    return problems
 
 
 __all__ = [
     "Evaluation",
     "GatewayChoiceError",
     "LocalLoad",
+    "MissingSecret",
     "ObjectKey",
     "choose_gateway",
     "evaluate",
     "implicit_gateways",
     "load_local",
+    "missing_secrets",
+    "unusable_credentials",
 ]

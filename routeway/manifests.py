@@ -9,6 +9,12 @@ Routeway's (ConfigMaps, Flux and Argo CD objects, kustomization.yaml, Helm value
 are counted and left out instead of reported. What Routeway reads is never skipped: its kinds
 (even under a wrong apiVersion), anything in its API group, and Secrets. YAML that does not
 parse stays a problem either way: a broken file could hide a Routeway object.
+
+With `skip_foreign`, an ExternalSecret or a SealedSecret is read rather than skipped: it
+declares the Secret its controller makes in the cluster (routeway.secretsources), which is
+how Secrets kept out of Git are found. A SOPS-encrypted Secret is read like any other, by key
+name (routeway.resources.Secret); a document SOPS encrypted whole, `kind` included, cannot be
+told apart from a Routeway object and is reported, or counted as skipped with `skip_foreign`.
 """
 
 from __future__ import annotations
@@ -34,13 +40,20 @@ from routeway.resources import (
     ModelGateway,
     ModelRoute,
     Secret,
+    is_sops_encrypted,
 )
+from routeway.secretsources import DeclaredSecret, declared_secret
 from routeway.translate import ObjectKey
 
 Resource: TypeAlias = ModelBackend | ModelRoute | ModelGateway | Secret
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 SUPPORTED = f"{', '.join(k.KIND for k in CUSTOM_KINDS)} ({API_VERSION}) or Secret (v1)"
+KEEP_READABLE = (
+    "keep apiVersion, kind and metadata readable, as Flux documents it "
+    "(sops --encrypt --encrypted-regex '^(data|stringData)$')"
+)
 NOT_AN_OBJECT = "without apiVersion/kind"
+ENCRYPTED_WHOLE = "encrypted by SOPS, kind included"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,8 @@ class LoadResult:
     # Documents left out by skip_foreign, counted per "Kind (apiVersion)" or NOT_AN_OBJECT.
     skipped: Mapping[str, int] = field(default_factory=dict)
     foreign: int = 0  # documents that are not Routeway's, skipped or (without skip_foreign) reported
+    # Secrets that ExternalSecret / SealedSecret documents make in the cluster (skip_foreign only).
+    declared: tuple[DeclaredSecret, ...] = ()
 
     def describe_skipped(self) -> str:
         """`skipped 3 document(s) that are not Routeway's: 2 ConfigMap (v1), 1 …`"""
@@ -118,6 +133,8 @@ def parse_object(body: Mapping[str, Any]) -> Resource:
     kind = body.get("kind")
     api_version = body.get("apiVersion")
     model: type[Resource]
+    if is_sops_encrypted(kind):
+        raise ObjectError([("kind", f"{ENCRYPTED_WHOLE}: {KEEP_READABLE}")])
     if kind == "Secret" and api_version == "v1":
         model = Secret
     elif isinstance(kind, str) and kind in KIND_MODELS:
@@ -154,6 +171,8 @@ def _foreign_label(doc: object) -> str:
     and `Kustomization (kustomize.toolkit.fluxcd.io/v1)` are different things."""
     if not isinstance(doc, Mapping) or not isinstance(doc.get("kind"), str) or not doc["kind"]:
         return NOT_AN_OBJECT
+    if is_sops_encrypted(doc["kind"]):
+        return ENCRYPTED_WHOLE
     api_version = doc.get("apiVersion")
     return f"{doc['kind']} ({api_version if isinstance(api_version, str) else 'no apiVersion'})"
 
@@ -175,10 +194,11 @@ def iter_files(paths: Sequence[str]) -> Iterator[str]:
 
 def _object_label(doc: Mapping[str, Any], index: int) -> tuple[str, str, str | None]:
     raw_kind, raw_meta = doc.get("kind"), doc.get("metadata")
-    kind = raw_kind if isinstance(raw_kind, str) else None
+    # SOPS ciphertext is no name to print (a document encrypted whole has it everywhere)
+    kind = raw_kind if isinstance(raw_kind, str) and not is_sops_encrypted(raw_kind) else None
     meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
     raw_name, raw_ns = meta.get("name"), meta.get("namespace")
-    name = raw_name if isinstance(raw_name, str) else None
+    name = raw_name if isinstance(raw_name, str) and not is_sops_encrypted(raw_name) else None
     namespace = raw_ns if isinstance(raw_ns, str) else "default"
     label = f"{kind}/{name}" if kind and name else f"document {index}"
     return label, namespace, name
@@ -194,6 +214,7 @@ def load_manifests(
 def _load_manifests(paths: Sequence[str], stdin: IO[str] | None, skip_foreign: bool) -> LoadResult:
     skipped: Counter[str] = Counter()
     foreign = 0
+    declared: list[DeclaredSecret] = []
     objects: list[Resource] = []
     invalid: dict[ObjectKey, str] = {}
     problems: list[Problem] = []
@@ -218,7 +239,11 @@ def _load_manifests(paths: Sequence[str], stdin: IO[str] | None, skip_foreign: b
             if not is_routeways(doc):
                 foreign += 1
                 if skip_foreign:
-                    skipped[_foreign_label(doc)] += 1
+                    declaration = declared_secret(doc, source) if isinstance(doc, Mapping) else None
+                    if declaration is not None:
+                        declared.append(declaration)
+                    else:
+                        skipped[_foreign_label(doc)] += 1
                     continue
             if not isinstance(doc, Mapping):
                 problems.append(
@@ -232,7 +257,8 @@ def _load_manifests(paths: Sequence[str], stdin: IO[str] | None, skip_foreign: b
             except ObjectError as exc:
                 for fld, msg in exc.problems:
                     problems.append(Problem(source, label, fld, msg))
-                if isinstance(kind, str) and kind in KIND_MODELS and obj_name:
+                # Still "exists": not reported as missing, nor assumed to be elsewhere.
+                if isinstance(kind, str) and (kind in KIND_MODELS or kind == "Secret") and obj_name:
                     invalid[ObjectKey(kind, namespace, obj_name)] = str(exc)
                 continue
             key = ObjectKey(obj.kind, obj.namespace, obj.name)
@@ -248,7 +274,16 @@ def _load_manifests(paths: Sequence[str], stdin: IO[str] | None, skip_foreign: b
                 continue
             sources[key] = source
             objects.append(obj)
-    return LoadResult(tuple(objects), invalid, tuple(problems), tuple(files), sources, dict(skipped), foreign)
+    return LoadResult(
+        tuple(objects),
+        invalid,
+        tuple(problems),
+        tuple(files),
+        sources,
+        dict(skipped),
+        foreign,
+        tuple(declared),
+    )
 
 
 # libyaml's parser when PyYAML was built with it: 8x faster on a 4 MB manifest (bench/).

@@ -50,6 +50,10 @@ class Inventory:
     gateways: Mapping[NsName, ModelGateway] = field(default_factory=dict)
     secret_keys: Mapping[NsName, frozenset[str]] = field(default_factory=dict)
     invalid: Mapping[ObjectKey, str] = field(default_factory=dict)  # failed to parse → why
+    # Secrets known to exist whose key names are not known (local mode: kept out of the files,
+    # or made by a controller from data elsewhere): any key of theirs resolves. The operator
+    # reads real Secrets and leaves this empty.
+    assumed_secrets: frozenset[NsName] = frozenset()
 
     @classmethod
     def from_objects(
@@ -154,6 +158,8 @@ def _check_backends(
 
 def _secret_problem(inv: Inventory, namespace: str, name: str, key: str | None) -> tuple[str, str] | None:
     keys = inv.secret_keys.get((namespace, name))
+    if keys is None and (namespace, name) in inv.assumed_secrets:
+        return None
     if keys is None:
         return st.REASON_SECRET_NOT_FOUND, f"Secret {name!r} not found in namespace {namespace}"
     if key is not None and key not in keys:
@@ -182,7 +188,7 @@ def _check_gateways(
             )
             out[key] = ((), True)
         else:
-            keys = sorted(inv.secret_keys[(gateway.namespace, name)])
+            keys = sorted(inv.secret_keys.get((gateway.namespace, name), ()))  # none known if assumed
             out[key] = (tuple(f"{gateway.namespace}/{name}/{k}" for k in keys), True)
     return out
 

@@ -1,4 +1,5 @@
-"""The real schemas of the Flux and Argo CD objects in examples/gitops/, for offline checks.
+"""The real schemas of the Flux, Argo CD and External Secrets objects in examples/gitops/, for
+offline checks.
 
 kubernetes-validate knows only built-in kinds, and no Flux or Argo CD CRD is installed here,
 so `core_gitops_schemas.json` holds the `openAPIV3Schema` of each kind the examples use, taken
@@ -7,9 +8,10 @@ from the CRDs those projects publish (SOURCES: repository, commit, path), with d
 turns one into a JSON Schema that is as strict as the API server's strict field validation:
 a field the CRD does not declare is an error, not something silently pruned.
 
-Refresh after a Flux or Argo CD API change: download the CRD files named in SOURCES at a
-newer commit, update SOURCES, and run
-`.venv/bin/python tests/core/core_gitops_schemas.py CRD.yaml ...` (rewrites the JSON file).
+Refresh after a Flux, Argo CD or External Secrets API change: download the CRD files named in
+SOURCES at a newer commit, update SOURCES, and run
+`.venv/bin/python tests/core/core_gitops_schemas.py CRD.yaml ...` (rewrites the JSON file; the
+schemas of CRDs not given are kept).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ SOURCES = {
     "config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml",
     "argoproj.io/v1alpha1 Application": "argoproj/argo-cd@37ee0097cf851bc2dd7665fc081bbce61a7e836e "
     "manifests/crds/application-crd.yaml",
+    "external-secrets.io/v1 ExternalSecret": "external-secrets/external-secrets@cc5bfbc2234ace9cb0caff4ea89c435cf517b27b "
+    "config/crds/bases/external-secrets.io_externalsecrets.yaml",
 }
 
 
@@ -92,7 +96,9 @@ def _strip(node: Any) -> Any:
 
 
 def refresh(crd_files: list[str]) -> None:
-    schemas: dict[str, Any] = {}
+    """Replace the schemas the given CRD files hold; the others stay as they are, so one
+    project's CRDs can be refreshed (or one added) without downloading every other's."""
+    schemas: dict[str, Any] = {k: v for k, v in load_schemas().items() if k in SOURCES}
     for path in crd_files:
         crd = yaml.safe_load(Path(path).read_text())
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]

@@ -1,11 +1,13 @@
 """examples/gitops/: what the README's pre-merge check runs, and the examples' own correctness.
 
 Matrix: the README's pre-merge check runs as written and passes; `routeway validate
---skip-foreign` passes on the whole folder (and needs the flag);
+--skip-foreign` passes on the whole folder (and needs the flag), the hosted backend's Secret
+declared by the ExternalSecret (and reported missing without it, or with a misspelt key);
 each kustomize folder builds with the real `kubectl kustomize`, and the build passes
 `routeway validate`; the production overlay's patches apply (namespace, replicas, weights in
 the rendered ProxyConfig); Flux and Argo CD objects match their projects' real CRD schemas
-(core_gitops_schemas.py; a misspelt field fails, which guards the check itself); built-in
+and the ExternalSecret matches External Secrets' (core_gitops_schemas.py; a misspelt field fails,
+which guards the check itself); built-in
 kinds pass kubernetes-validate; every document in the folder is covered by one of these
 checks; the paths, dependencies and sync waves point at what exists; the chart accepts the
 values the HelmRelease and the Application give it (`helm template` enforces
@@ -117,15 +119,39 @@ def one(kind: str, name: str) -> dict[str, Any]:
 def test_validate_passes_on_the_whole_folder_with_the_flag() -> None:
     proc = routeway("validate", "--skip-foreign", "-f", str(GITOPS))
     assert (proc.returncode, proc.stdout) == (0, ""), proc.stdout
-    assert "valid: 6 object(s) in 12 file(s)" in proc.stderr
+    assert "valid: 8 object(s) in 13 file(s)" in proc.stderr
     assert (
         "skipped 9 document(s) that are not Routeway's: 2 Application (argoproj.io/v1alpha1), "
         "1 GitRepository (source.toolkit.fluxcd.io/v1), 1 HelmRelease (helm.toolkit.fluxcd.io/v2), "
         "2 Kustomization (kustomize.config.k8s.io/v1beta1), 2 Kustomization (kustomize.toolkit.fluxcd.io/v1), "
         "1 Namespace (v1)"
     ) in proc.stderr
+    assert (
+        "1 Secret(s) made in the cluster from other documents: "
+        "default/openai-api-key (ExternalSecret/openai-api-key, key api-key)"
+    ) in proc.stderr
     plain = routeway("validate", "-f", str(GITOPS))
-    assert plain.returncode == 1 and len(plain.stdout.splitlines()) == 9
+    # 10 foreign documents, then the backend whose Secret only the ExternalSecret declares, and its route
+    assert plain.returncode == 1 and len(plain.stdout.splitlines()) == 12
+    assert "ModelBackend/openai: spec.apiKeySecretRef: SecretNotFound" in plain.stdout
+
+
+def test_the_external_secret_is_what_resolves_the_hosted_backend(tmp_path: Path) -> None:
+    """Without it the backend's Secret is missing; a key it does not make is still reported."""
+    copy = tmp_path / "gitops"
+    shutil.copytree(GITOPS, copy)
+    secrets = copy / "base" / "secrets.yaml"
+    declared = secrets.read_text()
+    secrets.unlink()
+    proc = routeway("validate", "--skip-foreign", "-f", str(copy))
+    assert proc.returncode == 1
+    assert "ModelBackend/openai: spec.apiKeySecretRef: SecretNotFound" in proc.stdout
+    assert routeway("validate", "--skip-foreign", "--assume-secrets", "-f", str(copy)).returncode == 0
+
+    secrets.write_text(declared.replace("secretKey: api-key", "secretKey: apikey"))
+    proc = routeway("validate", "--skip-foreign", "-f", str(copy))
+    assert proc.returncode == 1
+    assert "SecretKeyNotFound: Secret 'openai-api-key' has no key 'api-key'" in proc.stdout
 
 
 def test_the_readmes_pre_merge_check_passes_as_written(
@@ -146,7 +172,7 @@ def test_the_readmes_pre_merge_check_passes_as_written(
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stderr.count("valid: 6 object(s)") == 2  # the folder, then the one overlay
+    assert proc.stderr.count("valid: 8 object(s)") == 2  # the folder, then the one overlay
 
 
 @pytest.mark.parametrize("folder", KUSTOMIZE_FOLDERS)
@@ -156,7 +182,7 @@ def test_each_kustomization_builds_and_its_output_validates(
     built = kustomize(tools, tool_env, folder)
     proc = routeway("validate", "--skip-foreign", "-f", "-", stdin=built)
     assert (proc.returncode, proc.stdout) == (0, ""), proc.stdout
-    assert "valid: 6 object(s) in 1 file(s)" in proc.stderr
+    assert "valid: 8 object(s) in 1 file(s)" in proc.stderr
 
 
 def test_the_production_overlay_patches_apply(tools: dict[str, str], tool_env: dict[str, str]) -> None:
@@ -176,6 +202,10 @@ def test_the_production_overlay_patches_apply(tools: dict[str, str], tool_env: d
         ("ml/llama-v1", 90),
         ("ml/llama-v2", 10),
     ]
+    # the hosted backend's Secret, made in `ml` by the ExternalSecret, is named, never its value
+    hosted = next(backend for backend in config["backends"] if backend["id"] == "ml/openai")
+    assert hosted["credentialRef"] == "ml/openai-api-key/api-key"
+    assert "ml/openai-api-key (ExternalSecret/openai-api-key, key api-key)" in proc.stderr
 
 
 def test_flux_and_argo_objects_match_their_real_schemas() -> None:
@@ -190,6 +220,7 @@ def test_flux_and_argo_objects_match_their_real_schemas() -> None:
     assert sorted(checked) == [
         "Application",
         "Application",
+        "ExternalSecret",
         "GitRepository",
         "HelmRelease",
         "Kustomization",
@@ -204,6 +235,8 @@ def test_flux_and_argo_objects_match_their_real_schemas() -> None:
         ("HelmRelease", "routeway", ["spec", "upgrade", "crds"], "Replace"),
         ("Application", "routeway-operator", ["spec", "source", "helm", "valueObject"], {}),
         ("GitRepository", "routeway", ["spec", "ref", "branhc"], "main"),
+        ("ExternalSecret", "openai-api-key", ["spec", "target", "creationPolicy"], "Owned"),
+        ("ExternalSecret", "openai-api-key", ["spec", "secretStoreRef", "nmae"], "vault"),
     ],
 )
 def test_schema_check_rejects_a_misspelt_field(kind: str, name: str, path: list[str], value: Any) -> None:
