@@ -49,7 +49,8 @@ from aiohttp import web
 from kmock_ext import RoutewayEmulator
 from operator_factories import backend, gateway, get, patch, route, secret, seed
 from routeway_operator.builders import ChildNames
-from routeway_proxy.kube_source import REVISION_ANNOTATION
+
+from routeway.configstore import REVISION_ANNOTATION
 
 IMAGE = os.environ.get("ROUTEWAY_IMAGE", "")
 USER = "10001:10001"
