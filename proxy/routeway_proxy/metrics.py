@@ -16,21 +16,46 @@ Multiprocess mode (PROMETHEUS_MULTIPROC_DIR set before prometheus_client is impo
 gauge says how to merge workers; `Info` is not supported there, so the config revision is a
 gauge set to 1 for the current revision. `routeway_backend_ejected_until_seconds` is a unix
 time, so the merged maximum says whether any worker has the backend ejected.
+
+How values are updated — directly (`metric_values.FastValues`) or through prometheus-client's
+public API — is chosen once per process by the `METRIC_VALUES` seam: the direct updates are
+used only when `prove_fast_values` shows, on scratch metrics, that what they write reads back
+through the public API exactly as the public API's own updates do.
 """
 
 from __future__ import annotations
 
-import mmap
-import struct
+import os
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
-from prometheus_client.values import MutexValue
 
+from routeway_proxy.fastpaths import Choice, Seam, fast_paths_refusal
 from routeway_proxy.ledger import RequestLedger
+from routeway_proxy.metric_values import (
+    FAST_VALUES,
+    PUBLIC_VALUES,
+    HistogramValues,
+    MetricValues,
+    MmapValue,
+    PlainValue,
+    is_multiprocess,
+    scratch_value_class,
+)
+
+__all__ = [
+    "METRIC_VALUES",
+    "GroupCollector",
+    "PairMetrics",
+    "PlainValue",
+    "ProxyMetrics",
+    "adopt_value",
+    "choose_metric_values",
+    "prove_fast_values",
+]
 
 LATENCY_BUCKETS = (
     0.005,
@@ -63,136 +88,6 @@ ErrorReason = str
 overloaded (no concurrency slot), or upstream-5xx-other (a 500/501... not retried)."""
 
 
-class PlainValue:
-    """A single-process metric value without a lock: the hot path adds to `value` directly.
-
-    Why: `Counter.inc` is five Python calls (observability check, value object, lock enter and
-    exit) and a request makes seven updates. In one process every update happens on the event
-    loop thread and a scrape (in the executor) only reads the float, which is atomic under the
-    GIL, so no lock is needed and `/metrics` stays exact. It replaces prometheus_client's
-    `MutexValue` inside the bound children (`adopt_value`), so collection is unchanged.
-    Multiprocess mode keeps its mmap-backed values: there each update must reach the file that
-    the supervisor reads (see `MmapValue`).
-    """
-
-    __slots__ = ("_exemplar", "value")
-
-    _multiprocess = False
-
-    def __init__(self, value: float = 0.0) -> None:
-        self.value = value
-        self._exemplar: Any = None
-
-    def inc(self, amount: float) -> None:
-        self.value += amount
-
-    def set(self, value: float, timestamp: float | None = None) -> None:
-        self.value = value
-
-    def set_exemplar(self, exemplar: Any) -> None:
-        self._exemplar = exemplar
-
-    def get(self) -> float:
-        return self.value
-
-    def get_exemplar(self) -> Any:
-        return self._exemplar
-
-
-class MmapValue:
-    """Multiprocess mode: `MmapedValue.inc` without its lock and fork check, one call.
-
-    Why: prometheus_client's `inc` takes a process-wide lock, calls `os.getpid()` to notice a
-    fork, and goes through two helper functions, for each of the seven updates per request.
-    Workers are spawned (never forked after their values exist) and update metrics only from
-    the event loop thread, so neither is needed. The write is the library's own: the new value
-    and a zero timestamp packed into the value's 16-byte slot of the worker's mmap file with
-    one slice assignment (atomic for readers, as in `mmap_dict._pack_two_doubles`), and the
-    wrapped value object keeps its `_value` current for any later `inc()` of its own.
-    """
-
-    __slots__ = ("_inner",)
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def inc(self, amount: float) -> None:
-        inner = self._inner
-        value = inner._value + amount
-        inner._value = value
-        inner._timestamp = 0.0
-        file = inner._file
-        position = file._positions[inner._key]
-        file._m[position : position + 16] = _pack_two_doubles(value, 0.0)
-
-
-_pack_two_doubles = struct.Struct(b"dd").pack
-
-
-def _is_mmap_value(value: object) -> bool:
-    """Whether `value` is prometheus_client's MmapedValue with the internals `MmapValue` uses
-    (any other shape keeps the library's own `inc`)."""
-    if not getattr(value, "_multiprocess", False):
-        return False
-    file = getattr(value, "_file", None)
-    key = getattr(value, "_key", None)
-    positions = getattr(file, "_positions", None)
-    return (
-        isinstance(getattr(value, "_value", None), float)
-        and isinstance(positions, dict)
-        and key in positions
-        and isinstance(getattr(file, "_m", None), mmap.mmap)
-    )
-
-
-def make_fast(value: Any) -> Any:
-    """The object the hot path updates for a metric value (see `PlainValue`, `MmapValue`)."""
-    if type(value) is MutexValue:
-        return PlainValue(value.get())  # type: ignore[no-untyped-call]
-    if _is_mmap_value(value):
-        return MmapValue(value)
-    return value
-
-
-def adopt_value(holder: object, attribute: str = "_value") -> Any:
-    """The value object behind a metric child, for the hot path: in single-process mode the
-    child's `MutexValue` is swapped for a `PlainValue` (keeping what it counted so far), and
-    children are shared between routing tables, so a value already adopted is returned as it
-    is; in multiprocess mode an `MmapValue` writing to the child's own slot."""
-    value = getattr(holder, attribute)
-    fast = make_fast(value)
-    if type(fast) is PlainValue and fast is not value:
-        setattr(holder, attribute, fast)
-    return fast
-
-
-class HistogramValues:
-    """The sum and bucket values of one histogram child, updated without `observe()`."""
-
-    __slots__ = ("bounds", "buckets", "plain", "total")
-
-    def __init__(self, child: Histogram) -> None:
-        self.total = adopt_value(child, "_sum")
-        buckets: list[Any] = getattr(child, "_buckets")  # noqa: B009  (private: no public accessor)
-        fast = [make_fast(value) for value in buckets]
-        for i, value in enumerate(fast):
-            if type(value) is PlainValue:
-                buckets[i] = value  # collection reads the child's list
-        self.buckets = tuple(fast)
-        self.bounds: tuple[float, ...] = tuple(getattr(child, "_upper_bounds"))  # noqa: B009
-        self.plain = type(self.total) is PlainValue
-
-    def observe(self, amount: float) -> None:
-        """`Histogram.observe` for finite amounts: the first bucket whose bound is >= amount."""
-        bucket = self.buckets[bisect_left(self.bounds, amount)]
-        if self.plain:
-            self.total.value += amount
-            bucket.value += 1
-        else:
-            self.total.inc(amount)
-            bucket.inc(1)
-
-
 CONFIG_INFO = "routeway_config_info"
 
 
@@ -219,10 +114,12 @@ class GroupCollector:
 
 
 class ProxyMetrics:
-    """All metric families of one proxy process, registered in `registry`."""
+    """All metric families of one proxy process, registered in `registry`; `values` says how
+    the hot path updates them (default: this process's choice, `METRIC_VALUES`)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, values: MetricValues | None = None) -> None:
         self.registry = registry
+        self.values = values if values is not None else METRIC_VALUES.get()
         # first in the registry: a collect on the loop thread flushes it before reading the rest
         self.ledger = RequestLedger()
         registry.register(self.ledger)
@@ -302,8 +199,9 @@ class ProxyMetrics:
 class PairMetrics:
     """Values for one (route, backend) pair; status-code values are bound on first use.
 
-    The hot path updates the children's value objects (see `PlainValue`), not the children,
-    so each request costs a few attribute updates instead of ~25 Python calls.
+    The hot path updates the children's value objects (see `metric_values.PlainValue`), not
+    the children, so each request costs a few attribute updates instead of ~25 Python calls;
+    on the public path (`PublicValues`) the same methods call the children's `inc`/`observe`.
     """
 
     __slots__ = (
@@ -312,6 +210,7 @@ class PairMetrics:
         "_metrics",
         "_plain",
         "_retries",
+        "_values",
         "backend",
         "completion_tokens",
         "duration",
@@ -322,13 +221,20 @@ class PairMetrics:
 
     def __init__(self, metrics: ProxyMetrics, route: str, backend: str) -> None:
         self._metrics = metrics
+        self._values = values = metrics.values
         self.route = route
         self.backend = backend
-        self.duration = HistogramValues(metrics.duration.labels(route, backend))
-        self.ttft = HistogramValues(metrics.ttft.labels(route, backend))
-        self.prompt_tokens = adopt_value(metrics.tokens.labels(route, backend, "prompt"))
-        self.completion_tokens = adopt_value(metrics.tokens.labels(route, backend, "completion"))
-        self._plain = self.duration.plain
+        self.duration: Any = values.histogram(metrics.duration.labels(route, backend))
+        self.ttft: Any = values.histogram(metrics.ttft.labels(route, backend))
+        self.prompt_tokens = values.adopt(metrics.tokens.labels(route, backend, "prompt"))
+        self.completion_tokens = values.adopt(metrics.tokens.labels(route, backend, "completion"))
+        # plain: every value is a PlainValue, updated with `+=` (single-process fast path)
+        self._plain = (
+            isinstance(self.duration, HistogramValues)
+            and self.duration.plain
+            and type(self.prompt_tokens) is PlainValue
+            and type(self.completion_tokens) is PlainValue
+        )
         self._codes: dict[int, Any] = {}
         self._errors: dict[str, Counter] = {}
         self._retries: dict[str, Counter] = {}
@@ -336,19 +242,17 @@ class PairMetrics:
     def count_request(self, code: int, seconds: float) -> None:
         value = self._codes.get(code)
         if value is None:
-            value = self._codes[code] = adopt_value(
+            value = self._codes[code] = self._values.adopt(
                 self._metrics.requests.labels(self.route, self.backend, str(code))
             )
-        duration = self.duration
-        bucket = duration.buckets[bisect_left(duration.bounds, seconds)]
         if self._plain:
+            duration = self.duration
             value.value += 1
             duration.total.value += seconds
-            bucket.value += 1
+            duration.buckets[bisect_left(duration.bounds, seconds)].value += 1
         else:
             value.inc(1)
-            duration.total.inc(seconds)
-            bucket.inc(1)
+            self.duration.observe(seconds)
 
     def count_error(self, reason: ErrorReason) -> None:
         child = self._errors.get(reason)
@@ -375,3 +279,146 @@ class PairMetrics:
             self.prompt_tokens.inc(prompt)
         if completion:
             self.completion_tokens.inc(completion)
+
+
+def adopt_value(holder: Any, attribute: str = "_value") -> Any:
+    """The object the hot path updates (`inc`) for a counter or gauge child, by this process's
+    chosen path (`METRIC_VALUES`): a direct value object, or the child itself."""
+    return METRIC_VALUES.get().adopt(holder, attribute)
+
+
+PROOF_SECONDS = (0.0, 0.005, 0.0051, 0.3, 1.0, 299.0, 1e6, *LATENCY_BUCKETS, *TTFT_BUCKETS)
+"""Observations of the start-up proof: every bucket bound, between bounds, beyond the last."""
+
+_LONG_LABEL = "x" * 2000
+"""A label value long enough that one pair's keys outgrow a fresh mmap file (64 KiB), so the
+proof also writes after the library has grown the file and mapped it again."""
+
+Samples = list[tuple[str, tuple[tuple[str, str], ...], float]]
+
+
+def prove_fast_values(values: MetricValues = FAST_VALUES, multiprocess: bool | None = None) -> str | None:
+    """None when `values` updates read back through prometheus-client's public API exactly as
+    `Counter.inc`, `Gauge.inc` and `Histogram.observe` would have left them; otherwise what
+    went wrong. `multiprocess`: None for this process's mode (`is_multiprocess()`).
+
+    Runs the request path's updates on scratch metrics twice, once through `values` and once
+    through the public API, and compares every sample read back (`registry.collect()`; in
+    multiprocess mode `MultiProcessCollector` over the scratch files, as the supervisor reads
+    the workers'). Never touches the process's own metrics (`scratch_value_class`). Also
+    fails when `values` left a value object it does not update directly: the log line then
+    would not say what runs.
+    """
+    if multiprocess is None:
+        multiprocess = is_multiprocess()
+    try:
+        ours, engaged = _run_proof(values, multiprocess)
+        theirs, _ = _run_proof(PUBLIC_VALUES, multiprocess)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if not engaged:
+        return "it left a value object it does not know how to update directly"
+    expected = ("routeway_requests_total", (("backend", "b"), ("code", "200"), ("route", "proof")))
+    if not any(
+        (name, labels) == expected and value == len(PROOF_SECONDS) + 1 for name, labels, value in theirs
+    ):
+        return "the public API's own values did not read back from the scratch metrics"
+    if ours == theirs:
+        return None
+    differ = sorted(set(ours).symmetric_difference(theirs))
+    name, labels, value = differ[0]
+    side = "direct" if (name, labels, value) in ours else "public"
+    shown = {key: text if len(text) <= 12 else text[:12] + "..." for key, text in labels}
+    return f"{len(differ)} samples differ, e.g. {name}{shown} = {value} only through the {side} updates"
+
+
+def _run_proof(values: MetricValues, multiprocess: bool) -> tuple[Samples, bool]:
+    """(every sample read back, whether every value object was a direct one) after the request
+    path's updates through `values` on scratch metrics."""
+    with scratch_value_class(multiprocess) as directory:
+        metrics = ProxyMetrics(CollectorRegistry(), values)
+        pair = metrics.bind_pair("proof", "b")
+        in_flight = values.adopt(metrics.in_flight.labels("proof"))
+        in_flight.inc(1)
+        for seconds in PROOF_SECONDS:
+            pair.count_request(200, seconds)
+            pair.ttft.observe(seconds)
+        grown = metrics.bind_pair(_LONG_LABEL, _LONG_LABEL)  # multiprocess: files grow, remapped
+        grown.count_request(200, 1.5)
+        grown.count_tokens(1, 0)
+        pair.count_request(503, 0.2)
+        pair.count_tokens(7, 3)
+        in_flight.inc(1)
+        in_flight.inc(-1)
+        again = metrics.bind_pair("proof", "b")  # a new routing table binds the same children
+        again.count_request(200, 0.01)
+        again.count_tokens(0, 2)
+        pair.count_error("timeout")
+        pair.count_retry("timeout")
+        if directory is None:
+            families: Iterable[Metric] = metrics.registry.collect()
+        else:
+            from prometheus_client import multiprocess as library_multiprocess
+
+            registry = CollectorRegistry()
+            library_multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+            families = registry.collect()
+        samples = sorted(
+            (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+            for family in families
+            for sample in family.samples
+            if not sample.name.endswith("_created")
+        )
+        direct = [in_flight, *_value_objects(pair), *_value_objects(grown)]
+        engaged = all(isinstance(value, (PlainValue, MmapValue)) for value in direct)
+        return samples, engaged
+
+
+def _value_objects(pair: PairMetrics) -> list[Any]:
+    objects = [pair.prompt_tokens, pair.completion_tokens, *getattr(pair, "_codes").values()]  # noqa: B009
+    for histogram in (pair.duration, pair.ttft):
+        if isinstance(histogram, HistogramValues):
+            objects += [histogram.total, *histogram.buckets]
+        else:
+            objects.append(histogram)
+    return objects
+
+
+def _prometheus_client_release() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("prometheus-client")
+    except metadata.PackageNotFoundError:
+        return "(version unknown)"
+
+
+def choose_metric_values(
+    environ: Mapping[str, str] = os.environ,
+    prove: Callable[[], str | None] = prove_fast_values,
+) -> Choice[MetricValues]:
+    """The metric update path of this process and the line that says so (`METRIC_VALUES`)."""
+    refusal = fast_paths_refusal(environ)
+    if refusal is not None:
+        return Choice(PUBLIC_VALUES, f"metrics: prometheus-client's public API ({refusal})")
+    release = _prometheus_client_release()
+    try:
+        problem = prove()
+    except Exception as exc:  # a proof that raises has failed, it must not stop the proxy
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        return Choice(
+            PUBLIC_VALUES,
+            f"metrics: prometheus-client's public API; direct value updates failed their start-up "
+            f"proof on prometheus-client {release}: {problem}",
+            failed=True,
+        )
+    mode = "multiprocess" if is_multiprocess() else "single-process"
+    return Choice(
+        FAST_VALUES,
+        f"metrics: direct value updates ({mode}; start-up proof passed on prometheus-client {release})",
+    )
+
+
+METRIC_VALUES: Seam[MetricValues] = Seam(choose_metric_values)
+"""This process's metric update path, chosen when the first `ProxyMetrics` is made."""

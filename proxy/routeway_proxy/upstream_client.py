@@ -3,19 +3,22 @@
 Why not `ClientSession.request()` for every upstream call: it orchestrates much the gateway
 never uses — cookies, redirects, proxies, auth, netrc, tracing, middlewares, the retry of
 idempotent methods, a per-request timeout handle — and that orchestration costs about a third
-of the client side's CPU per request (bench: 10-20 us of 50-75 us in a tight loop, more in the
-server). `UpstreamClient.post` makes the calls `ClientSession._request` makes for one POST when
-none of those features is in use: build a `ClientRequest`, take a pooled connection from the
-session's connector, set the response parser's parameters, send, read the status line and
-headers. Everything that carries HTTP — the request writer, the response parser, keep-alive,
+of the client side's CPU per request (bench/RESULTS.md, "Lean upstream POST").
+`UpstreamClient.post` makes the calls `ClientSession._request` makes for one POST when none of
+those features is in use: build a `ClientRequest`, take a pooled connection from the session's
+connector, set the response parser's parameters, send, read the status line and headers. Everything that carries HTTP — the request writer, the response parser, keep-alive,
 TLS, the connection pool — is still aiohttp's.
 
-Why it is safe: the session is created here with exactly the options under which that is
-equivalent (no cookie jar, no default headers or auth, no tracing or middlewares, no proxy from
-the environment), and the lean path is used only when the installed aiohttp has the
-signatures it was written against (`lean_path_problem`, checked once per session). Any other
-aiohttp sends through `session.request()` — same behaviour, more CPU — and says why in the
-log; a test fails if the pinned aiohttp loses the lean path, so an upgrade gets re-checked.
+Why it is safe: the lean path is chosen once per process by a seam (`UPSTREAM_PATH`, see
+`fastpaths.py`): aiohttp's private names are imported then, not at module load, and used only
+when the installed release is one whose `ClientSession._request` the lean path was compared
+with line by line (`COMPARED_AIOHTTP`) and still has the signatures it calls
+(`load_lean_path`). Per session, the lean path is taken only when the session was created
+with exactly the options under which it is equivalent (no cookie jar, no default headers or
+auth, no tracing or middlewares, no proxy from the environment: `lean_path_problem`). Any
+other case — a newer aiohttp, a moved name, `ROUTEWAY_FAST_PATHS=off` — sends through
+`session.request()`: same behaviour, more CPU, and one log line says which path is active.
+A test fails if the installed aiohttp loses the lean path, so an upgrade gets compared.
 (One known difference of the fallback: `ClientSession.request()` merges a header repeated
 under differently cased names into its last value; the lean path sends both, as given.)
 """
@@ -25,17 +28,30 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.client_reqrep import ClientRequest, ClientResponse
-from aiohttp.helpers import TimerNoop
-from aiohttp.typedefs import LooseHeaders
 from multidict import CIMultiDict
 from yarl import URL
 
-__all__ = ["UpstreamClient", "lean_path_problem", "open_client_session"]
+from routeway_proxy.fastpaths import Choice, Seam, fast_paths_refusal
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import LooseHeaders
+
+__all__ = [
+    "COMPARED_AIOHTTP",
+    "UPSTREAM_PATH",
+    "LeanPath",
+    "UpstreamClient",
+    "choose_upstream_path",
+    "lean_path_problem",
+    "load_lean_path",
+    "open_client_session",
+]
 
 log = logging.getLogger("routeway.proxy")
 
@@ -58,19 +74,7 @@ _SESSION_SETTINGS = {  # set_response_params argument → the session attribute 
     "max_field_size": "_max_field_size",
     "max_headers": "_max_headers",
 }
-_UNUSED_SESSION_FEATURES: dict[str, Any] = {  # ClientSession attribute → its value when unused
-    "_trace_configs": [],
-    "_middlewares": (),
-    "_default_headers": CIMultiDict(),
-    "_default_proxy": None,
-    "_skip_auto_headers": frozenset(),
-    "_raise_for_status": False,
-    "_base_url": None,
-    "_request_class": ClientRequest,
-    "_response_class": ClientResponse,
-}
 _NO_TRACES: list[Any] = []  # never appended to: connect() and send() only iterate it
-_NO_TIMER = TimerNoop()  # what the session uses when a request has no total timeout
 
 
 def open_client_session() -> aiohttp.ClientSession:
@@ -88,35 +92,89 @@ def open_client_session() -> aiohttp.ClientSession:
     )
 
 
-CHECKED_AIOHTTP = ("3.14",)
-"""aiohttp releases whose `ClientSession._request` the lean path was compared with line by line
-(pyproject pins this range; widen both after comparing a new release)."""
+COMPARED_AIOHTTP = frozenset({"3.14"})
+"""aiohttp releases (major.minor) whose `ClientSession._request` the lean path was compared
+with line by line. pyproject allows any 3.x: a release not listed here sends through
+`session.request()` until it is compared and added."""
 
 
-def lean_path_problem(session: aiohttp.ClientSession) -> str | None:
-    """Why `session`'s POSTs cannot skip `ClientSession.request()`, or None when they can."""
-    release = ".".join(aiohttp.__version__.split(".")[:2])
-    if release not in CHECKED_AIOHTTP:
-        return f"aiohttp {aiohttp.__version__} is not one the lean path was checked against"
-    parameters = tuple(inspect.signature(ResponseHandler.set_response_params).parameters)[1:]
-    if set(parameters) != set(_RESPONSE_PARAMETERS):
-        return f"ResponseHandler.set_response_params takes {parameters}"
-    connect = tuple(inspect.signature(aiohttp.BaseConnector.connect).parameters)
-    if connect != ("self", "req", "traces", "timeout"):
-        return f"BaseConnector.connect takes {connect}"
-    request = inspect.signature(ClientRequest.__init__).parameters
-    for name in ("method", "url", "headers", "data", "loop", "response_class", "session", "ssl"):
-        if name not in request:
-            return f"ClientRequest() takes no {name!r}"
-    if not inspect.iscoroutinefunction(ClientRequest.send) or not inspect.iscoroutinefunction(
-        ClientResponse.start
-    ):
-        return "ClientRequest.send or ClientResponse.start is not a coroutine function"
-    private = (*_SESSION_SETTINGS.values(), *_UNUSED_SESSION_FEATURES, "_version")
+@dataclass(frozen=True, slots=True)
+class LeanPath:
+    """aiohttp's names the lean path calls, loaded and checked once (`load_lean_path`)."""
+
+    release: str
+    request_class: Any  # aiohttp.ClientRequest
+    response_class: Any  # aiohttp.ClientResponse
+    no_timer: Any  # helpers.TimerNoop(): what the session uses when a request has no total timeout
+    unused_session_features: Mapping[str, Any]  # ClientSession attribute → its value when unused
+
+
+def import_private_names() -> tuple[Any, Any]:
+    """aiohttp's private names the lean path needs: (`ResponseHandler`, `TimerNoop`)."""
+    from aiohttp.client_proto import ResponseHandler
+    from aiohttp.helpers import TimerNoop
+
+    return ResponseHandler, TimerNoop
+
+
+def load_lean_path(
+    release: str | None = None, private_names: Callable[[], tuple[Any, Any]] = import_private_names
+) -> LeanPath | str:
+    """The lean path for the installed aiohttp, or why it cannot be used (never raises).
+
+    `release`: the aiohttp version to judge (default: the installed one); `private_names`:
+    where `ResponseHandler` and `TimerNoop` come from (a parameter so that a moved name can
+    be tested without breaking aiohttp)."""
+    release = release if release is not None else aiohttp.__version__
+    if ".".join(release.split(".")[:2]) not in COMPARED_AIOHTTP:
+        compared = ", ".join(sorted(COMPARED_AIOHTTP))
+        return f"aiohttp {release} is not a release the lean path was compared with ({compared})"
+    try:
+        handler_class, timer_class = private_names()
+        request_class, response_class = aiohttp.ClientRequest, aiohttp.ClientResponse
+        parameters = tuple(inspect.signature(handler_class.set_response_params).parameters)[1:]
+        if set(parameters) != set(_RESPONSE_PARAMETERS):
+            return f"ResponseHandler.set_response_params takes {parameters}"
+        connect = tuple(inspect.signature(aiohttp.BaseConnector.connect).parameters)
+        if connect != ("self", "req", "traces", "timeout"):
+            return f"BaseConnector.connect takes {connect}"
+        request = inspect.signature(request_class.__init__).parameters
+        for name in ("method", "url", "headers", "data", "loop", "response_class", "session", "ssl"):
+            if name not in request:
+                return f"ClientRequest() takes no {name!r}"
+        if not inspect.iscoroutinefunction(request_class.send) or not inspect.iscoroutinefunction(
+            response_class.start
+        ):
+            return "ClientRequest.send or ClientResponse.start is not a coroutine function"
+        unused: dict[str, Any] = {
+            "_trace_configs": [],
+            "_middlewares": (),
+            "_default_headers": CIMultiDict(),
+            "_default_proxy": None,
+            "_skip_auto_headers": frozenset(),
+            "_raise_for_status": False,
+            "_base_url": None,
+            "_request_class": request_class,
+            "_response_class": response_class,
+        }
+        return LeanPath(release, request_class, response_class, timer_class(), unused)
+    except Exception as exc:  # a moved or changed private name: the public path, not a crash
+        return f"aiohttp {release}'s internals differ: {type(exc).__name__}: {exc}"
+
+
+def lean_path_problem(session: aiohttp.ClientSession, lean: LeanPath | str | None = None) -> str | None:
+    """Why `session`'s POSTs cannot skip `ClientSession.request()`, or None when they can.
+
+    `lean`: the loaded lean path or why there is none (default: `load_lean_path()`)."""
+    if lean is None:
+        lean = load_lean_path()
+    if isinstance(lean, str):
+        return lean
+    private = (*_SESSION_SETTINGS.values(), *lean.unused_session_features, "_version")
     for attribute in private:
         if not hasattr(session, attribute):
             return f"ClientSession has no {attribute}"
-    for attribute, unused in _UNUSED_SESSION_FEATURES.items():
+    for attribute, unused in lean.unused_session_features.items():
         if getattr(session, attribute) != unused:
             return f"the session sets {attribute.lstrip('_')}, which the lean path would ignore"
     if getattr(session, "_version") != aiohttp.HttpVersion11:  # noqa: B009  (private)
@@ -130,27 +188,75 @@ def lean_path_problem(session: aiohttp.ClientSession) -> str | None:
     return None
 
 
+def choose_upstream_path(
+    environ: Mapping[str, str] = os.environ, load: Callable[[], LeanPath | str] = load_lean_path
+) -> Choice[LeanPath | None]:
+    """This process's upstream POST path and the line that says so (`UPSTREAM_PATH`):
+    `load()` gives a `LeanPath` or why there is none."""
+    refusal = fast_paths_refusal(environ)
+    if refusal is not None:
+        return Choice(None, f"upstream POSTs: ClientSession.request() ({refusal})")
+    try:
+        lean = load()
+    except Exception as exc:  # a loader must not raise; if it does, it has failed
+        lean = f"{type(exc).__name__}: {exc}"
+    if isinstance(lean, str):
+        return Choice(
+            None, f"upstream POSTs: ClientSession.request(); the lean path is not used: {lean}", failed=True
+        )
+    return Choice(
+        lean, f"upstream POSTs: the lean path (aiohttp {lean.release}, a release it was compared with)"
+    )
+
+
+UPSTREAM_PATH: Seam[LeanPath | None] = Seam(choose_upstream_path)
+"""This process's upstream POST path, chosen when the first `UpstreamClient` is made."""
+
+
 class UpstreamClient:
-    """POSTs to backends over `session` (see the module docstring for the two paths)."""
+    """POSTs to backends over `session` (see the module docstring for the two paths).
 
-    __slots__ = ("_connector", "_loop", "_response_params", "lean", "session")
+    `lean_path`: "process" for this process's choice (`UPSTREAM_PATH`), a `LeanPath` to use it
+    when the session allows, None to always send through `session.request()`. `lean` says
+    which path this client takes.
+    """
 
-    def __init__(self, session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    __slots__ = (
+        "_connector",
+        "_loop",
+        "_request_class",
+        "_response_class",
+        "_response_params",
+        "lean",
+        "session",
+    )
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        loop: asyncio.AbstractEventLoop | None = None,
+        lean_path: LeanPath | Literal["process"] | None = "process",
+    ) -> None:
         self.session = session
         self._loop = loop if loop is not None else asyncio.get_running_loop()
-        problem = lean_path_problem(session)
-        self.lean = problem is None
-        if problem is not None:
-            log.info("upstream calls go through ClientSession.request(): %s", problem)
+        lean = UPSTREAM_PATH.get() if isinstance(lean_path, str) else lean_path
+        self.lean = False
+        if lean is not None:
+            problem = lean_path_problem(session, lean)
+            self.lean = problem is None
+            if problem is not None:  # the gateway's own session never: a test holds that
+                log.info("this session's upstream POSTs go through ClientSession.request(): %s", problem)
         connector = session.connector
         assert connector is not None or not self.lean
         self._connector = connector
+        self._request_class: Any = lean.request_class if lean is not None else None
+        self._response_class: Any = lean.response_class if lean is not None else None
         # set_response_params() arguments but the read timeout, as the session would pass them
         self._response_params: dict[str, Any] = {
             argument: getattr(session, attribute, None) for argument, attribute in _SESSION_SETTINGS.items()
         }
         self._response_params.update(
-            timer=_NO_TIMER,
+            timer=lean.no_timer if lean is not None else None,
             skip_payload=False,
             read_until_eof=True,
             timeout_ceil_threshold=getattr(connector, "_timeout_ceil_threshold", 5),
@@ -158,7 +264,7 @@ class UpstreamClient:
 
     async def post(
         self, url: URL, payload: bytes, headers: LooseHeaders, timeouts: aiohttp.ClientTimeout
-    ) -> ClientResponse:
+    ) -> aiohttp.ClientResponse:
         """Send `payload` and return once the answer's status line and headers are read.
 
         Raises what `session.request()` raises for the same failure: `aiohttp.ClientError`
@@ -174,13 +280,13 @@ class UpstreamClient:
         connector = self._connector
         if connector is None or connector.closed:
             raise RuntimeError("Session is closed")
-        request = ClientRequest(
+        request = self._request_class(
             "POST",
             url,
             headers=headers,
             data=payload,
             loop=self._loop,
-            response_class=ClientResponse,
+            response_class=self._response_class,
             session=self.session,
             ssl=True,
         )
@@ -196,7 +302,7 @@ class UpstreamClient:
         assert protocol is not None
         protocol.set_response_params(read_timeout=timeouts.sock_read, **self._response_params)
         try:
-            response = await request.send(connection)
+            response: aiohttp.ClientResponse = await request.send(connection)
             try:
                 await response.start(connection)
             except BaseException:

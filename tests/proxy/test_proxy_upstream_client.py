@@ -1,7 +1,8 @@
 """`UpstreamClient`: its lean path sends and fails exactly as `ClientSession.request()` does.
 
 Both paths run against the same real aiohttp server on 127.0.0.1 and are compared on what the
-upstream received and what the caller got back.
+upstream received and what the caller got back. Which path a process takes, and the fallback
+when the installed aiohttp was not compared: test_proxy_fast_paths.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
-from routeway_proxy.upstream_client import UpstreamClient, lean_path_problem, open_client_session
+from routeway_proxy.upstream_client import (
+    LeanPath,
+    UpstreamClient,
+    lean_path_problem,
+    load_lean_path,
+    open_client_session,
+)
 from yarl import URL
 
 TIMEOUTS = aiohttp.ClientTimeout(total=None, connect=None, sock_read=None, sock_connect=5)
@@ -76,28 +83,35 @@ async def upstream() -> AsyncIterator[Upstream]:
     await runner.cleanup()
 
 
+def lean_path() -> LeanPath:
+    found = load_lean_path()
+    assert isinstance(found, LeanPath), found
+    return found
+
+
 @pytest.fixture(params=["lean", "session"])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[UpstreamClient]:
+    """A client on each path, whatever this process chose (ROUTEWAY_FAST_PATHS)."""
     session = open_client_session()
-    client = UpstreamClient(session)
-    if request.param == "session":
-        client.lean = False
+    client = UpstreamClient(session, lean_path=lean_path() if request.param == "lean" else None)
+    assert client.lean == (request.param == "lean")
     yield client
     await session.close()
 
 
 async def test_the_installed_aiohttp_takes_the_lean_path() -> None:
-    """Fails when an aiohttp upgrade changes the layers the lean path calls: re-check it
-    against `ClientSession._request` then (the proxy still works, through `request()`)."""
+    """Fails when an aiohttp upgrade is not one the lean path was compared with or changes the
+    layers it calls: compare it with `ClientSession._request`, then add the release to
+    `COMPARED_AIOHTTP` (until then the proxy still works, through `request()`)."""
     async with open_client_session() as session:
         assert lean_path_problem(session) is None
-        assert UpstreamClient(session).lean
+        assert UpstreamClient(session, lean_path=lean_path()).lean
 
 
 async def test_a_session_with_features_it_would_skip_is_refused() -> None:
     async with aiohttp.ClientSession() as session:  # a cookie jar
         assert lean_path_problem(session) == "the session keeps cookies"
-        assert not UpstreamClient(session).lean
+        assert not UpstreamClient(session, lean_path=lean_path()).lean
     async with aiohttp.ClientSession(
         headers={"X-Default": "1"}, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
@@ -118,10 +132,10 @@ async def send(client: UpstreamClient, url: str) -> tuple[int, list[tuple[str, s
 
 async def test_both_paths_send_and_receive_the_same(upstream: Upstream) -> None:
     answers = []
-    for lean in (True, False):
+    for lean in (lean_path(), None):
         async with open_client_session() as session:
-            client = UpstreamClient(session)
-            client.lean = lean
+            client = UpstreamClient(session, lean_path=lean)
+            assert client.lean == (lean is not None)
             answers.append(await send(client, upstream.url + "/v1/chat/completions?x=1"))
     assert answers[0] == answers[1]
     assert answers[0][0] == 200 and answers[0][2] == b'{"ok": true}'
@@ -134,7 +148,7 @@ async def test_both_paths_send_and_receive_the_same(upstream: Upstream) -> None:
 
 async def test_a_multidict_of_headers_is_sent_as_the_same_pairs(upstream: Upstream) -> None:
     async with open_client_session() as session:
-        client = UpstreamClient(session)
+        client = UpstreamClient(session, lean_path=lean_path())
         await client.post(URL(upstream.url + "/a"), PAYLOAD, request_headers(), TIMEOUTS)
         await client.post(URL(upstream.url + "/b"), PAYLOAD, CIMultiDict(request_headers()), TIMEOUTS)
     as_pairs, as_multidict = upstream.seen
@@ -261,13 +275,6 @@ async def test_sessions_with_features_the_lean_path_skips_are_refused(
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), **options) as session:
         found = lean_path_problem(session)
         assert found is not None and problem in found, found
-
-
-async def test_an_unchecked_aiohttp_release_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aiohttp, "__version__", "3.99.0")
-    async with open_client_session() as session:
-        assert "3.99.0" in (lean_path_problem(session) or "")
-        assert not UpstreamClient(session).lean
 
 
 async def test_a_cancelled_call_leaves_no_connection_behind(client: UpstreamClient) -> None:
