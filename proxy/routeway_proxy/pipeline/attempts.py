@@ -150,7 +150,25 @@ class Exchange:
         self._task = asyncio.current_task(self.loop)
         try:
             try:
-                return await self._attempts()
+                # the attempts, as the policy decides them (inline, not a coroutine of its own:
+                # every await level is a frame and a resume more on each request)
+                policy = self.policy
+                target = policy.first()
+                if target is None:
+                    raise self._final_error(policy.nothing_to_try())
+                while True:
+                    self.target = target
+                    try:
+                        return await self._attempt(target)
+                    except AttemptFailed as failed:
+                        failure = failed.failure
+                        decision = policy.failed(target, failure, self.loop.time())
+                        if isinstance(decision, GiveUp):
+                            return self._answer_failure(decision.failure)
+                        target.metrics.count_retry(failure.reason)
+                        target = decision.target
+                        if decision.backoff:
+                            await asyncio.sleep(decision.backoff)
             except ProxyError as error:
                 if self._outcome is None:
                     self.conclude(error.status, self._pair())
@@ -168,25 +186,6 @@ class Exchange:
             if outcome is not None:
                 code, pair, usage = outcome
                 settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage)
-
-    async def _attempts(self) -> web.StreamResponse:
-        policy = self.policy
-        target = policy.first()
-        if target is None:
-            raise self._final_error(policy.nothing_to_try())
-        while True:
-            self.target = target
-            try:
-                return await self._attempt(target)
-            except AttemptFailed as failed:
-                failure = failed.failure
-                decision = policy.failed(target, failure, self.loop.time())
-                if isinstance(decision, GiveUp):
-                    return self._answer_failure(decision.failure)
-                target.metrics.count_retry(failure.reason)
-                target = decision.target
-                if decision.backoff:
-                    await asyncio.sleep(decision.backoff)
 
     def _pair(self) -> PairMetrics:
         target = self.target
