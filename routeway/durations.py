@@ -7,7 +7,8 @@ seconds only when rendering the ProxyConfig, so the proxy never parses text on i
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field
 
@@ -37,3 +38,37 @@ Duration = Annotated[
     Field(json_schema_extra={"pattern": DURATION_PATTERN, "example": "30s"}),
 ]
 """A duration field: validated like the CRD's pattern, stored as written."""
+
+
+@dataclass(frozen=True)
+class DurationRange:
+    """Inclusive bounds of a duration field, stated once for both validators: `check` is the
+    pydantic one, `field()` carries the pattern and a CEL rule (standard CEL `duration()`,
+    which reads every string the pattern admits) into the CRD.
+
+    Upper bounds are also what keeps the two in agreement: CEL durations overflow at about
+    ten thousand years, where the rule would fail and pydantic would not.
+    """
+
+    name: str  # how the message names the field, e.g. `pause.duration`
+    low: str
+    high: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.name} must be between {self.low} and {self.high}"
+
+    def check(self, text: str) -> str:
+        if not parse_duration(self.low) <= parse_duration(text) <= parse_duration(self.high):
+            raise ValueError(self.message)
+        return text
+
+    def field(self) -> Any:
+        """The `Field(...)` to put in the type's `Annotated` metadata."""
+        rule = f"duration(self) >= duration('{self.low}') && duration(self) <= duration('{self.high}')"
+        return Field(
+            json_schema_extra={
+                "pattern": DURATION_PATTERN,
+                "x-kubernetes-validations": [{"rule": rule, "message": self.message}],
+            }
+        )

@@ -14,12 +14,15 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from routeway.durations import Duration
+from routeway.specbase import FieldError as FieldError
+from routeway.specbase import SpecModel as _Spec
+from routeway.strategy import NOT_WIRED, ProgressDeadline, StrategySpec
 
 GROUP = "routeway.dev"
 VERSION = "v1alpha1"
@@ -50,30 +53,6 @@ UpstreamURL = Annotated[
 ]
 
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
-
-
-class FieldError(ValueError):
-    """A cross-field rule broken at `field` (a path relative to the validated model), so that
-    `routeway validate` can name `spec.url` rather than just `spec`."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class _Spec(BaseModel):
-    """Base of every spec part: camelCase names, frozen, unknown fields rejected."""
-
-    # strict: "10", true or "0.5" are not numbers to the API server, so not to us either; nor
-    # are YAML's .inf and .nan, which JSON (the ProxyConfig, the API server) cannot carry.
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        frozen=True,
-        extra="forbid",
-        strict=True,
-        allow_inf_nan=False,
-    )
 
 
 class ObjectMeta(BaseModel):
@@ -249,12 +228,6 @@ class StickinessSpec(_Spec):
     )
 
 
-class StrategySpec(_Spec):
-    canary: dict[str, Any] | None = Field(
-        None, description="Reserved for progressive delivery; accepted and ignored in this version."
-    )
-
-
 class ModelRouteSpec(_Spec):
     model: Annotated[str, Field(min_length=1, max_length=256)] = Field(
         description="Public model name that clients send in the request body."
@@ -278,7 +251,25 @@ class ModelRouteSpec(_Spec):
     retries: RetriesSpec = Field(default_factory=RetriesSpec, description="Retry policy.")
     timeout: Duration | None = Field(None, description="Cap on the whole request, retries included.")
     stickiness: StickinessSpec | None = Field(None, description="Session affinity by a request header.")
-    strategy: StrategySpec | None = Field(None, description="Rollout strategy (reserved).")
+    strategy: StrategySpec | None = Field(
+        None,
+        description="Progressive delivery: how a new revision of this route (its routing fields "
+        "and the specs of the backends it uses) replaces the stable one. Without it a change "
+        "applies at once." + NOT_WIRED,
+    )
+    revision_history_limit: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Past revisions of this route kept, with their outcome, for history and "
+        "undo." + NOT_WIRED,
+    )
+    paused: bool = Field(False, description="true freezes a rollout in progress where it stands." + NOT_WIRED)
+    progress_deadline: ProgressDeadline = Field(
+        "30m",
+        description="Longest a rollout may take, 1s to 720h; one not complete by then is rolled "
+        "back." + NOT_WIRED,
+    )
 
     @model_validator(mode="after")
     def _unique_backends(self) -> ModelRouteSpec:

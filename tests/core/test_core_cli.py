@@ -3,7 +3,7 @@
 Matrix: valid quick start (exit 0); one line per problem naming file, object and field for
 wrong types, unknown fields, bad durations, missing required fields, unknown kinds, wrong
 apiVersion, malformed YAML, non-mapping documents, unreadable files, duplicates, dangling
-references; stdin (`-f -`); directories; render json/yaml, --gateway selection, redaction,
+references, a bad canary strategy (steps and analysis, down to the list index); stdin (`-f -`); directories; render json/yaml, --gateway selection, redaction,
 exit 1 when problems exist; never a traceback.
 """
 
@@ -235,3 +235,81 @@ def test_duplicate_yaml_keys_are_reported(tmp_path: Path):
     proc = cli("validate", "-f", path)
     assert proc.returncode == 1
     assert "found duplicate key 'weight'" in proc.stdout
+
+
+CANARY_ROUTE = """
+apiVersion: routeway.dev/v1alpha1
+kind: ModelBackend
+metadata: {name: llama-v2}
+spec: {provider: mock}
+---
+apiVersion: routeway.dev/v1alpha1
+kind: ModelRoute
+metadata: {name: chat}
+spec:
+  model: chat
+  backends: [{name: llama-v2, weight: 100}]
+  strategy:
+    canary:
+      steps:
+%s
+"""
+
+
+def test_bad_canary_steps_name_the_step_and_field(tmp_path: Path):
+    steps = """\
+        - setWeight: 50
+        - pause: {duration: 5m}
+        - setWeight: 10
+        - setWeight: 60
+          pause: {}
+        - pause:
+        - pause: {duration: 100ms}"""
+    path = write(tmp_path, "canary.yaml", CANARY_ROUTE % steps)
+    proc = cli("validate", "-f", path)
+    assert proc.returncode == 1
+    one_action = "a step sets exactly one of setWeight or pause (pause: {} waits for a manual promote)"
+    assert proc.stdout.splitlines() == [
+        f"{path}#2: ModelRoute/chat: spec.strategy.canary.steps[3]: {one_action}",
+        f"{path}#2: ModelRoute/chat: spec.strategy.canary.steps[4]: {one_action}",
+        f"{path}#2: ModelRoute/chat: spec.strategy.canary.steps[5].pause.duration: "
+        "pause.duration must be between 1s and 720h",
+    ]
+    # Once each step is well formed, the order of the weights is judged.
+    path = write(tmp_path, "order.yaml", CANARY_ROUTE % steps.rsplit("\n", 4)[0])
+    proc = cli("validate", "-f", path)
+    assert proc.stdout.splitlines() == [
+        f"{path}#2: ModelRoute/chat: spec.strategy.canary.steps[2].setWeight: "
+        "setWeight must not decrease from one step to the next (10 after 50)"
+    ]
+
+
+def test_bad_canary_analysis_names_the_metric_and_field(tmp_path: Path):
+    analysis = """\
+        - setWeight: 10
+      analysis:
+        interval: 10m
+        metrics:
+          - {name: errorRate, max: 2%}
+          - {name: latencyP95, max: 0.5}
+          - {name: ttftP95}
+          - {name: p99, max: 20s}"""
+    path = write(tmp_path, "analysis.yaml", CANARY_ROUTE % analysis)
+    proc = cli("validate", "-f", path)
+    assert proc.returncode == 1
+    where = f"{path}#2: ModelRoute/chat: spec.strategy.canary.analysis"
+    assert proc.stdout.splitlines() == [
+        f"{where}.metrics[0].max: errorRate's max is a fraction from 0 to 1, e.g. 0.02",
+        f"{where}.metrics[1].max: latencyP95's max is a duration, e.g. 20s",
+        f"{where}.metrics[2]: a metric needs max, maxRatioToStable or both",
+        f"{where}.metrics[3].name: Input should be 'errorRate', 'latencyP95', 'latencyP50', "
+        "'ttftP95' or 'ttftP50'",
+    ]
+    fixed = analysis.rsplit("\n", 3)[0] + "\n          - {name: latencyP95, max: 20s}"
+    fixed = fixed.replace("max: 2%", "max: 0.02")
+    path = write(tmp_path, "window.yaml", CANARY_ROUTE % fixed)
+    proc = cli("validate", "-f", path)
+    assert proc.stdout.splitlines() == [
+        f"{path}#2: ModelRoute/chat: spec.strategy.canary.analysis.window: window must be at least "
+        "interval and at most 24h (window defaults to 5m): 5m with interval 10m"
+    ]

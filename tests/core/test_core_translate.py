@@ -4,7 +4,8 @@ Matrix: attachment (default gateway, explicit ref, cross-namespace Same/All/List
 invalid), backends (resolved, missing, invalid, unresolved secret, missing secret key, zero
 weight, upstream model default/override), fallbacks, model-name conflicts (oldest wins,
 name order without timestamps), all-zero weights, gateway auth (keys listed, fail closed),
-isolation (one invalid object never removes another's routes), conditions summary.
+isolation (one invalid object never removes another's routes), conditions summary; the
+progressive-delivery fields (issue 12) are validated but change nothing rendered yet.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from core_factories import backend, gateway, route, secret
 
 from routeway import status as c
+from routeway.render import render_all
 from routeway.translate import Inventory, ObjectKey, Translation, translate
 
 
@@ -231,3 +233,27 @@ def test_several_findings_are_all_in_the_message():
     t = run(gateway(), route("chat", [("x", 1), ("y", 1)]))
     msg = cond(t, "ModelRoute", "chat", "ResolvedRefs").message
     assert "'x'" in msg and "'y'" in msg
+
+
+def test_rollout_fields_change_nothing_rendered_yet():
+    """Until the rollout is wired, a strategy and the route's rollout limits are only validated."""
+    plain = run(backend("a"), backend("b"), route("chat", [("a", 1), ("b", 3)]))
+    with_strategy = run(
+        backend("a"),
+        backend("b"),
+        route(
+            "chat",
+            [("a", 1), ("b", 3)],
+            strategy={
+                "canary": {
+                    "steps": [{"setWeight": 10}, {"pause": {}}],
+                    "analysis": {"metrics": [{"name": "errorRate", "max": 0.02}]},
+                }
+            },
+            revisionHistoryLimit=3,
+            paused=True,
+            progressDeadline="1h",
+        ),
+    )
+    assert render_all(with_strategy) == render_all(plain)
+    assert with_strategy.conditions == plain.conditions

@@ -11,15 +11,20 @@ decide whether a ModelRoute/ModelBackend/ModelGateway is accepted, in the server
    fields rejected as `kubectl --validate=strict` (the default since 1.27) has the server do;
 4. list-type checks: duplicate keys in `x-kubernetes-list-type: map|set` lists;
 5. `x-kubernetes-validations`: every CEL rule evaluated with cel-expr-python (Google's
-   cel-cpp), with the string, optional and math extensions the Kubernetes CEL environment has.
+   cel-cpp), with the string, optional and math extensions the Kubernetes CEL environment has,
+   and those functions of Kubernetes' own CEL libraries the rules use, rewritten here from
+   their documented behaviour (`KUBERNETES_FUNCTIONS`; tested in test_crds_emulation).
 
 What stays for a real cluster (the e2e suite): CEL type checking and cost estimation at CRD
-creation, Kubernetes-only CEL functions (isURL, quantity, ...), metadata validation, ratcheting.
+creation (here every value is `dyn`, so a rule reading a field Kubernetes hides from CEL still
+compiles: test_crds_structural guards that case), the Kubernetes CEL functions not rewritten
+here (isURL, quantity, ...), metadata validation, ratcheting.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +37,32 @@ from cel_expr_python.ext import ext_math, ext_optional, ext_strings
 
 JsonDict = dict[str, Any]
 
+
+def is_sorted(values: Any) -> bool:
+    """Kubernetes' `<list<T>>.isSorted()` (k8s.io/apiserver/pkg/cel/library/lists.go): true
+    when no element is greater than the one after it, so equal neighbours are sorted."""
+    return all(a <= b for a, b in itertools.pairwise(values))
+
+
+KUBERNETES_FUNCTIONS = [
+    cel.FunctionDecl(
+        "isSorted",
+        [
+            cel.Overload(
+                "list_is_sorted",
+                cel.Type.BOOL,
+                [cel.Type.List(cel.Type.DYN)],
+                is_member=True,
+                impl=is_sorted,
+            )
+        ],
+    ),
+]
+
 _CEL_ENV = cel.NewEnv(
     variables={"self": cel.Type.DYN},
     extensions=[ext_strings.ExtStrings(), ext_optional.ExtOptional(), ext_math.ExtMath()],
+    functions=KUBERNETES_FUNCTIONS,
 )
 _COMPILED: dict[str, Any] = {}
 
@@ -205,11 +233,16 @@ def check_list_types(value: Any, schema: JsonDict, path: str = "") -> list[str]:
     return errors
 
 
-def evaluate_validations(value: Any, schema: JsonDict, path: str = "") -> list[str]:
-    """Messages of every failed `x-kubernetes-validations` rule anywhere in the object."""
+def evaluate_validations(
+    value: Any, schema: JsonDict, path: str = "", evaluated: list[str] | None = None
+) -> list[str]:
+    """Messages of every failed `x-kubernetes-validations` rule anywhere in the object;
+    `evaluated` (when given) collects the message of every rule evaluated, failed or not."""
     errors: list[str] = []
     for node_value, node, node_path in _walk(value, schema, path):
         for validation in node.get("x-kubernetes-validations", []):
+            if evaluated is not None:
+                evaluated.append(validation.get("message", validation["rule"]))
             passed, problem = evaluate_rule(validation["rule"], node_value)
             if not passed:
                 message = validation.get("message") or f"failed rule: {validation['rule']}"
@@ -228,6 +261,7 @@ class Admission:
     schema_errors: list[str] = field(default_factory=list)
     list_errors: list[str] = field(default_factory=list)
     cel_errors: list[str] = field(default_factory=list)
+    cel_evaluated: list[str] = field(default_factory=list)  # messages of the rules that ran
 
     @property
     def errors(self) -> list[str]:
@@ -249,11 +283,13 @@ def admit_value(value: Any, schema: JsonDict, *, at_root: bool = True) -> Admiss
         f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
         for error in validator.iter_errors(stored)
     )
+    evaluated: list[str] = []
     return Admission(
         stored=stored,
         schema_errors=schema_errors,
         list_errors=check_list_types(stored, schema),
-        cel_errors=evaluate_validations(stored, schema),
+        cel_errors=evaluate_validations(stored, schema, evaluated=evaluated),
+        cel_evaluated=evaluated,
     )
 
 

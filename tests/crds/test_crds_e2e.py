@@ -5,7 +5,8 @@ trust where a cluster (kind, k3d, ...) is available, with what only a real serve
 - the CRDs from crds/ are accepted by the server (structural schema, CEL type checking and
   cost estimation) and become Established;
 - every row of test_crds_agreement is created with `kubectl create --dry-run=server
-  --validate=strict` and gets the row's verdict;
+  --validate=strict` and gets the row's verdict for the API server (`server_accepts`: the
+  rows of a documented gap are accepted);
 - for valid rows, the object the server would store (pruned and defaulted) has the same
   spec as the offline emulation stores.
 The CRDs are applied for real (server-side apply), objects are never persisted (dry run).
@@ -76,9 +77,12 @@ def test_agreement_table_on_a_real_api_server(crds_by_kind: dict[str, dict[str, 
             "-",
             stdin=json.dumps(manifest),
         )
-        if (created.returncode == 0) != case.valid:
+        if (created.returncode == 0) != case.server_accepts:
             verdict = "accepts" if created.returncode == 0 else f"rejects ({created.stderr.strip()})"
-            mismatches.append(f"{case.id}: the API server {verdict}; the table says valid={case.valid}")
+            mismatches.append(
+                f"{case.id}: the API server {verdict}; the table says it "
+                + ("accepts" if case.server_accepts else "rejects")
+            )
         elif case.valid:
             stored = json.loads(created.stdout)["spec"]
             emulated = admit(crds_by_kind[case.kind], manifest).stored["spec"]

@@ -9,14 +9,16 @@ Matrix (small hand-written schemas, so the behaviour is visible at a glance):
   preserve-unknown-fields and at root metadata; nullable; int-or-string; exclusive bounds;
 - list types: duplicate map keys and set entries reported;
 - CEL: false rule -> its message; evaluation error (missing key) -> rejection; `has()` on
-  absent fields; macros over lists.
+  absent fields; macros over lists; Kubernetes' `isSorted()` on the examples of its docs;
+  standard `duration()` on every form the Duration pattern admits, and its overflow.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from crds_apiserver import admit_value, apply_defaults, prune_nulls
+import pytest
+from crds_apiserver import admit_value, apply_defaults, evaluate_rule, prune_nulls
 
 OBJ: dict[str, Any] = {
     "type": "object",
@@ -113,3 +115,27 @@ def test_cel_evaluation_errors_reject() -> None:
     }
     admission = admit_value({}, schema, at_root=False)
     assert len(admission.cel_errors) == 1 and "names" in admission.cel_errors[0]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [([1, 2, 3], True), (["a", "b", "b", "c"], True), ([2.0, 1.0], False), ([1], True), ([], True)],
+)
+def test_is_sorted_behaves_like_the_kubernetes_list_library(values: list[Any], expected: bool) -> None:
+    assert evaluate_rule("self.isSorted()", values) == (expected, None)
+
+
+def test_is_sorted_after_filter_and_map() -> None:
+    rule = "self.filter(s, has(s.w)).map(s, s.w).isSorted()"
+    assert evaluate_rule(rule, [{"w": 10}, {"p": {}}, {"w": 10}, {"w": 50}]) == (True, None)
+    assert evaluate_rule(rule, [{"w": 50}, {"p": {}}, {"w": 10}]) == (False, None)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("500ms", 0.5), ("1.5s", 1.5), ("1h30m", 5400), ("0s", 0)])
+def test_duration_reads_the_duration_pattern(text: str, seconds: float) -> None:
+    assert evaluate_rule(f"duration(self) == duration('{int(seconds * 1000)}ms')", text) == (True, None)
+
+
+def test_duration_overflow_is_an_evaluation_error() -> None:
+    passed, problem = evaluate_rule("duration(self) <= duration('720h')", "99999999999999h")
+    assert not passed and problem is not None

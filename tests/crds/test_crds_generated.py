@@ -7,7 +7,8 @@ Matrix:
 - the output is deterministic and carries the "do not edit" header;
 - translation rules on small models: optional -> not nullable, extra=forbid -> no
   additionalProperties, dict[str, Any] -> preserve-unknown-fields, default_factory -> default,
-  CEL_RULES -> x-kubernetes-validations, gt -> exclusiveMinimum, unions -> refused.
+  CEL_RULES -> x-kubernetes-validations, gt -> exclusiveMinimum, unions -> refused, unless
+  the field states its untyped schema itself (preserve-unknown-fields, as a metric's `max`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import pytest
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from routeway.crdgen import (
     HEADER,
@@ -170,3 +171,17 @@ def test_untyped_fields_are_refused() -> None:
 
     with pytest.raises(CRDGenerationError, match=r"spec\.value: a structural schema needs a type"):
         build_openapi_schema(Resource, "Test")
+
+
+def test_a_field_stating_its_untyped_schema_keeps_it() -> None:
+    """A number-or-string field can be emitted only as an untyped node, by choice, with value
+    validations that apply by the value's own type (see routeway.strategy.MetricMax)."""
+    untyped = {"x-kubernetes-preserve-unknown-fields": True, "minimum": 0, "pattern": "^[0-9]+s$"}
+
+    class Spec(BaseModel):
+        limit: Annotated[float | str, WithJsonSchema(untyped)] | None = Field(None, description="Either.")
+
+    class Resource(BaseModel):
+        spec: Spec
+
+    assert _spec_schema(Resource)["properties"]["limit"] == {**untyped, "description": "Either."}

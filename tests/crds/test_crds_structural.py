@@ -11,7 +11,8 @@ Matrix:
 - no nullable anywhere (the design: optional means absent), no null defaults;
 - every default, pruned and defaulted, validates against its own node, CEL rules included;
 - every CEL rule compiles and has a one-line message; comprehensions iterate bounded lists
-  only, within the API server's per-call cost limit by a coarse upper bound;
+  only, within the API server's per-call cost limit by a coarse upper bound; no rule reads an
+  untyped field (Kubernetes leaves those out of CEL's types, so the rule would not compile);
 - every field has a description (kubectl explain), printer columns point at real fields of
   the right type, names and short names match the models;
 - kubernetes-validate accepts the CRD documents as apiextensions.k8s.io/v1 objects.
@@ -183,6 +184,40 @@ def test_cel_rules_compile_with_one_line_messages(crd: dict[str, Any]) -> None:
         assert validation["rule"].strip(), path
         assert validation.get("message", "").strip() and "\n" not in validation["message"], path
         compile_rule(validation["rule"])
+
+
+def _hidden_from_cel(node: dict[str, Any]) -> bool:
+    """Kubernetes' SchemaDeclType gives an untyped node (preserve-unknown-fields, no type) no
+    CEL type; its field is then absent from the object's CEL type."""
+    return "type" not in node and not node.get("x-kubernetes-int-or-string")
+
+
+def test_cel_rules_read_no_field_hidden_from_cel(crd: dict[str, Any]) -> None:
+    """The offline evaluator types everything `dyn`, so only this test catches such a rule."""
+    for path, node in walk(openapi_schema(crd)):
+        hidden = {
+            sub_path.rsplit(".", 1)[-1]
+            for sub_path, sub_node in walk(node)
+            if sub_path and not sub_path.endswith(("[]", ".*")) and _hidden_from_cel(sub_node)
+        }
+        for validation in node.get("x-kubernetes-validations", []):
+            for name in hidden:
+                assert not re.search(rf"\.{name}\b(?!\s*\()", validation["rule"]), (
+                    f"{path}: {validation['rule']} reads {name}, which Kubernetes hides from CEL"
+                )
+
+
+def test_the_untyped_metric_max_is_the_only_field_hidden_from_cel(
+    crds_by_kind: dict[str, dict[str, Any]],
+) -> None:
+    """So that the test above has something to guard, and a new untyped field is a decision."""
+    hidden = [
+        f"{kind}{path}"
+        for kind, crd in crds_by_kind.items()
+        for path, node in walk(openapi_schema(crd))
+        if path and path != ".metadata" and _hidden_from_cel(node)
+    ]
+    assert hidden == ["ModelRoute.spec.strategy.canary.analysis.metrics[].max"]
 
 
 def _lists_iterated(rule: str) -> list[str]:
