@@ -168,6 +168,11 @@ class ConfigApplier:
             self.first_update.set()
 
     def _apply(self, update: ConfigLoaded) -> None:
+        unsendable = sorted(ref for ref, value in update.credentials.items() if not is_text(value))
+        if unsendable:  # a lone surrogate (YAML's "\udce9"): no header, digest or JSON carries it
+            errors = tuple(f"{update.source}: credential {ref}: not valid Unicode text" for ref in unsendable)
+            self._reject(ConfigRejected(update.source, errors))
+            return
         key = (update.config, digest_credentials(update.credentials), update.warnings)
         if key == self._last_loaded and self._last_rejected is None:
             return
@@ -214,6 +219,15 @@ class ConfigApplier:
 
     def _log(self, level: int, msg: str, *args: object) -> None:
         log.log(level if self._announce else logging.DEBUG, msg, *args)
+
+
+def is_text(value: str) -> bool:
+    """Encodable as UTF-8: what a credential must be to reach a header, a digest or a worker."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def digest_credentials(credentials: Mapping[str, str]) -> bytes:

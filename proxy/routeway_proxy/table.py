@@ -28,7 +28,7 @@ from routeway.proxyconfig import BackendConfig, ProxyConfig, RouteConfig, Target
 from routeway_proxy.balancer import WeightedRoundRobin
 from routeway_proxy.headers import BACKEND_HEADER, REVISION_HEADER, ROUTE_HEADER
 from routeway_proxy.health import ConcurrencyLimiter, OutlierDetector
-from routeway_proxy.metrics import PairMetrics, PlainValue, ProxyMetrics, adopt_value
+from routeway_proxy.metrics import PairMetrics, PlainValue, ProxyMetrics
 from routeway_proxy.providers import Provider
 from routeway_proxy.providers.mock import MockProvider
 from routeway_proxy.providers.openai import OpenAIProvider
@@ -212,7 +212,7 @@ def build_routing_table(
             retry_on=frozenset(route.retries.retry_on),
             headers=route_headers,
             metrics=metrics.bind_pair(route.id, ""),
-            in_flight=adopt_value(metrics.in_flight.labels(route.id)),
+            in_flight=metrics.values.adopt(metrics.in_flight.labels(route.id), "_value"),
             sticky_header=route.sticky_header,
             timeout=route.timeout,
             only_target=weighted[0] if len(weighted) == 1 else None,

@@ -190,3 +190,18 @@ async def test_each_load_and_rejection_is_logged_once_in_the_process(
     worker.handle(ConfigLoaded(config, {REF: "sk-1"}, "f"))
     worker.handle(ConfigRejected("f", ("f: broken",)))
     assert {r.levelno for r in ours(caplog)} == {logging.DEBUG} and len(ours(caplog)) == 2
+
+
+async def test_a_credential_that_is_not_unicode_text_is_a_rejection(caplog: pytest.LogCaptureFixture) -> None:
+    """YAML accepts "\\udce9" (a lone surrogate) in a Secret's stringData; no header, digest or
+    worker message can carry it. It used to raise in the apply loop, which reopened its source
+    every second; now it is a rejection naming the credential, and the last good config stays."""
+    caplog.set_level(logging.INFO, logger="routeway.proxy")
+    runtime = ProxyRuntime()
+    applier = ConfigApplier(runtime, announce=True)
+    good = ConfigLoaded(sample_config(), {REF: "sk-1"}, "f")
+    applier.handle(good)
+    applier.handle(ConfigLoaded(sample_config(), {REF: "sk-\udce9"}, "f"))
+    assert runtime.config == good.config
+    rejection = runtime.last_rejection
+    assert rejection is not None and rejection.errors == (f"f: credential {REF}: not valid Unicode text",)

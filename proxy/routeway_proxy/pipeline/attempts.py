@@ -125,8 +125,12 @@ class Exchange:
     # ------------------------------------------------------------------ state, by its owner
 
     def conclude(self, code: int, pair: PairMetrics, usage: UsageSource = None) -> None:
-        """The request's final status, the metrics pair it counts for and its usage."""
-        self._outcome = (code, pair, usage)
+        """The request's final status, the metrics pair it counts for and its usage. The first
+        conclusion stands: what happens after it (a drain's abort while a cut stream's error
+        event is still being written, a client leaving during the upstream's close) does not
+        change what the request was."""
+        if self._outcome is None:
+            self._outcome = (code, pair, usage)
 
     def commit(self, response: web.StreamResponse, sse: SSEUsageFilter) -> None:
         """The stream's headers went to the client: from now on it can only be cut."""
@@ -170,15 +174,16 @@ class Exchange:
                         if decision.backoff:
                             await asyncio.sleep(decision.backoff)
             except ProxyError as error:
-                if self._outcome is None:
-                    self.conclude(error.status, self._pair())
+                self.conclude(error.status, self._pair())
                 raise
             except asyncio.CancelledError:
                 task = self._task
                 if self._aborted and task is not None and task.uncancel() == 0:
                     return await self._answer_shutdown()  # our own cancellation, and only ours
-                if self._outcome is None:
-                    self.conclude(CLIENT_CLOSED, self._pair())  # the client went away
+                self.conclude(CLIENT_CLOSED, self._pair())  # the client went away
+                raise
+            except Exception:
+                self.conclude(500, self._pair())  # a bug or an unforeseen library error: a 500
                 raise
         finally:
             in_flight.inc(-1)

@@ -39,13 +39,6 @@ class CandidatePlan:
         self._failed: set[int] | None = None  # indexes of targets that failed for this request
         self._fallback_order: list[TargetEntry] | None = None
 
-    def has_more(self) -> bool:
-        if self._weighted_left > 0:
-            return True
-        if self._fallback_order is None:
-            return bool(self._route.fallbacks)
-        return bool(self._fallback_order)
-
     def next(self) -> TargetEntry | None:
         route = self._route
         if self._weighted_left > 0:

@@ -22,6 +22,7 @@ from routeway_proxy.pipeline.choose import choose_arm
 from routeway_proxy.pipeline.settle import settle
 from routeway_proxy.providers import EndpointKind
 from routeway_proxy.runtime import ProxyRuntime
+from routeway_proxy.table import RouteEntry
 from routeway_proxy.upstream_client import UpstreamClient
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -77,6 +78,7 @@ def make_inference_handler(
             if loop is None:  # only outside the app's startup..cleanup window
                 loop = asyncio.get_running_loop()
             started = loop.time()
+            route: RouteEntry | None = None
             try:
                 # 1-2: admit and authenticate (authentication first: a stranger learns nothing
                 # of the body rules or the routes)
@@ -90,16 +92,18 @@ def make_inference_handler(
                     raw = await read_body(request, limit_bytes)  # 413, or no Content-Length
                 body, model = parse_request(kind, raw)
                 route = find_route(table, model)
+                client = state.client
+                if client is None:  # only before startup or after cleanup
+                    raise make_not_ready()
+                # 3-4: limits and cache (seams)
+                limit.reserve(route, body)
+                cached = cache.lookup(route, body)
             except ProxyError as error:
-                settle(runtime.metrics.ledger, table.unrouted, error.status, loop.time() - started)
+                pair = route.metrics if route is not None else table.unrouted
+                settle(runtime.metrics.ledger, pair, error.status, loop.time() - started)
                 raise
-            client = state.client
-            if client is None:  # only before startup or after cleanup
-                raise make_not_ready()
-            # 3-4: limits and cache (seams)
-            limit.reserve(route, body)
-            cached = cache.lookup(route, body)
             if cached is not None:
+                settle(runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started)
                 return cached
             # 5-8: arm, then the attempts, which relay the answer and settle the request
             sticky_name = route.sticky_header
