@@ -18,7 +18,8 @@ Transitions, in the order one step applies them:
 | Progressing/Paused    | promote-full                                   | Stable with the canary (promoted)    |
 | Progressing/Paused    | abort                                          | RolledBack                           |
 | RolledBack            | retry                                          | Progressing: the same canary again   |
-| any                   | undo REV (REV in history, restorable)          | Progressing with REV as canary (REV == stable: Stable at once) |
+| any                   | undo REV (REV in history, restorable)          | Progressing with REV as canary (REV == stable, or no canary strategy: Stable at once) |
+| Progressing/Paused    | the canary strategy removed                    | Stable with the canary (promoted)    |
 | Progressing/Paused    | spec.paused                                    | Paused, frozen (no steps, analysis, deadline) until unset |
 | Progressing/Paused    | analysis fails more than failureLimit times    | RolledBack                           |
 | Progressing           | analysis inconclusive, onInconclusive: Pause   | Paused until promote                 |
@@ -72,6 +73,8 @@ def step(state: RolloutState | None, inputs: Inputs) -> Decision:
         s = run.new_spec(s)
     for action in inputs.actions:
         s = run.act(s, action)
+    if s.in_progress and inputs.policy.canary is None:
+        s = run.promote(s, "the canary strategy was removed")  # nothing left to step through
     s = run.freeze_or_thaw(s)
     if s.in_progress and s.frozen_at is None:
         s = run.analyse(s)
@@ -350,10 +353,7 @@ class _Run:
         """Run the steps that are due, then promote when none is left."""
         if s.phase != "Progressing":
             return s
-        canary = self.policy.canary
-        if canary is None:
-            return self.promote(s, "the canary strategy was removed")
-        steps = canary.steps
+        steps = self.policy.canary.steps if self.policy.canary else ()
         while s.step_index < len(steps):
             s = self.set_weights(s)
             current = _current_step(s, self.policy)

@@ -75,7 +75,7 @@ class RolloutState:
     desired: str  # the spec's revision hash as last seen: a different one is a new spec
     canary: RevisionRef | None = None  # in progress, or the one rolled back (kept for retry)
     step_index: int = 0  # the step being executed; len(steps) once done
-    canary_weight: int = 0  # percent of the route's traffic set by the last setWeight step
+    canary_weight: int = 0  # percent set by the last setWeight step; 0 outside a rollout
     started_at: float | None = None  # this rollout's start
     step_started_at: float | None = None  # when the current step began (timed pauses)
     deadline_at: float | None = None  # progressDeadline; pushed back by time spent Paused
@@ -98,11 +98,6 @@ class RolloutState:
     def serving_canary(self) -> RevisionRef | None:
         """The canary arm to serve beside the stable one (a rolled-back canary is not served)."""
         return self.canary if self.in_progress else None
-
-    @property
-    def canary_percent(self) -> int:
-        """The share of traffic the canary arm is due (before readiness is considered)."""
-        return self.canary_weight if self.in_progress else 0
 
     def handled_token(self, kind: ActionKind) -> str | None:
         """The newest handled token of `kind`: what status echoes back."""
@@ -133,7 +128,9 @@ class Decision:
     state: RolloutState
     events: tuple[Event, ...] = ()
     check: Judgement | None = None  # the analysis check made in this step, if one was
-    wake_at: float | None = None  # step again by then (with observations if analysis is due)
+    # Step again by then: a timed pause ends, the deadline, or a check is due (at or before
+    # `now` when a due check got no observations: gather them and step again).
+    wake_at: float | None = None
 
 
 def record(

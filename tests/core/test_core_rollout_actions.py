@@ -119,6 +119,17 @@ def test_undo_serves_an_earlier_revision_as_a_rollout_of_it() -> None:
     assert d.summary() == ("Progressing", 1, 10, "r2") and d.state.stable == R1
 
 
+def test_a_spec_that_catches_up_with_the_undo_continues_its_rollout() -> None:
+    d = history_of_three()
+    d.at(20, actions=act("undo", "u1", "r1"))
+    seen = len(d.events)
+    d.at(100, desired=R1)  # someone reverts Git to what the undo serves
+    assert d.summary() == ("Progressing", 1, 10, "r1") and d.state.started_at == 20
+    assert d.events[seen:] == []  # no restart, nothing superseded
+    d.at(320)
+    assert d.summary() == ("Paused", 3, 50, "r1")
+
+
 def test_undo_to_the_stable_revision_during_a_rollout_is_stable_at_once() -> None:
     d = history_of_three()
     d.at(20, desired=rev("r4"))

@@ -123,7 +123,7 @@ def test_a_failed_check_rolls_back_with_its_numbers_and_stays_rolled_back() -> N
             (5000, {"observations": BAD}, ("RolledBack", 0, 0, "r2")),
         ],
     )
-    assert d.state.stable == R1 and d.state.serving_canary is None and d.state.canary_percent == 0
+    assert d.state.stable == R1 and d.state.serving_canary is None
     rolled_back = d.events[-1]
     assert rolled_back.reason == "RolledBack" and rolled_back.warning
     assert "errorRate 0.3" in rolled_back.message and "max 0.02" in rolled_back.message
@@ -247,6 +247,7 @@ def test_spec_paused_freezes_steps_checks_and_timers() -> None:
         ],
     )
     assert "ActionRefused" in d.reasons()
+    assert d.state.next_check_at == 30 + 900  # every timer moved by the frozen span
     assert wake_at(d.state, d.policy) == d.state.next_check_at
     assert d.state.deadline_at == 1800 + 900  # frozen time does not count either
 
@@ -337,15 +338,13 @@ def test_a_model_backend_edit_is_a_new_revision_and_rolls_out() -> None:
     assert d.state.stable == before.ref and d.state.canary == after.ref
 
 
-def test_removing_the_strategy_mid_rollout_promotes() -> None:
+@pytest.mark.parametrize(("until", "phase"), [(0, "Progressing"), (300, "Paused")])
+def test_removing_the_strategy_mid_rollout_promotes(until: float, phase: str) -> None:
     d = Driver(policy())
-    run(
-        d,
-        [
-            (0, {"desired": R2}, ("Progressing", 1, 10, "r2")),
-            (10, {"pol": NO_STRATEGY}, ("Stable", 0, 0, None)),
-        ],
-    )
+    d.at(0, desired=R2)
+    d.at(until)
+    assert d.state.phase == phase
+    run(d, [(until + 10, {"pol": NO_STRATEGY}, ("Stable", 0, 0, None))])
     assert d.state.stable == R2 and d.state.history[0].reason == "the canary strategy was removed"
 
 
