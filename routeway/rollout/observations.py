@@ -1,0 +1,261 @@
+"""What proxies report for rollout analysis, and how reports become one window of traffic.
+
+The format (one document per proxy process group, read from its admin port):
+
+    {"schema": 1,
+     "instance": "gw-7d9f-abcde",          # the reporting process group; a new one starts at zero
+     "startedAt": 1700000000.0,             # when its counters started (unix seconds)
+     "arms": [{"route": "default/chat", "revision": "3f9a…", "arm": "canary",
+               "outcomes": {"success": 950, "serverError": 3, "timeout": 1,
+                            "connectFailure": 0, "clientError": 12},
+               "latency": {"bounds": [0.005, …, 300.0], "counts": [0, …, 0]},
+               "ttft": {"bounds": [0.005, …, 30.0], "counts": [0, …, 0]}}]}
+
+Counts are cumulative since `startedAt` and per *attempt* on the arm's backends, so an attempt
+that failed on the canary counts against it even when a retry or fallback answered the client.
+`serverError` is any upstream 5xx (500 included: it is the model's failure even if not
+retried) or a gateway 5xx while talking to the arm; `timeout` and `connectFailure` are the
+attempt's transport failures; `clientError` is any 4xx (429 included) and is judged by no
+metric. Histograms hold per-bucket counts (`counts[i]`: observations in (bounds[i-1],
+bounds[i]]; one extra last count above the highest bound), never quantiles, so reports of
+several pods and of several moments combine by addition and subtraction. `latency` observes
+successful attempts from sending upstream to the last byte; `ttft` successful streamed attempts
+up to the first content chunk.
+
+Why keyed by revision and not only by arm: a revision's counters mean the same thing whichever
+arm it plays, so the canary that is promoted keeps its history as the new stable, and a new
+canary starts from nothing instead of inheriting the superseded one's numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+OBSERVATION_SCHEMA = 1
+ArmKey: TypeAlias = tuple[str, str]
+"""(route id, revision hash)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Histogram:
+    """Per-bucket counts over fixed finite upper `bounds` (+1 overflow count at the end)."""
+
+    bounds: tuple[float, ...] = ()
+    counts: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if len(self.counts) != len(self.bounds) + 1:
+            raise ValueError("a histogram has one count per bound plus one above the last")
+        if any(b <= a for a, b in zip(self.bounds, self.bounds[1:], strict=False)):
+            raise ValueError("histogram bounds must increase")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def merge(self, other: Histogram) -> Histogram:
+        if not other.total and not other.bounds:
+            return self
+        if not self.total and not self.bounds:
+            return other
+        if self.bounds != other.bounds:
+            raise ValueError("cannot combine histograms with different bounds")
+        return Histogram(self.bounds, tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)))
+
+    def minus(self, older: Histogram) -> Histogram:
+        """The observations since `older`; all of self when the bounds changed (a new process)."""
+        if self.bounds != older.bounds:
+            return self
+        return Histogram(self.bounds, tuple(a - b for a, b in zip(self.counts, older.counts, strict=True)))
+
+    def quantile(self, q: float) -> float | None:
+        """PromQL `histogram_quantile`: linear interpolation inside the bucket holding rank
+        q·total, the lowest bucket starting at 0; a rank in the overflow bucket gives the
+        highest finite bound. None when there is no observation."""
+        total = self.total
+        if total <= 0 or not self.bounds:
+            return None
+        rank = q * total
+        below = 0
+        lower = 0.0
+        for bound, count in zip(self.bounds, self.counts, strict=False):
+            if below + count >= rank and count > 0:
+                return lower + (bound - lower) * (rank - below) / count
+            below += count
+            lower = bound
+        return self.bounds[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class ArmObservation:
+    """Outcome counts and histograms of one revision's attempts (cumulative or a window)."""
+
+    success: int = 0
+    server_error: int = 0
+    timeout: int = 0
+    connect_failure: int = 0
+    client_error: int = 0
+    latency: Histogram = field(default_factory=Histogram)
+    ttft: Histogram = field(default_factory=Histogram)
+
+    @property
+    def failures(self) -> int:
+        """What errorRate counts: 5xx, timeouts, connection failures."""
+        return self.server_error + self.timeout + self.connect_failure
+
+    @property
+    def requests(self) -> int:
+        """Attempts analysis judges (client 4xx excluded: not the arm's fault, nor its merit)."""
+        return self.success + self.failures
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.failures / self.requests if self.requests else None
+
+    def merge(self, other: ArmObservation) -> ArmObservation:
+        return ArmObservation(
+            self.success + other.success,
+            self.server_error + other.server_error,
+            self.timeout + other.timeout,
+            self.connect_failure + other.connect_failure,
+            self.client_error + other.client_error,
+            self.latency.merge(other.latency),
+            self.ttft.merge(other.ttft),
+        )
+
+    def increase_since(self, older: ArmObservation) -> ArmObservation:
+        """Counter increase from `older` to self. A counter that went down means the counters
+        restarted (as Prometheus' `increase` reads a reset): then all of self is new."""
+        diff = ArmObservation(
+            self.success - older.success,
+            self.server_error - older.server_error,
+            self.timeout - older.timeout,
+            self.connect_failure - older.connect_failure,
+            self.client_error - older.client_error,
+            self.latency.minus(older.latency),
+            self.ttft.minus(older.ttft),
+        )
+        if min(diff.success, diff.server_error, diff.timeout, diff.connect_failure, diff.client_error) < 0:
+            return self
+        if min(diff.latency.counts) < 0 or min(diff.ttft.counts) < 0:
+            return self
+        return diff
+
+
+EMPTY = ArmObservation()
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """One proxy process group's cumulative observations at one moment."""
+
+    instance: str
+    started_at: float
+    arms: Mapping[ArmKey, ArmObservation]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A report with the time the adapter read it (its own clock, not the proxy's)."""
+
+    at: float
+    report: Report
+
+
+def window_observations(samples: Iterable[Sample], start: float, end: float) -> dict[ArmKey, ArmObservation]:
+    """Traffic of each (route, revision) between `start` and `end`, merged over instances.
+
+    Per instance: the newest sample at or before `end`, minus a baseline — the newest sample
+    at or before `start`; without one, zero when the instance started inside the window (all
+    its counts are), else its oldest sample (undercounting rather than judging a canary on
+    traffic from before the window). A revision missing from the baseline counts from zero.
+    """
+    by_instance: dict[str, list[Sample]] = {}
+    for sample in samples:
+        if sample.at <= end:
+            by_instance.setdefault(sample.report.instance, []).append(sample)
+    out: dict[ArmKey, ArmObservation] = {}
+    for _, found in sorted(by_instance.items()):
+        found.sort(key=lambda s: s.at)
+        newest = found[-1]
+        before = [s for s in found if s.at <= start]
+        if before:
+            baseline: Mapping[ArmKey, ArmObservation] = before[-1].report.arms
+        elif newest.report.started_at >= start:
+            baseline = {}
+        else:
+            baseline = found[0].report.arms
+        for key, now in newest.report.arms.items():
+            increase = now.increase_since(baseline.get(key, EMPTY))
+            out[key] = out[key].merge(increase) if key in out else increase
+    return out
+
+
+# ---------------------------------------------------------------------------- JSON
+
+
+def histogram_to_json(h: Histogram) -> dict[str, Any]:
+    return {"bounds": list(h.bounds), "counts": list(h.counts)}
+
+
+def histogram_from_json(doc: Mapping[str, Any]) -> Histogram:
+    return Histogram(tuple(float(b) for b in doc.get("bounds", ())), tuple(int(c) for c in doc["counts"]))
+
+
+def report_to_json(report: Report, arm_names: Mapping[ArmKey, str] | None = None) -> dict[str, Any]:
+    """The document a proxy serves; `arm_names` ("stable"/"canary") is informational."""
+    arms = []
+    for (route, revision), obs in sorted(report.arms.items()):
+        arms.append(
+            {
+                "route": route,
+                "revision": revision,
+                "arm": (arm_names or {}).get((route, revision)),
+                "outcomes": {
+                    "success": obs.success,
+                    "serverError": obs.server_error,
+                    "timeout": obs.timeout,
+                    "connectFailure": obs.connect_failure,
+                    "clientError": obs.client_error,
+                },
+                "latency": histogram_to_json(obs.latency),
+                "ttft": histogram_to_json(obs.ttft),
+            }
+        )
+    return {
+        "schema": OBSERVATION_SCHEMA,
+        "instance": report.instance,
+        "startedAt": report.started_at,
+        "arms": arms,
+    }
+
+
+def report_from_json(doc: Mapping[str, Any]) -> Report:
+    """Parse a proxy's report; raises ValueError on another schema or a malformed document."""
+    if doc.get("schema") != OBSERVATION_SCHEMA:
+        raise ValueError(f"unsupported observation schema {doc.get('schema')!r}")
+    try:
+        arms: dict[ArmKey, ArmObservation] = {}
+        for arm in doc.get("arms", ()):
+            outcomes = arm.get("outcomes", {})
+            arms[(str(arm["route"]), str(arm["revision"]))] = ArmObservation(
+                int(outcomes.get("success", 0)),
+                int(outcomes.get("serverError", 0)),
+                int(outcomes.get("timeout", 0)),
+                int(outcomes.get("connectFailure", 0)),
+                int(outcomes.get("clientError", 0)),
+                histogram_from_json(arm["latency"]) if "latency" in arm else Histogram(),
+                histogram_from_json(arm["ttft"]) if "ttft" in arm else Histogram(),
+            )
+        return Report(str(doc["instance"]), float(doc["startedAt"]), arms)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed observation report: {exc!r}") from exc
+
+
+def arm_pair(
+    window: Mapping[ArmKey, ArmObservation], route: str, stable: str, canary: str | None
+) -> tuple[ArmObservation, ArmObservation]:
+    """(stable, canary) observations of one route out of a window (empty where absent)."""
+    return window.get((route, stable), EMPTY), (window.get((route, canary), EMPTY) if canary else EMPTY)
