@@ -131,8 +131,10 @@ def policy_from_spec(spec: Mapping[str, Any]) -> RolloutPolicy:
     """The adapter point: a ModelRoute spec document (camelCase, durations as strings such as
     `30s`, as `model_dump(by_alias=True, mode="json")` gives it) → a RolloutPolicy.
 
-    Raises ValueError naming the field on anything the pinned spec does not allow.
+    Raises ValueError naming the field on anything the pinned spec does not allow. A field set
+    to null is a field left out (pydantic's dump writes unset optional fields as null).
     """
+    spec = _without_nulls(spec)
     strategy = spec.get("strategy") or {}
     canary_doc = strategy.get("canary")
     deadline = spec.get("progressDeadline")
@@ -148,6 +150,14 @@ def policy_from_spec(spec: Mapping[str, Any]) -> RolloutPolicy:
         ),
         None,
     )
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [_without_nulls(item) for item in value]
+    return value
 
 
 def _at(path: str, build: Callable[[Any], _T], doc: Any) -> _T:
