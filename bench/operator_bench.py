@@ -39,8 +39,8 @@ from kmock_ext import RoutewayEmulator  # noqa: E402
 from operator_factories import backend, gateway, get, route, seed  # noqa: E402
 from rig import ROUTES, TEST_SETTINGS, running_operator, settled  # noqa: E402
 from routeway_operator.reconcile.gateway import reconcile_gateway  # noqa: E402
+from routeway_proxy.config_apply import ConfigApplier  # noqa: E402
 from routeway_proxy.kube_source import KubeConfigSource  # noqa: E402
-from routeway_proxy.process import ConfigApplier  # noqa: E402
 from routeway_proxy.runtime import ProxyRuntime  # noqa: E402
 
 

@@ -21,7 +21,8 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # aiohttp and the proxy are imported when the command runs, not at `--help`
-    from routeway_proxy.process import ConfigSource, ServeOptions
+    from routeway_proxy.config_apply import ConfigSource
+    from routeway_proxy.process import ServeOptions
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -35,7 +35,7 @@ from routeway.configupdate import (
     decode_update,
     encode_update,
 )
-from routeway_proxy.process import ConfigSource
+from routeway_proxy.config_apply import ConfigSource
 
 log = logging.getLogger("routeway.proxy.process")
 

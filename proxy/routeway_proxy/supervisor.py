@@ -38,10 +38,9 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate
+from routeway_proxy.config_apply import ConfigApplier, ConfigSource
 from routeway_proxy.process import (
     ADMIN_SHUTDOWN_TIMEOUT,
-    ConfigApplier,
-    ConfigSource,
     ListenError,
     ProcessRole,
     ServeOptions,

@@ -26,8 +26,8 @@ from routeway_operator import builders
 from routeway_operator.apply import Applier
 from routeway_operator.kube import KubeApi
 from routeway_proxy.app import create_proxy_app
+from routeway_proxy.config_apply import ConfigApplier
 from routeway_proxy.kube_source import KubeConfigSource
-from routeway_proxy.process import ConfigApplier
 from routeway_proxy.runtime import ProxyRuntime
 
 from routeway.configstore import MAX_SHARDS, encode_config

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 import pytest
+from routeway_proxy.config_apply import ConfigApplier
 from routeway_proxy.config_file import (
     ConfigFileSource,
     CredentialsError,
@@ -27,7 +28,6 @@ from routeway_proxy.config_file import (
     list_files,
     read_credentials,
 )
-from routeway_proxy.process import ConfigApplier
 from routeway_proxy.runtime import ProxyRuntime
 
 from routeway.configupdate import ConfigLoaded, ConfigRejected

@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 
 import pytest
 from proxy_helpers import make_backend, make_config, make_route
-from routeway_proxy.process import ConfigApplier
+from routeway_proxy.config_apply import ConfigApplier
 from routeway_proxy.relay import Broadcaster, RelayedSource
 from routeway_proxy.runtime import ProxyRuntime
 from routeway_proxy.supervisor import judged_by
