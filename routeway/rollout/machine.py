@@ -27,6 +27,9 @@ Transitions, in the order one step applies them:
 | Progressing           | pause {}                                       | Paused until promote                 |
 | Progressing           | last step done                                 | Stable with the canary (promoted)    |
 | Progressing           | progressDeadline passed (paused time excluded) | RolledBack                           |
+| Progressing/Paused    | no ready canary target (`Inputs.canary_ready`) | waits: no weight set, no pause runs down, no check; the deadline runs |
+
+Actions given in one step apply safest first (`ACTION_PRECEDENCE`), whatever their order.
 
 An action that does not apply (promote while Stable, retry when nothing was rolled back, undo
 to an unknown or unrestorable revision, promote while frozen by spec.paused) is refused with an
@@ -55,6 +58,9 @@ from routeway.rollout.state import (
 )
 from routeway.rollout.strategy import Pause, RolloutPolicy, SetWeight
 
+ACTION_PRECEDENCE = {"abort": 0, "undo": 1, "retry": 2, "promote-full": 3, "promote": 4}
+"""Actions given together apply in this order, the safest first."""
+
 
 def initial_state(desired: RevisionRef, now: float) -> RolloutState:
     """A route seen for the first time serves its spec at once: that is the stable revision
@@ -71,16 +77,20 @@ def step(state: RolloutState | None, inputs: Inputs) -> Decision:
     s = replace(state, history=refresh_restorable(state.history, inputs.backends))
     if inputs.desired.hash != s.desired:
         s = run.new_spec(s)
-    for action in inputs.actions:
-        s = run.act(s, action)
+    for action in sorted(inputs.actions, key=lambda a: ACTION_PRECEDENCE.get(a.kind, len(ACTION_PRECEDENCE))):
+        s = run.act(s, action)  # in a fixed order: the result never depends on how they were listed
     if s.in_progress and inputs.policy.canary is None:
         s = run.promote(s, "the canary strategy was removed")  # nothing left to step through
     s = run.freeze_or_thaw(s)
     if s.in_progress and s.frozen_at is None:
-        s = run.analyse(s)
-        s = run.advance(s)
+        if not inputs.canary_ready:
+            s = run.wait_for_a_ready_canary(s)
+        else:
+            s = run.analyse(s)
+            s = run.advance(s)
         s = run.check_deadline(s)
-    s = replace(s, history=prune(s.history, inputs.policy.revision_history_limit, keep=[s.stable.hash]))
+    keep = [s.stable.hash] + ([s.canary.hash] if s.canary is not None else [])
+    s = replace(s, history=prune(s.history, inputs.policy.revision_history_limit, keep=keep))
     return Decision(s, tuple(run.events), run.check, wake_at(s, inputs.policy))
 
 
@@ -348,6 +358,18 @@ class _Run:
         elif inconclusive and analysis.on_inconclusive == "Pause" and s.phase == "Progressing":
             return self.pause(s, "inconclusive", f"analysis {check.summary()}; waiting for promote")
         return s
+
+    def wait_for_a_ready_canary(self, s: RolloutState) -> RolloutState:
+        """No ready canary target: it gets no traffic, so nothing about it can be judged or
+        timed; its current pause and its next check start over once it is ready."""
+        analysis = self.policy.analysis
+        message = "waiting for a ready canary target"
+        return replace(
+            s,
+            step_started_at=self.now if s.step_started_at is not None else None,
+            next_check_at=self.now + analysis.interval if analysis is not None else None,
+            message=message if s.phase == "Progressing" else s.message,
+        )
 
     def advance(self, s: RolloutState) -> RolloutState:
         """Run the steps that are due, then promote when none is left."""

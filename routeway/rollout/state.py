@@ -121,6 +121,9 @@ class Inputs:
     observations: tuple[ArmObservation, ArmObservation] | None = None
     actions: tuple[Action, ...] = ()
     backends: frozenset[str] | None = None  # ids of ModelBackends that exist; None: unknown
+    # whether the canary arm has a ready target: while it has none it gets no traffic, so its
+    # steps and checks wait (the progress deadline does not)
+    canary_ready: bool = True
 
 
 @dataclass(frozen=True, slots=True)

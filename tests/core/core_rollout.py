@@ -145,12 +145,13 @@ class Driver:
         pol: RolloutPolicy | None = None,
         actions: tuple[Action, ...] = (),
         observations: tuple[ArmObservation, ArmObservation] | None = None,
+        canary_ready: bool = True,
     ) -> Decision:
         assert now >= self.now, "the fake clock never goes back"
         self.now = now
         self.desired = desired or self.desired
         self.policy = pol or self.policy
-        inputs = self.inputs(actions=actions, observations=observations)
+        inputs = self.inputs(actions=actions, observations=observations, canary_ready=canary_ready)
         decision = step(self.state, inputs)
         again = step(decision.state, inputs)
         assert again.state == decision.state and again.events == (), "stepping twice must change nothing"

@@ -350,9 +350,13 @@ def test_removing_the_strategy_mid_rollout_promotes(until: float, phase: str) ->
 
 @pytest.mark.parametrize(
     ("limit", "expected"),
-    [(2, ["r5", "r1"]), (3, ["r5", "r4", "r1"]), (0, ["r1"]), (10, ["r5", "r4", "r3", "r2", "r1"])],
+    [(2, ["r5", "r1"]), (3, ["r5", "r4", "r1"]), (0, ["r5", "r1"]), (10, ["r5", "r4", "r3", "r2", "r1"])],
 )
-def test_history_is_pruned_but_keeps_the_stable_revision(limit: int, expected: list[str]) -> None:
+def test_history_is_pruned_but_keeps_the_stable_and_the_rolled_back_canary(
+    limit: int, expected: list[str]
+) -> None:
+    """Whatever the limit, the stable revision and the canary (here rolled back, kept for a
+    retry) stay: an adapter prunes its stored revisions by this history."""
     d = Driver(policy(revisionHistoryLimit=limit))
     for i, name in enumerate(["r2", "r3", "r4", "r5"]):
         d.at(100 * i, desired=rev(name), actions=act("abort", f"a{i}"))
@@ -375,3 +379,36 @@ def test_analysis_added_or_removed_mid_rollout() -> None:
     assert d.state.next_check_at == 70
     d.at(20, pol=policy(steps=TIMED, analysis=None))
     assert d.state.next_check_at is None and wake_at(d.state, d.policy) == 300
+
+
+def test_a_canary_without_a_ready_target_waits_and_the_deadline_still_runs() -> None:
+    """It gets no traffic while it has no ready target: no weight is set, no pause runs down and
+    nothing is promoted unseen; never ready, the deadline rolls it back."""
+    d = Driver(policy(progressDeadline="30m"))
+    steps = [{"setWeight": 10}, {"pause": {"duration": "5m"}}]
+    d.at(0, desired=R2, pol=policy(progressDeadline="30m", steps=steps), canary_ready=False)
+    run(d, [(400, {"canary_ready": False, "observations": GOOD}, ("Progressing", 0, 0, "r2"))])
+    assert d.state.message == "waiting for a ready canary target"
+    run(
+        d,
+        [
+            # ready: the weight is set, and the 5m count from when it was last seen not ready
+            (500, {"observations": GOOD}, ("Progressing", 1, 10, "r2")),
+            (699, {"observations": GOOD}, ("Progressing", 1, 10, "r2")),
+            (700, {"observations": GOOD}, ("Stable", 0, 0, None)),
+        ],
+    )
+    never = Driver(policy(progressDeadline="30m", steps=steps))
+    never.at(0, desired=R2, canary_ready=False)
+    run(never, [(1800, {"canary_ready": False}, ("RolledBack", 0, 0, "r2"))])
+
+
+def test_actions_given_together_apply_safest_first_whatever_their_order() -> None:
+    for actions in (
+        act("abort", "a") + act("promote-full", "b"),
+        act("promote-full", "b") + act("abort", "a"),
+    ):
+        d = Driver(policy())
+        d.at(0, desired=R2)
+        d.at(10, actions=actions)
+        assert d.state.phase == "RolledBack", actions
