@@ -15,6 +15,9 @@ Rules:
   fails. A stable arm with no data is inconclusive; a stable value of 0 tolerates only 0.
 - Overall: any failed metric fails the check; else any inconclusive one makes it
   inconclusive; else it passes.
+- No observations at all (the adapter could not gather a window, e.g. a proxy pod it could not
+  reach): `unobserved` — inconclusive with that reason, so onInconclusive decides. Skipping the
+  check instead would let steps advance and promote with analysis silently off.
 """
 
 from __future__ import annotations
@@ -56,9 +59,13 @@ class Judgement:
     canary_requests: int
     stable_requests: int
     min_requests: int
+    reason: str = ""
+    """Why the whole check is inconclusive whatever its metrics say (e.g. "no observations")."""
 
     def summary(self) -> str:
         """What decided the verdict: the failing (or inconclusive) metrics with their numbers."""
+        if self.reason:
+            return f"{self.verdict}: {self.reason}"
         counts = f"{self.canary_requests} canary / {self.stable_requests} stable requests"
         if self.canary_requests < self.min_requests:
             return f"inconclusive: {counts} in the window, fewer than minRequests {self.min_requests}"
@@ -94,6 +101,15 @@ def judge(
     if not enough:
         overall = "inconclusive"
     return Judgement(overall, tuple(results), canary_obs.requests, stable_obs.requests, analysis.min_requests)
+
+
+def unobserved(metrics: Sequence[MetricCheck], analysis: Analysis, reason: str) -> Judgement:
+    """A due check with no window to judge: inconclusive for `reason`, every metric without
+    values (still listed, so the status shows what could not be judged)."""
+    results = tuple(
+        MetricResult(c.name, None, None, "inconclusive", c.max, c.max_ratio_to_stable) for c in metrics
+    )
+    return Judgement("inconclusive", results, 0, 0, analysis.min_requests, reason)
 
 
 def _check(check: MetricCheck, stable: float | None, canary: float | None) -> Verdict:

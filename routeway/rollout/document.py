@@ -69,6 +69,7 @@ def state_to_document(state: RolloutState, weights: Iterable[WeightShare] = ()) 
             "canaryRequests": check.canary_requests,
             "stableRequests": check.stable_requests,
             "minRequests": check.min_requests,
+            **({"reason": check.reason} if check.reason else {}),
         },
         "failedChecks": state.failed_checks,
         "history": [
@@ -122,6 +123,7 @@ def _parse(doc: Mapping[str, Any]) -> RolloutState:
             int(last["canaryRequests"]),
             int(last["stableRequests"]),
             int(last["minRequests"]),
+            str(last.get("reason", "")),
         )
     return RolloutState(
         phase=cast(Phase, phase),

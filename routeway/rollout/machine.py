@@ -23,6 +23,7 @@ Transitions, in the order one step applies them:
 | Progressing/Paused    | spec.paused                                    | Paused, frozen (no steps, analysis, deadline) until unset |
 | Progressing/Paused    | analysis fails more than failureLimit times    | RolledBack                           |
 | Progressing           | analysis inconclusive, onInconclusive: Pause   | Paused until promote                 |
+| Progressing/Paused    | a check due with no observations               | an inconclusive check ("no observations") |
 | Progressing           | setWeight p / timed pause over                 | next step                            |
 | Progressing           | pause {}                                       | Paused until promote                 |
 | Progressing           | last step done                                 | Stable with the canary (promoted)    |
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from routeway.rollout.analysis import Judgement, judge
+from routeway.rollout.analysis import Judgement, judge, unobserved
 from routeway.rollout.revision import RevisionRef
 from routeway.rollout.state import (
     Action,
@@ -342,10 +343,13 @@ class _Run:
             return replace(s, next_check_at=None)
         if s.next_check_at is None:
             return replace(s, next_check_at=self.now + analysis.interval)
-        if self.now < s.next_check_at or self.inputs.observations is None:
+        if self.now < s.next_check_at:
             return s
-        stable, canary = self.inputs.observations
-        check = self.check = judge(analysis.metrics, stable, canary, analysis)
+        if self.inputs.observations is None:  # nothing gathered: inconclusive, never skipped
+            check = unobserved(analysis.metrics, analysis, "no observations")
+        else:
+            check = judge(analysis.metrics, *self.inputs.observations, analysis)
+        self.check = check
         s = replace(s, last_check=check, last_check_at=self.now, next_check_at=self.now + analysis.interval)
         inconclusive = check.verdict == "inconclusive"
         if check.verdict == "fail" or (inconclusive and analysis.on_inconclusive == "Fail"):

@@ -3,7 +3,8 @@
 Matrix (each scenario a table of (time, inputs) → (phase, step index, canary weight, canary)):
 first sight is Stable; without a strategy a change applies at once and is recorded; the
 pinned steps walk (setWeight, timed pause, pause {} → Paused, promote → Stable); analysis
-every interval during the whole rollout, Paused included; failures beyond failureLimit roll
+every interval during the whole rollout, Paused included (a due check without observations:
+test_core_rollout_unobserved); failures beyond failureLimit roll
 back (failures counted over the rollout, a pass between does not reset them); each
 onInconclusive (Pause, Fail, Continue); progressDeadline (paused time excluded, a late step
 does not complete past it); spec.paused freezes steps, checks and timers; a new spec
@@ -77,9 +78,9 @@ def test_the_pinned_steps_walk_to_stable() -> None:
             (0, {"desired": R2}, ("Progressing", 1, 10, "r2")),
             (30, {"observations": GOOD}, ("Progressing", 1, 10, "r2")),
             (299, {"observations": GOOD}, ("Progressing", 1, 10, "r2")),
-            (300, {}, ("Paused", 3, 50, "r2")),  # 5m over, setWeight 50, then pause {}
+            (300, {"observations": GOOD}, ("Paused", 3, 50, "r2")),  # 5m over, setWeight 50, pause {}
             (330, {"observations": GOOD}, ("Paused", 3, 50, "r2")),  # still judged while paused
-            (9999, {}, ("Paused", 3, 50, "r2")),  # waits for a person, whatever the time
+            (9999, {"observations": GOOD}, ("Paused", 3, 50, "r2")),  # waits for a person
             (10000, {"actions": act("promote", "go")}, ("Stable", 0, 0, None)),
         ],
     )
@@ -97,13 +98,12 @@ def test_the_pinned_steps_walk_to_stable() -> None:
     assert [(e.revision.hash, e.outcome) for e in d.state.history] == [("r2", "promoted"), ("r1", "promoted")]
 
 
-def test_analysis_runs_every_interval_and_only_with_observations() -> None:
+def test_analysis_runs_every_interval() -> None:
     d = Driver(policy())
     d.at(0, desired=R2)
     assert d.state.next_check_at == 30 and not analysis_due(d.state, d.policy, 29)
-    assert analysis_due(d.state, d.policy, 30)
-    assert d.at(30).check is None  # due but nothing gathered: no check, still due
-    assert analysis_due(d.state, d.policy, 30)
+    assert d.at(29).check is None  # not due yet: no check, with or without observations
+    assert analysis_due(d.state, d.policy, 30) and analysis_due(d.state, d.policy, 31)
     decision = d.at(31, observations=GOOD)
     assert decision.check is not None and decision.check.verdict == "pass"
     assert d.state.next_check_at == 61 and d.state.last_check_at == 31
@@ -238,18 +238,23 @@ def test_spec_paused_freezes_steps_checks_and_timers() -> None:
         d,
         [
             (0, {"desired": R2}, ("Progressing", 1, 10, "r2")),
-            (100, {"pol": policy(paused=True)}, ("Paused", 1, 10, "r2")),
+            (20, {"pol": policy(paused=True)}, ("Paused", 1, 10, "r2")),
             (200, {"observations": BAD}, ("Paused", 1, 10, "r2")),  # no check while frozen
             (250, {"actions": act("promote", "p")}, ("Paused", 1, 10, "r2")),  # refused
             (1000, {"pol": policy(paused=False)}, ("Progressing", 1, 10, "r2")),
-            (1199, {}, ("Progressing", 1, 10, "r2")),  # the 5m pause resumes where it stood
-            (1200, {}, ("Paused", 3, 50, "r2")),
         ],
     )
     assert "ActionRefused" in d.reasons()
-    assert d.state.next_check_at == 30 + 900  # every timer moved by the frozen span
+    assert d.state.next_check_at == 30 + 980  # every timer moved by the frozen span
     assert wake_at(d.state, d.policy) == d.state.next_check_at
-    assert d.state.deadline_at == 1800 + 900  # frozen time does not count either
+    assert d.state.deadline_at == 1800 + 980  # frozen time does not count either
+    run(
+        d,
+        [
+            (1279, {"observations": GOOD}, ("Progressing", 1, 10, "r2")),  # the 5m pause resumes
+            (1280, {"observations": GOOD}, ("Paused", 3, 50, "r2")),
+        ],
+    )
 
 
 def test_abort_works_while_frozen() -> None:
@@ -283,8 +288,8 @@ def test_a_new_spec_during_a_rollout_supersedes_and_starts_from_stable() -> None
             (0, {"desired": R2}, ("Progressing", 1, 10, "r2")),
             (30, {"observations": BAD}, ("Progressing", 1, 10, "r2")),
             (100, {"desired": R3}, ("Progressing", 1, 10, "r3")),
-            (399, {}, ("Progressing", 1, 10, "r3")),  # its own 5m pause, from 100
-            (400, {}, ("Paused", 3, 50, "r3")),
+            (399, {"observations": GOOD}, ("Progressing", 1, 10, "r3")),  # its own 5m pause, from 100
+            (400, {"observations": GOOD}, ("Paused", 3, 50, "r3")),
         ],
     )
     assert d.state.stable == R1
@@ -297,7 +302,10 @@ def test_a_new_spec_during_a_rollout_supersedes_and_starts_from_stable() -> None
     "before",
     [
         [(0, {"desired": R2}, ("Progressing", 1, 10, "r2"))],
-        [(0, {"desired": R2}, ("Progressing", 1, 10, "r2")), (300, {}, ("Paused", 3, 50, "r2"))],
+        [
+            (0, {"desired": R2}, ("Progressing", 1, 10, "r2")),
+            (300, {"observations": GOOD}, ("Paused", 3, 50, "r2")),
+        ],
         [
             (0, {"desired": R2}, ("Progressing", 1, 10, "r2")),
             (30, {"observations": BAD}, ("RolledBack", 0, 0, "r2")),
@@ -342,8 +350,8 @@ def test_a_model_backend_edit_is_a_new_revision_and_rolls_out() -> None:
 def test_removing_the_strategy_mid_rollout_promotes(until: float, phase: str) -> None:
     d = Driver(policy())
     d.at(0, desired=R2)
-    d.at(until)
-    assert d.state.phase == phase
+    d.at(until, observations=GOOD)
+    assert d.state.phase == phase and d.state.paused_by in (None, "step")
     run(d, [(until + 10, {"pol": NO_STRATEGY}, ("Stable", 0, 0, None))])
     assert d.state.stable == R2 and d.state.history[0].reason == "the canary strategy was removed"
 
