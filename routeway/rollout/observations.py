@@ -7,7 +7,7 @@ The format (one document per proxy process group, read from its admin port):
      "startedAt": 1700000000.0,             # when its counters started (unix seconds)
      "arms": [{"route": "default/chat", "revision": "3f9a…", "arm": "canary",
                "outcomes": {"success": 950, "serverError": 3, "timeout": 1,
-                            "connectFailure": 0, "clientError": 12},
+                            "connectFailure": 0, "upstreamRejected": 2, "clientError": 12},
                "latency": {"bounds": [0.005, …, 300.0], "counts": [0, …, 0]},
                "ttft": {"bounds": [0.005, …, 30.0], "counts": [0, …, 0]}}]}
 
@@ -15,8 +15,13 @@ Counts are cumulative since `startedAt` and per *attempt* on the arm's backends,
 that failed on the canary counts against it even when a retry or fallback answered the client.
 `serverError` is any upstream 5xx (500 included: it is the model's failure even if not
 retried) or a gateway 5xx while talking to the arm; `timeout` and `connectFailure` are the
-attempt's transport failures; `clientError` is any 4xx (429 included) and is judged by no
-metric. Histograms hold per-bucket counts (`counts[i]`: observations in (bounds[i-1],
+attempt's transport failures; `upstreamRejected` is an upstream 401, 403, 404, 408 or 429 —
+answers that depend on the arm's own config (a wrong model name or url path, a bad or
+unauthorised credential, a tight upstream quota), so a canary that gets them on every attempt
+is failing, not idle: they count as failures and as requests. `clientError` is any other 4xx
+(400, 413, 422: the request's own fault, the same on either arm) and is judged by no metric,
+neither as a failure nor as a request. A report without `upstreamRejected` (an older proxy)
+reads as 0. Histograms hold per-bucket counts (`counts[i]`: observations in (bounds[i-1],
 bounds[i]]; one extra last count above the highest bound), never quantiles, so reports of
 several pods and of several moments combine by addition and subtraction. `latency` observes
 successful attempts from sending upstream to the last byte; `ttft` successful streamed attempts
@@ -97,30 +102,46 @@ class ArmObservation:
     timeout: int = 0
     connect_failure: int = 0
     client_error: int = 0
+    upstream_rejected: int = 0
     latency: Histogram = field(default_factory=Histogram)
     ttft: Histogram = field(default_factory=Histogram)
 
     @property
     def failures(self) -> int:
-        """What errorRate counts: 5xx, timeouts, connection failures."""
-        return self.server_error + self.timeout + self.connect_failure
+        """What errorRate counts: 5xx, timeouts, connection failures, upstream rejections."""
+        return self.server_error + self.timeout + self.connect_failure + self.upstream_rejected
 
     @property
     def requests(self) -> int:
-        """Attempts analysis judges (client 4xx excluded: not the arm's fault, nor its merit)."""
+        """Attempts analysis judges (client errors excluded: not the arm's fault, nor its merit)."""
         return self.success + self.failures
 
     @property
     def error_rate(self) -> float | None:
         return self.failures / self.requests if self.requests else None
 
-    def merge(self, other: ArmObservation) -> ArmObservation:
+    def counts(self) -> tuple[int, ...]:
+        """The outcome counters, in field order."""
+        return (
+            self.success,
+            self.server_error,
+            self.timeout,
+            self.connect_failure,
+            self.client_error,
+            self.upstream_rejected,
+        )
+
+    @staticmethod
+    def of(counts: tuple[int, ...], latency: Histogram, ttft: Histogram) -> ArmObservation:
+        """The inverse of `counts`, with the histograms."""
+        success, server_error, timeout, connect_failure, client_error, upstream_rejected = counts
         return ArmObservation(
-            self.success + other.success,
-            self.server_error + other.server_error,
-            self.timeout + other.timeout,
-            self.connect_failure + other.connect_failure,
-            self.client_error + other.client_error,
+            success, server_error, timeout, connect_failure, client_error, upstream_rejected, latency, ttft
+        )
+
+    def merge(self, other: ArmObservation) -> ArmObservation:
+        return ArmObservation.of(
+            tuple(a + b for a, b in zip(self.counts(), other.counts(), strict=True)),
             self.latency.merge(other.latency),
             self.ttft.merge(other.ttft),
         )
@@ -128,16 +149,12 @@ class ArmObservation:
     def increase_since(self, older: ArmObservation) -> ArmObservation:
         """Counter increase from `older` to self. A counter that went down means the counters
         restarted (as Prometheus' `increase` reads a reset): then all of self is new."""
-        diff = ArmObservation(
-            self.success - older.success,
-            self.server_error - older.server_error,
-            self.timeout - older.timeout,
-            self.connect_failure - older.connect_failure,
-            self.client_error - older.client_error,
+        diff = ArmObservation.of(
+            tuple(a - b for a, b in zip(self.counts(), older.counts(), strict=True)),
             self.latency.minus(older.latency),
             self.ttft.minus(older.ttft),
         )
-        if min(diff.success, diff.server_error, diff.timeout, diff.connect_failure, diff.client_error) < 0:
+        if min(diff.counts()) < 0:
             return self
         if min(diff.latency.counts) < 0 or min(diff.ttft.counts) < 0:
             return self
@@ -218,6 +235,7 @@ def report_to_json(report: Report, arm_names: Mapping[ArmKey, str] | None = None
                     "serverError": obs.server_error,
                     "timeout": obs.timeout,
                     "connectFailure": obs.connect_failure,
+                    "upstreamRejected": obs.upstream_rejected,
                     "clientError": obs.client_error,
                 },
                 "latency": histogram_to_json(obs.latency),
@@ -241,13 +259,14 @@ def report_from_json(doc: Mapping[str, Any]) -> Report:
         for arm in doc.get("arms", ()):
             outcomes = arm.get("outcomes", {})
             arms[(str(arm["route"]), str(arm["revision"]))] = ArmObservation(
-                int(outcomes.get("success", 0)),
-                int(outcomes.get("serverError", 0)),
-                int(outcomes.get("timeout", 0)),
-                int(outcomes.get("connectFailure", 0)),
-                int(outcomes.get("clientError", 0)),
-                histogram_from_json(arm["latency"]) if "latency" in arm else Histogram(),
-                histogram_from_json(arm["ttft"]) if "ttft" in arm else Histogram(),
+                success=int(outcomes.get("success", 0)),
+                server_error=int(outcomes.get("serverError", 0)),
+                timeout=int(outcomes.get("timeout", 0)),
+                connect_failure=int(outcomes.get("connectFailure", 0)),
+                client_error=int(outcomes.get("clientError", 0)),
+                upstream_rejected=int(outcomes.get("upstreamRejected", 0)),
+                latency=histogram_from_json(arm["latency"]) if "latency" in arm else Histogram(),
+                ttft=histogram_from_json(arm["ttft"]) if "ttft" in arm else Histogram(),
             )
         return Report(str(doc["instance"]), float(doc["startedAt"]), arms)
     except (KeyError, TypeError) as exc:

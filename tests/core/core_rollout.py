@@ -97,14 +97,21 @@ def histogram(*values: float, bounds: tuple[float, ...] = LATENCY_BOUNDS) -> His
 
 
 def obs(
-    requests: int, errors: int = 0, latency: float = 0.3, ttft: float = 0.3, client: int = 0
+    requests: int,
+    errors: int = 0,
+    latency: float = 0.3,
+    ttft: float = 0.3,
+    client: int = 0,
+    rejected: int = 0,
 ) -> ArmObservation:
-    """`requests` judged attempts of which `errors` were 5xx, all with the same latency/ttft."""
-    ok = requests - errors
+    """`requests` judged attempts of which `errors` were 5xx and `rejected` upstream 401/403/
+    404/408/429, the successes all with the same latency/ttft; `client` 400/413/422 besides."""
+    ok = requests - errors - rejected
     return ArmObservation(
         success=ok,
         server_error=errors,
         client_error=client,
+        upstream_rejected=rejected,
         latency=_flat(latency, ok),
         ttft=_flat(ttft, ok),
     )

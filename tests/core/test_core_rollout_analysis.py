@@ -4,8 +4,8 @@ Matrix: `histogram_quantile` on hand-computed cases (interpolation, the lowest b
 overflow capped at the highest bound, empty) and, for arbitrary histograms, agreement with the
 proxy's own `/routes` quantiles; `judge` per metric (max, equal passes, ratio to stable, stable
 without data, stable at 0, canary without data, both limits) and overall (fail beats
-inconclusive beats pass, too few canary requests is inconclusive however bad); client 4xx
-neither errors nor requests; windows as differences of cumulative reports merged over
+inconclusive beats pass, too few canary requests is inconclusive however bad); client errors
+(400/413/422) neither errors nor requests, upstream rejections (401/403/404/408/429) both; windows as differences of cumulative reports merged over
 instances (a baseline before the window, a counter reset, an instance born inside the window,
 a revision new since the baseline, samples after the window ignored); the report document
 round-trips.
@@ -135,6 +135,19 @@ def test_too_few_canary_requests_is_inconclusive_however_bad() -> None:
     assert judge((ERR,), obs(0), obs(100), ANALYSIS).verdict == "pass"
 
 
+def test_upstream_rejections_are_the_canarys_errors_client_errors_are_not() -> None:
+    """A canary with a wrong model name or a bad credential gets a 404/401/403 on every attempt:
+    that is a failing canary, not one without traffic. A 400/422 is the request's own fault."""
+    rejecting = obs(500, rejected=500)
+    assert (rejecting.requests, rejecting.failures, rejecting.error_rate) == (500, 500, 1.0)
+    judgement = judge((ERR,), obs(1000), rejecting, ANALYSIS)
+    assert judgement.verdict == "fail" and "errorRate 1" in judgement.summary()
+    mixed = obs(1000, errors=5, rejected=15, client=300)
+    assert (mixed.requests, mixed.failures) == (1000, 20)
+    assert mixed.error_rate == pytest.approx(0.02)
+    assert judge((ERR,), obs(1000), mixed, ANALYSIS).verdict == "pass"  # equal to max passes
+
+
 # ---------------------------------------------------------------------------- windows
 
 KEY_S = ("default/chat", "stable-rev")
@@ -190,10 +203,13 @@ def test_histograms_with_different_bounds_do_not_merge() -> None:
 
 
 def test_the_report_document_round_trips() -> None:
-    original = report("pod-1", 1700000000.0, stable=obs(10, errors=1, client=2), canary=obs(5))
+    original = report("pod-1", 1700000000.0, stable=obs(10, errors=1, client=2, rejected=3), canary=obs(5))
     document = report_to_json(original, {KEY_C: "canary"})
     assert document["arms"][0]["arm"] == "canary"
+    assert document["arms"][1]["outcomes"]["upstreamRejected"] == 3
     assert report_from_json(document) == original
+    older = {**document, "arms": [{**a, "outcomes": {"success": 4}} for a in document["arms"]]}
+    assert report_from_json(older).arms[KEY_S].upstream_rejected == 0  # a proxy without the field
     with pytest.raises(ValueError, match="schema"):
         report_from_json({**document, "schema": 2})
     with pytest.raises(ValueError, match="malformed"):
