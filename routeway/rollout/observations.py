@@ -188,6 +188,11 @@ def window_observations(samples: Iterable[Sample], start: float, end: float) -> 
     at or before `start`; without one, zero when the instance started inside the window (all
     its counts are), else its oldest sample (undercounting rather than judging a canary on
     traffic from before the window). A revision missing from the baseline counts from zero.
+
+    Only samples of the newest one's run count (same `startedAt`): a process restarted under
+    the same instance id starts its counters again, and a baseline from before the restart
+    would subtract counts that are no longer there (undercounting it, or worse, when its new
+    counters have already grown past the old ones, which no decrease would reveal).
     """
     by_instance: dict[str, list[Sample]] = {}
     for sample in samples:
@@ -197,6 +202,7 @@ def window_observations(samples: Iterable[Sample], start: float, end: float) -> 
     for _, found in sorted(by_instance.items()):
         found.sort(key=lambda s: s.at)
         newest = found[-1]
+        found = [s for s in found if s.report.started_at == newest.report.started_at]
         before = [s for s in found if s.at <= start]
         if before:
             baseline: Mapping[ArmKey, ArmObservation] = before[-1].report.arms

@@ -5,10 +5,11 @@ overflow capped at the highest bound, empty) and, for arbitrary histograms, agre
 proxy's own `/routes` quantiles; `judge` per metric (max, equal passes, ratio to stable, stable
 without data, stable at 0, canary without data, both limits) and overall (fail beats
 inconclusive beats pass, too few canary requests is inconclusive however bad); client errors
-(400/413/422) neither errors nor requests, upstream rejections (401/403/404/408/429) both; windows as differences of cumulative reports merged over
-instances (a baseline before the window, a counter reset, an instance born inside the window,
-a revision new since the baseline, samples after the window ignored); the report document
-round-trips.
+(400/413/422) neither errors nor requests, upstream rejections (401/403/404/408/429) both;
+windows as differences of cumulative reports merged over instances (a baseline before the
+window, a counter reset, a restart under the same id, an instance born inside the window, a
+revision new since the baseline, samples after the window ignored, histogram layouts that
+differ); the report document round-trips.
 """
 
 from __future__ import annotations
@@ -182,6 +183,22 @@ def test_a_counter_reset_counts_everything_after_it() -> None:
     ]
     canary = window_observations(samples, 0.0, 60.0)[KEY_C]
     assert (canary.requests, canary.failures) == (30, 3)
+
+
+def test_a_restart_under_the_same_instance_id_starts_from_zero() -> None:
+    """Its new counters grew past the old ones, so no counter went down: only `startedAt` tells."""
+    inside = [
+        Sample(0.0, report("pod-1", -10.0, canary=obs(500))),
+        Sample(60.0, report("pod-1", 30.0, canary=obs(600, errors=6))),  # restarted at 30
+    ]
+    canary = window_observations(inside, 0.0, 60.0)[KEY_C]
+    assert (canary.requests, canary.failures) == (600, 6)
+    before = [  # restarted before the window: its own oldest read is the baseline, not the old run
+        Sample(0.0, report("pod-1", -100.0, canary=obs(500))),
+        Sample(120.0, report("pod-1", 50.0, canary=obs(700))),
+        Sample(200.0, report("pod-1", 50.0, canary=obs(900))),
+    ]
+    assert window_observations(before, 100.0, 200.0)[KEY_C].requests == 200
 
 
 def test_instances_without_a_baseline() -> None:
