@@ -23,7 +23,9 @@ is failing, not idle: they count as failures and as requests. `clientError` is a
 neither as a failure nor as a request. A report without `upstreamRejected` (an older proxy)
 reads as 0. Histograms hold per-bucket counts (`counts[i]`: observations in (bounds[i-1],
 bounds[i]]; one extra last count above the highest bound), never quantiles, so reports of
-several pods and of several moments combine by addition and subtraction. `latency` observes
+several pods and of several moments combine by addition and subtraction. Layouts may differ
+between instances (a proxy upgrade) and change within one: see `ArmObservation.merge` and
+`increase_since`. `latency` observes
 successful attempts from sending upstream to the last byte; `ttft` successful streamed attempts
 up to the first content chunk.
 
@@ -140,15 +142,23 @@ class ArmObservation:
         )
 
     def merge(self, other: ArmObservation) -> ArmObservation:
+        """Both observations added up. A histogram of `other` whose bucket layout differs from
+        self's (a proxy upgrade rolling out a new layout) is left out — its outcome counts still
+        count — rather than raising, which would stop analysis of every route mid-upgrade; the
+        layout met first (instances merge in id order) is kept, so the result is deterministic."""
         return ArmObservation.of(
             tuple(a + b for a, b in zip(self.counts(), other.counts(), strict=True)),
-            self.latency.merge(other.latency),
-            self.ttft.merge(other.ttft),
+            _merge_or_keep(self.latency, other.latency),
+            _merge_or_keep(self.ttft, other.ttft),
         )
 
     def increase_since(self, older: ArmObservation) -> ArmObservation:
         """Counter increase from `older` to self. A counter that went down means the counters
-        restarted (as Prometheus' `increase` reads a reset): then all of self is new."""
+        restarted (as Prometheus' `increase` reads a reset): then all of self is new. So does a
+        histogram whose bucket layout changed: its counts cannot be subtracted bucket by bucket,
+        and diffing the other counters while keeping it whole would mix a window with all time."""
+        if _layout_changed(self.latency, older.latency) or _layout_changed(self.ttft, older.ttft):
+            return self
         diff = ArmObservation.of(
             tuple(a - b for a, b in zip(self.counts(), older.counts(), strict=True)),
             self.latency.minus(older.latency),
@@ -162,6 +172,17 @@ class ArmObservation:
 
 
 EMPTY = ArmObservation()
+
+
+def _merge_or_keep(kept: Histogram, other: Histogram) -> Histogram:
+    if kept.bounds and other.bounds and kept.bounds != other.bounds:
+        return kept
+    return kept.merge(other)
+
+
+def _layout_changed(newer: Histogram, older: Histogram) -> bool:
+    """Both have a layout and they differ (a histogram never reported has none: zero)."""
+    return bool(older.bounds) and newer.bounds != older.bounds
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,10 @@ differ); the report document round-trips.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
-from core_rollout import histogram, obs
+from core_rollout import LATENCY_BOUNDS, histogram, obs
 from hypothesis import given
 from hypothesis import strategies as st
 from routeway_proxy.stats import Buckets
@@ -217,6 +218,32 @@ def test_histograms_with_different_bounds_do_not_merge() -> None:
         histogram(1.0, bounds=(1.0,)).merge(histogram(1.0, bounds=(2.0,)))
     with pytest.raises(ValueError, match="increase"):
         Histogram((2.0, 1.0), (0, 0, 0))
+
+
+def test_instances_with_another_histogram_layout_are_left_out_of_the_histogram_only() -> None:
+    """During a proxy upgrade instances report different bucket layouts: analysis goes on."""
+    other = (0.25, 1.0, 5.0)
+    samples = [
+        Sample(10.0, report("pod-a", 0.0, canary=obs(100))),
+        Sample(
+            10.0,
+            report("pod-b", 0.0, canary=replace(obs(50, errors=5), latency=histogram(0.3, bounds=other))),
+        ),
+        Sample(10.0, report("pod-c", 0.0, canary=obs(30))),
+    ]
+    canary = window_observations(samples, 0.0, 10.0)[KEY_C]
+    assert (canary.requests, canary.failures) == (180, 5)  # every instance's outcomes count
+    assert canary.latency.bounds == LATENCY_BOUNDS and canary.latency.total == 130  # pod-b's left out
+    assert canary.ttft.total == 175  # its ttft has the common layout: kept
+
+
+def test_a_histogram_layout_change_within_one_instance_is_a_reset() -> None:
+    samples = [
+        Sample(0.0, report("pod-1", -10.0, canary=obs(500))),
+        Sample(60.0, report("pod-1", -10.0, canary=replace(obs(600), latency=histogram(0.3, bounds=(1.0,))))),
+    ]
+    canary = window_observations(samples, 0.0, 60.0)[KEY_C]
+    assert canary.requests == 600 and canary.latency.total == 1  # all of the newest, consistently
 
 
 def test_the_report_document_round_trips() -> None:
