@@ -19,6 +19,12 @@ The hash is taken over the document with default-valued fields dropped, so a fie
 the config schema later with a default leaves every existing revision's hash — and so every
 route's rollout state — as it was.
 
+Order: the weighted targets are hashed sorted (by backend, model, weight), because their order
+serves nothing — a weighted pick and the sticky rendezvous hash depend only on the set of
+targets and their weights — so listing them in another order is not a new revision to roll
+out. The fallbacks keep their order: they are tried in it, so reordering them is a change.
+The revision itself keeps the route as rendered; only the hashed document is sorted.
+
 The hash is the ProxyConfig's recipe: sha256 over canonical JSON (sorted keys), 16 hex digits.
 """
 
@@ -101,6 +107,10 @@ def _routing_fields(route: RouteConfig) -> dict[str, Any]:
     doc = route.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     for identity in ("id", "namespace", "name", "model", "generation"):
         doc.pop(identity, None)
+    if "targets" in doc:  # weighted: their order serves nothing (fallbacks' order does)
+        doc["targets"] = sorted(
+            doc["targets"], key=lambda t: (t["backend"], t.get("model", ""), t.get("weight", 0))
+        )
     return doc
 
 

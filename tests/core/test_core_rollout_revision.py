@@ -1,7 +1,7 @@
 """Route revisions: what changes a revision's hash and what does not.
 
-Matrix: the same input hashes alike (and alike to a differently ordered inventory); a change of
-weights, fallbacks, retries, timeout or stickiness makes a new revision; an edit of a
+Matrix: the same input hashes alike (and alike with its weighted targets listed in another order,
+but not with its fallbacks reordered: they are tried in order); a change of weights, fallbacks, retries, timeout or stickiness makes a new revision; an edit of a
 ModelBackend the route uses makes a new revision of the route (and an edit of one it does not
 use does not); the identity, generation, strategy and pause fields do not; two revisions of the
 same backend name keep their own specs; a credential reference is hashed, its value never
@@ -24,12 +24,23 @@ from routeway.rollout.revision import revision_from_document
 BASE: list[Any] = [mb("a"), mb("b"), chat([("a", 90), ("b", 10)])]
 
 
-def test_the_hash_is_deterministic_and_order_free() -> None:
+def test_the_hash_is_deterministic_and_free_of_weighted_target_order() -> None:
+    """Weighted targets listed in another order serve the same (a weighted pick and the sticky
+    rendezvous hash depend on the set only): the same revision, though each keeps its order."""
     one = revision_of(BASE)
-    two = revision_of(list(reversed(BASE)))
-    assert one.hash == two.hash
+    two = revision_of([mb("b"), mb("a"), chat([("b", 10), ("a", 90)])])
+    assert [t.backend for t in two.route.targets] == ["default/b", "default/a"]  # as rendered
+    assert one.hash == two.hash == revision_of(BASE).hash
     assert len(one.hash) == 16 and int(one.hash, 16) >= 0  # the ProxyConfig revision's form
-    assert one.ref.backends == ("default/a", "default/b")
+    assert one.ref.backends == two.ref.backends == ("default/a", "default/b")
+
+
+def test_the_fallback_order_is_part_of_the_hash() -> None:
+    """Fallbacks are tried in order: reordering them changes what is served."""
+    backends = [mb("a"), mb("b"), mb("c")]
+    first_b = revision_of([*backends, chat([("a", 100)], fallbacks=[{"name": "b"}, {"name": "c"}])])
+    first_c = revision_of([*backends, chat([("a", 100)], fallbacks=[{"name": "c"}, {"name": "b"}])])
+    assert first_b.hash != first_c.hash
 
 
 @pytest.mark.parametrize(
