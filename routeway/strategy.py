@@ -118,7 +118,8 @@ class AnalysisMetric(SpecModel):
 
     name: MetricName = Field(
         description="What is measured on each arm over the window: errorRate (5xx answers, "
-        "timeouts and connection failures per request; client 4xx excluded), latencyP95 and "
+        "timeouts, connection failures and upstream rejections — 401, 403, 404, 408, 429 — per "
+        "attempt; errors of the request itself, 400, 413 and 422, excluded), latencyP95 and "
         "latencyP50 (request duration), ttftP95 and ttftP50 (time to first token)."
     )
     max: MetricMax | None = Field(
