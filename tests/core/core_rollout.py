@@ -8,8 +8,10 @@ with the same inputs changes nothing (a resync is harmless).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
 from core_factories import backend, gateway, route
 
 from routeway.proxyconfig import BackendConfig, RouteConfig
@@ -35,28 +37,21 @@ from routeway.translate import Inventory, translate
 
 LATENCY_BOUNDS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0)
 
-PINNED_SPEC: dict[str, Any] = {
-    "strategy": {
-        "canary": {
-            "steps": [{"setWeight": 10}, {"pause": {"duration": "5m"}}, {"setWeight": 50}, {"pause": {}}],
-            "analysis": {
-                "interval": "30s",
-                "window": "5m",
-                "minRequests": 100,
-                "failureLimit": 0,
-                "onInconclusive": "Pause",
-                "metrics": [
-                    {"name": "errorRate", "max": 0.02},
-                    {"name": "latencyP95", "max": "20s"},
-                    {"name": "ttftP95", "maxRatioToStable": 1.3},
-                ],
-            },
-        }
-    },
-    "revisionHistoryLimit": 10,
-    "paused": False,
-    "progressDeadline": "30m",
-}
+
+def _pinned_spec() -> dict[str, Any]:
+    """The issue's pinned example, read from examples/canary/route.yaml (its one copy): the
+    route's strategy, revisionHistoryLimit, paused and progressDeadline."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "canary" / "route.yaml"
+    for document in yaml.safe_load_all(example.read_text()):
+        if document and document.get("kind") == "ModelRoute":
+            spec = document["spec"]
+            return {
+                key: spec[key] for key in ("strategy", "revisionHistoryLimit", "paused", "progressDeadline")
+            }
+    raise AssertionError(f"no ModelRoute in {example}")
+
+
+PINNED_SPEC: dict[str, Any] = _pinned_spec()
 
 
 def policy(**changes: Any) -> RolloutPolicy:

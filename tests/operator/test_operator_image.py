@@ -21,8 +21,7 @@ Covers, with both processes started by `buildah run` as the chart's user 10001:1
 - against an API that cannot be reached, or without any credentials, the operator exits 1 at
   once saying so; with `--peering rw` and no such KopfPeering it exits 1 naming the object.
 
-The buildah helpers repeat tests/process/test_image.py's (about 30 lines): each test folder
-is on sys.path by itself, so a module shared by both would need a folder on both paths.
+The buildah helpers are tests/shared/image_rig.py's, shared with tests/process/test_image.py.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ import asyncio
 import contextlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -46,63 +44,32 @@ import openai
 import pytest
 import yaml
 from aiohttp import web
+from image_rig import SKIP_WITHOUT_IMAGE, buildah, files_of, new_container, run_args
 from kmock_ext import RoutewayEmulator
 from operator_factories import backend, gateway, get, patch, route, secret, seed
 from routeway_operator.builders import ChildNames
 
 from routeway.configstore import REVISION_ANNOTATION
 
-IMAGE = os.environ.get("ROUTEWAY_IMAGE", "")
-USER = "10001:10001"
 KEY = "sk-from-the-secret"  # the upstream's key: in a Secret, never in a log
 START = 90.0  # seconds: a cold interpreter in a chroot on a busy 2-core machine; a bound, not a timing
 LISTENING = re.compile(rb"listening on http://[^:]+:(\d+).*\(admin on http://[^:]+:(\d+)\)")
-pytestmark = pytest.mark.skipif(not IMAGE, reason="set ROUTEWAY_IMAGE (scripts/test-image builds one)")
-
-
-# --- buildah (as in tests/process/test_image.py) --------------------------------------------
-
-
-def buildah(*args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    if shutil.which("buildah") is None:
-        pytest.fail("ROUTEWAY_IMAGE is set but buildah is missing (scripts/build-image installs it)")
-    return subprocess.run(
-        ["buildah", "--storage-driver", "vfs", *args],
-        check=check,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+pytestmark = SKIP_WITHOUT_IMAGE
 
 
 @pytest.fixture(scope="module")
 def container() -> Iterator[str]:
     """One working container for the module (vfs copies the whole image for each one)."""
-    name = buildah("from", IMAGE).stdout.strip()
+    name = new_container()
     yield name
     buildah("rm", name, check=False)
 
 
-def run_args(container: str, *command: str, cfg: Path | None = None) -> list[str]:
-    """`buildah run` as the chart's user; with `cfg`, that folder at /cfg and KUBECONFIG in it."""
-    mounts = ["--volume", f"{cfg}:/cfg:ro", "--env", "KUBECONFIG=/cfg/kubeconfig"] if cfg else []
-    return ["buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot", "--user", USER,
-            *mounts, container, "--", *command]  # fmt: skip
-
-
-def files_of(container: str, skip: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-    """Every regular file and link of the container's root with its (mtime, size); /tmp (the
-    chart's emptyDir), the kernel's folders, the runtime's /run and `skip` are left out."""
-    root = Path(buildah("mount", container).stdout.strip())
-    left_out = {"proc", "sys", "dev", "tmp", "run", *(s.strip("/") for s in skip)}
-    found: dict[str, tuple[int, int]] = {}
-    for folder, dirs, names in os.walk(root):
-        relative = Path(folder).relative_to(root)
-        dirs[:] = [d for d in dirs if (relative / d).as_posix() not in left_out]
-        for name in names:
-            info = (Path(folder) / name).lstat()
-            found[(relative / name).as_posix()] = (info.st_mtime_ns, info.st_size)
-    return found
+def with_kubeconfig(cfg: Path | None) -> dict[str, tuple[str, ...]]:
+    """`run_args` options that mount `cfg` at /cfg and point KUBECONFIG into it."""
+    if cfg is None:
+        return {}
+    return {"volumes": (f"{cfg}:/cfg:ro",), "env": ("KUBECONFIG=/cfg/kubeconfig",)}
 
 
 # --- processes from the image ---------------------------------------------------------------
@@ -165,7 +132,7 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Running
         log_path = tmp_path / f"{command[1]}-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = await asyncio.create_subprocess_exec(
-                *run_args(container, *command, cfg=cfg),
+                *run_args(container, *command, **with_kubeconfig(cfg)),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -28,55 +28,21 @@ import aiohttp
 import openai
 import pytest
 import yaml
+from image_rig import IMAGE, SKIP_WITHOUT_IMAGE, USER, buildah, files_of, new_container, run_args
 from process_rig import LISTENING, Upstream, manifest
 
 from routeway.local import load_local
 from routeway.proxyconfig import credential_store_key
 
 ROOT = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("ROUTEWAY_IMAGE", "")
-USER = "10001:10001"
-pytestmark = pytest.mark.skipif(not IMAGE, reason="set ROUTEWAY_IMAGE (scripts/test-image builds one)")
-
-
-def buildah(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    if shutil.which("buildah") is None:
-        pytest.fail("ROUTEWAY_IMAGE is set but buildah is missing (scripts/build-image installs it)")
-    return subprocess.run(
-        ["buildah", "--storage-driver", "vfs", *args],
-        check=check,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+pytestmark = SKIP_WITHOUT_IMAGE
 
 
 @pytest.fixture
 def container() -> Iterator[str]:
-    name = buildah("from", IMAGE).stdout.strip()
+    name = new_container()
     yield name
     buildah("rm", name, check=False)
-
-
-def run_args(container: str, *command: str, volumes: tuple[str, ...] = ()) -> list[str]:
-    mounts = [arg for volume in volumes for arg in ("--volume", volume)]
-    return ["buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot", "--user", USER,
-            *mounts, container, "--", *command]  # fmt: skip
-
-
-def files_of(container: str, skip: tuple[str, ...]) -> dict[str, tuple[int, int]]:
-    """Every regular file and link of the container's root with its (mtime, size); /tmp (the
-    chart's emptyDir), the kernel's folders and the runtime's /run are left out."""
-    root = Path(buildah("mount", container).stdout.strip())
-    left_out = {"proc", "sys", "dev", "tmp", "run", *(s.strip("/") for s in skip)}
-    found: dict[str, tuple[int, int]] = {}
-    for folder, dirs, names in os.walk(root):
-        relative = Path(folder).relative_to(root)
-        dirs[:] = [d for d in dirs if (relative / d).as_posix() not in left_out]
-        for name in names:
-            info = (Path(folder) / name).lstat()
-            found[(relative / name).as_posix()] = (info.st_mtime_ns, info.st_size)
-    return found
 
 
 def test_image_config_matches_the_chart() -> None:
