@@ -101,6 +101,21 @@ class Retries(_Doc):
     backoff_max: float = Field(1.0, alias="backoffMax")
 
 
+class CanaryArm(_Doc):
+    """The canary revision of a route in a rollout: the routing fields of that revision, the
+    percent of the route's traffic it gets, and its pinned backend specs (see
+    `RouteConfig.pinned_backends`). The route's own fields are then the stable revision's."""
+
+    revision: str  # the canary revision's hash (routeway.rollout.revision)
+    weight: float = Field(ge=0, le=100)  # percent of the route's traffic; 0 while not ready
+    targets: tuple[Target, ...]
+    fallbacks: tuple[Target, ...] = ()
+    retries: Retries
+    timeout: float | None = None
+    sticky_header: str | None = Field(None, alias="stickyHeader")
+    pinned_backends: tuple[BackendConfig, ...] = Field((), alias="pinnedBackends")
+
+
 class RouteConfig(_Doc):
     id: str  # "namespace/name"
     namespace: str
@@ -112,6 +127,15 @@ class RouteConfig(_Doc):
     retries: Retries
     timeout: float | None = None  # whole-request cap in seconds across attempts
     sticky_header: str | None = Field(None, alias="stickyHeader")
+    # Rollouts (routeway.rollout). `revision`: the hash of the route revision these fields are
+    # (the stable one during a rollout); set by the adapters that run rollouts, and the key the
+    # proxy observes this arm's attempts under. `pinned_backends`: specs of backends this
+    # revision uses that differ from (or are missing in) `ProxyConfig.backends` — a revision
+    # keeps serving the backend spec it was made with, so during a rollout the same backend id
+    # can have two specs, one per arm. A target's backend id is looked up here first.
+    revision: str | None = None
+    pinned_backends: tuple[BackendConfig, ...] = Field((), alias="pinnedBackends")
+    canary: CanaryArm | None = None  # a rollout in progress: the second arm
 
 
 class GatewayConfig(_Doc):

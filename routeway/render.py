@@ -94,6 +94,10 @@ def render_route(ir: RouteIR) -> dict[str, Any]:
         },
         "timeout": parse_duration(spec.timeout) if spec.timeout else None,
         "stickyHeader": spec.stickiness.header.lower() if spec.stickiness else None,
+        # set by a rollout adapter (routeway.rollout.serving), not by translation
+        "revision": None,
+        "pinnedBackends": [],
+        "canary": None,
     }
 
 

@@ -105,7 +105,16 @@ def revision_hash(route: RouteConfig, backends: Iterable[BackendConfig]) -> str:
 
 def _routing_fields(route: RouteConfig) -> dict[str, Any]:
     doc = route.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-    for identity in ("id", "namespace", "name", "model", "generation"):
+    for identity in (
+        "id",
+        "namespace",
+        "name",
+        "model",
+        "generation",
+        "revision",
+        "pinnedBackends",
+        "canary",
+    ):
         doc.pop(identity, None)
     if "targets" in doc:  # weighted: their order serves nothing (fallbacks' order does)
         doc["targets"] = sorted(
