@@ -9,8 +9,11 @@ and the tests drive it with a fake clock.
   adapter point `policy_from_spec` from the ModelRoute spec document.
 - `observations`: what proxies report per (route, revision) and how cumulative reports become
   one window of traffic; `analysis`: `judge`, the verdict on one window.
-- `state`: the state, inputs, events; `machine`: `step`, the transitions; `document`: the
+- `state`: the state, inputs, events; `machine`: `step`, when each transition happens;
+  `lifecycle`: the transitions themselves (start, promote, roll back, pause); `document`: the
   state as `status.rollout` JSON; `weights`: effective per-backend weights and sticky arms.
+- `serving`: a rendered ProxyConfig with each route's arms put in; `tick`: one route's
+  adapter loop body (`tick_route`), shared by `routeway serve` and the operator.
 
 An adapter's loop for one route: build the desired revision from the translated config
 (`build_revision`), read the policy (`policy_from_spec`), gather the analysis window's
