@@ -57,11 +57,13 @@ def observed_config(upstream: Upstream) -> ProxyConfig:
 
 
 async def read_observations(gateway: Gateway) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{gateway.admin_url}/observations") as response:
-            assert response.status == 200
-            document: dict[str, Any] = await response.json()
-            return document
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{gateway.admin_url}/observations") as response,
+    ):
+        assert response.status == 200
+        document: dict[str, Any] = await response.json()
+        return document
 
 
 async def test_outcomes_per_revision_and_class(gateway: Gateway, upstream: Upstream) -> None:
@@ -118,10 +120,13 @@ async def test_outcomes_per_revision_and_class(gateway: Gateway, upstream: Upstr
 
 
 async def test_routes_without_a_revision_are_not_observed(gateway: Gateway, upstream: Upstream) -> None:
-    gateway.runtime.apply(make_config([make_backend("ok", upstream.base("ok"))], [make_route("gpt", [("ok", 1)])]), {})
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            f"{gateway.v1}/chat/completions", json={"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
-        ) as response:
-            assert response.status == 200
+    gateway.runtime.apply(
+        make_config([make_backend("ok", upstream.base("ok"))], [make_route("gpt", [("ok", 1)])]), {}
+    )
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", json=body) as response,
+    ):
+        assert response.status == 200
     assert (await read_observations(gateway))["arms"] == []

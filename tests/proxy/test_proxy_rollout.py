@@ -106,14 +106,18 @@ async def test_arm_header_on_success_error_and_stream(gateway: Gateway, upstream
             stream=True,
         )
         assert raw_stream.headers["x-routeway-arm"] == "canary"
-        text = "".join([chunk.choices[0].delta.content or "" async for chunk in raw_stream.parse() if chunk.choices])
+        text = "".join(
+            [chunk.choices[0].delta.content or "" async for chunk in raw_stream.parse() if chunk.choices]
+        )
         assert text == "Hello"
     # a route without a canary: no arm header
     gateway.runtime.apply(stable, {})
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{gateway.v1}/chat/completions", data=orjson.dumps(CHAT)) as response:
-            assert response.status == 200
-            assert "x-routeway-arm" not in response.headers
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", data=orjson.dumps(CHAT)) as response,
+    ):
+        assert response.status == 200
+        assert "x-routeway-arm" not in response.headers
 
 
 async def test_pinned_backend_spec_per_arm(gateway: Gateway, upstream: Upstream) -> None:
