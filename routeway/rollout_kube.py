@@ -104,7 +104,7 @@ class ClusterClient:
         in-cluster config."""
         configuration = k8s_client.Configuration()
         path = kubeconfig_path()
-        if not any(Path(p).exists() for p in path.split(os.pathsep) if p) and not _in_cluster_only(path):
+        if not _kubeconfig_exists(path) and not _in_cluster_only(path):
             raise RolloutError(
                 f"no kubeconfig at {path} and not in a cluster; for `routeway serve` give --admin URL"
             )
@@ -237,9 +237,11 @@ class ClusterClient:
 
 def _in_cluster_only(kubeconfig: str) -> bool:
     """In a pod with no kubeconfig file: use the service account, as kubectl does."""
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not any(
-        Path(p).exists() for p in kubeconfig.split(os.pathsep) if p
-    )
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not _kubeconfig_exists(kubeconfig)
+
+
+def _kubeconfig_exists(kubeconfig: str) -> bool:
+    return any(Path(p).exists() for p in kubeconfig.split(os.pathsep) if p)
 
 
 def _route_path(namespace: str, name: str) -> str:
