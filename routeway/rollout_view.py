@@ -48,9 +48,7 @@ class Style:
         plain = {"done": "+", "current": ">", "paused": "=", "pending": "-", "full": "#", "empty": "."}
         return (fancy if self.unicode else plain)[name]
 
-    @property
-    def dash(self) -> str:
-        return "\u2013" if self.unicode else "-"  # an en dash
+    dash = "-"  # what a missing value shows
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,7 +386,7 @@ def _table(header: list[str], rows: Iterable[list[str]], style: Style) -> list[s
     out = []
     for n, row in enumerate(all_rows):
         cells = [cell + " " * (widths[i] - len(_ANSI.sub("", cell))) for i, cell in enumerate(row[:-1])]
-        line = "  " + "  ".join([*cells, row[-1]])
+        line = ("  " + "  ".join([*cells, row[-1]])).rstrip()
         out.append(style.paint(line, "dim") if n == 0 else line)
     return out
 
