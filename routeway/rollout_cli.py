@@ -266,7 +266,7 @@ async def watch(
 ) -> None:
     """Redraw the route's rollout every `interval` until cancelled (Ctrl-C) or, for tests,
     after `frames` frames. On a terminal the frame is drawn in place; elsewhere (a pipe, a
-    log) a frame is printed only when it differs from the last one. The first read must
+    log) a frame is printed only when the rollout (or the error) changed. The first read must
     succeed (RolloutError otherwise); a later failure is shown under the last good view."""
     from routeway.rollout_client import RolloutError
 
@@ -291,10 +291,11 @@ async def watch(
                 lines = frame.rstrip("\n").split("\n")
                 out.write("\x1b[H" + "".join(f"{line}\x1b[K\n" for line in lines) + "\x1b[J")
             else:
-                body = frame.split("\n", 1)[1]  # the title line carries the clock: not a change
-                if body != previous:
+                # what changed, not the text: ages and the clock in the title change every second
+                seen = json.dumps([view.to_json() if view is not None else None, error], sort_keys=True)
+                if seen != previous:
                     out.write(("\n" if previous is not None else "") + frame)
-                previous = body
+                previous = seen
             out.flush()
             drawn += 1
             if frames is None or drawn < frames:
