@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "routeway_proxy.commands",
     "routeway_proxy.mock_backend",
     "routeway_operator.commands",
+    "routeway.rollout_cli",
 )
 
 
