@@ -1,4 +1,4 @@
-"""The admin application: /metrics, /healthz, /readyz, /config, /routes.
+"""The admin application: /metrics, /healthz, /readyz, /config, /routes, /observations.
 
 Why a separate app on its own port: probes and scrapes must keep working when the client port
 is saturated, and nothing here should be reachable by the clients of the models.
@@ -8,6 +8,9 @@ statistics in /routes; with `--workers N` the process helper passes one that bui
 `CollectorRegistry` with a `MultiProcessCollector`, so both describe the whole process group.
 Collecting reads files in multiprocess mode, so it runs in the default executor, off the loop;
 the request ledger (`ledger.py`) is flushed on the loop first.
+
+`/observations` is the process group's rollout observation report (`source_host.SourceHost`,
+whose `install` also adds the admin routes a config source asked for).
 
 Health and concurrency in /routes are this worker's view; `ejectedUntil` (from the registry)
 is the latest ejection any worker made.
@@ -26,8 +29,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from routeway_proxy.headers import REVISION_HEADER
 from routeway_proxy.runtime import ProxyRuntime
+from routeway_proxy.source_host import SourceHost
 from routeway_proxy.stats import ProxyStats, read_stats
-from routeway_proxy.table import RoutingTable, TargetEntry
+from routeway_proxy.table import RouteEntry, RoutingTable, TargetEntry
 
 RegistryFactory = Callable[[], CollectorRegistry]
 
@@ -35,11 +39,17 @@ ADMIN_RUNTIME_KEY = web.AppKey("routeway_admin_runtime", ProxyRuntime)
 
 
 def create_admin_app(
-    runtime: ProxyRuntime, metrics_registry_factory: RegistryFactory | None = None
+    runtime: ProxyRuntime,
+    metrics_registry_factory: RegistryFactory | None = None,
+    host: SourceHost | None = None,
 ) -> web.Application:
+    """`host`: the process group's `SourceHost` (default: one for this process alone)."""
     app = web.Application()
     app[ADMIN_RUNTIME_KEY] = runtime
     factory: RegistryFactory = metrics_registry_factory or (lambda: runtime.metrics.registry)
+    if host is None:
+        host = SourceHost(runtime, runtime.metrics.arms.collect)
+    source_host = host
 
     async def metrics(request: web.Request) -> web.Response:
         runtime.metrics.ledger.flush()  # on the loop thread, before collecting off it
@@ -51,11 +61,18 @@ def create_admin_app(
         stats = await asyncio.get_running_loop().run_in_executor(None, lambda: read_stats(factory()))
         return _json(describe_routes(runtime, stats))
 
+    async def observations(request: web.Request) -> web.Response:
+        runtime.metrics.ledger.flush()
+        document = await asyncio.get_running_loop().run_in_executor(None, source_host.observations)
+        return _json(document)
+
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/observations", observations)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/config", config)
     app.router.add_get("/routes", routes)
+    host.install(app)
     return app
 
 
@@ -127,7 +144,32 @@ def describe_routes(runtime: ProxyRuntime, stats: ProxyStats) -> dict[str, Any]:
 def _describe_route(table: RoutingTable, model: str, stats: ProxyStats) -> dict[str, Any]:
     route = table.routes[model]
     config = route.config
-    total_weight = sum(t.target.weight for t in route.targets)
+    unrouted = stats.for_pair(config.id, "")
+    canary = route.canary
+    return {
+        "id": config.id,
+        "model": config.model,
+        "revision": config.revision,
+        **_describe_arm(route, stats),
+        "canary": (
+            {
+                "revision": canary.config.revision,
+                "weight": config.canary.weight if config.canary is not None else 0.0,
+                "share": route.split.percent if route.split is not None else 0.0,
+                **_describe_arm(canary, stats),
+            }
+            if canary is not None
+            else None
+        ),
+        "inFlight": stats.in_flight.get(config.id, 0.0),
+        "answeredWithoutBackend": unrouted.describe() if unrouted.requests else None,
+    }
+
+
+def _describe_arm(arm: RouteEntry, stats: ProxyStats) -> dict[str, Any]:
+    """An arm's routing: targets (shares within the arm), fallbacks, retries, timeout."""
+    config = arm.config
+    total_weight = sum(t.target.weight for t in arm.targets)
 
     def describe_target(entry: TargetEntry, weighted: bool) -> dict[str, Any]:
         weight = entry.target.weight
@@ -138,21 +180,18 @@ def _describe_route(table: RoutingTable, model: str, stats: ProxyStats) -> dict[
         }
         if weighted:
             described["share"] = weight / total_weight if total_weight else 0.0
+        if entry.backend.pinned:
+            described["pinned"] = True  # this revision's own spec of the backend
         described["health"] = _describe_backend_state(entry, stats)
         described["stats"] = stats.for_pair(config.id, entry.backend.id).describe()
         return described
 
-    unrouted = stats.for_pair(config.id, "")
     return {
-        "id": config.id,
-        "model": config.model,
-        "targets": [describe_target(t, True) for t in route.targets],
-        "fallbacks": [describe_target(t, False) for t in route.fallbacks],
+        "targets": [describe_target(t, True) for t in arm.targets],
+        "fallbacks": [describe_target(t, False) for t in arm.fallbacks],
         "retries": config.retries.model_dump(mode="json", by_alias=True),
         "timeout": config.timeout,
         "stickyHeader": config.sticky_header,
-        "inFlight": stats.in_flight.get(config.id, 0.0),
-        "answeredWithoutBackend": unrouted.describe() if unrouted.requests else None,
     }
 
 

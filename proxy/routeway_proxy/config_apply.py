@@ -30,6 +30,11 @@ class ConfigSource(Protocol):
     workers as `routeway.configupdate` messages). `watch()` yields the current state first,
     then one update per change, and never raises for bad input — bad input is a
     `ConfigRejected`.
+
+    Optionally a source defines `attach(self, host: SourceHost) -> None` (not part of this
+    Protocol, so existing sources need nothing): the process that reads it calls it once,
+    before `watch()` is opened and before the admin port starts, with the group's
+    `source_host.SourceHost` (observations per route revision, admin routes of its own).
     """
 
     def describe(self) -> str: ...

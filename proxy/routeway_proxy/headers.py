@@ -50,6 +50,7 @@ _NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {
 ROUTE_HEADER = "x-routeway-route"
 BACKEND_HEADER = "x-routeway-backend"
 REVISION_HEADER = "x-routeway-revision"
+ARM_HEADER = "x-routeway-arm"  # "stable" or "canary", only on routes in a rollout
 # the gateway sets its own: an upstream's (a chained gateway's) must not come first or twice
 _NOT_RELAYED_DOWNSTREAM = HOP_BY_HOP | {
     "content-length",
@@ -59,6 +60,7 @@ _NOT_RELAYED_DOWNSTREAM = HOP_BY_HOP | {
     ROUTE_HEADER,
     BACKEND_HEADER,
     REVISION_HEADER,
+    ARM_HEADER,
 }
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
+from routeway_proxy.arm_metrics import ArmFamilies
 from routeway_proxy.fastpaths import Choice, Seam, fast_paths_refusal
 from routeway_proxy.ledger import RequestLedger
 from routeway_proxy.metric_values import (
@@ -191,6 +192,7 @@ class ProxyMetrics:
         self.reloads = Counter(
             "routeway_config_reloads", "Configs applied or rejected.", ["result"], registry=registry
         )
+        self.arms = ArmFamilies(registry)  # per-revision observations (rollout analysis)
 
     def bind_pair(self, route: str, backend: str) -> PairMetrics:
         return PairMetrics(self, route, backend)

@@ -29,7 +29,9 @@ because Ctrl-C reaches the whole process group and the supervisor forwards it as
 The seam for other config sources (an in-cluster ConfigMap/Secret watch): implement
 `ConfigSource` — an object whose `watch()` yields `ConfigLoaded`/`ConfigRejected`, the update
 types of the pure core (`routeway.configupdate`, which also defines the JSON message that
-carries them to the workers).
+carries them to the workers). A source may also define `attach(host)`: the process that reads
+it (the single process, or the supervisor) hands it a `source_host.SourceHost` (the group's
+observations, admin routes) before opening `watch()`.
 
 Logging: `ConfigApplier` (config_apply.py) is the one place that logs a config load or
 rejection, once for the whole group.
@@ -52,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from routeway_proxy.config_apply import ConfigApplier, ConfigSource
+from routeway_proxy.source_host import SourceHost, attach_source
 
 if TYPE_CHECKING:
     pass
@@ -222,6 +225,10 @@ async def serve_process(
     signals = StopSignals(ignore_repeats=role.worker_index is not None)
     signals.install()
     runtime = ProxyRuntime(count_reloads=role.worker_index in (None, 0))
+    host = None
+    if role.serve_admin:  # this process reads the source: offer it the host before watch()
+        host = SourceHost(runtime, runtime.metrics.arms.collect)
+        attach_source(source, host)
     applier = ConfigApplier(runtime, announce=role.announce)
     apply_task = asyncio.create_task(applier.run(source), name="apply-config")
     if role.worker_index is not None:
@@ -243,7 +250,7 @@ async def serve_process(
         shared = role.worker_index is not None
         port = await start_site(proxy_runner, options.host, options.port, "clients", shared=shared)
         if role.serve_admin:
-            admin_app = create_admin_app(runtime)
+            admin_app = create_admin_app(runtime, host=host)
             add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else None)
             admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT)
             admin_port = await start_site(admin_runner, options.host, options.admin_port, "admin")

@@ -55,6 +55,7 @@ from routeway_proxy.process import (
 )
 from routeway_proxy.relay import Broadcaster, RelayedSource
 from routeway_proxy.runtime import ProxyRuntime
+from routeway_proxy.source_host import SourceHost, attach_source
 
 log = logging.getLogger("routeway.proxy.process")
 
@@ -353,6 +354,15 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     broadcaster = Broadcaster()
     group = WorkerGroup(broadcaster, options, metrics_dir)
     runtime = ProxyRuntime()
+
+    def group_registry() -> CollectorRegistry:
+        registry = CollectorRegistry()
+        registry.register(GroupCollector(metrics_dir))
+        return registry
+
+    # the group's counters start with its metrics directory, before any worker runs
+    host = SourceHost(runtime, lambda: group_registry().collect())
+    attach_source(source, host)
     applier = ConfigApplier(runtime, announce=True)
 
     # The supervisor is the only reader of the source; workers get what it served (relay.py).
@@ -361,12 +371,7 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     )
     group.start()
 
-    def group_registry() -> CollectorRegistry:
-        registry = CollectorRegistry()
-        registry.register(GroupCollector(metrics_dir))
-        return registry
-
-    admin_app = create_admin_app(runtime, group_registry)
+    admin_app = create_admin_app(runtime, group_registry, host)
     add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else group.not_ready())
     admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT)
     monitor: asyncio.Task[None] | None = None

@@ -12,11 +12,19 @@ not reset an ejection or let a full backend take twice its limit.
 
 The balancer state (smooth round-robin scores) belongs to a route's table entry and starts
 over with each config; that costs at most one round of exactness.
+
+Rollouts: a route with a `canary` gets a second `RouteEntry` beside its own (the stable
+arm), with the canary revision's targets, fallbacks, retries, timeout and balancer; the
+request path picks one (`pipeline.choose.choose_arm`) and then runs exactly as for any route.
+A backend spec pinned by an arm (`pinnedBackends`) that differs from the config's backend of
+that id is an entry of its own (its own provider, health and limiter, its state carried over
+by spec); a pinned spec equal to the config's shares the config's entry.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,10 +33,13 @@ import orjson
 from yarl import URL
 
 from routeway.proxyconfig import BackendConfig, ProxyConfig, RouteConfig, Target
+from routeway.rollout.weights import canary_share
+from routeway_proxy.arm_metrics import ArmRecorder
 from routeway_proxy.balancer import WeightedRoundRobin
-from routeway_proxy.headers import BACKEND_HEADER, REVISION_HEADER, ROUTE_HEADER
+from routeway_proxy.headers import ARM_HEADER, BACKEND_HEADER, REVISION_HEADER, ROUTE_HEADER
 from routeway_proxy.health import ConcurrencyLimiter, OutlierDetector
 from routeway_proxy.metrics import PairMetrics, PlainValue, ProxyMetrics
+from routeway_proxy.pipeline.choose import ArmSplit
 from routeway_proxy.providers import Provider
 from routeway_proxy.providers.mock import MockProvider
 from routeway_proxy.providers.openai import OpenAIProvider
@@ -53,6 +64,7 @@ class BackendEntry:
     limiter: ConcurrencyLimiter
     provider: Provider
     authorization: str | None
+    pinned: bool = False  # a spec pinned by a route revision, not the config's for this id
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +78,9 @@ class TargetEntry:
 
 @dataclass(frozen=True, slots=True)
 class RouteEntry:
-    config: RouteConfig
+    """One route, or one arm of a route in a rollout (both arms share the route's id)."""
+
+    config: RouteConfig  # a canary arm's: the route's, with the canary revision's routing fields
     targets: tuple[TargetEntry, ...]
     fallbacks: tuple[TargetEntry, ...]
     balancer: WeightedRoundRobin
@@ -79,6 +93,13 @@ class RouteEntry:
     sticky_header: str | None  # config.sticky_header and config.timeout, one attribute read away:
     timeout: float | None  # the request path reads them on every request
     only_target: TargetEntry | None  # the one target with a weight > 0, if there is exactly one
+    # rollouts: the arm's name ("stable"/"canary", None for a route without a canary), the
+    # recorder of its revision's attempts (None without a revision), and on the stable arm of
+    # a route in a rollout the canary arm and the split between them
+    arm: str | None = None
+    observer: ArmRecorder | None = None
+    canary: RouteEntry | None = None
+    split: ArmSplit | None = None
 
     @property
     def id(self) -> str:
@@ -135,32 +156,25 @@ def build_routing_table(
     states: dict[str, BackendState] = {}
     backends: dict[str, BackendEntry] = {}
     for backend in config.backends:
-        old = previous.get(backend.id)
-        if old is not None and old.config == backend:
-            state = old
-        else:
-            state = BackendState(
-                backend,
-                OutlierDetector(backend.outlier_detection, clock),
-                ConcurrencyLimiter(backend.max_concurrency),
-            )
-        states[backend.id] = state
-        authorization = None
-        if backend.credential_ref:
-            value = credentials.get(backend.credential_ref)
-            if value:
-                authorization = f"Bearer {value}"
-            else:
-                log.warning(
-                    "backend %s: credential %s is not available; sending without one",
-                    backend.id,
-                    backend.credential_ref,
+        backends[backend.id] = make_backend_entry(backend, backend.id, credentials, previous, states, clock)
+
+    pinned_entries: dict[str, BackendEntry] = {}  # by state key (id and spec digest)
+
+    def resolve(pins: tuple[BackendConfig, ...]) -> dict[str, BackendEntry]:
+        """An arm's pinned backends that differ from the config's, by id (looked up first)."""
+        resolved: dict[str, BackendEntry] = {}
+        for spec in pins:
+            shared = backends.get(spec.id)
+            if shared is not None and shared.config == spec:
+                continue
+            key = pinned_state_key(spec)
+            entry = pinned_entries.get(key)
+            if entry is None:
+                entry = pinned_entries[key] = make_backend_entry(
+                    spec, key, credentials, previous, states, clock, pinned=True
                 )
-        if authorization is None and backend.url:
-            authorization = read_url_basic_auth(backend.url)
-        backends[backend.id] = BackendEntry(
-            backend.id, backend, state.health, state.limiter, make_provider(backend), authorization
-        )
+            resolved[spec.id] = entry
+        return resolved
 
     revision = config.revision
     routes: dict[str, RouteEntry] = {}
@@ -173,49 +187,56 @@ def build_routing_table(
                 routes[route.model].id,
             )
             continue
-        route_headers = {ROUTE_HEADER: route.id, REVISION_HEADER: revision}
-
-        def bind(
-            targets: tuple[Target, ...],
-            route: RouteConfig = route,
-            route_headers: dict[str, str] = route_headers,
-        ) -> tuple[TargetEntry, ...]:
-            entries = []
-            for target in targets:
-                backend_entry = backends.get(target.backend)
-                if backend_entry is None:
-                    log.warning(
-                        "route %s: backend %s is not in the config; target ignored", route.id, target.backend
-                    )
-                    continue
-                headers = {**route_headers, BACKEND_HEADER: backend_entry.id}
-                entries.append(
-                    TargetEntry(
-                        target,
-                        backend_entry,
-                        metrics.bind_pair(route.id, backend_entry.id),
-                        headers,
-                        tuple(headers.items()),
-                    )
-                )
-            return tuple(entries)
-
-        targets = bind(route.targets)
-        weighted = [t for t in targets if t.target.weight > 0]
-        routes[route.model] = RouteEntry(
-            config=route,
-            targets=targets,
-            fallbacks=bind(route.fallbacks),
-            balancer=WeightedRoundRobin([t.target.weight for t in targets]),
-            has_weighted_targets=any(t.target.weight > 0 for t in targets),
-            target_keys=tuple(t.backend.id for t in targets),
-            retry_on=frozenset(route.retries.retry_on),
-            headers=route_headers,
-            metrics=metrics.bind_pair(route.id, ""),
-            in_flight=metrics.values.adopt(metrics.in_flight.labels(route.id), "_value"),
-            sticky_header=route.sticky_header,
-            timeout=route.timeout,
-            only_target=weighted[0] if len(weighted) == 1 else None,
+        unrouted_pair = metrics.bind_pair(route.id, "")
+        in_flight = metrics.values.adopt(metrics.in_flight.labels(route.id), "_value")
+        canary = route.canary
+        if canary is None:
+            routes[route.model] = build_arm(
+                route,
+                None,
+                backends,
+                resolve(route.pinned_backends),
+                revision,
+                metrics,
+                unrouted_pair,
+                in_flight,
+            )
+            continue
+        canary_config = route.model_copy(
+            update={
+                "targets": canary.targets,
+                "fallbacks": canary.fallbacks,
+                "retries": canary.retries,
+                "timeout": canary.timeout,
+                "sticky_header": canary.sticky_header,
+                "revision": canary.revision,
+                "pinned_backends": canary.pinned_backends,
+                "canary": None,
+            }
+        )
+        canary_arm = build_arm(
+            canary_config,
+            "canary",
+            backends,
+            resolve(canary.pinned_backends),
+            revision,
+            metrics,
+            unrouted_pair,
+            in_flight,
+        )
+        percent = canary_share(canary.weight, [t.target for t in canary_arm.targets])
+        split = ArmSplit(percent, canary.revision, route.sticky_header or canary.sticky_header)
+        routes[route.model] = build_arm(
+            route,
+            "stable",
+            backends,
+            resolve(route.pinned_backends),
+            revision,
+            metrics,
+            unrouted_pair,
+            in_flight,
+            canary_arm,
+            split,
         )
 
     client_keys = []
@@ -236,6 +257,119 @@ def build_routing_table(
         max_body_bytes=config.gateway.max_body_bytes,
     )
     return table, states
+
+
+def make_backend_entry(
+    backend: BackendConfig,
+    state_key: str,
+    credentials: Mapping[str, str],
+    previous: Mapping[str, BackendState],
+    states: dict[str, BackendState],
+    clock: Callable[[], float],
+    *,
+    pinned: bool = False,
+) -> BackendEntry:
+    """The entry of `backend`, its state carried over from `previous[state_key]` when the
+    spec is unchanged (and recorded in `states`)."""
+    old = previous.get(state_key)
+    if old is not None and old.config == backend:
+        state = old
+    else:
+        state = BackendState(
+            backend,
+            OutlierDetector(backend.outlier_detection, clock),
+            ConcurrencyLimiter(backend.max_concurrency),
+        )
+    states[state_key] = state
+    authorization = None
+    if backend.credential_ref:
+        value = credentials.get(backend.credential_ref)
+        if value:
+            authorization = f"Bearer {value}"
+        else:
+            log.warning(
+                "backend %s: credential %s is not available; sending without one",
+                backend.id,
+                backend.credential_ref,
+            )
+    if authorization is None and backend.url:
+        authorization = read_url_basic_auth(backend.url)
+    return BackendEntry(
+        backend.id, backend, state.health, state.limiter, make_provider(backend), authorization, pinned
+    )
+
+
+def pinned_state_key(spec: BackendConfig) -> str:
+    """Where a pinned spec's state is kept: its id and a digest of the spec, so two specs of
+    one id never share health or a limiter, and the same spec keeps them across configs."""
+    digest = hashlib.blake2b(
+        orjson.dumps(spec.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS), digest_size=8
+    )
+    return f"{spec.id}#{digest.hexdigest()}"
+
+
+def build_arm(
+    route: RouteConfig,
+    arm: str | None,
+    backends: Mapping[str, BackendEntry],
+    pinned: Mapping[str, BackendEntry],
+    config_revision: str,
+    metrics: ProxyMetrics,
+    unrouted: PairMetrics,
+    in_flight: PlainValue,
+    canary: RouteEntry | None = None,
+    split: ArmSplit | None = None,
+) -> RouteEntry:
+    """The entry of a route (`arm` None) or of one arm of a route in a rollout."""
+    route_headers = {ROUTE_HEADER: route.id, REVISION_HEADER: config_revision}
+    if arm is not None:
+        route_headers[ARM_HEADER] = arm
+
+    def bind(targets: tuple[Target, ...]) -> tuple[TargetEntry, ...]:
+        entries = []
+        for target in targets:
+            backend_entry = pinned.get(target.backend) or backends.get(target.backend)
+            if backend_entry is None:
+                log.warning(
+                    "route %s: backend %s is not in the config; target ignored", route.id, target.backend
+                )
+                continue
+            headers = {**route_headers, BACKEND_HEADER: backend_entry.id}
+            entries.append(
+                TargetEntry(
+                    target,
+                    backend_entry,
+                    metrics.bind_pair(route.id, backend_entry.id),
+                    headers,
+                    tuple(headers.items()),
+                )
+            )
+        return tuple(entries)
+
+    targets = bind(route.targets)
+    weighted = [t for t in targets if t.target.weight > 0]
+    observer = None
+    if route.revision:
+        observer = ArmRecorder(metrics.arms, metrics.values, route.id, route.revision, arm or "stable")
+    return RouteEntry(
+        config=route,
+        targets=targets,
+        fallbacks=bind(route.fallbacks),
+        balancer=WeightedRoundRobin([t.target.weight for t in targets]),
+        has_weighted_targets=bool(weighted),
+        target_keys=tuple(t.backend.id for t in targets),
+        retry_on=frozenset(route.retries.retry_on),
+        headers=route_headers,
+        metrics=unrouted,
+        in_flight=in_flight,
+        sticky_header=route.sticky_header,
+        timeout=route.timeout,
+        only_target=weighted[0] if len(weighted) == 1 else None,
+        arm=arm,
+        observer=observer,
+        canary=canary,
+        split=split,
+    )
 
 
 def render_model(model: str) -> dict[str, object]:

@@ -44,6 +44,38 @@ OBSERVATION_SCHEMA = 1
 ArmKey: TypeAlias = tuple[str, str]
 """(route id, revision hash)."""
 
+LATENCY_BOUNDS: tuple[float, ...] = (
+    0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0,
+    3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the latency histogram proxies report: fixed, so reports of every
+pod combine bucket by bucket; up to 300 s because a long generation is not a failure."""
+
+TTFT_BOUNDS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+    1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the time-to-first-token histogram proxies report."""
+
+OUTCOMES = ("success", "serverError", "timeout", "connectFailure", "upstreamRejected", "clientError")
+"""The outcome classes of an attempt, as the report names them (see the module docstring)."""
+
+UPSTREAM_REJECTIONS = frozenset({401, 403, 404, 408, 429})
+
+
+def status_outcome(status: int) -> str | None:
+    """The outcome class of an attempt the upstream answered with `status`; None for the
+    statuses no class covers (1xx, 3xx: not an answer a model API gives)."""
+    if 200 <= status < 300:
+        return "success"
+    if status >= 500:
+        return "serverError"
+    if status in UPSTREAM_REJECTIONS:
+        return "upstreamRejected"
+    if status >= 400:
+        return "clientError"
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class Histogram:

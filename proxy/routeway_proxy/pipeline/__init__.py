@@ -4,7 +4,7 @@
 2. `authenticate` who is calling (the gateway's client keys)
 3. `limit`        reserve request and token budgets (seam: no limits yet)
 4. `cache`        answer a repeated request from the cache (seam: no cache yet)
-5. `choose`       the route's arm (seam: one arm until rollouts) and the order of its targets
+5. `choose`       the route's arm (stable or canary) and the order of its targets
 6. `attempts`     the driver of the attempts — retries, fallbacks, timeouts — as `policy`
                   (pure, no I/O) decides them
 7. `relay`        the upstream's answer to the client: a whole JSON document or an SSE stream

@@ -62,6 +62,7 @@ class Exchange:
         "_payload",
         "_payload_model",
         "_task",
+        "attempt_started",
         "base_headers",
         "body",
         "client",
@@ -116,6 +117,7 @@ class Exchange:
         self._payload_model: str | None = None  # the model `_payload` was serialised for
         self._payload = b""
         self.target: TargetEntry | None = None  # the target of the current (or last) attempt
+        self.attempt_started = started  # loop time the current attempt began (its latency's start)
         self.response: web.StreamResponse | None = None  # a streamed answer whose headers went out
         self.sse: SSEUsageFilter | None = None  # that stream's usage filter
         self._outcome: tuple[int, PairMetrics, UsageSource] | None = None  # the accounting record's
@@ -236,8 +238,12 @@ class Exchange:
         answer: web.StreamResponse | None = None,
         health: bool = True,
     ) -> AttemptFailed:
-        """Count a failed attempt (and, with `health`, hold it against the backend)."""
+        """Count a failed attempt (and, with `health`, hold it against the backend), also
+        against the arm's revision: a retry or fallback that answers does not undo it."""
         target.metrics.count_error(reason)
+        observer = self.route.observer
+        if observer is not None:
+            observer.failed(reason)
         if health:
             self.blame(target)
         return AttemptFailed(Failure(reason, retry_reason, error, answer))
@@ -284,7 +290,7 @@ class Exchange:
     async def _attempt(self, target: TargetEntry) -> web.StreamResponse:
         backend = target.backend
         config = backend.config
-        now = self.loop.time()
+        now = self.attempt_started = self.loop.time()
         limiter = backend.limiter
         deadline = self.policy.deadline
         if not limiter.try_acquire() and not await limiter.acquire(

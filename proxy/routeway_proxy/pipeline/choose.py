@@ -1,9 +1,12 @@
 """Choose arm and backend: which target of a route the next attempt goes to.
 
-Arms: a route in a rollout will serve two revisions at once (stable and canary), and a
-request is assigned to an arm before a backend is chosen by that arm's weights. No route has
-more than one arm yet, so `choose_arm` is the seam where that assignment will go and answers
-the route itself.
+Arms: a route in a rollout serves two revisions at once (stable and canary), and a request
+is assigned to an arm before a backend is chosen by that arm's weights (`choose_arm`). A
+request with a stickiness key (the stable arm's sticky header, else the canary's) goes where
+`routeway.rollout.weights.arm_for_key` puts it — the same arm in every worker and pod, and a
+key on the canary stays there as the weight grows; one without goes by the route's smooth
+counter (`ArmSplit`), an exact split. Everything after (targets, fallbacks, retries, the
+route timeout) is the chosen arm's own.
 
 Candidate order (`CandidatePlan`): up to `1 + retries.attempts` weighted picks (sticky or
 smooth round-robin, skipping ejected backends and, when possible, ones that already failed for
@@ -14,17 +17,57 @@ route with a single weighted target), so a plan costs little more than the pick 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from routeway.rollout.weights import arm_for_key
 from routeway_proxy.balancer import pick_sticky
 
 if TYPE_CHECKING:
     from routeway_proxy.table import RouteEntry, TargetEntry
 
 
-def choose_arm(route: RouteEntry, sticky_key: str | None) -> RouteEntry:
-    """The arm (revision) of `route` this request is served by. Seam: one arm per route today."""
-    return route
+class ArmSplit:
+    """How a route in a rollout divides its requests between its arms (see `choose_arm`).
+
+    Without a stickiness key the split is a smooth counter in hundredths of a percent: every
+    request adds `step`, and each time the credit reaches 100% one request goes to the canary
+    — so a weight of 10 sends exactly 10 of every 100 requests there, not 10 on average."""
+
+    __slots__ = ("_credit", "_step", "percent", "salt", "sticky_header")
+
+    def __init__(self, percent: float, salt: str, sticky_header: str | None) -> None:
+        self.percent = percent  # the canary's effective share (`canary_share`)
+        self.salt = salt  # the canary revision: a fresh sticky cohort per rollout
+        self.sticky_header = sticky_header  # the stable arm's, else the canary's
+        self._step = round(percent * 100)
+        self._credit = 0
+
+    def next_is_canary(self) -> bool:
+        credit = self._credit + self._step
+        if credit >= 10_000:
+            self._credit = credit - 10_000
+            return True
+        self._credit = credit
+        return False
+
+
+def choose_arm(route: RouteEntry, headers: Mapping[str, str]) -> tuple[RouteEntry, str | None]:
+    """The arm of `route` this request is served by, and its stickiness key within that arm
+    (the arm's own sticky header). A route without a canary is its own only arm."""
+    split = route.split
+    canary = route.canary
+    if split is not None and canary is not None:
+        name = split.sticky_header
+        key = headers.get(name) if name else None
+        if key is not None:
+            on_canary = arm_for_key(key, split.percent, split.salt) == "canary"
+        else:
+            on_canary = split.next_is_canary()
+        if on_canary:
+            route = canary
+    name = route.sticky_header
+    return route, (headers.get(name) if name else None)
 
 
 class CandidatePlan:

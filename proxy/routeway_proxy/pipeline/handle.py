@@ -106,9 +106,12 @@ def make_inference_handler(
                 settle(runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started)
                 return cached
             # 5-8: arm, then the attempts, which relay the answer and settle the request
-            sticky_name = route.sticky_header
-            sticky_key = request.headers.get(sticky_name) if sticky_name else None
-            arm = choose_arm(route, sticky_key)
+            if route.canary is None:  # the common case, inline: one arm, its sticky key
+                arm = route
+                sticky_name = route.sticky_header
+                sticky_key = request.headers.get(sticky_name) if sticky_name else None
+            else:
+                arm, sticky_key = choose_arm(route, request.headers)
             exchange = Exchange(request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key)
             in_flight = state.in_flight
             in_flight.add(exchange)

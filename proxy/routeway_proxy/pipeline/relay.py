@@ -91,6 +91,9 @@ def answer_document(
         )
         target.backend.health.record_success()
         exchange.conclude(status, target.metrics, body)
+        observer = exchange.route.observer
+        if observer is not None:
+            observer.succeeded(exchange.loop.time() - exchange.attempt_started)
         return response
     # 3xx-5xx: relayed (a 5xx not in the OpenAI error shape wrapped in it), retried
     # elsewhere when retryable, counted against the backend's health when a 5xx
@@ -124,6 +127,9 @@ def answer_document(
         exchange.blame(target)
     else:
         backend.health.record_success()  # a 3xx/4xx is an answer: the backend works
+    observer = exchange.route.observer
+    if observer is not None:
+        observer.answered(status)
     exchange.conclude(status, target.metrics)
     return response
 
@@ -142,6 +148,7 @@ async def relay_stream(
     )
     sse = SSEUsageFilter(strip_usage_chunk=not exchange.client_wants_usage)
     first = True
+    first_at = 0.0  # loop time of the first content chunk
     chunk = first_chunk
     loop = exchange.loop
     try:
@@ -152,7 +159,8 @@ async def relay_stream(
             if out:
                 if first:
                     first = False
-                    target.metrics.ttft.observe(loop.time() - exchange.started)
+                    first_at = loop.time()
+                    target.metrics.ttft.observe(first_at - exchange.started)
                 watchdog.pause()  # a slow client is not a stalled upstream
                 await response.write(out)
                 watchdog.touch()
@@ -166,6 +174,10 @@ async def relay_stream(
         return response
     target.backend.health.record_success()
     exchange.conclude(status, target.metrics, sse.usage)
+    observer = exchange.route.observer
+    if observer is not None:
+        started = exchange.attempt_started
+        observer.succeeded(loop.time() - started, first_at - started if not first else None)
     return response
 
 
@@ -177,6 +189,9 @@ async def cut_stream(exchange: Exchange, target: TargetEntry, reason: str) -> we
         exchange.sse.discard_pending()
     code = cut_status(reason)
     target.metrics.count_error(reason)
+    observer = exchange.route.observer
+    if observer is not None:
+        observer.failed(reason)
     exchange.blame(target)
     exchange.conclude(code, target.metrics)
     message = (
