@@ -133,7 +133,9 @@ class RolloutDriver:
 
     def _load(self, read: LocalLoad) -> ConfigUpdate:
         assert read.config is not None
-        specs = {f"{r.namespace}/{r.name}": r.spec.model_dump(by_alias=True, mode="json") for r in read.routes}
+        specs = {
+            f"{r.namespace}/{r.name}": r.spec.model_dump(by_alias=True, mode="json") for r in read.routes
+        }
         problems = self.rollouts.load(
             read.config, specs, self._clock(), backends=read.backend_ids, credentials=read.credentials
         )
@@ -186,7 +188,8 @@ class RolloutDriver:
         if self._host is None:
             return
         try:
-            document = self._host.observations()
+            # with workers the group's observations are read from files: off the loop
+            document = await asyncio.to_thread(self._host.observations)
             if inspect.isawaitable(document):
                 document = await document
             report = report_from_json(cast(Mapping[str, Any], document))
