@@ -31,7 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from routeway.proxyconfig import ProxyConfig
-from routeway.rollout import Action, Event, Report, RolloutPolicy, Sample, policy_from_spec, state_to_document
+from routeway.rollout import (
+    Action,
+    ArmObservation,
+    Event,
+    Report,
+    RolloutPolicy,
+    Sample,
+    policy_from_spec,
+    state_to_document,
+)
 from routeway.rollout.revision import RouteRevision
 from routeway.rollout.serving import ServedRoute, desired_revisions, serve_rollouts
 from routeway.rollout.state import ActionKind
@@ -93,7 +102,9 @@ class ServeRollouts:
     def __init__(self) -> None:
         self._routes: dict[str, _Route] = {}
         self._snapshots: dict[str, dict[str, RouteRevision]] = {}
-        self._samples: list[Sample] = []
+        # per route: a report is split by route as it comes, so judging one route's window
+        # reads its own arms, not every route's (bench/RESULTS.md, "Rollout analysis")
+        self._samples: dict[str, list[Sample]] = {}
         self._observed = False  # a report was ever given: then checks judge the samples
         self._config: ProxyConfig | None = None  # as rendered from the files (the desired state)
         self._ids: frozenset[str] = frozenset()  # the routes it renders
@@ -129,8 +140,18 @@ class ServeRollouts:
         return problems
 
     def observe(self, report: Report, now: float) -> None:
-        """One read of the proxy's observations (`now`: this process's clock, not the proxy's)."""
-        self._samples.append(Sample(now, report))
+        """One read of the proxy's observations (`now`: this process's clock, not the proxy's).
+
+        Every route with an analysis gets a sample, one without traffic an empty one: the
+        newest sample of an instance must be the newest read (a restarted proxy's zeros)."""
+        by_route: dict[str, dict[tuple[str, str], ArmObservation]] = {}
+        for key, observation in report.arms.items():
+            by_route.setdefault(key[0], {})[key] = observation
+        for route_id, route in self._routes.items():
+            if route.policy.analysis is not None and route_id in self._ids:
+                arms = by_route.get(route_id, {})
+                sample = Sample(now, Report(report.instance, report.started_at, arms))
+                self._samples.setdefault(route_id, []).append(sample)
         self._observed = True
 
     def tick(self, now: float) -> None:
@@ -142,12 +163,11 @@ class ServeRollouts:
                 stepped = True
         if stepped:
             self._render()
-        windows = [
-            r.policy.analysis.window
-            for r in self._routes.values()
-            if r.policy.analysis is not None and r.tick.state.in_progress
-        ]
-        self._samples = keep_samples(self._samples, now - max(windows, default=0.0))
+        for route_id, samples in self._samples.items():
+            route = self._routes[route_id]
+            analysis = route.policy.analysis
+            window = analysis.window if analysis is not None and route.tick.state.in_progress else 0.0
+            self._samples[route_id] = keep_samples(samples, now - window)
 
     def act(self, route_id: str, kind: ActionKind, now: float, revision: str | None = None) -> ActionResult:
         """A manual action (an admin POST) with a fresh token: applied once, never replayed."""
@@ -239,7 +259,7 @@ class ServeRollouts:
             policy,
             now,
             snapshots,
-            self._samples if self._observed else None,
+            self._samples.get(route_id, []) if self._observed else None,
             actions,
             self._backends,
         )
