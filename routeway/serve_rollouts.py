@@ -109,7 +109,8 @@ class ServeRollouts:
         self._config: ProxyConfig | None = None  # as rendered from the files (the desired state)
         self._ids: frozenset[str] = frozenset()  # the routes it renders
         self._backends: frozenset[str] | None = None
-        self._credentials: dict[str, str] = {}
+        self._latest_credentials: dict[str, str] = {}  # what the files resolve now
+        self._credentials: dict[str, str] = {}  # and what pinned backends still need
         self._served: ProxyConfig | None = None
         self._tokens = itertools.count(1)
         self._salt = secrets.token_hex(4)  # tokens of this run never collide with another's
@@ -132,11 +133,11 @@ class ServeRollouts:
         self._backends = backends
         previous = {rid: r.policy for rid, r in self._routes.items()}
         policies, problems = policies_from_specs(specs, previous)
+        self._latest_credentials = dict(credentials or {})
         models = {r.id: r.model for r in config.routes}
         for route_id, desired in desired_revisions(config).items():
             self._step(route_id, models[route_id], desired, policies.get(route_id, RolloutPolicy()), now)
         self._render()
-        self._credentials = self._needed_credentials(dict(credentials or {}))
         return problems
 
     def observe(self, report: Report, now: float) -> None:
@@ -282,6 +283,7 @@ class ServeRollouts:
             r.id: self._routes[r.id].tick.served for r in self._config.routes if r.id in self._routes
         }
         self._served = serve_rollouts(self._config, served)
+        self._credentials = self._needed_credentials(self._latest_credentials)
 
     def _needed_credentials(self, latest: dict[str, str]) -> dict[str, str]:
         needed: set[str] = set()
