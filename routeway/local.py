@@ -118,6 +118,10 @@ class LocalLoad:
     problems: tuple[str, ...]  # one line per problem, blocking first; empty when all is valid
     watched: tuple[str, ...]  # files that were read
     blocking: bool = False  # True: do not replace a good config with this one
+    # What the rollout adapter (routeway.serve_rollouts) reads beside the config: every
+    # ModelRoute of the files (their strategy) and the ids of the ModelBackends that exist.
+    routes: tuple[ModelRoute, ...] = ()
+    backend_ids: frozenset[str] = frozenset()
 
 
 def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
@@ -246,7 +250,19 @@ def load_local(paths: Sequence[str], gateway: str | None = None, *, skip_foreign
     secrets = [o for o in ev.loaded.objects if isinstance(o, Secret)]
     credentials = resolve_credentials(config, lookup_in(secrets))
     problems += [str(p) for p in unusable_credentials(ev, key, config, credentials)]
-    return LocalLoad(config, credentials, tuple(problems), ev.loaded.files, blocking=ev.blocking)
+    routes = tuple(o for o in ev.loaded.objects if isinstance(o, ModelRoute))
+    backend_ids = frozenset(
+        f"{o.namespace}/{o.name}" for o in ev.loaded.objects if isinstance(o, ModelBackend)
+    )
+    return LocalLoad(
+        config,
+        credentials,
+        tuple(problems),
+        ev.loaded.files,
+        blocking=ev.blocking,
+        routes=routes,
+        backend_ids=backend_ids,
+    )
 
 
 def unusable_credentials(

@@ -22,7 +22,7 @@ from pydantic.alias_generators import to_camel
 from routeway.durations import Duration
 from routeway.specbase import FieldError as FieldError
 from routeway.specbase import SpecModel as _Spec
-from routeway.strategy import NOT_WIRED, ProgressDeadline, StrategySpec
+from routeway.strategy import ProgressDeadline, StrategySpec
 
 GROUP = "routeway.dev"
 VERSION = "v1alpha1"
@@ -255,20 +255,18 @@ class ModelRouteSpec(_Spec):
         None,
         description="Progressive delivery: how a new revision of this route (its routing fields "
         "and the specs of the backends it uses) replaces the stable one. Without it a change "
-        "applies at once." + NOT_WIRED,
+        "applies at once.",
     )
     revision_history_limit: int = Field(
         10,
         ge=1,
         le=100,
-        description="Past revisions of this route kept, with their outcome, for history and "
-        "undo." + NOT_WIRED,
+        description="Past revisions of this route kept, with their outcome, for history and undo.",
     )
-    paused: bool = Field(False, description="true freezes a rollout in progress where it stands." + NOT_WIRED)
+    paused: bool = Field(False, description="true freezes a rollout in progress where it stands.")
     progress_deadline: ProgressDeadline = Field(
         "30m",
-        description="Longest a rollout may take, 1s to 720h; one not complete by then is rolled "
-        "back." + NOT_WIRED,
+        description="Longest a rollout may take, 1s to 720h; one not complete by then is rolled back.",
     )
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from routeway_proxy.commands import add_serving_arguments, check_serving_args, options_from_args
@@ -38,6 +38,7 @@ from routeway.cli import add_skip_foreign
 from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate
 from routeway.local import LocalLoad, load_local
 from routeway.manifests import YAML_SUFFIXES
+from routeway.serve_driver import RolloutDriver, SourceHost
 
 if TYPE_CHECKING:  # aiohttp and the proxy are imported when the command runs, not at `--help`
     from routeway_proxy.config_file import Snapshot
@@ -54,17 +55,32 @@ class LocalManifestSource:
 
     Watches both what `-f` names (so new files in a folder are seen) and every file the last
     load read. With several workers only the supervisor runs it (see `proxy/routeway_proxy/relay.py`).
+
+    Routes roll out as their strategy says (issue 12): `rollouts` keeps every route's rollout
+    in memory, serves its arms and answers `/rollouts` on the admin port (routeway.serve_driver;
+    a restart forgets rollouts, see routeway.serve_rollouts).
     """
 
     paths: tuple[str, ...]
     gateway: str | None = None
     interval: float = POLL_INTERVAL
     skip_foreign: bool = False  # `--skip-foreign`: serve from a folder that holds other kinds too
+    rollouts: RolloutDriver = field(default_factory=RolloutDriver, compare=False, repr=False)
 
     def describe(self) -> str:
         return ", ".join(self.paths)
 
+    def attach(self, host: SourceHost) -> None:
+        """The proxy's seam (routeway_proxy.source_host): observations and admin routes."""
+        self.rollouts.attach(host)
+
     async def watch(self) -> AsyncIterator[ConfigUpdate]:
+        async for update in self.rollouts.updates(self.reads(), self.describe()):
+            yield update
+
+    async def reads(self) -> AsyncIterator[LocalLoad | ConfigRejected]:
+        """Each read of the files that changed something: a good one as it was loaded, a bad
+        one as its rejection."""
         from routeway_proxy.config_file import FileDigests, list_files, watch_snapshots
 
         digests = FileDigests()
@@ -80,7 +96,8 @@ class LocalManifestSource:
             result = await asyncio.to_thread(self.load)
             if isinstance(result, LocalLoad):
                 read = result.watched
-                yield to_update(result, self.describe())
+                update = to_update(result, self.describe())
+                yield result if isinstance(update, ConfigLoaded) else update
             else:
                 yield result
 

@@ -1,8 +1,9 @@
 """The progressive-delivery part of a ModelRoute's spec: `strategy.canary` (steps and
 analysis) and the route-level `revisionHistoryLimit`, `paused` and `progressDeadline` limits.
 
-Fields and validation are pinned by issue 12; the rollout that acts on them is not wired
-yet, so translation reads none of this. Every rule is stated twice, once for each judge: a
+Fields and validation are pinned by issue 12; translation reads none of this: the rollout
+adapters do (`routeway.rollout.policy_from_spec`, run by `routeway serve` in
+routeway/serve_rollouts.py). Every rule is stated twice, once for each judge: a
 pydantic validator for `routeway validate` and the operator, and the same rule in the CRD
 (schema keyword or CEL in `CEL_RULES` / `x-kubernetes-validations`) for the API server.
 `tests/crds/test_crds_agreement.py` holds a good and a bad example per rule for both.
@@ -24,8 +25,6 @@ from pydantic import AfterValidator, ConfigDict, Field, PlainValidator, WithJson
 
 from routeway.durations import DURATION_PATTERN, Duration, DurationRange, parse_duration
 from routeway.specbase import FieldError, SpecModel
-
-NOT_WIRED = " (Validated only: the rollout is not wired yet in this version.)"
 
 PAUSE_DURATION = DurationRange("pause.duration", "1s", "720h")
 INTERVAL = DurationRange("interval", "1s", "1h")
