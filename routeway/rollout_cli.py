@@ -29,7 +29,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
-from routeway.rollout_view import RolloutView, Style, describe_outcome, render_frame, render_status
+from routeway.rollout_text import Style
+from routeway.rollout_view import RolloutView, describe_outcome, render_frame, render_status
 
 if TYPE_CHECKING:
     from routeway.rollout_client import RolloutSource

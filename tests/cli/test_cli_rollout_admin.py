@@ -26,7 +26,7 @@ from cli_admin_stub import AdminStub, running_stub
 from routeway.cli import main
 from routeway.rollout_cli import watch
 from routeway.rollout_client import AdminClient, RolloutError
-from routeway.rollout_view import Style
+from routeway.rollout_text import Style
 
 ROUTEWAY = str(Path(sys.executable).parent / "routeway")
 

@@ -22,10 +22,9 @@ from core_rollout import PINNED_SPEC, chat, mb, obs, policy, revision_of
 from routeway.rollout import state_to_document
 from routeway.rollout.observations import ArmObservation, Report, Sample
 from routeway.rollout.tick import RouteTick, tick_route
+from routeway.rollout_text import Style, clip
 from routeway.rollout_view import (
     RolloutView,
-    Style,
-    clip,
     describe_outcome,
     render_frame,
     render_status,
