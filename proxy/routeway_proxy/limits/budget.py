@@ -98,6 +98,7 @@ class Decision:
 
     admitted: bool
     budgets: tuple[Budget, ...]
+    at: float  # the time of the decision (the store's clock): a settlement needs it
     failed: Demand | None = None
     retry_after: float = 0.0
     too_large: bool = False
@@ -160,18 +161,27 @@ def decide(demands: Sequence[Demand], states: Sequence[State], now: float) -> tu
         failed = demands[longest]
         retry = reset_after(failed.kind, failed.limit, used[longest], now) if too_large else waits[longest]
         new = [(u, max(now, s[1])) for u, s in zip(used, states, strict=True)]
-        return Decision(False, budgets, failed, retry, too_large), new
+        return Decision(False, budgets, now, failed, retry, too_large), new
     after = [u + d.amount for d, u in zip(demands, used, strict=True)]
     budgets = tuple(budget_of(d, u, now) for d, u in zip(demands, after, strict=True))
-    return Decision(True, budgets), [(u, max(now, s[1])) for u, s in zip(after, states, strict=True)]
+    return Decision(True, budgets, now), [(u, max(now, s[1])) for u, s in zip(after, states, strict=True)]
 
 
-def settle_state(kind: LimitKind, limit: int, state: State, delta: float, now: float) -> State:
-    """Replace a reservation by the real use: `delta` = used - reserved (negative: a refund).
+def settle_state(
+    kind: LimitKind, limit: int, state: State, delta: float, now: float, reserved_at: float
+) -> State:
+    """Replace a reservation made at `reserved_at` by the real use: `delta` = used - reserved
+    (negative: a refund).
 
-    A refund never takes `used` below zero: time has refilled the bucket since the
-    reservation, and the budget never holds more than its limit. A reservation made on an
-    earlier UTC day is refunded into nothing and its extra is charged to today."""
+    A refund never takes `used` below zero: the budget never holds more than its limit. A
+    per-minute refund goes back into the bucket as it stands now; when a request outlived the
+    refill of its bucket, part of what it returns was refilled already, so a bucket can admit
+    up to that unused part more within that minute (an estimate that is rarely far above the
+    use keeps this small; holding reservations apart from the bucket instead would leak them
+    whenever a process dies mid-request). A reservation of an earlier UTC day refunds nothing
+    (yesterday's budget is gone) and its extra use is charged to today."""
+    if kind is LimitKind.TOKENS_PER_DAY and delta < 0 and day_of(reserved_at) < day_of(now):
+        delta = 0.0
     used = used_at(kind, limit, state, now)
     return (max(0.0, used + delta), max(now, state[1]))
 
@@ -184,3 +194,4 @@ class Charge:
     kind: LimitKind
     limit: int
     delta: float
+    reserved_at: float  # `Decision.at` of the reservation

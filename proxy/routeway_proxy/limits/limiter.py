@@ -91,6 +91,7 @@ class Ticket:
 
     budgets: tuple[tuple[str, LimitKind, int], ...]
     reserved: int
+    at: float  # when it was reserved (the store's clock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,7 @@ class Limiter:
         ticket = None
         if decision.admitted:
             token_budgets = tuple((d.key, d.kind, d.limit) for d in demands if d.kind.counts_tokens)
-            ticket = Ticket(token_budgets, tokens)
+            ticket = Ticket(token_budgets, tokens, decision.at)
         return Admission(
             decision.admitted, decision, ticket, ratelimit_headers(decision), client=client, route=route
         )
@@ -170,7 +171,9 @@ class Limiter:
             return
         delta = float(used_tokens - ticket.reserved)
         try:
-            await self.store.settle([Charge(key, kind, limit, delta) for key, kind, limit in ticket.budgets])
+            await self.store.settle(
+                [Charge(key, kind, limit, delta, ticket.at) for key, kind, limit in ticket.budgets]
+            )
         except StoreUnavailable as exc:
             self._failed(exc, "unsettled")
 

@@ -67,7 +67,9 @@ class LocalStore:
             for charge in charges:
                 entry = entries.get((charge.key, charge.kind))
                 state = (entry[0], entry[1]) if entry is not None else (0.0, 0.0)
-                used, updated = settle_state(charge.kind, charge.limit, state, charge.delta, now)
+                used, updated = settle_state(
+                    charge.kind, charge.limit, state, charge.delta, now, charge.reserved_at
+                )
                 entries[charge.key, charge.kind] = (used, updated, charge.limit)
 
     async def reserve(self, demands: Sequence[Demand]) -> Decision:

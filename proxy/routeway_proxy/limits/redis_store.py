@@ -99,7 +99,9 @@ SETTLE = (
     _COMMON
     + """
 for i = 1, #KEYS do
-  local kind, limit, delta = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
+  local kind, limit, delta = tonumber(ARGV[4*i-2]), tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
+  local reserved_at = tonumber(ARGV[4*i+1])
+  if kind == 3 and delta < 0 and math.floor(reserved_at / DAY) < math.floor(now / DAY) then delta = 0 end
   local stored = redis.call('HMGET', KEYS[i], 'u', 't')
   local updated = tonumber(stored[2]) or 0
   local used = used_at(kind, limit, tonumber(stored[1]) or 0, updated)
@@ -185,7 +187,7 @@ class RedisStore:
         keys = [self._key(c.key, c.kind) for c in charges]
         args = [self._now()]
         for c in charges:
-            args += (str(c.kind.value), str(c.limit), repr(float(c.delta)))
+            args += (str(c.kind.value), str(c.limit), repr(float(c.delta)), repr(float(c.reserved_at)))
         await self._run(_SETTLE, keys, args)
 
     async def close(self) -> None:

@@ -130,7 +130,9 @@ class SharedStore:
             for charge in charges:
                 offset = self._slot(charge.key, charge.kind, now)
                 state = VALUES.unpack_from(table, offset + 16)[:2]
-                used, updated = settle_state(charge.kind, charge.limit, state, charge.delta, now)
+                used, updated = settle_state(
+                    charge.kind, charge.limit, state, charge.delta, now, charge.reserved_at
+                )
                 VALUES.pack_into(table, offset + 16, used, updated, float(charge.limit), charge.kind.value)
 
     async def reserve(self, demands: Sequence[Demand]) -> Decision:
