@@ -33,7 +33,7 @@ def test_chat_prompt() -> None:
             {"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{}"}}]},
         ],
     }
-    # priming 3; 3 × overhead 4; 2; name 1 + text 2 + media; arguments 1
+    # priming 3; 3 x overhead 4; 2; name 1 + text 2 + media; arguments 1
     assert prompt_tokens(body) == 3 + 12 + 2 + 1 + 2 + MEDIA_PART_TOKENS + 1
     with_tools = {**body, "tools": [{"type": "function", "function": {"name": "f"}}]}
     assert prompt_tokens(with_tools) > prompt_tokens(body)

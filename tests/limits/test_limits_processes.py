@@ -2,7 +2,7 @@
 (a worker group) and on Redis (pods). Real concurrency, so only counts are checked; the
 processes' clocks stand still, so the counts are exact.
 
-Matrix: shared table — 4 processes × 3,000 tries against 1,500 requests/min: exactly 1,500
+Matrix: shared table — 4 processes x 3,000 tries against 1,500 requests/min: exactly 1,500
 admitted (no two processes take the same last request), and the tokens they reserved at 100
 and settled at 60 are all in the table. Redis — the same
 tokens against 500,000/min: the settled total equals what the store holds (no lost update),

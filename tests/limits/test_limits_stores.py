@@ -1,7 +1,7 @@
 """The same scenarios on every store — in-process dict, shared table, real Redis — through the
 `Limiter` the request path will call, on one fake clock.
 
-Matrix: the burst of issue 13 with real concurrency (20 × 1,000 tokens against 5,000/min:
+Matrix: the burst of issue 13 with real concurrency (20 x 1,000 tokens against 5,000/min:
 5 admitted, settled use ≤ 5,000); settle refunds (more requests fit) and extra charges;
 client + route all-or-nothing; refill over (fake) time; keys that share a prefix stay apart;
 a day budget resets at UTC midnight; headers and the 429 a refused request would get.
@@ -48,7 +48,7 @@ async def test_concurrent_burst_cannot_overshoot(store: LimitStore) -> None:
     used = await asyncio.gather(*(one() for _ in range(20)))
     assert sum(1 for u in used if u) == 5
     assert sum(used) <= 5000
-    # settled 5 × 990: 50 tokens came back, not enough for another 1,000
+    # settled 5 x 990: 50 tokens came back, not enough for another 1,000
     assert not (await limiter.reserve(subjects, 1000)).admitted
     assert (await limiter.reserve(subjects, 50)).admitted
 
@@ -67,7 +67,7 @@ async def test_settle_returns_unused_tokens(store: LimitStore, clock: FakeClock)
     admitted = 0
     while (await limiter.reserve(subjects, 1000)).admitted:
         admitted += 1
-    assert admitted == 4  # 5000 - 5 × 200 = 4000 free
+    assert admitted == 4  # 5000 - 5 x 200 = 4000 free
     clock.advance(12.0)  # 1000 tokens refill in 12 s at 5000/min
     assert (await limiter.reserve(subjects, 1000)).admitted
     assert not (await limiter.reserve(subjects, 1)).admitted
