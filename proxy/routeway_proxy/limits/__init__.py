@@ -11,4 +11,5 @@ Modules, from pure to I/O:
 - `redis_store` the store of many pods: the same semantics as atomic Lua scripts in Redis
 - `limiter`  what the `limit` and `settle` stages call: estimate, reserve, settle, per-pod shares
 - `metrics`  the Prometheus families (defined here, registered by whoever wires them)
+- `answer`   the 429 (or 503 when failing closed) a refused request gets
 """
