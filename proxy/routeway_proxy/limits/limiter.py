@@ -1,0 +1,210 @@
+"""What the request path calls: reserve a request's budgets, settle them from its usage.
+
+Wiring (for `pipeline/limit.py` and `pipeline/settle.py`, once the ModelClient schema lands):
+
+    subjects = [Subject("client", client.name, client.limits), Subject("route", route.id, route.limits)]
+    admission = await limiter.reserve(subjects, estimate_tokens(body, route.default_max_tokens))
+    if not admission.admitted:
+        raise rejection_error(admission)          # 429, or 503 when failing closed
+    ... answer, with admission.headers added ...
+    await limiter.settle(admission.ticket, used_tokens)  # prompt + completion; None: unknown
+
+Per pod or per gateway: the store decides how far a budget is shared — `LocalStore` (one
+process), `SharedStore` (one process group), `RedisStore` (every pod of a gateway). Without
+Redis a gateway's pods share nothing, so each enforces its share: `limit // replicas` (at
+least 1), with `replicas` the gateway's pod count, passed in by the wiring. A gateway whose
+traffic is spread unevenly over its pods then reaches less than its limit; that is the price of
+no shared store, and the reason to configure Redis.
+
+Settlement: `used_tokens` replaces the reservation (unused tokens return, extra ones are
+charged); `None` (usage unknown: a stream cut before its usage event, an upstream that sent
+none) keeps the reservation as the charge; a request answered with no tokens spent (an
+upstream error before any output) settles with 0. Requests are never refunded: a request
+counts when it is admitted, whatever its outcome (a cache hit included).
+
+When the store cannot decide (`StoreUnavailable`: Redis down or slower than its timeout, the
+shared table full), the failure mode decides: `FailOpen` admits without limits (the gateway
+keeps serving; the default), `FailClosed` refuses with 503 (a budget must never be exceeded).
+Each failure counts in `routeway_ratelimit_store_failures_total{store, outcome}`, and is logged
+at most once per `LOG_INTERVAL` seconds with the number of failures since the last line.
+Proposed gateway field: `spec.limits.onRedisFailure: FailOpen | FailClosed`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from routeway_proxy.limits.budget import Budget, Charge, Decision, Demand, LimitKind
+from routeway_proxy.limits.headers import ratelimit_headers
+from routeway_proxy.limits.local import LimitStore, StoreUnavailable
+from routeway_proxy.limits.metrics import LimitMetrics
+
+log = logging.getLogger("routeway.proxy.limits")
+
+LOG_INTERVAL = 10.0
+
+
+class FailureMode(enum.Enum):
+    """`spec.limits.onRedisFailure`."""
+
+    FAIL_OPEN = "FailOpen"
+    FAIL_CLOSED = "FailClosed"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A client's or route's limits, as in the spec; None: no such limit."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+
+    def items(self) -> list[tuple[LimitKind, int]]:
+        pairs = (
+            (LimitKind.REQUESTS_PER_MINUTE, self.requests_per_minute),
+            (LimitKind.TOKENS_PER_MINUTE, self.tokens_per_minute),
+            (LimitKind.TOKENS_PER_DAY, self.tokens_per_day),
+        )
+        return [(kind, value) for kind, value in pairs if value is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whose budgets: `scope` is "client" or "route", `name` its `namespace/name`."""
+
+    scope: str
+    name: str
+    limits: Limits
+
+    @property
+    def key(self) -> str:
+        return f"{self.scope}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What a reservation holds, to settle it: the token budgets and the tokens reserved."""
+
+    budgets: tuple[tuple[str, LimitKind, int], ...]
+    reserved: int
+    at: float  # when it was reserved (the store's clock)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The limit stage's answer. `decision` is None when the store failed (see `unavailable`)."""
+
+    admitted: bool
+    decision: Decision | None
+    ticket: Ticket | None
+    headers: dict[str, str]
+    unavailable: bool = False
+    client: str = ""
+    route: str = ""
+
+
+def pod_share(limit: int, replicas: int) -> int:
+    """A pod's part of a gateway-wide limit when its pods share no store."""
+    return max(1, limit // max(1, replicas))
+
+
+def make_demands(subjects: Sequence[Subject], tokens: int, replicas: int = 1) -> list[Demand]:
+    demands = []
+    for subject in subjects:
+        for kind, limit in subject.limits.items():
+            amount = tokens if kind.counts_tokens else 1
+            demands.append(Demand(subject.key, kind, pod_share(limit, replicas), amount))
+    return demands
+
+
+class Limiter:
+    """Reserves and settles budgets in `store`, and applies the failure mode."""
+
+    def __init__(
+        self,
+        store: LimitStore,
+        store_name: str,
+        *,
+        replicas: int = 1,
+        on_failure: FailureMode = FailureMode.FAIL_OPEN,
+        metrics: LimitMetrics | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.store_name = store_name  # the `store` label: "local", "shared", "redis"
+        self.replicas = replicas
+        self.on_failure = on_failure
+        self.metrics = metrics
+        self._monotonic = monotonic
+        self._logged_at: float | None = None
+        self._unlogged = 0
+
+    async def reserve(self, subjects: Sequence[Subject], tokens: int) -> Admission:
+        """Reserve 1 request and `tokens` in every limit of every subject, or nothing."""
+        client = next((s.name for s in subjects if s.scope == "client"), "")
+        route = next((s.name for s in subjects if s.scope == "route"), "")
+        demands = make_demands(subjects, tokens, self.replicas)
+        if not demands:
+            return Admission(True, None, None, {}, client=client, route=route)
+        try:
+            decision = await self.store.reserve(demands)
+        except StoreUnavailable as exc:
+            admitted = self.on_failure is FailureMode.FAIL_OPEN
+            self._failed(exc, "admitted" if admitted else "rejected")
+            return Admission(admitted, None, None, {}, unavailable=True, client=client, route=route)
+        self._observe(decision, client, route)
+        ticket = None
+        if decision.admitted:
+            token_budgets = tuple((d.key, d.kind, d.limit) for d in demands if d.kind.counts_tokens)
+            ticket = Ticket(token_budgets, tokens, decision.at)
+        return Admission(
+            decision.admitted, decision, ticket, ratelimit_headers(decision), client=client, route=route
+        )
+
+    async def settle(self, ticket: Ticket | None, used_tokens: int | None) -> None:
+        """Replace the reservation by `used_tokens` (None: keep the reservation as the charge)."""
+        if ticket is None or used_tokens is None or used_tokens == ticket.reserved or not ticket.budgets:
+            return
+        delta = float(used_tokens - ticket.reserved)
+        try:
+            await self.store.settle(
+                [Charge(key, kind, limit, delta, ticket.at) for key, kind, limit in ticket.budgets]
+            )
+        except StoreUnavailable as exc:
+            self._failed(exc, "unsettled")
+
+    def _observe(self, decision: Decision, client: str, route: str) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        if not decision.admitted and decision.failed is not None:
+            metrics.rejections.labels(client, route, decision.failed.kind.field).inc()
+        for budget in decision.budgets:
+            metrics.remaining.labels(*_owner(budget), budget.kind.field).set(budget.remaining)
+
+    def _failed(self, exc: StoreUnavailable, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.store_failures.labels(self.store_name, outcome).inc()
+        now = self._monotonic()
+        self._unlogged += 1
+        if self._logged_at is None or now - self._logged_at >= LOG_INTERVAL:
+            log.warning(
+                "limits store %s failed (%s): %s; %d failure(s) since the last report",
+                self.store_name,
+                exc,
+                {"admitted": "admitting (FailOpen)", "rejected": "refusing (FailClosed)"}.get(
+                    outcome, "reservation kept as charged"
+                ),
+                self._unlogged,
+            )
+            self._logged_at = now
+            self._unlogged = 0
+
+
+def _owner(budget: Budget) -> tuple[str, str]:
+    scope, _, name = budget.key.partition(":")
+    return (name, "") if scope == "client" else ("", name)

@@ -1,0 +1,95 @@
+"""The store of one process: budgets in a dict, for a single `serve`/`proxy` process and tests.
+
+Every store has the same two coroutines (`LimitStore`): `reserve` runs `budget.decide` over
+the demands' states and writes the result back in one step, `settle` applies charges. Here
+no await happens between read and write, so the event loop is the lock; a threading lock
+guards against the admin thread reading at the same moment.
+
+Memory stays bounded by the subjects in use: entries whose budget is full again (nothing
+taken) are the same as absent, and are dropped by a sweep whenever the dict has doubled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from routeway_proxy.limits.budget import Charge, Decision, Demand, LimitKind, decide, settle_state, used_at
+
+Clock = Callable[[], float]
+"""Unix time in seconds (day limits follow the UTC calendar); tests pass a fake one."""
+
+
+class StoreUnavailable(Exception):
+    """A store could not decide: Redis down or slow, the shared table full."""
+
+
+class LimitStore(Protocol):
+    """Where budgets live; every implementation reserves all-or-nothing and atomically."""
+
+    async def reserve(self, demands: Sequence[Demand]) -> Decision: ...
+
+    async def settle(self, charges: Sequence[Charge]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalStore:
+    """Budgets of this process only."""
+
+    def __init__(self, clock: Clock = time.time, sweep_at: int = 1024) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, LimitKind], tuple[float, float, int]] = {}
+        self._sweep_at = sweep_at
+
+    def reserve_now(self, demands: Sequence[Demand]) -> Decision:
+        now = self._clock()
+        entries = self._entries
+        with self._lock:
+            states = []
+            for demand in demands:
+                entry = entries.get((demand.key, demand.kind))
+                states.append((entry[0], entry[1]) if entry is not None else (0.0, 0.0))
+            decision, new = decide(demands, states, now)
+            for demand, state in zip(demands, new, strict=True):
+                entries[demand.key, demand.kind] = (state[0], state[1], demand.limit)
+            if len(entries) >= self._sweep_at:
+                self._sweep(now)
+        return decision
+
+    def settle_now(self, charges: Sequence[Charge]) -> None:
+        now = self._clock()
+        entries = self._entries
+        with self._lock:
+            for charge in charges:
+                entry = entries.get((charge.key, charge.kind))
+                state = (entry[0], entry[1]) if entry is not None else (0.0, 0.0)
+                used, updated = settle_state(
+                    charge.kind, charge.limit, state, charge.delta, now, charge.reserved_at
+                )
+                entries[charge.key, charge.kind] = (used, updated, charge.limit)
+
+    async def reserve(self, demands: Sequence[Demand]) -> Decision:
+        return self.reserve_now(demands)
+
+    async def settle(self, charges: Sequence[Charge]) -> None:
+        self.settle_now(charges)
+
+    async def close(self) -> None:
+        return None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _sweep(self, now: float) -> None:
+        full = [
+            key
+            for key, (used, updated, limit) in self._entries.items()
+            if used_at(key[1], limit, (used, updated), now) == 0.0
+        ]
+        for key in full:
+            del self._entries[key]
+        self._sweep_at = max(self._sweep_at, 2 * len(self._entries))

@@ -1,0 +1,194 @@
+"""The store of many pods: budgets in Redis, reserved and settled by atomic Lua scripts.
+
+Why scripts: a gateway's pods reserve the same budgets at the same moments; a read in one
+round trip and a write in the next would let two pods both take the last of a budget. A
+script runs alone on the server, so the read, the decision and the write of every demand of
+a request are one atomic step, as under the shared table's lock. The scripts are
+`budget.py`'s rules in Lua (same formulas, same comparisons): the reserve script returns
+whether it admitted and each budget's use before the request, and Python rebuilds the same
+`Decision` from those with `budget.decide`, so headers and retry-after come from one code path.
+Numbers cross as `%.17g` strings, which round-trip doubles exactly.
+
+The time is the Redis server's (`TIME`), one clock for every pod whatever their skew; a test
+passes its fake clock's time instead. Keys expire once their budget is full again (per-minute)
+or after the UTC day (per-day), so Redis holds only budgets in use.
+
+Calls are `EVALSHA`, falling back to `EVAL` (which also caches the script) when the server
+answers `NOSCRIPT` (a restart, `SCRIPT FLUSH`, a failover). Every call is bounded by
+`timeout` and is never retried by the client (a retried reserve could reserve twice): a slow
+or unreachable Redis becomes `StoreUnavailable` within the timeout, and the limiter's failure
+mode decides (`limiter.py`).
+
+Keys: `{prefix}{kind}:{key}`; the default prefix holds a hash tag so a request's keys live in
+one Redis Cluster slot, as a multi-key script requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from routeway_proxy.limits.budget import Charge, Decision, Demand, decide
+from routeway_proxy.limits.local import Clock, StoreUnavailable
+
+DEFAULT_TIMEOUT = 0.25  # seconds; the request path waits no longer for a decision
+DEFAULT_PREFIX = "routeway:{limits}:"
+
+_COMMON = """
+local DAY = 86400
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function used_at(kind, limit, used, updated)
+  if used == 0 then return 0 end
+  if kind == 3 then
+    if math.floor(updated / DAY) >= math.floor(now / DAY) then return used end
+    return 0
+  end
+  local elapsed = now - updated
+  if elapsed <= 0 then return used end
+  return math.max(0, used - elapsed * limit / 60)
+end
+local function store(key, kind, limit, used, updated)
+  redis.call('HSET', key, 'u', string.format('%.17g', used), 't', string.format('%.17g', updated))
+  local ttl
+  if kind == 3 then
+    ttl = ((math.floor(now / DAY) + 1) * DAY - now + 1) * 1000
+  else
+    ttl = (used * 60 / limit + 1) * 1000
+  end
+  redis.call('PEXPIRE', key, math.ceil(ttl))
+end
+"""
+
+RESERVE = (
+    _COMMON
+    + """
+local n = #KEYS
+local used, updated = {}, {}
+local admitted = 1
+for i = 1, n do
+  local kind, limit, amount = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
+  local stored = redis.call('HMGET', KEYS[i], 'u', 't')
+  updated[i] = tonumber(stored[2]) or 0
+  used[i] = used_at(kind, limit, tonumber(stored[1]) or 0, updated[i])
+  if amount > limit or used[i] + amount - limit > 0 then admitted = 0 end
+end
+local answer = {admitted, string.format('%.17g', now)}
+for i = 1, n do
+  answer[i + 2] = string.format('%.17g', used[i])
+  if admitted == 1 then
+    local kind, limit, amount = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
+    store(KEYS[i], kind, limit, used[i] + amount, math.max(now, updated[i]))
+  end
+end
+return answer
+"""
+)
+
+SETTLE = (
+    _COMMON
+    + """
+for i = 1, #KEYS do
+  local kind, limit, delta = tonumber(ARGV[4*i-2]), tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
+  local reserved_at = tonumber(ARGV[4*i+1])
+  if kind == 3 and delta < 0 and math.floor(reserved_at / DAY) < math.floor(now / DAY) then delta = 0 end
+  local stored = redis.call('HMGET', KEYS[i], 'u', 't')
+  local updated = tonumber(stored[2]) or 0
+  local used = used_at(kind, limit, tonumber(stored[1]) or 0, updated)
+  store(KEYS[i], kind, limit, math.max(0, used + delta), math.max(now, updated))
+end
+return 1
+"""
+)
+
+
+class _Script:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(self, client: Redis, keys: Sequence[str], args: Sequence[str]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[misc]
+        except NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)  # type: ignore[misc]
+
+
+_RESERVE = _Script(RESERVE)
+_SETTLE = _Script(SETTLE)
+
+
+def connect(url: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Redis:
+    """A client for `spec.limits.redis.url` that never waits longer than `timeout` per step
+    and never retries a command on its own."""
+    client: Redis = Redis.from_url(
+        url,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+    )
+    return client
+
+
+class RedisStore:
+    """Budgets in one Redis, shared by every pod that uses the same `url` and `prefix`."""
+
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Clock | None = None,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._timeout = timeout
+        self._clock = clock  # None: the server's TIME
+
+    def _key(self, key: str, kind: int) -> str:
+        return f"{self._prefix}{kind}:{key}"
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(float(self._clock()))
+
+    async def _run(self, script: _Script, keys: list[str], args: list[str]) -> Any:
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await script.run(self._client, keys, args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+
+    async def reserve(self, demands: Sequence[Demand]) -> Decision:
+        keys = [self._key(d.key, d.kind) for d in demands]
+        args = [self._now()]
+        for d in demands:
+            args += (str(d.kind.value), str(d.limit), str(d.amount))
+        answer = await self._run(_RESERVE, keys, args)
+        now = float(answer[1])
+        states = [(float(used), now) for used in answer[2:]]
+        decision, _ = decide(demands, states, now)
+        if decision.admitted != bool(answer[0]):  # cannot happen: the same comparisons on the same doubles
+            raise StoreUnavailable("redis and the gateway disagree on a decision")
+        return decision
+
+    async def settle(self, charges: Sequence[Charge]) -> None:
+        keys = [self._key(c.key, c.kind) for c in charges]
+        args = [self._now()]
+        for c in charges:
+            args += (str(c.kind.value), str(c.limit), repr(float(c.delta)), repr(float(c.reserved_at)))
+        await self._run(_SETTLE, keys, args)
+
+    async def close(self) -> None:
+        await self._client.aclose()
