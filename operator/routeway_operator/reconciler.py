@@ -44,7 +44,7 @@ class Reconciler:
         self._workers = max(1, workers)
         self._due: dict[Hashable, float] = {}
         self._running: set[Hashable] = set()
-        self._again: set[Hashable] = set()
+        self._again: dict[Hashable, float] = {}  # marked while running: when to run again
         self._failures: dict[Hashable, int] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -54,12 +54,17 @@ class Reconciler:
         self.runs_by_key: collections.Counter[Hashable] = collections.Counter()
 
     def mark(self, key: Hashable, delay: float | None = None) -> None:
-        """Schedule `key`; an earlier pending schedule wins, so bursts do not postpone it."""
-        if key in self._running:
-            self._again.add(key)
-            return
+        """Schedule `key`; an earlier pending schedule wins, so bursts do not postpone it.
+        A mark while `key` runs (a reconcile asking to come back at a rollout's next check)
+        schedules one more run, at the time asked, after this one."""
         loop = asyncio.get_running_loop()
         due = loop.time() + (self._debounce if delay is None else delay)
+        if key in self._running:
+            self._again[key] = min(due, self._again.get(key, due))
+            return
+        self._schedule(key, due)
+
+    def _schedule(self, key: Hashable, due: float) -> None:
         self._due[key] = min(due, self._due.get(key, due))
         self._idle.clear()
         self._wake.set()
@@ -133,9 +138,9 @@ class Reconciler:
             self.runs += 1
             self.runs_by_key[key] += 1
             self._running.discard(key)
-            if key in self._again:
-                self._again.discard(key)
-                self.mark(key)
+            again = self._again.pop(key, None)
+            if again is not None:
+                self._schedule(key, again)
             if retry is not None:
                 self.mark(key, retry)
             self._update_idle()
