@@ -44,7 +44,8 @@ class Reconciler:
         self._workers = max(1, workers)
         self._due: dict[Hashable, float] = {}
         self._running: set[Hashable] = set()
-        self._again: dict[Hashable, float] = {}  # marked while running: when to run again
+        self._again: set[Hashable] = set()
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._failures: dict[Hashable, int] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -54,20 +55,32 @@ class Reconciler:
         self.runs_by_key: collections.Counter[Hashable] = collections.Counter()
 
     def mark(self, key: Hashable, delay: float | None = None) -> None:
-        """Schedule `key`; an earlier pending schedule wins, so bursts do not postpone it.
-        A mark while `key` runs (a reconcile asking to come back at a rollout's next check)
-        schedules one more run, at the time asked, after this one."""
+        """Schedule `key`; an earlier pending schedule wins, so bursts do not postpone it."""
+        if key in self._running:
+            self._again.add(key)
+            return
         loop = asyncio.get_running_loop()
         due = loop.time() + (self._debounce if delay is None else delay)
-        if key in self._running:
-            self._again[key] = min(due, self._again.get(key, due))
-            return
-        self._schedule(key, due)
-
-    def _schedule(self, key: Hashable, due: float) -> None:
         self._due[key] = min(due, self._due.get(key, due))
         self._idle.clear()
         self._wake.set()
+
+    def wake(self, key: Hashable, delay: float) -> None:
+        """Mark `key` in `delay` seconds (a rollout's next check or step), unless an earlier
+        wake-up is set. A timer, not a mark: until it fires the key is not pending, so the
+        queue is idle in between (a pause of an hour is not an hour of pending work)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + max(0.0, delay)
+        timer = self._timers.get(key)
+        if timer is not None and not timer.cancelled():
+            if timer.when() <= due:
+                return
+            timer.cancel()
+        self._timers[key] = loop.call_at(due, self._fire, key)
+
+    def _fire(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self.mark(key, 0.0)
 
     @property
     def pending(self) -> int:
@@ -99,6 +112,9 @@ class Reconciler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -138,9 +154,9 @@ class Reconciler:
             self.runs += 1
             self.runs_by_key[key] += 1
             self._running.discard(key)
-            again = self._again.pop(key, None)
-            if again is not None:
-                self._schedule(key, again)
+            if key in self._again:
+                self._again.discard(key)
+                self.mark(key)
             if retry is not None:
                 self.mark(key, retry)
             self._update_idle()

@@ -239,7 +239,7 @@ async def finish_rollouts(state: OperatorState, plan: RolloutPlan, config_revisi
     _prune_samples(state, plan)
     delay = next_reconcile(state, plan, config_revision)
     if delay is not None:
-        state.reconciler.mark(ObjectKey(GATEWAY, *plan.gateway), max(delay, MIN_REQUEUE))
+        state.reconciler.wake(ObjectKey(GATEWAY, *plan.gateway), max(delay, MIN_REQUEUE))
 
 
 def _record_metrics(state: OperatorState, r: RouteRollout) -> None:
