@@ -19,7 +19,11 @@ from routeway.rollout.observations import ArmObservation, Histogram, Report, rep
 REPORT = Report(
     "gw-abc",
     1700000000.0,
-    {("default/chat", "aaaa"): ArmObservation(success=7, server_error=1, latency=Histogram((0.1, 1.0), (3, 4, 0)))},
+    {
+        ("default/chat", "aaaa"): ArmObservation(
+            success=7, server_error=1, latency=Histogram((0.1, 1.0), (3, 4, 0))
+        )
+    },
 )
 
 

@@ -13,10 +13,24 @@ skipped. Analysis intervals are 1s; nothing asserts on time.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from kmock_ext import RoutewayEmulator
-from operator_factories import API, backend, condition, config_of, gateway, get, is_true, patch, route, seed
+from operator_factories import (
+    API,
+    backend,
+    condition,
+    config_of,
+    gateway,
+    get,
+    is_true,
+    patch,
+    route,
+    secret,
+    seed,
+)
 from rig import ROUTES, eventually, objects_of, running_operator, settled
 from rollout_standin import StandInProxies, proxy_pod
 
@@ -327,3 +341,29 @@ def seed_pods(kmock: RoutewayEmulator) -> None:
 
 
 assert API  # the collection prefix the factories patch through
+
+
+async def test_a_backend_edit_is_rolled_out_with_both_credentials_served(kmock: RoutewayEmulator) -> None:
+    """The stable arm pins the backend's old spec and its credential; the Secret holds both."""
+    v1 = backend("v1", url="http://vllm:8000/v1", apiKeySecretRef={"name": "old", "key": "token"})
+    seed(
+        kmock,
+        secret("old", token="sk-old-1"),
+        secret("new", token="sk-new-2"),
+        *world(canary_route([{"setWeight": 20}, {"pause": {"duration": "1h"}}])),
+    )
+    seed(kmock, v1)
+    async with running_operator(kmock) as state:
+        await eventually(lambda: phase(kmock) == "Stable")
+        body = {"spec": {"apiKeySecretRef": {"name": "new", "key": "token"}}}
+        await patch(kmock, "ModelBackend", "v1", body)
+        await eventually(lambda: phase(kmock) == "Progressing", what="a backend edit is a new revision")
+        await settled(kmock, state)
+    served = served_route(kmock)
+    [pinned] = served["pinnedBackends"]
+    assert pinned["id"] == "default/v1" and pinned["credentialRef"] == "default/old/token"
+    creds = get(kmock, "v1/secrets", "routeway-gw-credentials")["data"]
+    values = {base64.b64decode(v).decode() for v in creds.values()}
+    assert values == {"sk-old-1", "sk-new-2"}
+    stored = [dict(cr) for cr in revisions(kmock).values()]
+    assert "sk-old-1" not in json.dumps(dict(get(kmock, ROUTES, "chat"))) + json.dumps(stored, default=dict)
