@@ -97,7 +97,11 @@ PRINTER_COLUMNS: dict[str, list[tuple[str, str]]] = {
     ],
     ModelRoute.KIND: [
         ("Model", ".spec.model"),
-        ("Backends", ".status.backendWeights"),
+        ("Phase", ".status.rollout.phase"),
+        ("Stable", ".status.rollout.stableRevision"),
+        ("Canary", ".status.rollout.canaryRevision"),
+        ("Weight", ".status.rollout.canaryWeight"),
+        ("Step", ".status.rollout.currentStepIndex"),
         _READY_COLUMN,
         _AGE_COLUMN,
     ],

@@ -18,7 +18,14 @@ Lookup = Callable[[str, str, str], str | None]
 
 
 def credential_refs(config: ProxyConfig) -> list[str]:
-    refs = {b.credential_ref for b in config.backends if b.credential_ref}
+    """Every credential the config names: its backends', the backend specs a route's rollout
+    arms pin (a stable arm may still use an older spec's credential), the client keys."""
+    backends = list(config.backends)
+    for route in config.routes:
+        backends.extend(route.pinned_backends)
+        if route.canary is not None:
+            backends.extend(route.canary.pinned_backends)
+    refs = {b.credential_ref for b in backends if b.credential_ref}
     refs.update(config.gateway.client_key_refs)
     return sorted(refs)
 

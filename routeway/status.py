@@ -73,9 +73,17 @@ REASON_APPLY_FAILED = "ApplyFailed"
 REASON_PROXIES_NOT_READY = "ProxiesNotReady"
 REASON_READY = "Ready"
 REASON_RECONCILED = "Reconciled"
+# A route's rollout (routeway.rollout_status says which): Ready=False while it runs or waits,
+# Reconciling for the first two, Stalled after a rollback.
+ROLLOUT = "Rollout"  # a route's prerequisite of Ready; not written itself
+REASON_ROLLOUT_PROGRESSING = "RolloutProgressing"
+REASON_ROLLOUT_PAUSED = "RolloutPaused"
+REASON_ROLLED_BACK = "RolledBack"
 
 # Failures the operator keeps retrying by itself (Reconciling), as opposed to Stalled.
-PROGRESSING_REASONS = frozenset({REASON_PENDING, REASON_PROXIES_NOT_READY})
+PROGRESSING_REASONS = frozenset(
+    {REASON_PENDING, REASON_PROXIES_NOT_READY, REASON_ROLLOUT_PROGRESSING, REASON_ROLLOUT_PAUSED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,9 +232,19 @@ def merge_conditions(
 
 
 def status_changed(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
-    """True when any field the operator owns differs (None in `desired` means: absent)."""
+    """True when any field the operator owns differs (None in `desired` means: absent, at any
+    depth: a merge patch deletes a key written as null, so the server's copy lacks it)."""
     current = current or {}
-    return any(current.get(key) != value for key, value in desired.items())
+    return any(_compact(current.get(key)) != _compact(value) for key, value in desired.items())
+
+
+def _compact(value: Any) -> Any:
+    """`value` without None-valued keys in any mapping, however deep."""
+    if isinstance(value, Mapping):
+        return {k: _compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_compact(v) for v in value]
+    return value
 
 
 def flipped_to_false(existing: Iterable[Mapping[str, Any]] | None, cond: Condition) -> bool:
@@ -286,9 +304,12 @@ def route_status(
     rendered: RouteConfig | None,
     outcome: Outcome,
     now: str,
+    rollout: Condition | None = None,
 ) -> dict[str, Any]:
     """`conditions`: translation's for this route; `gateway`: the one it is attached to;
-    `rendered`: this route in the config just applied (None when absent or not applied)."""
+    `rendered`: this route in the config just applied (None when absent or not applied);
+    `rollout`: the route's rollout as a prerequisite of Ready (routeway.rollout_status), not
+    listed itself: Ready, Reconciling and Stalled say it."""
     accepted, resolved = translated(conditions)
     previous = route.status
     same_generation = previous.get("observedGeneration") == route.generation
@@ -318,10 +339,12 @@ def route_status(
         if previous.get("configRevision") and same_generation and previous.get("backendWeights") == weights:
             revision = previous["configRevision"]
         programmed_ = programmed(revision, f"serves generation {route.generation}")
+    listed = [accepted, resolved, programmed_]
+    prerequisites = [*listed, rollout] if rollout is not None else listed
     return {
         "observedGeneration": route.generation,
         "conditions": merge_conditions(
-            previous.get("conditions"), with_kstatus([accepted, resolved, programmed_]), route.generation, now
+            previous.get("conditions"), [*listed, *summarize(prerequisites)], route.generation, now
         ),
         "backendWeights": weights,
         "gateway": f"{gateway[0]}/{gateway[1]}" if gateway else None,
@@ -351,9 +374,11 @@ def gateway_status(
     address: str | None,
     routes: int,
     now: str,
+    proxies_current: int | None = None,
 ) -> dict[str, Any]:
     """`model`: the parsed gateway (None: invalid); `deployment`: its proxy Deployment's
-    generation and status; `routes`: how many routes are attached to it."""
+    generation and status; `routes`: how many routes are attached to it; `proxies_current`: how many
+    ready proxy pods serve `outcome.revision` (None: not read, the field is left as it is)."""
     accepted, resolved = translated(conditions)
     programmed_ = (
         outcome.programmed
@@ -386,4 +411,5 @@ def gateway_status(
         "address": address,
         "configRevision": outcome.revision,
         "routes": routes,
+        **({"proxies": proxies_current} if proxies_current is not None else {}),
     }

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from routeway.manifests import ObjectError, parse_object
-from routeway.resources import API_VERSION, ModelBackend, ModelGateway, ModelRoute
+from routeway.resources import API_VERSION, GROUP, ModelBackend, ModelGateway, ModelRoute
 from routeway.translate import Inventory, NsName, ObjectKey
 
 Model: TypeAlias = ModelBackend | ModelRoute | ModelGateway
@@ -43,6 +43,7 @@ class Entry:
     gateway: NsName | None = None  # routes: the gateway they target
     backends: tuple[str, ...] = ()  # routes: backend names referenced (weighted, then fallbacks)
     secret: str | None = None  # backends and gateways: the Secret they reference
+    actions: tuple[tuple[str, str], ...] = ()  # routes: rollout action annotations (name, value)
 
     @property
     def key(self) -> NsName:
@@ -101,6 +102,30 @@ def referenced_secret(kind: str, body: Mapping[str, Any]) -> str | None:
     return name if isinstance(name, str) else None
 
 
+ACTION_ANNOTATIONS = {
+    f"{GROUP}/promote": "promote",
+    f"{GROUP}/promote-full": "promote-full",
+    f"{GROUP}/abort": "abort",
+    f"{GROUP}/retry": "retry",
+    f"{GROUP}/undo": "undo",
+}
+"""A route's manual rollout actions (pinned by issue 12): each value is a free token, handled
+once; `undo`'s value names the revision (its hash, or its ControllerRevision number)."""
+
+
+def route_actions(body: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    annotations = _get(body, "metadata", "annotations")
+    if not isinstance(annotations, Mapping):
+        return ()
+    return tuple(
+        sorted(
+            (ACTION_ANNOTATIONS[k], str(v).strip())
+            for k, v in annotations.items()
+            if k in ACTION_ANNOTATIONS and str(v).strip()
+        )
+    )
+
+
 def build_entry(kind: str, body: Mapping[str, Any]) -> Entry:
     """Parse an API object (status aside: it is ours, and must not make the object invalid)."""
     raw = {k: copy.deepcopy(v) for k, v in body.items() if k != "status"}
@@ -130,6 +155,7 @@ def build_entry(kind: str, body: Mapping[str, Any]) -> Entry:
         gateway=route_target(body) if kind == ModelRoute.KIND else None,
         backends=route_backends(body) if kind == ModelRoute.KIND else (),
         secret=referenced_secret(kind, body),
+        actions=route_actions(body) if kind == ModelRoute.KIND else (),
     )
 
 

@@ -31,6 +31,7 @@ from routeway_operator.builders import MANAGED_BY, ChildNames
 from routeway_operator.events import EventRecorder
 from routeway_operator.inventory import build_entry, first, referenced_secret, route_backends, route_target
 from routeway_operator.kube import KubeApi
+from routeway_operator.proxies import HttpProxyReader, ProxyReader
 from routeway_operator.reconcile.gateway import reconcile
 from routeway_operator.settings import ANNOTATION_PREFIX, FINALIZER, OperatorSettings
 from routeway_operator.state import Indexes, OperatorState
@@ -78,7 +79,9 @@ def create_registry(
     *,
     registry: kopf.OperatorRegistry | None = None,
     connect: Connect | None = None,
+    proxy_reader: ProxyReader | None = None,
 ) -> kopf.OperatorRegistry:
+    """`proxy_reader`: how proxy pods' admin ports are read (tests give a stand-in)."""
     reg = registry if registry is not None else kopf.get_default_registry()
     connect_api: Connect = connect if connect is not None else KubeApi.connect
 
@@ -93,7 +96,14 @@ def create_registry(
         configure_kopf(settings, config)
         api = await connect_api()
         indexes = Indexes(**{name.removeprefix("rw_"): kwargs[name] for name in INDEX_NAMES})
-        state = OperatorState(config, api, indexes, Applier(api), EventRecorder(api))
+        state = OperatorState(
+            config,
+            api,
+            indexes,
+            Applier(api),
+            EventRecorder(api),
+            proxy_reader=proxy_reader if proxy_reader is not None else HttpProxyReader(),
+        )
         state.start(reconcile)
         if config.metrics_port:
             state.metrics.serve(config.metrics_port)
@@ -111,6 +121,7 @@ def create_registry(
         state = getattr(memo, "routeway", None)
         if state is not None:
             await state.api.close()
+            await state.proxy_reader.close()
             state.metrics.close()
 
     # ------------------------------------------------------------------ indexes
@@ -189,7 +200,10 @@ def create_registry(
         deleted = type == "DELETED"
         entry = None if deleted else first(state.indexes.routes, (namespace, name))
         generation = entry.generation if entry is not None else None
-        if state.spec_changed(ObjectKey(ModelRoute.KIND, namespace, name), generation, deleted):
+        key = ObjectKey(ModelRoute.KIND, namespace, name)
+        actions = entry.actions if entry is not None else ()
+        # `|` not `or`: both remember what they saw
+        if state.spec_changed(key, generation, deleted) | state.actions_changed(key, actions, deleted):
             state.on_route((namespace, name), entry)
 
     @kopf.on.event(GROUP, VERSION, ModelBackend.PLURAL, registry=reg)

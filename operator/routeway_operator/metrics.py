@@ -5,7 +5,12 @@ work is queued, and what was written. A fresh registry per operator keeps tests 
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from routeway.rollout.analysis import VERDICTS
+from routeway.rollout.state import PHASES
 
 
 class OperatorMetrics:
@@ -32,6 +37,36 @@ class OperatorMetrics:
             "New config revisions applied to a gateway's ConfigMap.",
             registry=self.registry,
         )
+
+        self.rollout_phase = Gauge(
+            "routeway_rollout_phase",
+            "1 for a route's current rollout phase (Stable, Progressing, Paused, RolledBack), else 0.",
+            ["route", "phase"],
+            registry=self.registry,
+        )
+        self.rollout_canary_weight = Gauge(
+            "routeway_rollout_canary_weight",
+            "Percent of a route's traffic its canary arm is served.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.rollout_analysis = Counter(
+            "routeway_rollout_analysis",
+            "Rollout analysis checks by route and verdict (pass, fail, inconclusive).",
+            ["route", "verdict"],
+            registry=self.registry,
+        )
+
+    def forget_route(self, route: str) -> None:
+        """Drop a route's rollout series (it left the gateway, or was deleted)."""
+        removals = [
+            *((self.rollout_phase, (route, phase)) for phase in PHASES),
+            (self.rollout_canary_weight, (route,)),
+            *((self.rollout_analysis, (route, verdict)) for verdict in VERDICTS),
+        ]
+        for metric, labels in removals:
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)
 
     def serve(self, port: int) -> None:
         """Serve /metrics on `port` from a background thread (prometheus-client's server)."""

@@ -45,6 +45,7 @@ class Reconciler:
         self._due: dict[Hashable, float] = {}
         self._running: set[Hashable] = set()
         self._again: set[Hashable] = set()
+        self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         self._failures: dict[Hashable, int] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -63,6 +64,23 @@ class Reconciler:
         self._due[key] = min(due, self._due.get(key, due))
         self._idle.clear()
         self._wake.set()
+
+    def wake(self, key: Hashable, delay: float) -> None:
+        """Mark `key` in `delay` seconds (a rollout's next check or step), unless an earlier
+        wake-up is set. A timer, not a mark: until it fires the key is not pending, so the
+        queue is idle in between (a pause of an hour is not an hour of pending work)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + max(0.0, delay)
+        timer = self._timers.get(key)
+        if timer is not None and not timer.cancelled():
+            if timer.when() <= due:
+                return
+            timer.cancel()
+        self._timers[key] = loop.call_at(due, self._fire, key)
+
+    def _fire(self, key: Hashable) -> None:
+        self._timers.pop(key, None)
+        self.mark(key, 0.0)
 
     @property
     def pending(self) -> int:
@@ -94,6 +112,9 @@ class Reconciler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
         finally:
+            for timer in self._timers.values():
+                timer.cancel()
+            self._timers.clear()
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -16,19 +16,23 @@ Keys are `ObjectKey`s of kind ModelGateway or ModelBackend.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from routeway.proxyconfig import ProxyConfig
 from routeway.resources import ModelBackend, ModelGateway
+from routeway.rollout.observations import Sample
 from routeway.translate import NsName, ObjectKey, Translation
 from routeway_operator.apply import COMPARED_BY_CONTENT, HASH_ANNOTATION, PLURALS, Applier
 from routeway_operator.events import EventRecorder
 from routeway_operator.inventory import Entry, IndexLike, first, values
 from routeway_operator.kube import KubeApi, path_for
 from routeway_operator.metrics import OperatorMetrics
+from routeway_operator.proxies import HttpProxyReader, ProxyReader
 from routeway_operator.reconciler import Reconciler
+from routeway_operator.revisions import RevisionStore
 from routeway_operator.settings import OperatorSettings
 
 GATEWAY = ModelGateway.KIND  # the kinds of reconcile keys
@@ -73,6 +77,20 @@ class OperatorState:
     # Last translation and render per gateway, by snapshot fingerprint: a resync or a proxy
     # readiness change re-renders nothing.
     renders: dict[NsName, tuple[Hashable, Translation, ProxyConfig]] = field(default_factory=dict)
+    actions_seen: dict[ObjectKey, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # Rollouts: the one seam that reads proxy pods, the routes' ControllerRevisions, and per
+    # gateway the samples of its proxies' observations (memory only: the rollout state itself
+    # is in each route's status.rollout) and when they were last read.
+    proxy_reader: ProxyReader = field(default_factory=HttpProxyReader)
+    revision_store: RevisionStore = field(init=False)
+    samples: dict[NsName, list[Sample]] = field(default_factory=dict)
+    last_read: dict[NsName, float] = field(default_factory=dict)
+    pod_revisions: dict[NsName, list[str | None]] = field(default_factory=dict)  # per ready pod read
+    rollout_routes: dict[NsName, set[str]] = field(default_factory=dict)  # route ids with metrics
+    clock: Callable[[], float] = time.time  # unix seconds, as the rollout state keeps them
+
+    def __post_init__(self) -> None:
+        self.revision_store = RevisionStore(self.api)
 
     def start(self, reconcile: Callable[[OperatorState, Hashable], Awaitable[None]]) -> None:
         async def run(key: Hashable) -> None:
@@ -101,6 +119,15 @@ class OperatorState:
             return False
         self.generations[key] = generation
         return True
+
+    def actions_changed(self, key: ObjectKey, actions: tuple[tuple[str, str], ...], deleted: bool) -> bool:
+        """Whether a route's rollout action annotations changed (they move no generation)."""
+        if deleted:
+            self.actions_seen.pop(key, None)
+            return True
+        before = self.actions_seen.get(key, ())
+        self.actions_seen[key] = actions
+        return before != actions
 
     def on_route(self, key: NsName, entry: Entry | None) -> None:
         before = self.routes_seen.pop(key, None)

@@ -254,8 +254,9 @@ def with_status(kind: str, conditions: list[Condition], **fields: Any) -> dict[s
 
 def operator_conditions(kind: str, prerequisites: list[Condition], proxies: Condition) -> list[Condition]:
     """As routeway/status.py composes them: a gateway's Ready also waits for its
-    proxy pods (a condition that is not written), the other kinds' Ready for what is written."""
-    if kind == "ModelGateway":
+    proxy pods and a route's for its rollout (conditions that are not written), the other
+    kinds' Ready for what is written."""
+    if kind == "ModelGateway" or (kind == "ModelRoute" and proxies.type == st.ROLLOUT):
         return [*prerequisites, *st.summarize([*prerequisites, proxies])]
     return st.with_kstatus(prerequisites)
 
@@ -279,6 +280,7 @@ FAILING_REASONS: dict[str, dict[str, tuple[str, ...]]] = {
             st.REASON_RENDER_FAILED,
             st.REASON_APPLY_FAILED,
         ),
+        st.ROLLOUT: (st.REASON_ROLLOUT_PROGRESSING, st.REASON_ROLLOUT_PAUSED, st.REASON_ROLLED_BACK),
     },
     "ModelBackend": {
         ACCEPTED: (st.REASON_INVALID,),
@@ -329,15 +331,18 @@ def test_operator_statuses_map_as_kstatus_says(kind: str, failing: Condition) ->
     if kind == "ModelBackend":
         del good[st.PROGRAMMED]
     proxies = Condition(st.PROXIES_READY, "True", "Ready", "")
-    if failing.type == st.PROXIES_READY:
+    if failing.type in (st.PROXIES_READY, st.ROLLOUT):
         proxies = failing
     else:
         good[failing.type] = failing
     conditions = operator_conditions(kind, list(good.values()), proxies)
     trio = {c.type: c for c in conditions if c.type in (st.READY, st.RECONCILING, st.STALLED)}
     assert trio[st.READY].status == "False"
-    expected = "Progressing" if failing.reason in st.PROGRESSING_REASONS else "Degraded"
-    assert trio[st.RECONCILING if expected == "Progressing" else st.STALLED].status == "True"
+    reconciling = failing.reason in st.PROGRESSING_REASONS
+    assert trio[st.RECONCILING if reconciling else st.STALLED].status == "True"
+    expected = "Progressing" if reconciling else "Degraded"
+    if failing.reason == st.REASON_ROLLOUT_PAUSED:
+        expected = "Suspended"  # a paused rollout waits for a person (the script's own rule)
     got = run_health(script(kind), with_status(kind, conditions))
     assert got["status"] == expected
     assert failing.message in got["message"]

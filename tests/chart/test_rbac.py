@@ -28,11 +28,14 @@ EXPECTED = {
     ("routeway.dev", "modelroutes/status"): {"patch"},
     ("routeway.dev", "modelbackends/status"): {"patch"},
     ("routeway.dev", "modelgateways/finalizers"): {"update"},
+    ("routeway.dev", "modelroutes/finalizers"): {"update"},
     ("", "secrets"): MANAGE,
     ("", "configmaps"): MANAGE,
     ("", "services"): MANAGE,
     ("", "serviceaccounts"): MANAGE,
     ("apps", "deployments"): MANAGE,
+    ("apps", "controllerrevisions"): MANAGE,  # route revisions (patch: kept for relabelling)
+    ("", "pods"): READ,  # the gateways' proxy pods, read for rollout analysis
     ("policy", "poddisruptionbudgets"): MANAGE,
     ("rbac.authorization.k8s.io", "roles"): MANAGE,
     ("rbac.authorization.k8s.io", "rolebindings"): MANAGE,
@@ -69,7 +72,7 @@ def test_no_wildcards_and_no_escalation_verbs(
             # Everything is patched (server-side apply or merge patch); the only update is the
             # owner-reference finalizers check, which the API server phrases as an update.
             if "update" in rule["verbs"]:
-                assert rule["resources"] == ["modelgateways/finalizers"], rule
+                assert rule["resources"] == ["modelgateways/finalizers", "modelroutes/finalizers"], rule
 
 
 def test_all_namespaces_uses_one_cluster_role(template: Callable[..., Rendered]) -> None:

@@ -279,15 +279,20 @@ def test_printer_columns_show_real_fields(crd: dict[str, Any]) -> None:
         assert node["type"] == column["type"], column["name"]
 
 
-def test_route_backends_column_shows_effective_weights(crds_by_kind: dict[str, dict[str, Any]]) -> None:
+def test_route_columns_show_the_rollout(crds_by_kind: dict[str, dict[str, Any]]) -> None:
+    """Pinned by issue 12: MODEL, PHASE, STABLE, CANARY, WEIGHT, STEP, READY, AGE, in order."""
     (version,) = crds_by_kind["ModelRoute"]["spec"]["versions"]
-    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
-    assert columns == {
-        "Model": ".spec.model",
-        "Backends": ".status.backendWeights",
-        "Ready": '.status.conditions[?(@.type=="Ready")].status',
-        "Age": ".metadata.creationTimestamp",
-    }
+    columns = [(c["name"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
+    assert columns == [
+        ("Model", ".spec.model"),
+        ("Phase", ".status.rollout.phase"),
+        ("Stable", ".status.rollout.stableRevision"),
+        ("Canary", ".status.rollout.canaryRevision"),
+        ("Weight", ".status.rollout.canaryWeight"),
+        ("Step", ".status.rollout.currentStepIndex"),
+        ("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
 
 
 def test_names_scope_and_versions(crds_by_kind: dict[str, dict[str, Any]]) -> None:

@@ -139,6 +139,7 @@ class RoutewayEmulator(kmock.KubernetesEmulator):
             ("", "v1", "events", "Event", True, ()),
             ("", "v1", "pods", "Pod", True, ("status",)),
             ("apps", "v1", "deployments", "Deployment", True, ("status", "scale")),
+            ("apps", "v1", "controllerrevisions", "ControllerRevision", True, ()),
             ("rbac.authorization.k8s.io", "v1", "roles", "Role", True, ()),
             ("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True, ()),
             ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ("status",)),

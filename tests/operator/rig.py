@@ -19,6 +19,7 @@ import kopf
 from kmock_ext import RoutewayEmulator
 from routeway_operator.kube import KubeApi
 from routeway_operator.main import create_registry
+from routeway_operator.proxies import ProxyReader
 from routeway_operator.settings import OperatorSettings, PeeringMode
 from routeway_operator.state import OperatorState
 
@@ -38,8 +39,14 @@ GATEWAYS = "routeway.dev/v1alpha1/modelgateways"
 
 @contextlib.asynccontextmanager
 async def running_operator(
-    kmock: RoutewayEmulator, settings: OperatorSettings | None = None, **overrides: Any
+    kmock: RoutewayEmulator,
+    settings: OperatorSettings | None = None,
+    *,
+    proxy_reader: ProxyReader | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[OperatorState]:
+    """`proxy_reader`: the stand-in for reading proxy pods' admin ports (default: the real
+    HTTP reader, which finds no pod to read unless a test creates Pods)."""
     config = replace(settings or TEST_SETTINGS, **overrides)
     server = str(kmock.url).rstrip("/")
     registry = kopf.OperatorRegistry()
@@ -51,7 +58,7 @@ async def running_operator(
     async def connect() -> KubeApi:
         return await KubeApi.connect(server=server)
 
-    create_registry(config, registry=registry, connect=connect)
+    create_registry(config, registry=registry, connect=connect, proxy_reader=proxy_reader)
     memo = kopf.Memo()
     stop = asyncio.Event()
     ready = asyncio.Event()

@@ -99,9 +99,10 @@ No wildcards: each resource and verb is listed because the operator uses it.
   resources: [modelgateways/status, modelroutes/status, modelbackends/status]
   verbs: [patch]
 # Children carry ownerReferences with blockOwnerDeletion (kopf.adopt's default); clusters that
-# enforce OwnerReferencesPermissionEnforcement require update on the owner's finalizers.
+# enforce OwnerReferencesPermissionEnforcement require update on the owner's finalizers. A
+# gateway owns its proxy objects, a route its revisions (ControllerRevisions).
 - apiGroups: [routeway.dev]
-  resources: [modelgateways/finalizers]
+  resources: [modelgateways/finalizers, modelroutes/finalizers]
   verbs: [update]
 # Referenced upstream/client credentials are read; each gateway's resolved credentials Secret
 # is written. The proxy Roles it creates grant get/list/watch on configmaps and secrets, which
@@ -116,6 +117,15 @@ No wildcards: each resource and verb is listed because the operator uses it.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
+# Route revisions for rollouts: one ControllerRevision per revision, pruned to the history.
+- apiGroups: [apps]
+  resources: [controllerrevisions]
+  verbs: [get, list, watch, create, patch, delete]
+# Rollout analysis and status.proxies: the gateways' ready proxy pods are listed, then read on
+# their admin port (the NetworkPolicy lets the operator's pods in).
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, patch, delete]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import kopf
 from pydantic import ValidationError
@@ -29,6 +29,7 @@ from routeway.credentials import credential_refs, resolve_credentials, secret_va
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
 from routeway.resources import ModelGateway, Secret
+from routeway.rollout.serving import serve_rollouts
 from routeway.status import (
     REASON_APPLY_FAILED,
     REASON_PENDING,
@@ -45,7 +46,7 @@ from routeway_operator import builders
 from routeway_operator.apply import OwnerCheck, OwnerGone
 from routeway_operator.inventory import Entry, snapshot_gateway
 from routeway_operator.kube import ApiError, path_for
-from routeway_operator.reconcile import statuses
+from routeway_operator.reconcile import rollouts, statuses
 from routeway_operator.reconcile.backend import reconcile_backend
 from routeway_operator.state import BACKEND, GATEWAY, OperatorState
 
@@ -82,6 +83,7 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
         snap.gateway.status.get("configRevision") if snap.gateway else None
     )
     config: ProxyConfig | None = None
+    plan: rollouts.RolloutPlan | None = None
     failure: kopf.TemporaryError | kopf.PermanentError | None = None
     outcome = Outcome(previous, not_programmed(REASON_PENDING, "not applied yet"))
     if gateway is None:
@@ -92,6 +94,12 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
             config = rendered if rendered is not None else render(translation.gateways[key])
             if fingerprint is not None:
                 state.renders[key] = (fingerprint, translation, config)
+            # The rollouts decide what each route serves (its arms); the plain render is
+            # what the specs ask for, cached above, and never served as such.
+            latest = [statuses.latest(state, e) for e in snap.routes]
+            plan = await rollouts.plan_rollouts(state, key, gateway, latest, config)
+            config = serve_rollouts(config, plan.served)
+            await rollouts.store_revisions(state, plan)
             await apply_gateway(state, gateway, config)
         except OwnerGone:
             log.info("gateway %s/%s is gone; its children are left to the garbage collector", *key)
@@ -99,21 +107,26 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
             return
         except (ValueError, ValidationError, ConfigTooLarge) as exc:
             config = None
+            plan = None
             state.renders.pop(key, None)
             failure = kopf.PermanentError(f"config cannot be rendered: {exc}")
             outcome = Outcome(previous, not_programmed(REASON_RENDER_FAILED, str(failure)))
         except kopf.TemporaryError as exc:
-            failure = exc
+            failure, plan = exc, None
             outcome = Outcome(previous, not_programmed(REASON_PENDING, str(exc)))
         except kopf.PermanentError as exc:
-            failure = exc
+            failure, plan = exc, None
             outcome = Outcome(previous, not_programmed(REASON_APPLY_FAILED, str(exc)))
         else:
             if state.revisions.get(key) != config.revision:
                 state.metrics.config_revisions.inc()
             state.revisions[key] = config.revision
             outcome = Outcome(config.revision, programmed(config.revision, "is applied"))
-    await report(state, snap.gateway, snap.routes, translation, config, outcome)
+    views = plan.views() if plan is not None else {}
+    proxies = rollouts.proxies_current(state, key, outcome.revision)
+    await report(state, snap.gateway, snap.routes, translation, config, outcome, views, proxies)
+    if plan is not None:
+        await rollouts.finish_rollouts(state, plan, outcome.revision)
     if failure is not None:
         raise failure
 
@@ -125,12 +138,17 @@ async def report(
     translation: Translation,
     config: ProxyConfig | None,
     outcome: Outcome,
+    views: Mapping[NsName, rollouts.RolloutView] | None = None,
+    proxies: int | None = None,
 ) -> None:
-    """Statuses of the gateway and its routes, and the Events their transitions deserve."""
+    """Statuses of the gateway and its routes, and the Events their transitions deserve.
+    `views`: the rollouts applied in this reconcile (a route without one shows its previous
+    rollout state, unchanged); `proxies`: ready proxy pods serving `outcome.revision`."""
     now = now_rfc3339()
     items = []
     rendered = {(r.namespace, r.name): r for r in config.routes} if config is not None else {}
     for entry in map(functools.partial(statuses.latest, state), routes):
+        view = (views or {}).get(entry.key) or rollouts.unchanged_view(entry)
         desired = route_status(
             entry,
             translation.conditions.get(entry.object_key, ()),
@@ -138,7 +156,10 @@ async def report(
             rendered.get(entry.key),
             outcome,
             now,
+            rollout=view.condition,
         )
+        if view.document is not None:
+            desired["rollout"] = view.document
         await statuses.post_condition_events(state, entry, desired)
         items.append((entry, desired))
     if gateway_entry is not None:
@@ -154,6 +175,7 @@ async def report(
             address=address,
             routes=sum(1 for gw in translation.attachments.values() if gw == gateway_entry.key),
             now=now,
+            proxies_current=proxies,
         )
         await statuses.post_condition_events(state, gateway_entry, desired)
         if (
