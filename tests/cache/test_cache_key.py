@@ -97,7 +97,8 @@ def test_route_and_kind_are_in_the_key() -> None:
 
 def test_part_boundaries_cannot_collide() -> None:
     body = chat_body()
-    assert cache_key("ab", "chat", "Client", "c", body) != cache_key("a", "chat", "Client", "bc", body)
+    assert cache_key("ab", "c", "Client", "x", body) != cache_key("a", "bc", "Client", "x", body)
+    assert cache_key("r", "chat", "Client", "a", body) != cache_key("r", "chatclient:a", "Route", None, body)
 
 
 @pytest.mark.parametrize(

@@ -227,7 +227,7 @@ class StreamAssembler:
         except orjson.JSONDecodeError:
             self.spoiled = True
             return
-        if not isinstance(chunk, dict) or "error" in chunk or chunk.get("object") != CHUNK_OBJECTS[self.kind]:
+        if not isinstance(chunk, dict) or chunk.get("object") != CHUNK_OBJECTS[self.kind]:  # error events too
             self.spoiled = True
             return
         for field in KEPT_TOP_FIELDS:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routeway_proxy.cache.answers import StoredAnswer
 from routeway_proxy.cache.memory import Clock, Hit
@@ -126,7 +127,7 @@ class RedisStore:
         return False
 
     def _failed(self, op: str, exc: Exception) -> None:
-        reason = "timeout" if isinstance(exc, TimeoutError) else "error"
+        reason = "timeout" if isinstance(exc, (TimeoutError, RedisTimeoutError)) else "error"
         if self.metrics is not None:
             self.metrics.redis_errors.labels(op, reason).inc()
         self.paused_until = self.monotonic() + self.pause
