@@ -149,12 +149,14 @@ class StreamAssembler:
     cleanly gives the entry, or None when the answer must not be stored.
 
     Fed the upstream's bytes (before the relay drops a usage-only event the client did not
-    ask for), so the entry keeps the usage. Stops collecting (and stays unstorable) at the
-    first thing it cannot reproduce; a caller may stop feeding it once `spoiled` is true, and
-    at `max_bytes` of events it gives up too, so a huge answer is never buffered twice.
+    ask for), so the entry keeps the usage. While the stream runs it only cuts events and
+    keeps their data (a slice per event); everything else happens in `result()`, after the
+    client has its last byte: all events are parsed by one `orjson.loads` of a JSON array
+    (a Python call per event is what costs here, not the parsing) and then merged. Beyond
+    `max_bytes` of stream it gives up (`spoiled`), so a huge answer is never buffered twice.
     """
 
-    __slots__ = ("_buffer", "_choices", "_done", "_seen", "_top", "_usage", "kind", "max_bytes", "spoiled")
+    __slots__ = ("_buffer", "_datas", "_seen", "kind", "max_bytes", "spoiled")
 
     def __init__(self, kind: CacheKind, max_bytes: int) -> None:
         self.kind = kind
@@ -162,10 +164,7 @@ class StreamAssembler:
         self.spoiled = kind not in CHUNK_OBJECTS  # embeddings never stream
         self._buffer = b""
         self._seen = 0
-        self._choices: dict[int, _Choice] = {}
-        self._top: dict[str, Any] = {}
-        self._usage: Any = None
-        self._done = False
+        self._datas: list[bytes] = []
 
     def feed(self, chunk: bytes) -> None:
         if self.spoiled:
@@ -173,30 +172,69 @@ class StreamAssembler:
         self._seen += len(chunk)
         if self._seen > self.max_bytes:
             self.spoiled = True
+            self._datas = []
             return
         data = self._buffer + chunk if self._buffer else chunk
-        start = 0
-        for match in _EVENT_END.finditer(data):
-            self._event(data[start : match.start()])
-            start = match.end()
-            if self.spoiled:
-                return
-        self._buffer = data[start:]
+        events = _EVENT_END.split(data) if b"\r" in data else data.split(b"\n\n")
+        self._buffer = events.pop()  # after the last boundary: an event still arriving
+        datas = self._datas
+        for event in events:
+            if event.startswith(b"data: ") and b"\n" not in event:
+                datas.append(event[6:])  # one data line: the usual event
+            else:
+                value = _event_data(event)
+                if value is not None:  # comments and data-less events carry nothing
+                    datas.append(value)
 
     def result(self) -> StoredAnswer | None:
-        """The assembled entry; None unless `[DONE]` arrived and every choice finished well."""
+        """The assembled entry; None unless `[DONE]` ended the stream, every event was a
+        chunk of this endpoint and every choice finished well."""
         if self._buffer.strip():
-            self._event(self._buffer)  # a last event without its blank line
+            value = _event_data(self._buffer)  # a last event without its blank line
+            if value is not None:
+                self._datas.append(value)
             self._buffer = b""
-        if self.spoiled or not self._done or not self._choices or "id" not in self._top:
+        datas = self._datas
+        if self.spoiled or len(datas) < 2 or datas[-1] != b"[DONE]":
             return None
-        choices = []
-        for index in sorted(self._choices):
-            choice = self._choices[index]
+        try:
+            chunks = orjson.loads(b"[" + b",".join(datas[:-1]) + b"]")
+        except orjson.JSONDecodeError:
+            return None  # a second [DONE], a broken event: not a clean stream
+        return self._merge(chunks)
+
+    def _merge(self, chunks: list[Any]) -> StoredAnswer | None:
+        kind = self.kind
+        chunk_object = CHUNK_OBJECTS[kind]
+        choices: dict[int, _Choice] = {}
+        usage: Any = None
+        for chunk in chunks:
+            if not isinstance(chunk, dict) or chunk.get("object") != chunk_object:
+                return None  # error events too
+            parts = chunk.get("choices")
+            if not isinstance(parts, list):
+                return None
+            for part in parts:
+                if not _merge_choice(kind, choices, part):
+                    return None
+            if chunk.get("usage") is not None:
+                usage = chunk["usage"]
+        if not choices:
+            return None
+        document: dict[str, Any] = {"object": COMPLETION_OBJECTS[kind]}
+        for field in KEPT_TOP_FIELDS:
+            value = next((c[field] for c in chunks if c.get(field) is not None), None)
+            if value is not None:
+                document[field] = value
+        if "id" not in document:
+            return None
+        rendered = []
+        for index in sorted(choices):
+            choice = choices[index]
             if choice.finish_reason not in STORABLE_FINISH:
                 return None
-            texts = {field: "".join(parts) for field, parts in choice.parts.items()}
-            if self.kind == "chat":
+            texts = {field: "".join(pieces) for field, pieces in choice.parts.items()}
+            if kind == "chat":
                 message: dict[str, Any] = {"role": choice.role or "assistant", "content": None}
                 message.update(texts)
                 entry: dict[str, Any] = {"index": index, "message": message}
@@ -204,82 +242,48 @@ class StreamAssembler:
                 entry = {"index": index, "text": texts.get("text", "")}
             entry["logprobs"] = None
             entry["finish_reason"] = choice.finish_reason
-            choices.append(entry)
-        document: dict[str, Any] = {"id": self._top["id"], "object": COMPLETION_OBJECTS[self.kind]}
-        document.update((k, self._top[k]) for k in KEPT_TOP_FIELDS[1:] if k in self._top)
-        document["choices"] = choices
-        document["usage"] = self._usage
-        prompt, completion = _usage_counts(self._usage)
-        return StoredAnswer(self.kind, orjson.dumps(document), prompt, completion)
+            rendered.append(entry)
+        document = {"id": document.pop("id"), **document, "choices": rendered, "usage": usage}
+        prompt, completion = _usage_counts(usage)
+        return StoredAnswer(kind, orjson.dumps(document), prompt, completion)
 
-    def _event(self, event: bytes) -> None:
-        data = _event_data(event)
-        if data is None:
-            return  # a comment or an event without data (keep-alives)
-        if self._done:
-            self.spoiled = True
-            return
-        if data == b"[DONE]":
-            self._done = True
-            return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            self.spoiled = True
-            return
-        if not isinstance(chunk, dict) or chunk.get("object") != CHUNK_OBJECTS[self.kind]:  # error events too
-            self.spoiled = True
-            return
-        for field in KEPT_TOP_FIELDS:
-            if field not in self._top and chunk.get(field) is not None:
-                self._top[field] = chunk[field]
-        usage = chunk.get("usage")
-        if usage is not None:
-            self._usage = usage
-        choices = chunk.get("choices")
-        if not isinstance(choices, list):
-            self.spoiled = True
-            return
-        for part in choices:
-            if not self._choice(part):
-                self.spoiled = True
-                return
 
-    def _choice(self, part: Any) -> bool:
-        if not isinstance(part, dict):
-            return False
-        index = part.get("index", 0)
-        if not isinstance(index, int) or part.get("logprobs") is not None:
-            return False
-        choice = self._choices.get(index)
-        if choice is None:
-            choice = self._choices[index] = _Choice()
-        finish = part.get("finish_reason")
-        if finish is not None:
-            choice.finish_reason = finish
-        if self.kind == "completions":
-            text = part.get("text")
-            if text is None:
-                return True
-            if not isinstance(text, str):
-                return False
-            choice.parts.setdefault("text", []).append(text)
+def _merge_choice(kind: CacheKind, choices: dict[int, _Choice], part: Any) -> bool:
+    """Add one choice's piece of one chunk; False when it cannot be reproduced as text."""
+    if not isinstance(part, dict):
+        return False
+    index = part.get("index", 0)
+    if not isinstance(index, int) or part.get("logprobs") is not None:
+        return False
+    choice = choices.get(index)
+    if choice is None:
+        choice = choices[index] = _Choice()
+    finish = part.get("finish_reason")
+    if finish is not None:
+        choice.finish_reason = finish
+    if kind == "completions":
+        text = part.get("text")
+        if text is None:
             return True
-        delta = part.get("delta")
-        if delta is None:
-            return True
-        if not isinstance(delta, dict):
+        if not isinstance(text, str):
             return False
-        for field, value in delta.items():
-            if value is None or value == []:
-                continue
-            if not isinstance(value, str):
-                return False  # tool_calls, audio, function_call: not reproducible as text
-            if field == "role":
-                choice.role = value
-            else:
-                choice.parts.setdefault(field, []).append(value)
+        choice.parts.setdefault("text", []).append(text)
         return True
+    delta = part.get("delta")
+    if delta is None:
+        return True
+    if not isinstance(delta, dict):
+        return False
+    for field, value in delta.items():
+        if value is None or value == []:
+            continue
+        if not isinstance(value, str):
+            return False  # tool_calls, audio, function_call: not reproducible as text
+        if field == "role":
+            choice.role = value
+        else:
+            choice.parts.setdefault(field, []).append(value)
+    return True
 
 
 def _event_data(event: bytes) -> bytes | None:
