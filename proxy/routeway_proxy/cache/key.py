@@ -15,6 +15,12 @@ Canonical body — what is the same question:
   parameter. Booleans stay booleans (`true` is not `1`), strings are compared byte for byte
   (whitespace in a prompt changes the answer).
 
+The route id is whatever the caller passes as `route_id`: the route's id keeps answers across
+config changes of the route (a changed backend or model keeps serving stored answers until
+their TTL); passing the id with the route's config revision instead makes every change of the
+route start from an empty cache. The wiring chooses (the issue does not say); the store is
+per route id either way.
+
 What is cacheable (`uncacheable_reason` is None): chat completions, completions and
 embeddings, including `n > 1` (the answer holds every choice) and requests that offer
 `tools` (only answers that end in `stop`/`length` are stored, so a tool call itself never
