@@ -47,11 +47,16 @@ class RedisServer:
             pytest.fail(
                 "redis-server is not installed (apt-get install redis-server; scripts/test does it as root)"
             )
+        self._binary = binary
         self.port = free_port()
         self._dir = tempfile.mkdtemp(prefix="routeway-redis-")
+        self.start()
+
+    def start(self) -> None:
+        """Start the server (again, after `kill`: same port, empty data)."""
         self.process = subprocess.Popen(
             [
-                binary,
+                self._binary,
                 "--bind",
                 "127.0.0.1",
                 "--port",
@@ -85,7 +90,9 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def kill(self) -> None:
-        self.process.kill()
+        if self.process.poll() is None:
+            self.resume()
+            self.process.kill()
         self.process.wait()
 
     def pause(self) -> None:
