@@ -43,7 +43,7 @@ EXPECTED_FILES = {
 
 def test_committed_crds_match_the_models() -> None:
     diff = diff_directory(CRDS_DIR, render_all())
-    assert not diff, "crds/ is out of date with routeway/resources.py; run scripts/gen-crds\n" + "".join(diff)
+    assert not diff, "crds/ is out of date with routeway/resources/; run scripts/gen-crds\n" + "".join(diff)
 
 
 def test_every_kind_has_one_file_with_the_header() -> None:

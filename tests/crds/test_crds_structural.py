@@ -253,7 +253,7 @@ def test_every_field_has_a_description(crd: dict[str, Any]) -> None:
         for path, node in walk(openapi_schema(crd))
         if path and path != ".metadata" and not path.endswith(("[]", ".*")) and not node.get("description")
     ]
-    assert missing == [], "fields without a description (add description= in routeway/resources.py)"
+    assert missing == [], "fields without a description (add description= in routeway/resources/)"
 
 
 def test_printer_columns_show_real_fields(crd: dict[str, Any]) -> None:

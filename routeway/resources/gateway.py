@@ -1,0 +1,88 @@
+"""The ModelGateway spec: a proxy deployment and who may attach to it."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from routeway.resources.meta import DNS_LABEL, SecretRef
+from routeway.specbase import FieldError as FieldError
+from routeway.specbase import SpecModel as _Spec
+
+
+class ServiceSpec(_Spec):
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field("ClusterIP", description="Service type.")
+    port: int = Field(80, ge=1, le=65535, description="Service port clients connect to.")
+
+
+class RouteNamespaces(_Spec):
+    from_: Literal["Same", "All", "List"] = Field(
+        "Same",
+        alias="from",
+        description="Which namespaces' routes may attach: Same (the gateway's), All, or List (`names`).",
+    )
+    names: list[Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]] = Field(
+        default_factory=list, max_length=256, description="Namespaces allowed when `from` is List."
+    )
+
+
+class AllowedRoutes(_Spec):
+    namespaces: RouteNamespaces = Field(
+        default_factory=RouteNamespaces,
+        description="Namespaces whose ModelRoutes may attach to this gateway.",
+    )
+
+
+class ClientAuthSpec(_Spec):
+    api_key_secret_ref: SecretRef = Field(
+        description="Secret whose every value is an accepted client API key (Authorization: Bearer)."
+    )
+
+
+ResourceQuantity = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")]
+
+
+class ResourceRequirementsSpec(_Spec):
+    requests: dict[str, ResourceQuantity] = Field(
+        default_factory=dict, description="e.g. {cpu: 500m, memory: 256Mi}"
+    )
+    limits: dict[str, ResourceQuantity] = Field(default_factory=dict, description="e.g. {memory: 512Mi}")
+
+
+class ModelGatewaySpec(_Spec):
+    replicas: int = Field(2, ge=0, le=1000, description="Proxy pods.")
+    image: Annotated[str, Field(max_length=512)] | None = Field(
+        None, description="Proxy image; defaults to the operator's configured image."
+    )
+    workers: int | None = Field(
+        None, ge=1, le=64, description="Worker processes per pod; default: CPU count."
+    )
+    resources: ResourceRequirementsSpec = Field(
+        default_factory=ResourceRequirementsSpec, description="Proxy container resources."
+    )
+    service: ServiceSpec = Field(default_factory=ServiceSpec, description="How clients reach the proxy.")
+    allowed_routes: AllowedRoutes = Field(
+        default_factory=AllowedRoutes, description="Which namespaces' ModelRoutes this gateway serves."
+    )
+    auth: ClientAuthSpec | None = Field(None, description="Client authentication; none: open to the cluster.")
+    max_request_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024, description="Larger request bodies get 413."
+    )
+
+    @model_validator(mode="after")
+    def _names_only_with_list(self) -> ModelGatewaySpec:
+        namespaces = self.allowed_routes.namespaces
+        if namespaces.from_ != "List" and namespaces.names:
+            raise FieldError(
+                "allowedRoutes.namespaces.names",
+                "allowedRoutes.namespaces.names is only used when from is List",
+            )
+        return self
+
+    CEL_RULES: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "self.allowedRoutes.namespaces.from == 'List' || size(self.allowedRoutes.namespaces.names) == 0",
+            "message": "allowedRoutes.namespaces.names is only used when from is List",
+        },
+    ]
