@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,62 @@ def measure(
     return point
 
 
-def routeway_serve(folder: Path, port: int, workers: int, python: str | None = None) -> list[str]:
+ROLLOUT_MANIFESTS = """\
+apiVersion: routeway.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: fast-upstream, namespace: default}}
+spec:
+  provider: openai
+  url: http://127.0.0.1:{port}/v1
+  model: bench-model
+---
+apiVersion: routeway.dev/v1alpha1
+kind: ModelBackend
+metadata: {{name: fast-upstream-v2, namespace: default}}
+spec:
+  provider: openai
+  url: http://127.0.0.1:{port}/v1
+  model: bench-model
+---
+apiVersion: routeway.dev/v1alpha1
+kind: ModelRoute
+metadata: {{name: bench, namespace: default}}
+spec:
+  model: bench
+  backends:
+    - name: {backend}
+  strategy:
+    canary:
+      steps: [{{setWeight: 50}}, {{pause: {{}}}}]
+      analysis:
+        interval: 5s
+        minRequests: 1000000000
+        onInconclusive: Continue
+        metrics: [{{name: errorRate, max: 0.5}}]
+"""
+"""`--rollout`: the route as it starts (stable on fast-upstream), then edited to fast-upstream-v2,
+which the strategy holds at 50% (a `pause: {}` step) with analysis checks every 5 s that never
+conclude (minRequests out of reach, onInconclusive Continue): both arms served, observed and
+judged for the whole measurement."""
+
+
+def start_rollout(folder: Path, upstream: int, admin: int) -> None:
+    """Edit the route to its new revision and wait until the rollout holds at 50%."""
+    (folder / "bench.yaml").write_text(ROLLOUT_MANIFESTS.format(port=upstream, backend="fast-upstream-v2"))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/rollouts", timeout=2) as answer:
+                rollouts = json.load(answer)["rollouts"]
+            if rollouts and rollouts[0]["phase"] == "Paused" and rollouts[0]["canaryWeight"] == 50:
+                return
+        time.sleep(0.2)
+    raise RuntimeError("the rollout did not reach its 50% pause")
+
+
+def routeway_serve(
+    folder: Path, port: int, workers: int, python: str | None = None, admin: int | None = None
+) -> list[str]:
     """`routeway serve` of this venv, or of the Routeway installed for `python` (which must
     not see the working tree: safe-path mode, started from its own directory)."""
     if python is None:
@@ -111,7 +167,7 @@ def routeway_serve(folder: Path, port: int, workers: int, python: str | None = N
     else:
         entry = "import sys; from routeway.cli import main; sys.argv[0] = 'routeway'; sys.exit(main())"
         command = ["env", "PYTHONSAFEPATH=1", python, "-c", entry]
-    command += ["serve", "-f", str(folder), "--port", str(port), "--admin-port", str(free_port())]
+    command += ["serve", "-f", str(folder), "--port", str(port), "--admin-port", str(admin or free_port())]
     return [*command, "--workers", str(workers), "--log-level", "warning"]
 
 
@@ -133,6 +189,12 @@ def main() -> int:
         "--against",
         metavar="PYTHON",
         help="a Python with another Routeway installed, in place of the yardstick",
+    )
+    parser.add_argument(
+        "--rollout",
+        action="store_true",
+        help="a route in a rollout (both arms at 50%%, observed and judged) against the same "
+        "route out of one, both this venv's Routeway in place of the yardstick (ratio: plain/rollout)",
     )
     parser.add_argument(
         "--lean-yardstick",
@@ -174,7 +236,9 @@ def main() -> int:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-paired-")))
         (folder / "bench.yaml").write_text(MANIFESTS.format(port=up))
         port = free_port()
-        if args.against:
+        if args.rollout:
+            command = [*pin_proxy, *routeway_serve(folder, port, args.workers)]
+        elif args.against:
             command = [*pin_proxy, *routeway_serve(folder, port, args.workers, args.against)]
         else:
             command = [*pin_proxy, PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(port)]
@@ -184,9 +248,16 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
         targets["yardstick"] = (process.pid, f"http://127.0.0.1:{port}")
         port = free_port()
-        command = [*pin_proxy, *routeway_serve(folder, port, args.workers, args.python)]
+        measured = folder
+        admin = free_port()
+        if args.rollout:
+            measured = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-rollout-")))
+            (measured / "bench.yaml").write_text(ROLLOUT_MANIFESTS.format(port=up, backend="fast-upstream"))
+        command = [*pin_proxy, *routeway_serve(measured, port, args.workers, args.python, admin)]
         process = stack.enter_context(started("routeway", command, logs))
         wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
+        if args.rollout:
+            start_rollout(measured, up, admin)
         targets["routeway"] = (process.pid, f"http://127.0.0.1:{port}")
         time.sleep(1.0)
         print(
