@@ -138,7 +138,12 @@ class RolloutDriver:
             f"{r.namespace}/{r.name}": r.spec.model_dump(by_alias=True, mode="json") for r in read.routes
         }
         problems = self.rollouts.load(
-            read.config, specs, self._clock(), backends=read.backend_ids, credentials=read.credentials
+            read.config,
+            specs,
+            self._clock(),
+            backends=read.backend_ids,
+            credentials=read.credentials,
+            lookup=read.lookup,
         )
         for problem in problems:
             log.warning("%s", problem)
