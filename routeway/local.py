@@ -20,10 +20,10 @@ value first of all, and never sends ciphertext upstream.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import IO
 
-from routeway.credentials import credential_refs, lookup_in, resolve_credentials
+from routeway.credentials import Lookup, credential_refs, lookup_in, resolve_credentials
 from routeway.manifests import LoadResult, Problem, load_manifests
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
@@ -122,6 +122,9 @@ class LocalLoad:
     # ModelRoute of the files (their strategy) and the ids of the ModelBackends that exist.
     routes: tuple[ModelRoute, ...] = ()
     backend_ids: frozenset[str] = frozenset()
+    # The files' Secrets, for credentials the config does not name but a rollout arm does (an
+    # undo to a revision whose backend spec named another Secret).
+    lookup: Lookup | None = field(default=None, compare=False, repr=False)
 
 
 def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
@@ -248,7 +251,8 @@ def load_local(paths: Sequence[str], gateway: str | None = None, *, skip_foreign
         return LocalLoad(None, {}, tuple(problems), ev.loaded.files, blocking=True)
     config = render(ev.translation.gateways[key])
     secrets = [o for o in ev.loaded.objects if isinstance(o, Secret)]
-    credentials = resolve_credentials(config, lookup_in(secrets))
+    lookup = lookup_in(secrets)
+    credentials = resolve_credentials(config, lookup)
     problems += [str(p) for p in unusable_credentials(ev, key, config, credentials)]
     routes = tuple(o for o in ev.loaded.objects if isinstance(o, ModelRoute))
     backend_ids = frozenset(
@@ -262,6 +266,7 @@ def load_local(paths: Sequence[str], gateway: str | None = None, *, skip_foreign
         blocking=ev.blocking,
         routes=routes,
         backend_ids=backend_ids,
+        lookup=lookup,
     )
 
 

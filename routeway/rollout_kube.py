@@ -4,7 +4,8 @@ Status is the ModelRoute's `status.rollout` (routeway.rollout.document's documen
 the operator) with the steps of its `spec.strategy`. An action is a merge patch of exactly one
 annotation on the route — `routeway.dev/promote`, `promote-full`, `abort` or `retry` set to a
 fresh token (a UTC timestamp and random hex: never one the operator handled before), or
-`routeway.dev/undo` set to the revision — then, unless told not to wait, a poll of the route
+`routeway.dev/undo` set to `REVISION@TOKEN` (the operator also takes a bare revision, handled
+once) — then, unless told not to wait, a poll of the route
 until `status.rollout.handledActions` echoes the token. The operator consumes a refused
 action's token too (the machine's `ActionRefused` event says why): the reason is read from the
 handled entry if the operator puts one there, else from that Event, which names the token.
@@ -148,9 +149,11 @@ class ClusterClient:
         key = annotation(action)
         before = _handled(await self.route(namespace, name))
         token = fresh_token()
-        value = revision if action == "undo" else token
-        if not value:
+        if action == "undo" and not revision:
             raise ValueError("undo needs a revision")
+        # undo: the revision, then a fresh token, so a second undo to the same revision is a
+        # new value (the operator handles each value once)
+        value = f"{revision}@{token}" if action == "undo" else token
         patch = {"metadata": {"annotations": {key: value}}}
         await self._call("PATCH", _route_path(namespace, name), body=patch, content_type=MERGE_PATCH)
         if not self.wait:
@@ -158,7 +161,7 @@ class ClusterClient:
         deadline = self._clock() + self.wait
         while True:
             obj = await self.route(namespace, name)
-            entry = _echo(_handled(obj), before, action, None if action == "undo" else token)
+            entry = _echo(_handled(obj), before, action, value)
             if entry is not None:
                 refused = entry.get("refused") or await self._refusal(namespace, name, action, entry)
                 return ActionResult(view=view_from_route(obj), refused=str(refused) if refused else None)

@@ -10,7 +10,8 @@ applies:
   seconds while a route has an analysis, to read the proxy group's observations in-process
   (`SourceHost.observations()`) into a sample stamped with this process's clock, then steps
   the routes that are due;
-- people: `POST /rollouts/{namespace}/{name}/{action}` on the admin port.
+- people: `POST /rollouts/{namespace}/{name}/{action}` on the admin port (refused with 403
+  when a browser sends it: any web page can post to 127.0.0.1).
 
 Whenever what is served changes (a weight, an arm, a rollback) a new `ConfigLoaded` follows.
 If the files are broken at that moment, their rejection is repeated after it, so `/routes`
@@ -137,7 +138,12 @@ class RolloutDriver:
             f"{r.namespace}/{r.name}": r.spec.model_dump(by_alias=True, mode="json") for r in read.routes
         }
         problems = self.rollouts.load(
-            read.config, specs, self._clock(), backends=read.backend_ids, credentials=read.credentials
+            read.config,
+            specs,
+            self._clock(),
+            backends=read.backend_ids,
+            credentials=read.credentials,
+            lookup=read.lookup,
         )
         for problem in problems:
             log.warning("%s", problem)
@@ -216,6 +222,14 @@ class RolloutDriver:
             return _error(404, f"no route {route_id} is being served", "route_not_found")
 
     async def post_action(self, request: web.Request) -> web.StreamResponse:
+        if "Origin" in request.headers or request.headers.get("Sec-Fetch-Site", "none") not in (
+            "none",
+            "same-origin",
+        ):
+            # A browser: a page the developer has open reaches 127.0.0.1 too (a cross-site form
+            # post needs no preflight; a DNS-rebound page looks same-origin), and browsers send
+            # Origin with every POST. The CLI, curl and scripts send none.
+            return _error(403, "rollout actions are not accepted from a web page", "forbidden")
         route_id = f"{request.match_info['namespace']}/{request.match_info['name']}"
         kind = request.match_info["action"]
         if kind not in ACTION_KINDS:

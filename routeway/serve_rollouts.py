@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from routeway.credentials import Lookup
 from routeway.proxyconfig import ProxyConfig
 from routeway.rollout import (
     Action,
@@ -111,6 +112,7 @@ class ServeRollouts:
         self._backends: frozenset[str] | None = None
         self._latest_credentials: dict[str, str] = {}  # what the files resolve now
         self._credentials: dict[str, str] = {}  # and what pinned backends still need
+        self._lookup: Lookup | None = None  # the last read's Secrets
         self._served: ProxyConfig | None = None
         self._tokens = itertools.count(1)
         self._salt = secrets.token_hex(4)  # tokens of this run never collide with another's
@@ -125,15 +127,18 @@ class ServeRollouts:
         *,
         backends: frozenset[str] | None = None,
         credentials: Mapping[str, str] | None = None,
+        lookup: Lookup | None = None,
     ) -> list[str]:
         """A new read of the files: step every rendered route with its (maybe new) revision
-        and policy. `specs`: ModelRoute spec documents by route id. Returns problems."""
+        and policy. `specs`: ModelRoute spec documents by route id; `lookup`: the files'
+        Secrets, for a credential only a rollout arm names. Returns problems."""
         self._config = config
         self._ids = frozenset(r.id for r in config.routes)
         self._backends = backends
         previous = {rid: r.policy for rid, r in self._routes.items()}
         policies, problems = policies_from_specs(specs, previous)
         self._latest_credentials = dict(credentials or {})
+        self._lookup = lookup
         models = {r.id: r.model for r in config.routes}
         for route_id, desired in desired_revisions(config).items():
             self._step(route_id, models[route_id], desired, policies.get(route_id, RolloutPolicy()), now)
@@ -291,7 +296,17 @@ class ServeRollouts:
             pinned = [*route.pinned_backends, *(route.canary.pinned_backends if route.canary else ())]
             needed.update(b.credential_ref for b in pinned if b.credential_ref)
         kept = {ref: value for ref, value in self._credentials.items() if ref in needed}
-        return {**kept, **latest}
+        # a ref neither the files' config nor an earlier arm resolved (an undo to a revision
+        # whose backend named another Secret): looked up in the files' Secrets
+        found: dict[str, str] = {}
+        lookup = self._lookup
+        if lookup is not None:
+            for ref in sorted(needed - kept.keys() - latest.keys()):
+                namespace, name, key = ref.split("/", 2)
+                value = lookup(namespace, name, key)
+                if value is not None:
+                    found[ref] = value
+        return {**found, **kept, **latest}
 
 
 def policy_document(policy: RolloutPolicy) -> dict[str, Any]:

@@ -24,6 +24,7 @@ Transitions, in the order one step applies them:
 | Progressing/Paused    | analysis fails more than failureLimit times    | RolledBack                           |
 | Progressing           | analysis inconclusive, onInconclusive: Pause   | Paused until promote                 |
 | Progressing/Paused    | a check due with no observations               | an inconclusive check ("no observations") |
+| Progressing/Paused    | a check due, the adapter observing < 1 interval | the check waits one interval, uncounted (`Inputs.observed_from`) |
 | Progressing           | setWeight p / timed pause over                 | next step                            |
 | Progressing           | pause {}                                       | Paused until promote                 |
 | Progressing           | last step done                                 | Stable with the canary (promoted)    |
@@ -252,6 +253,11 @@ class _Run(Lifecycle):
             return replace(s, next_check_at=self.now + analysis.interval)
         if self.now < s.next_check_at:
             return s
+        observed_from = self.inputs.observed_from
+        if observed_from is not None and observed_from > self.now - analysis.interval:
+            # the adapter has read the proxies for less than one interval (a restart): the
+            # window's start is unseen, so this check waits one interval, uncounted
+            return replace(s, next_check_at=observed_from + analysis.interval)
         if self.inputs.observations is None:  # nothing gathered: inconclusive, never skipped
             check = unobserved(analysis.metrics, analysis, "no observations")
         else:

@@ -124,6 +124,11 @@ class Inputs:
     # whether the canary arm has a ready target: while it has none it gets no traffic, so its
     # steps and checks wait (the progress deadline does not)
     canary_ready: bool = True
+    # since when the adapter's samples reach back (its oldest read of the proxies); None:
+    # unknown. An adapter that has watched for less than one interval (just restarted, a new
+    # leader) cannot see a window's traffic: a due check then waits instead of judging an
+    # empty window (see machine.analyse).
+    observed_from: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

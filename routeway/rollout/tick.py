@@ -84,6 +84,7 @@ def tick_route(
         actions=tuple(actions),
         backends=backends,
         canary_ready=upcoming is None or ready(known.get(upcoming)),
+        observed_from=min((s.at for s in samples), default=None) if samples else None,
     )
     decision = step(state, inputs)
     return _serve(decision, desired, known)

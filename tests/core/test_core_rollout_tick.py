@@ -121,3 +121,35 @@ def test_served_config_marks_routes_without_a_rollout_with_their_revision() -> N
     served = serve_rollouts(config, {})
     assert served.routes[0].revision == revision_of(V1).hash and served.routes[0].canary is None
     assert served.routes[0].model_copy(update={"revision": None}) == route_config
+
+
+def test_an_adapter_restart_mid_rollout_does_not_judge_an_empty_window() -> None:
+    """The operator keeps its samples in memory: restarted (or a new leader) while a healthy
+    canary is being analysed, its first read is a single sample, taken when the next check is
+    already due. That check must not be judged on a window of zero seconds (0 requests:
+    inconclusive, so Paused, or with onInconclusive: Fail a rollback of a healthy canary) —
+    the pods served thousands of canary requests in the window."""
+    from routeway.rollout.document import state_from_document, state_to_document
+
+    failing_on_inconclusive = policy(
+        steps=[{"setWeight": 10}, {"pause": {"duration": "1h"}}],
+        analysis=analysis_spec(
+            interval="10s", window="60s", minRequests=100, failureLimit=0, onInconclusive="Fail"
+        ),
+    )
+    v1, v2 = revision_of(V1), revision_of(V2)
+    snapshots = {v1.hash: v1, v2.hash: v2}
+    tick = tick_route(None, v1, failing_on_inconclusive, 0.0, {})
+    tick = tick_route(tick.state, v2, failing_on_inconclusive, 0.0, snapshots)
+    pod_start = -3600.0  # the pods were running before the rollout
+    samples = [sample(0.0, v1.hash, v2.hash, obs(0), obs(0), pod_start)]
+    for n in (1, 2, 3):  # healthy checks at 10, 20, 30
+        samples.append(sample(10.0 * n, v1.hash, v2.hash, obs(900 * n), obs(100 * n), pod_start))
+        tick = tick_route(tick.state, v2, failing_on_inconclusive, 10.0 * n, snapshots, samples)
+        assert tick.decision.check is not None and tick.decision.check.verdict == "pass"
+    # restart: the state comes back from status.rollout, the samples are gone; the pods have
+    # kept serving (cumulative counts grew) and the check due at 40 runs on the first read
+    restored = state_from_document(state_to_document(tick.state, tick.weights))
+    first_read = [sample(41.0, v1.hash, v2.hash, obs(3690), obs(410), pod_start)]
+    after = tick_route(restored, v2, failing_on_inconclusive, 41.0, snapshots, first_read)
+    assert after.state.phase == "Progressing", (after.state.phase, after.state.message)

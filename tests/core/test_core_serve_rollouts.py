@@ -63,7 +63,12 @@ def load(rollouts: ServeRollouts, loaded: LocalLoad, now: float) -> None:
     assert loaded.config is not None
     specs = {f"{r.namespace}/{r.name}": r.spec.model_dump(by_alias=True, mode="json") for r in loaded.routes}
     problems = rollouts.load(
-        loaded.config, specs, now, backends=loaded.backend_ids, credentials=loaded.credentials
+        loaded.config,
+        specs,
+        now,
+        backends=loaded.backend_ids,
+        credentials=loaded.credentials,
+        lookup=loaded.lookup,
     )
     assert problems == []
 
@@ -137,3 +142,26 @@ def test_samples_are_split_by_route_and_pruned_to_the_window(tmp_path: Path) -> 
         rollouts.observe(_report(second, canary, stable, failures=5), float(second))
         rollouts.tick(float(second))
     assert rollouts.document("default/chat")["phase"] == "RolledBack"
+
+
+def test_undo_to_a_revision_with_an_earlier_credential_serves_it_with_that_credential(
+    tmp_path: Path,
+) -> None:
+    """Undo brings back a revision whose backend spec named another Secret (still in the
+    files): its arm must be served with that Secret's value, not without a credential (every
+    attempt a 401 from the upstream, counted against the canary: a healthy revision rolled
+    back)."""
+    old_secret = backend("old", "m1").split("---\n", 1)[1]
+    rollouts = ServeRollouts()
+    load(rollouts, read(tmp_path, ROUTE, backend("old", "m1")), 0.0)
+    first = rollouts.document("default/chat")["stableRevision"]
+    load(rollouts, read(tmp_path, ROUTE, backend("new", "m2"), old_secret), 1.0)
+    rollouts.act("default/chat", "promote-full", 2.0)
+    assert rollouts.credentials == {"default/new/k": "sk-new-value"}
+
+    result = rollouts.act("default/chat", "undo", 3.0, first)
+    assert result.refused is None and result.document["canaryRevision"] == first
+    served = rollouts.served()
+    assert served is not None and served.routes[0].canary is not None
+    assert [b.credential_ref for b in served.routes[0].canary.pinned_backends] == ["default/old/k"]
+    assert rollouts.credentials.get("default/old/k") == "sk-old-value"

@@ -367,3 +367,37 @@ async def test_a_backend_edit_is_rolled_out_with_both_credentials_served(kmock: 
     assert values == {"sk-old-1", "sk-new-2"}
     stored = [dict(cr) for cr in revisions(kmock).values()]
     assert "sk-old-1" not in json.dumps(dict(get(kmock, ROUTES, "chat"))) + json.dumps(stored, default=dict)
+
+
+async def test_a_second_undo_to_the_same_revision_is_handled(kmock: RoutewayEmulator) -> None:
+    """`routeway rollout undo chat --to-revision 1` twice, days apart: the second one must undo
+    too. Each value is handled once (a bare `1` left on the route never undoes a later
+    rollout), so the CLI writes `1@TOKEN`: a new value each time."""
+    seed(kmock, *world(canary_route([{"setWeight": 10}, {"pause": {}}])))
+    async with running_operator(kmock) as state:
+        await eventually(lambda: phase(kmock) == "Stable")
+        first = rollout(kmock)["stableRevision"]
+        await edit(kmock, {"v2": 1})
+        await eventually(lambda: phase(kmock) == "Paused")
+        await annotate(kmock, promote_full="go")
+        await eventually(lambda: phase(kmock) == "Stable" and rollout(kmock)["stableRevision"] != first)
+        await settled(kmock, state)
+        number = str(revisions(kmock)[f"chat-{first}"]["revision"])
+        await annotate(kmock, undo=f"{number}@first")  # the first undo: a rollout of revision 1, promoted
+        await eventually(lambda: rollout(kmock).get("canaryRevision") == first)
+        await eventually(lambda: phase(kmock) == "Paused")
+        await annotate(kmock, promote_full="back")
+        await eventually(lambda: phase(kmock) == "Stable" and rollout(kmock)["stableRevision"] == first)
+
+        await edit(kmock, {"v3": 1})  # later: a new rollout that someone wants undone
+        await eventually(lambda: phase(kmock) == "Paused" and rollout(kmock)["canaryRevision"] != first)
+        await settled(kmock, state)
+        await annotate(kmock, undo=f"{number}@first")  # the same value again: handled already
+        await settled(kmock, state)
+        assert phase(kmock) == "Paused", "a value handled once is never replayed on a later rollout"
+        await annotate(kmock, undo=f"{number}@second")  # what the CLI sets: a fresh token
+        await eventually(
+            lambda: phase(kmock) == "Stable" and rollout(kmock)["stableRevision"] == first,
+            within=5.0,
+            what="the second undo back to revision 1 (a Git revert of the v3 rollout)",
+        )

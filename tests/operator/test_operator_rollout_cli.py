@@ -7,7 +7,7 @@ on the route's `status.rollout` document.
 
 Matrix: status from status.rollout with the spec's steps, as text and as `-o json`; the
 namespace from the kubeconfig context, `--context`, `-n` / each action's merge patch sets
-exactly its pinned annotation (a fresh token; undo: the revision) and nothing else, then the
+exactly its pinned annotation (a fresh token; undo: the revision and a fresh token) and nothing else, then the
 outcome once the token is echoed / a refused action exits 1 with the reason from the Event /
 no operator: `--timeout` runs out (exit 1), `--no-wait` (exit 0) / a missing route, a route
 without status.rollout, an API server that cannot be reached: exit 1.
@@ -94,7 +94,8 @@ class StandIn:
         annotations = obj["metadata"].get("annotations") or {}
         for kind in ACTIONS:
             value = annotations.get(f"routeway.dev/{kind}")
-            action = Action(kind, value, value if kind == "undo" else None) if value else None  # type: ignore[arg-type]
+            revision = value.split("@", 1)[0] if kind == "undo" and value else None
+            action = Action(kind, value, revision) if value else None  # type: ignore[arg-type]
             if action is None or state.was_handled(action):
                 continue
             self.now += 1
@@ -233,7 +234,11 @@ async def test_an_action_sets_exactly_its_annotation_and_waits_for_the_echo(
     assert list(patch.data) == ["metadata"] and list(patch.data["metadata"]) == ["annotations"]
     [(key, value)] = patch.data["metadata"]["annotations"].items()
     assert key == f"routeway.dev/{annotation}"
-    assert value == "r1" if annotation == "undo" else TOKEN.match(value)
+    if annotation == "undo":  # the revision, then a fresh token: a second undo is a new value
+        revision, _, token = value.partition("@")
+        assert revision == "r1" and TOKEN.match(token), value
+    else:
+        assert TOKEN.match(value)
     obj = get(kmock, RESOURCE, "chat", "team")
     assert obj["spec"] == spec_before
     handled = obj["status"]["rollout"]["handledActions"]

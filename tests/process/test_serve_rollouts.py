@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 from process_rig import Launch, eventually
 from rollout_rig import (
     ERROR_RATE_ANALYSIS,
@@ -244,4 +245,30 @@ async def test_proxy_pod_admin_has_no_rollout_actions(tmp_path: Path, launch: La
     assert status in (404, 405)
     assert (await routeway.get_admin("/rollouts"))[0] == 404
     assert (await routeway.get_admin("/observations"))[0] == 200  # read-only observations stay
+    assert await routeway.stop() == 0
+
+
+async def test_a_web_page_cannot_act_on_a_rollout(tmp_path: Path, launch: Launch) -> None:
+    """The admin port is on 127.0.0.1, which every web page the developer opens can reach: a
+    cross-site form post (text/plain, an Origin header, no preflight) or a DNS-rebound page
+    must not abort, promote or undo a rollout. The CLI and curl send no Origin."""
+    steps = "[{setWeight: 30}, {pause: {}}]"
+    folder, route = layout(tmp_path, route_yaml("v1", steps))
+    routeway = await launch("serve", "-f", str(folder))
+    save(route, route_yaml("v2", steps))
+    await wait_phase(routeway, "Paused")
+
+    for origin in ("https://evil.example", "null"):
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{routeway.admin}/rollouts/default/chat/abort",
+                data=b"x=1",
+                headers={"Origin": origin, "Content-Type": "text/plain"},
+            ) as response,
+        ):
+            assert response.status == 403, await response.text()
+    assert (await rollout(routeway))["phase"] == "Paused"
+    status, body = await post(routeway, "/rollouts/default/chat/abort")  # no Origin: the CLI, curl
+    assert status == 200 and body["phase"] == "RolledBack", body
     assert await routeway.stop() == 0

@@ -169,3 +169,26 @@ async def test_routes_document_shows_revision_and_canary(gateway: Gateway, upstr
     assert route["canary"]["revision"] == canary.revision
     assert route["canary"]["weight"] == 10
     assert [t["backend"] for t in route["canary"]["targets"]] == ["ns/b"]
+
+
+async def test_reloads_do_not_starve_the_canary(gateway: Gateway, upstream: Upstream) -> None:
+    """Any config change rebuilds every route's table entry (another route's rollout step, a
+    backend edit elsewhere): a route at 10% must still send about 10% to its canary when
+    reloads come more often than every 10 of its requests, not none at all."""
+    backends = [
+        make_backend("a", upstream.base("ok")),
+        make_backend("b", upstream.base("flaky-0")),
+        make_backend("c", upstream.base("ok")),
+    ]
+    stable = make_config(backends, [make_route("gpt", [("a", 1)]), make_route("other", [("c", 1)])])
+    arms: list[str] = []
+    for reload in range(40):
+        # the same rollout of gpt; only the unrelated route `other` changes (a new config revision)
+        desired = make_config(
+            backends,
+            [make_route("gpt", [("b", 1)]), make_route("other", [("c", 1, f"m-{reload}")])],
+        )
+        gateway.runtime.apply(rollout(stable, desired, 10), {})
+        arms += await arms_of(gateway, 5)
+    counts = Counter(arms)
+    assert 8 <= counts["canary"] <= 32, counts  # 10% of 200 is 20 (binomial 40 x 0.5: ±3.8 sd)

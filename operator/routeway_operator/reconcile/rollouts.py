@@ -125,12 +125,17 @@ def previous_state(entry: Entry) -> RolloutState | None:
 
 def route_actions(entry: Entry, stored: Mapping[str, StoredRevision]) -> tuple[Action, ...]:
     """The route's action annotations as the machine's actions; `undo` may name a revision by
-    its ControllerRevision number as well as by its hash."""
+    its ControllerRevision number as well as by its hash, optionally followed by `@TOKEN`.
+
+    Why the token: the whole value is what is handled once, so `undo: 3` left on the route
+    never undoes a later rollout — and so a second undo to revision 3 needs a new value,
+    `3@<anything new>` (what `routeway rollout undo` writes)."""
     numbers = {str(s.number): s.hash for s in stored.values()}
     actions = []
     for kind, value in entry.actions:
         if kind == "undo":
-            actions.append(Action("undo", value, numbers.get(value, value)))
+            revision = value.split("@", 1)[0].strip()
+            actions.append(Action("undo", value, numbers.get(revision, revision)))
         else:
             actions.append(Action(_kind(kind), value))
     return tuple(actions)

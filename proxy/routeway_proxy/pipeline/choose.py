@@ -17,6 +17,7 @@ route with a single weighted target), so a plan costs little more than the pick 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,13 @@ class ArmSplit:
 
     Without a stickiness key the split is a smooth counter in hundredths of a percent: every
     request adds `step`, and each time the credit reaches 100% one request goes to the canary
-    — so a weight of 10 sends exactly 10 of every 100 requests there, not 10 on average."""
+    — so a weight of 10 sends exactly 10 of every 100 requests there, not 10 on average.
+
+    The credit starts at a random point, not at zero: every config change builds a new split
+    (any route's step, any backend edit), and a counter that started at zero each time would
+    put the canary last in every cycle — reloaded more often than every 100/percent requests,
+    it would never get one. From a random point each table's share is the percent on average
+    and still exact over every 100 consecutive requests."""
 
     __slots__ = ("_credit", "_step", "percent", "salt", "sticky_header")
 
@@ -41,7 +48,7 @@ class ArmSplit:
         self.salt = salt  # the canary revision: a fresh sticky cohort per rollout
         self.sticky_header = sticky_header  # the stable arm's, else the canary's
         self._step = round(percent * 100)
-        self._credit = 0
+        self._credit = random.randrange(10_000)
 
     def next_is_canary(self) -> bool:
         credit = self._credit + self._step
