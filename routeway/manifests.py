@@ -37,6 +37,7 @@ from routeway.resources import (
     KIND_MODELS,
     FieldError,
     ModelBackend,
+    ModelClient,
     ModelGateway,
     ModelRoute,
     Secret,
@@ -45,7 +46,7 @@ from routeway.resources import (
 from routeway.secretsources import DeclaredSecret, declared_secret
 from routeway.translate import ObjectKey
 
-Resource: TypeAlias = ModelBackend | ModelRoute | ModelGateway | Secret
+Resource: TypeAlias = ModelBackend | ModelRoute | ModelGateway | ModelClient | Secret
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 SUPPORTED = f"{', '.join(k.KIND for k in CUSTOM_KINDS)} ({API_VERSION}) or Secret (v1)"
 KEEP_READABLE = (

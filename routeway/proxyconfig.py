@@ -71,6 +71,14 @@ class MockBehaviour(_Doc):
     embedding_dimensions: int = Field(8, alias="embeddingDimensions")
 
 
+class Pricing(_Doc):
+    """Price of a million tokens, in `currency`: what routeway_cost_total adds up."""
+
+    input_per_million: float = Field(alias="inputPerMillion")
+    output_per_million: float = Field(alias="outputPerMillion")
+    currency: str = "USD"
+
+
 class BackendConfig(_Doc):
     id: str  # "namespace/name"
     namespace: str
@@ -84,6 +92,7 @@ class BackendConfig(_Doc):
     queue_timeout: float = Field(alias="queueTimeout")  # bounded wait for a concurrency slot
     outlier_detection: OutlierDetection = Field(alias="outlierDetection")
     mock: MockBehaviour | None = None
+    pricing: Pricing | None = None
 
 
 class Target(_Doc):
@@ -99,6 +108,20 @@ class Retries(_Doc):
     retry_on: tuple[RetryReason, ...] = Field(DEFAULT_RETRY_ON, alias="retryOn")
     backoff_base: float = Field(0.05, alias="backoffBase")
     backoff_max: float = Field(1.0, alias="backoffMax")
+
+
+class RouteLimits(_Doc):
+    """A route's own limits, for all its clients together (None: no such limit)."""
+
+    requests_per_minute: int | None = Field(None, alias="requestsPerMinute")
+    tokens_per_minute: int | None = Field(None, alias="tokensPerMinute")
+    default_max_tokens: int = Field(1024, alias="defaultMaxTokens")  # reserved when a request sets none
+
+
+class CacheConfig(_Doc):
+    ttl: float  # seconds
+    max_bytes: int = Field(alias="maxBytes")
+    scope: Literal["Client", "Route"] = "Client"
 
 
 class CanaryArm(_Doc):
@@ -136,6 +159,34 @@ class RouteConfig(_Doc):
     revision: str | None = None
     pinned_backends: tuple[BackendConfig, ...] = Field((), alias="pinnedBackends")
     canary: CanaryArm | None = None  # a rollout in progress: the second arm
+    # Usage, not routing (never part of a revision): the route's limits and response cache.
+    limits: RouteLimits | None = None
+    cache: CacheConfig | None = None
+
+
+class ClientLimits(_Doc):
+    requests_per_minute: int | None = Field(None, alias="requestsPerMinute")
+    tokens_per_minute: int | None = Field(None, alias="tokensPerMinute")
+    tokens_per_day: int | None = Field(None, alias="tokensPerDay")
+
+
+class ClientConfig(_Doc):
+    """A ModelClient accepted by the gateway: its key by reference (the credential store holds
+    only the key's hash), the models it may call, its limits."""
+
+    id: str  # "namespace/name": what labels its metrics and log lines
+    key_ref: str = Field(alias="keyRef")  # "namespace/secret/key"
+    models: tuple[str, ...] | None = None  # names or fnmatch globs; None: every model
+    limits: ClientLimits | None = None
+
+
+class GatewayLimits(_Doc):
+    """Where limits and the cache are shared (Redis) and what its failure means."""
+
+    redis_url: str | None = Field(None, alias="redisUrl")
+    redis_password_ref: str | None = Field(None, alias="redisPasswordRef")  # "namespace/secret/key"
+    on_redis_failure: Literal["FailOpen", "FailClosed"] = Field("FailOpen", alias="onRedisFailure")
+    replicas: int = 1  # pods sharing the limits when there is no Redis: each enforces limit / replicas
 
 
 class GatewayConfig(_Doc):
@@ -148,6 +199,8 @@ class GatewayConfig(_Doc):
     # True whenever the gateway configures auth, even if its key Secret is missing or empty:
     # authentication then fails closed (every request 401) instead of opening the gateway.
     require_client_key: bool = Field(False, alias="requireClientKey")
+    clients: tuple[ClientConfig, ...] = ()  # ModelClients, sorted by id
+    limits: GatewayLimits = GatewayLimits()
 
 
 class ProxyConfig(_Doc):

@@ -19,8 +19,8 @@ import orjson
 from routeway.durations import parse_duration
 from routeway.gcpause import gc_paused
 from routeway.proxyconfig import SCHEMA_VERSION, MockBehaviour, ProxyConfig
-from routeway.resources import ModelBackend
-from routeway.translate import GatewayIR, NsName, ResolvedTarget, RouteIR, Translation
+from routeway.resources import ModelBackend, ModelGateway, parse_bytes
+from routeway.translate import ClientIR, GatewayIR, NsName, ResolvedTarget, RouteIR, Translation
 
 BACKOFF_MAX_SECONDS = 1.0
 # Every key present, as the validated model would dump it, so the hash of this plain document
@@ -67,6 +67,13 @@ def render_backend(backend: ModelBackend) -> dict[str, Any]:
             "maxEjection": parse_duration(od.max_ejection_time),
         },
         "mock": mock,
+        "pricing": None
+        if spec.pricing is None
+        else {
+            "inputPerMillion": spec.pricing.input_per_million_tokens,
+            "outputPerMillion": spec.pricing.output_per_million_tokens,
+            "currency": spec.pricing.currency,
+        },
     }
 
 
@@ -98,6 +105,52 @@ def render_route(ir: RouteIR) -> dict[str, Any]:
         "revision": None,
         "pinnedBackends": [],
         "canary": None,
+        "limits": None
+        if spec.limits is None
+        else {
+            "requestsPerMinute": spec.limits.requests_per_minute,
+            "tokensPerMinute": spec.limits.tokens_per_minute,
+            "defaultMaxTokens": spec.limits.default_max_tokens,
+        },
+        "cache": None
+        if spec.cache is None
+        else {
+            "ttl": parse_duration(spec.cache.ttl),
+            "maxBytes": parse_bytes(spec.cache.max_bytes),
+            "scope": spec.cache.scope,
+        },
+    }
+
+
+def render_client(ir: ClientIR) -> dict[str, Any]:
+    client = ir.client
+    spec = client.spec
+    limits = spec.limits
+    return {
+        "id": ir.id,
+        "keyRef": f"{client.namespace}/{spec.key_secret_ref.name}/{spec.key_secret_ref.key}",
+        "models": sorted(set(spec.models)) if spec.models is not None else None,
+        "limits": None
+        if limits is None
+        else {
+            "requestsPerMinute": limits.requests_per_minute,
+            "tokensPerMinute": limits.tokens_per_minute,
+            "tokensPerDay": limits.tokens_per_day,
+        },
+    }
+
+
+def render_gateway_limits(gateway: ModelGateway) -> dict[str, Any]:
+    """Always present: without Redis the pods' count is what each pod's share of a limit
+    follows from (limit / replicas)."""
+    limits = gateway.spec.limits
+    redis = limits.redis if limits is not None else None
+    ref = redis.password_secret_ref if redis is not None else None
+    return {
+        "redisUrl": redis.url if redis is not None else None,
+        "redisPasswordRef": f"{gateway.namespace}/{ref.name}/{ref.key}" if ref is not None else None,
+        "onRedisFailure": limits.on_redis_failure if limits is not None else "FailOpen",
+        "replicas": max(gateway.spec.replicas, 1),
     }
 
 
@@ -117,6 +170,8 @@ def render_document(ir: GatewayIR) -> dict[str, Any]:
             "maxBodyBytes": gw.spec.max_request_body_bytes,
             "clientKeyRefs": sorted(ir.client_key_refs),
             "requireClientKey": ir.require_client_key,
+            "clients": [render_client(c) for c in sorted(ir.clients, key=lambda c: c.id)],
+            "limits": render_gateway_limits(gw),
         },
         "backends": [render_backend(backends[k]) for k in sorted(backends)],
         "routes": [render_route(r) for r in sorted(ir.routes, key=lambda r: r.route.spec.model)],

@@ -21,7 +21,7 @@ from typing import NamedTuple, TypeAlias
 
 from routeway import status as st
 from routeway.gcpause import gc_paused
-from routeway.resources import ModelBackend, ModelGateway, ModelRoute, Secret
+from routeway.resources import ModelBackend, ModelClient, ModelGateway, ModelRoute, Secret
 
 NsName: TypeAlias = tuple[str, str]
 
@@ -50,6 +50,7 @@ class Inventory:
     gateways: Mapping[NsName, ModelGateway] = field(default_factory=dict)
     secret_keys: Mapping[NsName, frozenset[str]] = field(default_factory=dict)
     invalid: Mapping[ObjectKey, str] = field(default_factory=dict)  # failed to parse → why
+    clients: Mapping[NsName, ModelClient] = field(default_factory=dict)
     # Secrets known to exist whose key names are not known (local mode: kept out of the files,
     # or made by a controller from data elsewhere): any key of theirs resolves. The operator
     # reads real Secrets and leaves this empty.
@@ -58,13 +59,14 @@ class Inventory:
     @classmethod
     def from_objects(
         cls,
-        objects: Iterable[ModelBackend | ModelRoute | ModelGateway | Secret],
+        objects: Iterable[ModelBackend | ModelRoute | ModelGateway | ModelClient | Secret],
         invalid: Mapping[ObjectKey, str] | None = None,
     ) -> Inventory:
         backends: dict[NsName, ModelBackend] = {}
         routes: dict[NsName, ModelRoute] = {}
         gateways: dict[NsName, ModelGateway] = {}
         secrets: dict[NsName, frozenset[str]] = {}
+        clients: dict[NsName, ModelClient] = {}
         for obj in objects:
             key = (obj.namespace, obj.name)
             if isinstance(obj, ModelBackend):
@@ -73,9 +75,11 @@ class Inventory:
                 routes[key] = obj
             elif isinstance(obj, ModelGateway):
                 gateways[key] = obj
+            elif isinstance(obj, ModelClient):
+                clients[key] = obj
             else:
                 secrets[key] = frozenset(obj.data) | frozenset(obj.string_data)
-        return cls(backends, routes, gateways, secrets, dict(invalid or {}))
+        return cls(backends, routes, gateways, secrets, dict(invalid or {}), clients=clients)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,11 +97,21 @@ class RouteIR:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientIR:
+    client: ModelClient
+
+    @property
+    def id(self) -> str:
+        return f"{self.client.namespace}/{self.client.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayIR:
     gateway: ModelGateway
     routes: tuple[RouteIR, ...]  # sorted by public model name
     client_key_refs: tuple[str, ...]
     require_client_key: bool
+    clients: tuple[ClientIR, ...] = ()  # accepted ModelClients, sorted by id
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,7 @@ class Translation:
     gateways: Mapping[NsName, GatewayIR]
     findings: Mapping[ObjectKey, tuple[st.Finding, ...]]
     conditions: Mapping[ObjectKey, tuple[st.Condition, ...]]  # Accepted + ResolvedRefs per object
-    attachments: Mapping[ObjectKey, NsName]  # accepted route → its gateway
+    attachments: Mapping[ObjectKey, NsName]  # accepted route or client → its gateway
 
 
 def translate(inv: Inventory) -> Translation:
@@ -121,17 +135,20 @@ def _translate(inv: Inventory) -> Translation:
     usable_backends = _check_backends(inv, findings)
     gateway_auth = _check_gateways(inv, findings)
     route_irs, attachments = _translate_routes(inv, usable_backends, findings)
+    client_irs = _translate_clients(inv, findings, attachments)
 
     gateways: dict[NsName, GatewayIR] = {}
     for gw_key in sorted(gateway_auth):
         refs, required = gateway_auth[gw_key]
         routes = tuple(sorted(route_irs.get(gw_key, []), key=lambda r: r.route.spec.model))
-        gateways[gw_key] = GatewayIR(inv.gateways[gw_key], routes, refs, required)
+        clients = tuple(sorted(client_irs.get(gw_key, []), key=lambda c: c.id))
+        gateways[gw_key] = GatewayIR(inv.gateways[gw_key], routes, refs, required, clients)
 
     all_keys = (
         [ObjectKey(ModelBackend.KIND, *k) for k in inv.backends]
         + [ObjectKey(ModelRoute.KIND, *k) for k in inv.routes]
         + [ObjectKey(ModelGateway.KIND, *k) for k in inv.gateways]
+        + [ObjectKey(ModelClient.KIND, *k) for k in inv.clients]
         + list(inv.invalid)
     )
     frozen_findings = {k: tuple(findings.get(k, ())) for k in sorted(set(all_keys))}
@@ -244,14 +261,46 @@ def _translate_routes(
     return by_gateway, attachments
 
 
-def _gateway_of(route: ModelRoute) -> NsName:
-    ref = route.spec.gateway_ref
+def _gateway_of(obj: ModelRoute | ModelClient) -> NsName:
+    ref = obj.spec.gateway_ref
     if ref is None:
-        return (route.namespace, "default")
-    return (ref.namespace or route.namespace, ref.name)
+        return (obj.namespace, "default")
+    return (ref.namespace or obj.namespace, ref.name)
 
 
-def _attachment_problem(inv: Inventory, route: ModelRoute, gw_key: NsName) -> st.Finding | None:
+def _translate_clients(
+    inv: Inventory, findings: dict[ObjectKey, list[st.Finding]], attachments: dict[ObjectKey, NsName]
+) -> dict[NsName, list[ClientIR]]:
+    """ModelClients by gateway. Attachment follows the routes' rule (allowedRoutes); a gateway
+    without `auth` accepts no client key (AuthDisabled: a key that is never asked for would
+    limit nothing); a missing key Secret leaves the client out (its key cannot be checked)."""
+    out: dict[NsName, list[ClientIR]] = {}
+    for key, client in sorted(inv.clients.items()):
+        okey = ObjectKey(ModelClient.KIND, *key)
+        mine = findings.setdefault(okey, [])
+        gw_key = _gateway_of(client)
+        problem = _attachment_problem(inv, client, gw_key)
+        if problem is None and inv.gateways[gw_key].spec.auth is None:
+            problem = st.Finding(
+                st.ACCEPTED,
+                st.REASON_AUTH_DISABLED,
+                "spec.gatewayRef",
+                f"ModelGateway {gw_key[0]}/{gw_key[1]} has no spec.auth: it asks no client for a key",
+            )
+        if problem is not None:
+            mine.append(problem)
+            continue
+        ref = client.spec.key_secret_ref
+        secret = _secret_problem(inv, client.namespace, ref.name, ref.key)
+        if secret is not None:
+            mine.append(st.Finding(st.RESOLVED_REFS, secret[0], "spec.keySecretRef", secret[1]))
+            continue
+        attachments[okey] = gw_key
+        out.setdefault(gw_key, []).append(ClientIR(client))
+    return out
+
+
+def _attachment_problem(inv: Inventory, route: ModelRoute | ModelClient, gw_key: NsName) -> st.Finding | None:
     gateway = inv.gateways.get(gw_key)
     where = f"{gw_key[0]}/{gw_key[1]}"
     if gateway is None:
@@ -273,7 +322,8 @@ def _attachment_problem(inv: Inventory, route: ModelRoute, gw_key: NsName) -> st
             st.ACCEPTED,
             st.REASON_NOT_ALLOWED,
             "spec.gatewayRef",
-            f"ModelGateway {where} does not accept routes from namespace {route.namespace}",
+            f"ModelGateway {where} does not accept {'routes' if isinstance(route, ModelRoute) else 'clients'} "
+            f"from namespace {route.namespace}",
         )
     return None
 

@@ -8,7 +8,8 @@ Models are frozen: a parsed resource is a value, safe to share between translati
 Unknown spec fields are errors rather than silently ignored, so a typo in a manifest is
 reported instead of quietly changing routing.
 
-One module per kind (`backend`, `route`, `gateway`), their status documents (`status`), the
+One module per kind (`backend`, `route`, `gateway`, `client`), usage limits, cache and
+pricing (`usage`), their status documents (`status`), the
 objects and kind registry (`objects`), shared parts (`meta`) and Secrets (`secret`); this
 package re-exports them all, so `from routeway.resources import ModelRoute` stays the way in.
 """
@@ -20,6 +21,10 @@ from routeway.resources.backend import (
     MockSpec,
     ModelBackendSpec,
     OutlierDetectionSpec,
+)
+from routeway.resources.client import (
+    ModelClientSpec,
+    ModelPattern,
 )
 from routeway.resources.gateway import (
     AllowedRoutes,
@@ -49,7 +54,9 @@ from routeway.resources.meta import (
 from routeway.resources.objects import (
     CUSTOM_KINDS,
     KIND_MODELS,
+    CustomKind,
     ModelBackend,
+    ModelClient,
     ModelGateway,
     ModelRoute,
 )
@@ -69,50 +76,82 @@ from routeway.resources.secret import (
     is_sops_encrypted,
 )
 from routeway.resources.status import (
+    ClientUsage,
     Condition,
     ModelBackendStatus,
+    ModelClientStatus,
     ModelGatewayStatus,
     ModelRouteStatus,
     RolloutStatus,
+    UsageWindow,
+)
+from routeway.resources.usage import (
+    BYTES_PATTERN,
+    MAX_CACHE_BYTES,
+    ByteSize,
+    CacheSpec,
+    ClientLimitsSpec,
+    GatewayLimitsSpec,
+    GatewayRedisSpec,
+    PerMinute,
+    PricingSpec,
+    RouteLimitsSpec,
+    parse_bytes,
 )
 
 __all__ = [
     "API_VERSION",
+    "BYTES_PATTERN",
     "CUSTOM_KINDS",
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
     "GROUP",
     "HEADER_NAME",
     "KIND_MODELS",
+    "MAX_CACHE_BYTES",
     "SECRET_KEY",
     "SOPS_VALUE",
     "URL_PATTERN",
     "VERSION",
     "AllowedRoutes",
     "BackendTimeouts",
+    "ByteSize",
+    "CacheSpec",
     "ClientAuthSpec",
+    "ClientLimitsSpec",
+    "ClientUsage",
     "Condition",
+    "CustomKind",
     "FallbackRef",
     "FieldError",
+    "GatewayLimitsSpec",
+    "GatewayRedisSpec",
     "GatewayRef",
     "MockSpec",
     "ModelBackend",
     "ModelBackendSpec",
     "ModelBackendStatus",
+    "ModelClient",
+    "ModelClientSpec",
+    "ModelClientStatus",
     "ModelGateway",
     "ModelGatewaySpec",
     "ModelGatewayStatus",
+    "ModelPattern",
     "ModelRoute",
     "ModelRouteSpec",
     "ModelRouteStatus",
     "ObjectMeta",
     "ObjectName",
     "OutlierDetectionSpec",
+    "PerMinute",
+    "PricingSpec",
     "ResourceQuantity",
     "ResourceRequirementsSpec",
     "RetriesSpec",
     "RetryOn",
     "RolloutStatus",
+    "RouteLimitsSpec",
     "RouteNamespaces",
     "Secret",
     "SecretKeyRef",
@@ -121,6 +160,8 @@ __all__ = [
     "SopsMetadata",
     "StickinessSpec",
     "UpstreamURL",
+    "UsageWindow",
     "WeightedBackendRef",
     "is_sops_encrypted",
+    "parse_bytes",
 ]

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from routeway.durations import Duration
 from routeway.resources.meta import SecretKeyRef, UpstreamURL
+from routeway.resources.usage import PricingSpec
 from routeway.specbase import FieldError as FieldError
 from routeway.specbase import SpecModel as _Spec
 
@@ -85,6 +86,9 @@ class ModelBackendSpec(_Spec):
         default_factory=OutlierDetectionSpec, description="Passive health checking."
     )
     mock: MockSpec | None = Field(None, description="Simulated behaviour; only for provider `mock`.")
+    pricing: PricingSpec | None = Field(
+        None, description="What its tokens cost: routeway_cost_total and ModelClient status add it up."
+    )
 
     @model_validator(mode="after")
     def _provider_fields(self) -> ModelBackendSpec:

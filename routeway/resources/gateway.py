@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from routeway.resources.meta import DNS_LABEL, SecretRef
+from routeway.resources.usage import GatewayLimitsSpec
 from routeway.specbase import FieldError as FieldError
 from routeway.specbase import SpecModel as _Spec
 
@@ -66,6 +67,10 @@ class ModelGatewaySpec(_Spec):
         default_factory=AllowedRoutes, description="Which namespaces' ModelRoutes this gateway serves."
     )
     auth: ClientAuthSpec | None = Field(None, description="Client authentication; none: open to the cluster.")
+    limits: GatewayLimitsSpec | None = Field(
+        None,
+        description="Where limits and the response cache are shared across pods (Redis), and what Redis failing means.",
+    )
     max_request_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024, description="Larger request bodies get 413."
     )

@@ -7,10 +7,16 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from routeway.resources.backend import ModelBackendSpec
+from routeway.resources.client import ModelClientSpec
 from routeway.resources.gateway import ModelGatewaySpec
 from routeway.resources.meta import ObjectMeta
 from routeway.resources.route import ModelRouteSpec
-from routeway.resources.status import ModelBackendStatus, ModelGatewayStatus, ModelRouteStatus
+from routeway.resources.status import (
+    ModelBackendStatus,
+    ModelClientStatus,
+    ModelGatewayStatus,
+    ModelRouteStatus,
+)
 from routeway.specbase import FieldError as FieldError
 
 
@@ -65,9 +71,17 @@ class ModelGateway(_Object):
     spec: ModelGatewaySpec = Field(default_factory=ModelGatewaySpec)
 
 
-CUSTOM_KINDS: tuple[type[ModelBackend] | type[ModelRoute] | type[ModelGateway], ...] = (
-    ModelBackend,
-    ModelRoute,
-    ModelGateway,
-)
+class ModelClient(_Object):
+    """One team's API key: the gateway that accepts it, the models it may call, its limits."""
+
+    KIND: ClassVar[str] = "ModelClient"
+    SHORT_NAMES: ClassVar[tuple[str, ...]] = ("mc",)
+    PLURAL: ClassVar[str] = "modelclients"
+    kind: Literal["ModelClient"] = "ModelClient"
+    status: ModelClientStatus | None = None
+    spec: ModelClientSpec
+
+
+CustomKind = type[ModelBackend] | type[ModelRoute] | type[ModelGateway] | type[ModelClient]
+CUSTOM_KINDS: tuple[CustomKind, ...] = (ModelBackend, ModelRoute, ModelGateway, ModelClient)
 KIND_MODELS: dict[str, type[_Object]] = {k.KIND: k for k in CUSTOM_KINDS}

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from routeway.durations import Duration
 from routeway.resources.meta import DNS_LABEL, HEADER_NAME, ObjectName
+from routeway.resources.usage import CacheSpec, RouteLimitsSpec
 from routeway.specbase import FieldError as FieldError
 from routeway.specbase import SpecModel as _Spec
 from routeway.strategy import ProgressDeadline, StrategySpec
@@ -81,6 +82,12 @@ class ModelRouteSpec(_Spec):
     retries: RetriesSpec = Field(default_factory=RetriesSpec, description="Retry policy.")
     timeout: Duration | None = Field(None, description="Cap on the whole request, retries included.")
     stickiness: StickinessSpec | None = Field(None, description="Session affinity by a request header.")
+    limits: RouteLimitsSpec | None = Field(
+        None, description="Limits of this route for all clients together (besides each client's own)."
+    )
+    cache: CacheSpec | None = Field(
+        None, description="Exact-match response cache for chat completions, completions and embeddings."
+    )
     strategy: StrategySpec | None = Field(
         None,
         description="Progressive delivery: how a new revision of this route (its routing fields "

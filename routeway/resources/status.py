@@ -100,3 +100,28 @@ class ModelGatewayStatus(_Status):
     proxies: int | None = Field(
         None, description="Ready proxy pods serving configRevision, as last read from their admin ports."
     )
+
+
+class UsageWindow(_Spec):
+    """Usage of one window as the operator last aggregated it from the gateway's proxies."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+    start: str | None = Field(None, description="Start of the window (RFC 3339).")
+    requests: int = Field(0, description="Requests admitted.")
+    prompt_tokens: int = Field(0, description="Prompt tokens used.")
+    completion_tokens: int = Field(0, description="Completion tokens used.")
+    cost: str | None = Field(None, description="Cost of those tokens, a decimal in `currency`.")
+
+
+class ClientUsage(_Spec):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+    minute: UsageWindow | None = Field(None, description="The current minute.")
+    day: UsageWindow | None = Field(None, description="The current UTC day.")
+    currency: str | None = Field(None, description="Currency of the costs (of the backends' pricing).")
+    observed_at: str | None = Field(None, description="When the proxies were last read (RFC 3339).")
+
+
+class ModelClientStatus(_Status):
+    gateway: str | None = Field(None, description="namespace/name of the gateway this key is accepted by.")
+    models: str | None = Field(None, description="The models this key may call, e.g. `chat,embed-*` or `*`.")
+    usage: ClientUsage | None = Field(None, description="Tokens and cost of the current minute and UTC day.")

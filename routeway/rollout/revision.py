@@ -12,8 +12,10 @@ from the resources: those are already resolved (defaults applied, durations in s
 so two spellings of the same intent hash alike, and an arm can be served straight from its
 snapshot by the same renderer that serves a route today.
 
-Left out of the hash on purpose: the route's identity (id, name, namespace), its public model
-name (a name change is an identity change, not something to split traffic over) and
+Left out of the hash on purpose: what governs usage rather than serving — a route's limits
+and cache, a backend's pricing (raising a limit or a price is not a rollout) — and the
+route's identity (id, name, namespace), its public model name (a name change is an
+identity change, not something to split traffic over) and
 `generation` (it moves on edits that change nothing served, such as the strategy itself).
 The hash is taken over the document with default-valued fields dropped, so a field added to
 the config schema later with a default leaves every existing revision's hash — and so every
@@ -96,7 +98,7 @@ def revision_hash(route: RouteConfig, backends: Iterable[BackendConfig]) -> str:
         "schema": REVISION_SCHEMA,
         "routing": _routing_fields(route),
         "backends": [
-            b.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            b.model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude={"pricing"})
             for b in sorted(backends, key=lambda b: b.id)
         ],
     }
@@ -105,6 +107,8 @@ def revision_hash(route: RouteConfig, backends: Iterable[BackendConfig]) -> str:
 
 def _routing_fields(route: RouteConfig) -> dict[str, Any]:
     doc = route.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    for usage in ("limits", "cache"):  # usage, not routing: a new limit is not a rollout
+        doc.pop(usage, None)
     for identity in (
         "id",
         "namespace",

@@ -87,5 +87,13 @@ def _serve(route: RouteConfig, arms: ServedRoute, current: Mapping[str, BackendC
 def pinned(
     snapshot: Iterable[BackendConfig], current: Mapping[str, BackendConfig]
 ) -> tuple[BackendConfig, ...]:
-    """The snapshot's backend specs that the current config does not hold as they are."""
-    return tuple(b for b in snapshot if current.get(b.id) != b)
+    """The snapshot's backend specs that the current config does not hold as they are. Pricing
+    is not part of a revision: a pinned spec is charged at the backend's current price."""
+    out = []
+    for b in snapshot:
+        now = current.get(b.id)
+        if now is not None:
+            b = b.model_copy(update={"pricing": now.pricing})
+        if now != b:
+            out.append(b)
+    return tuple(out)

@@ -34,6 +34,7 @@ def test_chart_installs_routeway_and_kopf_peering_crds(template: Callable[..., R
         "modelgateways.routeway.dev",
         "modelroutes.routeway.dev",
         "modelbackends.routeway.dev",
+        "modelclients.routeway.dev",
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     }

@@ -24,9 +24,11 @@ EXPECTED = {
     ("routeway.dev", "modelgateways"): READ | {"patch"},
     ("routeway.dev", "modelroutes"): READ | {"patch"},
     ("routeway.dev", "modelbackends"): READ | {"patch"},
+    ("routeway.dev", "modelclients"): READ | {"patch"},
     ("routeway.dev", "modelgateways/status"): {"patch"},
     ("routeway.dev", "modelroutes/status"): {"patch"},
     ("routeway.dev", "modelbackends/status"): {"patch"},
+    ("routeway.dev", "modelclients/status"): {"patch"},
     ("routeway.dev", "modelgateways/finalizers"): {"update"},
     ("routeway.dev", "modelroutes/finalizers"): {"update"},
     ("", "secrets"): MANAGE,
@@ -145,7 +147,7 @@ def test_routeway_resources_match_the_crds(template: Callable[..., Rendered]) ->
         assert plural in crds, f"RBAC names {resource}, no such CRD"
         if subresource == "status":
             assert all("status" in v.get("subresources", {}) for v in crds[plural]["versions"]), plural
-    assert set(crds) == {"modelgateways", "modelroutes", "modelbackends"}
+    assert set(crds) == {"modelgateways", "modelroutes", "modelbackends", "modelclients"}
 
 
 def test_operator_holds_what_proxy_roles_grant(template: Callable[..., Rendered]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from routeway.resources import ModelBackend, ModelGateway, ModelRoute, Secret
+from routeway.resources import ModelBackend, ModelClient, ModelGateway, ModelRoute, Secret
 
 
 def backend(name: str, namespace: str = "default", **spec: Any) -> ModelBackend:
@@ -58,5 +58,18 @@ def secret(name: str, namespace: str = "default", **string_data: str) -> Secret:
             "kind": "Secret",
             "metadata": {"name": name, "namespace": namespace},
             "stringData": string_data,
+        }
+    )
+
+
+def client(name: str, namespace: str = "default", **spec: Any) -> ModelClient:
+    body: dict[str, Any] = {"keySecretRef": {"name": f"{name}-key", "key": "api-key"}}
+    body.update(spec)
+    return ModelClient.model_validate(
+        {
+            "apiVersion": "routeway.dev/v1alpha1",
+            "kind": "ModelClient",
+            "metadata": {"name": name, "namespace": namespace, "generation": 1},
+            "spec": body,
         }
     )

@@ -175,10 +175,10 @@ metadata: {name: no-kind}
         f"{path}: ModelRoute/broken: spec.backends[0].weight: Input should be a valid integer",
         f"{path}#2: ModelBackend/wrong-group: apiVersion: expected routeway.dev/v1alpha1 for ModelBackend, got 'routeway.io/v1alpha1'",
         f"{path}#3: ModelRout/typo: kind: unsupported kind 'ModelRout' (apiVersion 'routeway.dev/v1alpha1'); "
-        "expected ModelBackend, ModelRoute, ModelGateway (routeway.dev/v1alpha1) or Secret (v1)",
+        "expected ModelBackend, ModelRoute, ModelGateway, ModelClient (routeway.dev/v1alpha1) or Secret (v1)",
         f"{path}#4: Secret/bad: data.k: not valid base64 (use stringData for plain text)",
         f"{path}#5: document 5: kind: unsupported kind None (apiVersion 'routeway.dev/v1alpha1'); "
-        "expected ModelBackend, ModelRoute, ModelGateway (routeway.dev/v1alpha1) or Secret (v1)",
+        "expected ModelBackend, ModelRoute, ModelGateway, ModelClient (routeway.dev/v1alpha1) or Secret (v1)",
     ]
     assert len(lines) == len(expected), proc.stdout
     for line, start in zip(lines, expected, strict=True):

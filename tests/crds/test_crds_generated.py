@@ -38,6 +38,7 @@ EXPECTED_FILES = {
     "routeway.dev_modelbackends.yaml",
     "routeway.dev_modelroutes.yaml",
     "routeway.dev_modelgateways.yaml",
+    "routeway.dev_modelclients.yaml",
 }
 
 

@@ -92,11 +92,11 @@ No wildcards: each resource and verb is listed because the operator uses it.
 {{- define "routeway.operatorRules" -}}
 # Its own resources: watched, annotated/finalized by kopf (patch), never created or deleted.
 - apiGroups: [routeway.dev]
-  resources: [modelgateways, modelroutes, modelbackends]
+  resources: [modelgateways, modelroutes, modelbackends, modelclients]
   verbs: [get, list, watch, patch]
 # Conditions and observedGeneration: the status subresource is the only place it writes.
 - apiGroups: [routeway.dev]
-  resources: [modelgateways/status, modelroutes/status, modelbackends/status]
+  resources: [modelgateways/status, modelroutes/status, modelbackends/status, modelclients/status]
   verbs: [patch]
 # Children carry ownerReferences with blockOwnerDeletion (kopf.adopt's default); clusters that
 # enforce OwnerReferencesPermissionEnforcement require update on the owner's finalizers. A

@@ -28,7 +28,7 @@ from routeway.configstore import (
 from routeway.credentials import credential_refs, resolve_credentials, secret_value
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
-from routeway.resources import ModelGateway, Secret
+from routeway.resources import ModelGateway, ModelRoute, Secret
 from routeway.rollout.serving import serve_rollouts
 from routeway.status import (
     REASON_APPLY_FAILED,
@@ -173,7 +173,11 @@ async def report(
             outcome,
             deployment=statuses.deployment_of(state, gateway_entry),
             address=address,
-            routes=sum(1 for gw in translation.attachments.values() if gw == gateway_entry.key),
+            routes=sum(
+                1
+                for key, gw in translation.attachments.items()
+                if gw == gateway_entry.key and key.kind == ModelRoute.KIND
+            ),
             now=now,
             proxies_current=proxies,
         )
