@@ -79,6 +79,7 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
             state.client = None
             state.loop = None
         runtime.metrics.ledger.flush()  # the last requests' accounting, before the loop ends
+        await runtime.limits.close()  # pending settlements, then Redis and the shared table
 
     app.cleanup_ctx.append(own_client_session)
     for kind, path in ENDPOINT_PATHS.items():

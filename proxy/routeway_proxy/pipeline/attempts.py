@@ -69,6 +69,7 @@ class Exchange:
         "client_wants_usage",
         "headers",
         "kind",
+        "limit_headers",
         "loop",
         "metrics",
         "policy",
@@ -123,6 +124,12 @@ class Exchange:
         self._outcome: tuple[int, PairMetrics, UsageSource] | None = None  # the accounting record's
         self._aborted = False
         self._task: asyncio.Task[Any] | None = None
+        self.limit_headers: dict[str, str] | None = None  # x-ratelimit-* of a limited request
+
+    @property
+    def outcome(self) -> tuple[int, PairMetrics, UsageSource] | None:
+        """(status, metrics pair, usage) once concluded: what the limit stage settles from."""
+        return self._outcome
 
     # ------------------------------------------------------------------ state, by its owner
 

@@ -95,8 +95,10 @@ def make_inference_handler(
                 client = state.client
                 if client is None:  # only before startup or after cleanup
                     raise make_not_ready()
-                # 3-4: limits and cache (seams)
-                limit.reserve(route, body)
+                # 3-4: limits (only for a limited route or caller) and cache (seam)
+                reservation = None
+                if route.config.limits is not None:
+                    reservation = await limit.reserve(runtime.limits, route, body)
                 cached = cache.lookup(route, body)
             except ProxyError as error:
                 pair = route.metrics if route is not None else table.unrouted
@@ -104,6 +106,9 @@ def make_inference_handler(
                 raise
             if cached is not None:
                 settle(runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started)
+                if reservation is not None:  # a hit spends no upstream tokens
+                    cached.headers.update(reservation.headers)
+                    await reservation.settle(0)
                 return cached
             # 5-8: arm, then the attempts, which relay the answer and settle the request
             if route.canary is None:  # the common case, inline: one arm, its sticky key
@@ -116,7 +121,9 @@ def make_inference_handler(
             in_flight = state.in_flight
             in_flight.add(exchange)
             try:
-                return await exchange.run()
+                if reservation is None:
+                    return await exchange.run()
+                return await limit.run_limited(exchange, reservation)
             finally:
                 in_flight.discard(exchange)
         except asyncio.CancelledError:
