@@ -222,7 +222,9 @@ async def test_headers_on_every_answer_and_the_429_shape(gateway: Gateway, upstr
         assert bad.value.response.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 7 - reserved)
 
         gateway.runtime.apply(limited(upstream.base("ok"), rpm=3, tpm=100_000), {})
-        await client.chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+        raw = await client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+        # the error gave its tokens back: only the first request's usage (7) is spent
+        assert raw.headers["x-ratelimit-remaining-tokens"] == str(100_000 - 7 - reserved)
         with pytest.raises(openai.RateLimitError) as refused:
             await client.chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
         error = refused.value
@@ -253,6 +255,13 @@ async def test_headers_on_every_answer_and_the_429_shape(gateway: Gateway, upstr
         raw = await client.chat.completions.with_raw_response.create(model="free", messages=MESSAGES)  # type: ignore[arg-type]
         assert not [name for name in raw.headers if name.startswith("x-ratelimit")]
 
+        # an error of the gateway's own (no backend reachable): the headers as well
+        gateway.runtime.apply(limited("http://127.0.0.1:1/v1", rpm=10, tpm=100_000), {})
+        with pytest.raises(openai.InternalServerError) as unreachable:
+            await client.chat.completions.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+        assert unreachable.value.status_code == 502
+        assert unreachable.value.response.headers["x-ratelimit-remaining-requests"] == "6"
+
 
 async def test_client_and_route_limits_are_reserved_all_or_nothing(
     gateway: Gateway, upstream: Upstream
@@ -280,6 +289,15 @@ async def test_client_and_route_limits_are_reserved_all_or_nothing(
     assert await limit.reserve(limits, route, body, "ns/team", team) is not None
 
 
+async def test_without_redis_each_pod_enforces_its_share(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(
+        limited(upstream.base("ok"), rpm=1000, gateway_limits=GatewayLimits(replicas=4)), {}
+    )
+    async with client_of(gateway) as client:
+        raw = await client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+    assert raw.headers["x-ratelimit-limit-requests"] == "250"
+
+
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     with running_redis() as server:
@@ -296,7 +314,10 @@ async def test_redis_store_and_its_failure_modes(
 
     def config(mode: str) -> ProxyConfig:
         settings = GatewayLimits(
-            redisUrl=redis_server.url, redisPasswordRef="ns/redis/password", onRedisFailure=mode
+            redisUrl=redis_server.url,
+            redisPasswordRef="ns/redis/password",
+            onRedisFailure=mode,
+            replicas=3,  # no division: Redis shares the limit between the pods
         )  # type: ignore[arg-type]
         return limited(upstream.base("ok"), rpm=1000, gateway_limits=settings)
 
