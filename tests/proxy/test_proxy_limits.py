@@ -68,11 +68,19 @@ class HeldUpstream:
         self.usage = usage
         self.waiting = 0
         self.release = asyncio.Event()
+        self.all_decided = asyncio.Event()  # 20 requests either refused or waiting here
+        self._decided = 0
         self.url = ""
+
+    def decided(self, *_: object) -> None:
+        self._decided += 1
+        if self._decided == 20:
+            self.all_decided.set()
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.waiting += 1
+        self.decided()
         await self.release.wait()
         document = chat_document(body["model"])
         prompt, completion = self.usage
@@ -114,16 +122,17 @@ def client_of(gateway: Gateway) -> openai.AsyncOpenAI:
 async def remaining_tokens(gateway: Gateway) -> int:
     """What is left of the route's token budget, read from a probe's headers (the probe's own
     reservation added back)."""
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{gateway.v1}/chat/completions", json=PROBE) as response:
-            assert response.status == 200, await response.text()
-            return int(response.headers["x-ratelimit-remaining-tokens"]) + PROBE_TOKENS
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", json=PROBE) as response,
+    ):
+        assert response.status == 200, await response.text()
+        return int(response.headers["x-ratelimit-remaining-tokens"]) + PROBE_TOKENS
 
 
 async def metric(gateway: Gateway, name: str, **labels: str) -> float:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{gateway.admin_url}/metrics") as response:
-            text = await response.text()
+    async with aiohttp.ClientSession() as session, session.get(f"{gateway.admin_url}/metrics") as response:
+        text = await response.text()
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
         if line.startswith(f"{name}{{{wanted}}} "):
@@ -143,8 +152,9 @@ async def test_a_burst_cannot_overshoot_the_token_budget(gateway: Gateway, held:
             return 200
 
         tasks = [asyncio.create_task(one()) for _ in range(20)]
-        while held.waiting + sum(task.done() for task in tasks) < 20:  # every request decided
-            await asyncio.sleep(0.01)
+        for task in tasks:
+            task.add_done_callback(held.decided)  # refused: done at once; admitted: held upstream
+        await held.all_decided.wait()
         held.release.set()
         codes = await asyncio.gather(*tasks)
         admitted = codes.count(200)
@@ -307,7 +317,7 @@ def redis_server() -> Iterator[RedisServer]:
 async def test_redis_store_and_its_failure_modes(
     gateway: Gateway, upstream: Upstream, redis_server: RedisServer
 ) -> None:
-    password = "redis-pass-6d1f"  # noqa: S105 - a test credential
+    password = "redis-pass-6d1f"  # a test credential
     admin = redis.Redis(port=redis_server.port)
     admin.config_set("requirepass", password)
     admin.close()

@@ -34,6 +34,7 @@ from routeway_proxy.headers import upstream_header_pairs
 from routeway_proxy.ledger import UsageSource
 from routeway_proxy.metrics import PairMetrics, ProxyMetrics
 from routeway_proxy.pipeline import relay
+from routeway_proxy.pipeline.authenticate import Caller
 from routeway_proxy.pipeline.policy import OVERLOADED, AttemptPolicy, Failure, GiveUp, attempt_deadline
 from routeway_proxy.pipeline.settle import CLIENT_CLOSED, settle
 from routeway_proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
@@ -65,6 +66,7 @@ class Exchange:
         "attempt_started",
         "base_headers",
         "body",
+        "caller",
         "client",
         "client_wants_usage",
         "headers",
@@ -93,8 +95,10 @@ class Exchange:
         started: float,
         loop: asyncio.AbstractEventLoop,
         sticky_key: str | None,
+        caller: Caller,
     ) -> None:
         self.request = request
+        self.caller = caller  # who is calling (pipeline.authenticate): labels the accounting record
         self.client = client
         self.metrics = metrics
         self.route = route
@@ -199,7 +203,7 @@ class Exchange:
             outcome = self._outcome
             if outcome is not None:
                 code, pair, usage = outcome
-                settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage)
+                settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage, self.caller)
 
     def _pair(self) -> PairMetrics:
         target = self.target
