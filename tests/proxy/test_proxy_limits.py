@@ -6,7 +6,8 @@ real usage frees what was reserved (documents, and streams whose usage the gatew
 without showing it to a client that did not ask); an upstream error settles 0 tokens; the
 `x-ratelimit-*` headers on successes, errors and streams, none on an unlimited route; the 429
 `rate_limit_exceeded` shape with `Retry-After` and the rejection metric; client and route
-limits reserved all-or-nothing (the stage with a client's id and limits as parameters); a
+limits reserved all-or-nothing; a burst of a real ModelClient (its key) against its own
+budget, while a gateway-wide key and an unlimited client pass without headers; a
 Redis store behind a password from the credential store, then Redis killed: FailOpen serves,
 FailClosed answers 503 `rate_limit_unavailable`, each counted in the store-failure metric.
 
@@ -40,7 +41,14 @@ from routeway_proxy.limits.estimate import estimate_tokens
 from routeway_proxy.pipeline import limit
 from routeway_proxy.runtime import ProxyRuntime
 
-from routeway.proxyconfig import ClientLimits, GatewayLimits, ProxyConfig, RouteLimits
+from routeway.proxyconfig import (
+    ClientConfig,
+    ClientLimits,
+    GatewayLimits,
+    ProxyConfig,
+    RouteLimits,
+    hash_client_key,
+)
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 PROBE = {"model": "chat", "messages": MESSAGES, "max_tokens": 0}
@@ -115,8 +123,8 @@ def limited(
     return config.with_revision()
 
 
-def client_of(gateway: Gateway) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=gateway.v1, api_key="unused", max_retries=0)
+def client_of(gateway: Gateway, key: str = "unused") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gateway.v1, api_key=key, max_retries=0)
 
 
 async def remaining_tokens(gateway: Gateway) -> int:
@@ -140,37 +148,71 @@ async def metric(gateway: Gateway, name: str, **labels: str) -> float:
     return 0.0
 
 
+async def burst(client: openai.AsyncOpenAI, held: HeldUpstream) -> list[int]:
+    """20 concurrent requests of max_tokens 1000, answered once each was refused or is held."""
+
+    async def one() -> int:
+        try:
+            await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=1000)  # type: ignore[arg-type]
+        except openai.RateLimitError as error:
+            assert error.code == "rate_limit_exceeded"
+            return 429
+        return 200
+
+    tasks = [asyncio.create_task(one()) for _ in range(20)]
+    for task in tasks:
+        task.add_done_callback(held.decided)  # refused: done at once; admitted: held upstream
+    await held.all_decided.wait()
+    held.release.set()
+    return list(await asyncio.gather(*tasks))
+
+
 async def test_a_burst_cannot_overshoot_the_token_budget(gateway: Gateway, held: HeldUpstream) -> None:
     gateway.runtime.apply(limited(held.url, tpm=5000), {})
     async with client_of(gateway) as client:
+        codes = await burst(client, held)
+    admitted = codes.count(200)
+    assert 1 <= admitted <= 5
+    assert codes.count(429) == 20 - admitted
+    settled = admitted * sum(held.usage)
+    assert settled <= 5000
+    assert await remaining_tokens(gateway) == 5000 - settled
+    labels = {"client": "", "route": "ns/chat", "limit": "tokensPerMinute"}
+    assert await metric(gateway, "routeway_ratelimit_rejections_total", **labels) == 20 - admitted
 
-        async def one() -> int:
-            try:
-                await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=1000)  # type: ignore[arg-type]
-            except openai.RateLimitError:
-                return 429
-            return 200
 
-        tasks = [asyncio.create_task(one()) for _ in range(20)]
-        for task in tasks:
-            task.add_done_callback(held.decided)  # refused: done at once; admitted: held upstream
-        await held.all_decided.wait()
-        held.release.set()
-        codes = await asyncio.gather(*tasks)
+async def test_a_clients_burst_against_its_own_budget(gateway: Gateway, held: HeldUpstream) -> None:
+    """Real ModelClients and keys: `ns/team` has 5,000 tokens a minute; a gateway-wide key and
+    `ns/other` (no limits) are not limited on the same route, and get no headers."""
+    route = make_route("chat", [("b", 1)])
+    team = ClientConfig(id="ns/team", keyRef="ns/team/key", limits=ClientLimits(tokensPerMinute=5000))  # type: ignore[call-arg]
+    other = ClientConfig(id="ns/other", keyRef="ns/other/key")  # type: ignore[call-arg]
+    config = make_config([make_backend("b", held.url)], [route], client_keys=("ns/gw/key",))
+    gateway_config = config.gateway.model_copy(update={"clients": (other, team)})
+    config = config.model_copy(update={"gateway": gateway_config}).with_revision()
+    keys = {"ns/team/key": "team-key", "ns/other/key": "other-key", "ns/gw/key": "gateway-key"}
+    gateway.runtime.apply(config, {ref: hash_client_key(key) for ref, key in keys.items()})
+    async with client_of(gateway, "team-key") as client:
+        codes = await burst(client, held)
         admitted = codes.count(200)
         assert 1 <= admitted <= 5
-        assert codes.count(429) == 20 - admitted
-        settled = admitted * sum(held.usage)
-        assert settled <= 5000
-        assert await remaining_tokens(gateway) == 5000 - settled
-        rejected = await metric(
-            gateway,
-            "routeway_ratelimit_rejections_total",
-            client="",
-            route="ns/chat",
-            limit="tokensPerMinute",
-        )
-        assert rejected == 20 - admitted
+        assert admitted * sum(held.usage) <= 5000
+        with pytest.raises(openai.RateLimitError) as refused:
+            await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=1000)  # type: ignore[arg-type]
+        assert "client ns/team" in refused.value.message
+    labels = {"client": "ns/team", "route": "", "limit": "tokensPerMinute"}
+    assert await metric(gateway, "routeway_ratelimit_remaining", **labels) < 1000
+    labels["route"] = "ns/chat"
+    assert await metric(gateway, "routeway_ratelimit_rejections_total", **labels) == 21 - admitted
+    for key in ("gateway-key", "other-key"):
+        async with client_of(gateway, key) as client:
+            for _ in range(6):
+                raw = await client.chat.completions.with_raw_response.create(
+                    model="chat",
+                    messages=MESSAGES,
+                    max_tokens=1000,  # type: ignore[arg-type]
+                )
+                assert not [name for name in raw.headers if name.startswith("x-ratelimit")]
 
 
 async def test_settlement_from_real_usage_frees_the_reservation(gateway: Gateway, upstream: Upstream) -> None:

@@ -66,10 +66,13 @@ def subjects_of(
         if limits.items():
             subjects.append(Subject("client", client_id, limits))
     route_limits = route.config.limits
+    limits = Limits()
     if route_limits is not None:
         limits = Limits(route_limits.requests_per_minute, route_limits.tokens_per_minute)
-        if limits.items():
-            subjects.append(Subject("route", route.id, limits))
+    if not subjects and not limits.items():
+        return []
+    # the route's subject even without limits of its own: it names the `route` metric label
+    subjects.append(Subject("route", route.id, limits))
     return subjects
 
 
