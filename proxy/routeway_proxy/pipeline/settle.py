@@ -6,8 +6,9 @@ where it ends: `Exchange.run` for a routed request (its answer, an error raised 
 answer, a client that went away, a drain's abort), the inference handler for one refused
 before routing. `ledger.py` applies records in batches.
 
-Seams: settling reserved request and token limits from the usage read here, and filling the
-response cache with the answer, belong here; neither exists yet.
+Limits are settled by the limit stage from the same outcome (`limit.run_limited`, which
+reads `Exchange.outcome` when the answer is over). Seam: filling the response cache with the
+answer belongs here; it does not exist yet.
 """
 
 from __future__ import annotations
