@@ -249,7 +249,7 @@ def load_local(paths: Sequence[str], gateway: str | None = None, *, skip_foreign
     except GatewayChoiceError as exc:
         problems.append(f"{', '.join(paths)}: {exc}")
         return LocalLoad(None, {}, tuple(problems), ev.loaded.files, blocking=True)
-    config = render(ev.translation.gateways[key])
+    config = one_machine(render(ev.translation.gateways[key]))
     secrets = [o for o in ev.loaded.objects if isinstance(o, Secret)]
     lookup = lookup_in(secrets)
     credentials = resolve_credentials(config, lookup)
@@ -268,6 +268,17 @@ def load_local(paths: Sequence[str], gateway: str | None = None, *, skip_foreign
         backend_ids=backend_ids,
         lookup=lookup,
     )
+
+
+def one_machine(config: ProxyConfig) -> ProxyConfig:
+    """`config` as `routeway serve` serves it: one process group on one machine, whose
+    workers share one table of budgets, so without Redis that group enforces each whole limit
+    (`gateway.limits.replicas` 1) whatever the ModelGateway's `replicas` says for a cluster."""
+    limits = config.gateway.limits
+    if limits.replicas == 1:
+        return config
+    gateway = config.gateway.model_copy(update={"limits": limits.model_copy(update={"replicas": 1})})
+    return config.model_copy(update={"gateway": gateway}).with_revision()
 
 
 def unusable_credentials(

@@ -45,6 +45,7 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.process
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -224,7 +225,11 @@ async def serve_process(
 
     signals = StopSignals(ignore_repeats=role.worker_index is not None)
     signals.install()
-    runtime = ProxyRuntime(count_reloads=role.worker_index in (None, 0))
+    from routeway_proxy.limits.shared import TABLE_ENV
+
+    # a worker enforces limits in its group's table (the supervisor made it: supervisor.py)
+    table = os.environ.get(TABLE_ENV) if role.worker_index is not None else None
+    runtime = ProxyRuntime(count_reloads=role.worker_index in (None, 0), limits_table=table)
     host = None
     if role.serve_admin:  # this process reads the source: offer it the host before watch()
         host = SourceHost(runtime, runtime.metrics.arms.collect)

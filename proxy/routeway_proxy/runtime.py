@@ -26,6 +26,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from routeway.proxyconfig import ProxyConfig
+from routeway_proxy.limits.local import Clock
+from routeway_proxy.limits.wiring import ProcessLimits
 from routeway_proxy.metrics import ProxyMetrics
 from routeway_proxy.redact import redact_document
 from routeway_proxy.table import BackendState, RoutingTable, build_routing_table
@@ -55,8 +57,12 @@ class ProxyRuntime:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
         count_reloads: bool = True,
+        limits_table: str | None = None,
+        limits_clock: Clock = time.time,
     ) -> None:
         self.metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
+        # request and token budgets: `limits_table` is a worker's group table (limits/wiring.py)
+        self.limits = ProcessLimits(self.metrics.registry, shared_table=limits_table, clock=limits_clock)
         # In a worker group every worker applies every reload; only one of them counts, so the
         # group's summed `routeway_config_reloads_total` counts each reload once.
         self._count_reloads = count_reloads
@@ -92,6 +98,7 @@ class ProxyRuntime:
         """Serve `config` from now on; `credentials` maps "ns/secret/key" refs to values;
         `warnings` are shown at /routes until the next apply."""
         table, states = build_routing_table(config, credentials, self._states, self.metrics, self.clock)
+        self.limits.configure(config.gateway.limits, credentials)
         previous = self.table
         self.table = table
         self._states = states

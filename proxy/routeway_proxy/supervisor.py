@@ -39,6 +39,7 @@ from aiohttp import web
 
 from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate
 from routeway_proxy.config_apply import ConfigApplier, ConfigSource
+from routeway_proxy.limits.shared import TABLE_ENV, make_table
 from routeway_proxy.process import (
     ADMIN_SHUTDOWN_TIMEOUT,
     ListenError,
@@ -350,6 +351,9 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
         log.error("cannot create a directory for worker metrics (%s); set TMPDIR to a writable one", exc)
         return 1
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+    # one table of request and token budgets for the group (limits/shared.py), beside the
+    # metric files (the collector reads only *.db) and removed with them
+    os.environ[TABLE_ENV] = make_table(os.path.join(metrics_dir, "limits.table"))
     options = dataclasses.replace(options, port=reserved.getsockname()[1])
     broadcaster = Broadcaster()
     group = WorkerGroup(broadcaster, options, metrics_dir)

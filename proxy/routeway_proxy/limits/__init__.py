@@ -1,4 +1,5 @@
-"""Request and token limits (issue 13, "Limits"): the engine, not yet on the request path.
+"""Request and token limits (issue 13, "Limits"): the engine; `pipeline/limit.py`
+puts it on the request path.
 
 Modules, from pure to I/O:
 
@@ -12,4 +13,5 @@ Modules, from pure to I/O:
 - `limiter`  what the `limit` and `settle` stages call: estimate, reserve, settle, per-pod shares
 - `metrics`  the Prometheus families (defined here, registered by whoever wires them)
 - `answer`   the 429 (or 503 when failing closed) a refused request gets
+- `wiring`   a process's limiter: which store, rebuilt on config change, closed at shutdown
 """

@@ -1,6 +1,6 @@
 """What the request path calls: reserve a request's budgets, settle them from its usage.
 
-Wiring (for `pipeline/limit.py` and `pipeline/settle.py`, once the ModelClient schema lands):
+Wiring (done by `pipeline/limit.py`, with the store chosen by `wiring.py`):
 
     subjects = [Subject("client", client.name, client.limits), Subject("route", route.id, route.limits)]
     admission = await limiter.reserve(subjects, estimate_tokens(body, route.default_max_tokens))

@@ -49,6 +49,17 @@ def digest_of(key: str, kind: LimitKind) -> bytes:
     return hashlib.blake2b(f"{kind.value}\0{key}".encode(), digest_size=16).digest()
 
 
+def make_table(path: str, slots: int = DEFAULT_SLOTS) -> str:
+    """Make a new, empty table at `path` (the supervisor, before it spawns workers); its path."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, HEADER.size + slots * SLOT.size)  # zero-filled: every slot empty
+        os.pwrite(fd, HEADER.pack(MAGIC, 1, slots), 0)
+    finally:
+        os.close(fd)
+    return path
+
+
 class SharedStore:
     """Budgets shared by every process that maps the same table file."""
 
@@ -69,14 +80,8 @@ class SharedStore:
 
     @classmethod
     def create(cls, path: str, slots: int = DEFAULT_SLOTS, clock: Clock = time.time) -> SharedStore:
-        """Make a new, empty table (the supervisor, before it spawns workers) and open it."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, HEADER.size + slots * SLOT.size)  # zero-filled: every slot empty
-            os.pwrite(fd, HEADER.pack(MAGIC, 1, slots), 0)
-        finally:
-            os.close(fd)
-        return cls(path, clock)
+        """Make a new, empty table and open it."""
+        return cls(make_table(path, slots), clock)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

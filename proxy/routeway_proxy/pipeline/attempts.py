@@ -34,6 +34,7 @@ from routeway_proxy.headers import upstream_header_pairs
 from routeway_proxy.ledger import UsageSource
 from routeway_proxy.metrics import PairMetrics, ProxyMetrics
 from routeway_proxy.pipeline import relay
+from routeway_proxy.pipeline.authenticate import Caller
 from routeway_proxy.pipeline.policy import OVERLOADED, AttemptPolicy, Failure, GiveUp, attempt_deadline
 from routeway_proxy.pipeline.settle import CLIENT_CLOSED, settle
 from routeway_proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
@@ -65,10 +66,12 @@ class Exchange:
         "attempt_started",
         "base_headers",
         "body",
+        "caller",
         "client",
         "client_wants_usage",
         "headers",
         "kind",
+        "limit_headers",
         "loop",
         "metrics",
         "policy",
@@ -92,8 +95,10 @@ class Exchange:
         started: float,
         loop: asyncio.AbstractEventLoop,
         sticky_key: str | None,
+        caller: Caller,
     ) -> None:
         self.request = request
+        self.caller = caller  # who is calling (pipeline.authenticate): labels the accounting record
         self.client = client
         self.metrics = metrics
         self.route = route
@@ -123,6 +128,12 @@ class Exchange:
         self._outcome: tuple[int, PairMetrics, UsageSource] | None = None  # the accounting record's
         self._aborted = False
         self._task: asyncio.Task[Any] | None = None
+        self.limit_headers: dict[str, str] | None = None  # x-ratelimit-* of a limited request
+
+    @property
+    def outcome(self) -> tuple[int, PairMetrics, UsageSource] | None:
+        """(status, metrics pair, usage) once concluded: what the limit stage settles from."""
+        return self._outcome
 
     # ------------------------------------------------------------------ state, by its owner
 
@@ -192,7 +203,7 @@ class Exchange:
             outcome = self._outcome
             if outcome is not None:
                 code, pair, usage = outcome
-                settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage)
+                settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage, self.caller)
 
     def _pair(self) -> PairMetrics:
         target = self.target

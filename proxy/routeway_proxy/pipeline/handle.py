@@ -17,7 +17,7 @@ from routeway_proxy.errors import ProxyError
 from routeway_proxy.pipeline import cache, limit
 from routeway_proxy.pipeline.admit import find_route, parse_request, read_body
 from routeway_proxy.pipeline.attempts import Exchange
-from routeway_proxy.pipeline.authenticate import authenticate
+from routeway_proxy.pipeline.authenticate import Caller, authenticate, check_model
 from routeway_proxy.pipeline.choose import choose_arm
 from routeway_proxy.pipeline.settle import settle
 from routeway_proxy.providers import EndpointKind
@@ -79,11 +79,13 @@ def make_inference_handler(
                 loop = asyncio.get_running_loop()
             started = loop.time()
             route: RouteEntry | None = None
+            caller: Caller = table.gateway_caller  # an open gateway's: no header read
             try:
                 # 1-2: admit and authenticate (authentication first: a stranger learns nothing
-                # of the body rules or the routes)
+                # of the body rules or the routes); a client's model permission before the
+                # route, so a model it may not use is 403 whether or not it exists
                 if table.auth_required:
-                    authenticate(table, request.headers.get("Authorization"))
+                    caller = authenticate(table, request.headers)
                 limit_bytes = table.max_body_bytes
                 length = request.content_length
                 if length is not None and length <= limit_bytes:
@@ -91,19 +93,32 @@ def make_inference_handler(
                 else:
                     raw = await read_body(request, limit_bytes)  # 413, or no Content-Length
                 body, model = parse_request(kind, raw)
+                if caller.models is not None:
+                    check_model(caller, model)
                 route = find_route(table, model)
                 client = state.client
                 if client is None:  # only before startup or after cleanup
                     raise make_not_ready()
-                # 3-4: limits and cache (seams)
-                limit.reserve(route, body)
+                # 3-4: limits (only for a limited route or caller) and cache (seam)
+                reservation = None
+                member = caller.client
+                client_limits = member.limits if member is not None else None
+                if route.config.limits is not None or client_limits is not None:
+                    reservation = await limit.reserve(
+                        runtime.limits, route, body, caller.client_id, client_limits
+                    )
                 cached = cache.lookup(route, body)
             except ProxyError as error:
                 pair = route.metrics if route is not None else table.unrouted
-                settle(runtime.metrics.ledger, pair, error.status, loop.time() - started)
+                settle(runtime.metrics.ledger, pair, error.status, loop.time() - started, None, caller)
                 raise
             if cached is not None:
-                settle(runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started)
+                settle(
+                    runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started, None, caller
+                )
+                if reservation is not None:  # a hit spends no upstream tokens
+                    cached.headers.update(reservation.headers)
+                    await reservation.settle(0)
                 return cached
             # 5-8: arm, then the attempts, which relay the answer and settle the request
             if route.canary is None:  # the common case, inline: one arm, its sticky key
@@ -112,11 +127,15 @@ def make_inference_handler(
                 sticky_key = request.headers.get(sticky_name) if sticky_name else None
             else:
                 arm, sticky_key = choose_arm(route, request.headers)
-            exchange = Exchange(request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key)
+            exchange = Exchange(
+                request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key, caller
+            )
             in_flight = state.in_flight
             in_flight.add(exchange)
             try:
-                return await exchange.run()
+                if reservation is None:
+                    return await exchange.run()
+                return await limit.run_limited(exchange, reservation)
             finally:
                 in_flight.discard(exchange)
         except asyncio.CancelledError:

@@ -146,6 +146,8 @@ async def relay_stream(
     response = web.StreamResponse(
         status=status, headers=response_header_pairs(reply_headers, target.header_items)
     )
+    if exchange.limit_headers:
+        response.headers.update(exchange.limit_headers)
     sse = SSEUsageFilter(strip_usage_chunk=not exchange.client_wants_usage)
     first = True
     first_at = 0.0  # loop time of the first content chunk
