@@ -19,7 +19,8 @@ Lookup = Callable[[str, str, str], str | None]
 
 def credential_refs(config: ProxyConfig) -> list[str]:
     """Every credential the config names: its backends', the backend specs a route's rollout
-    arms pin (a stable arm may still use an older spec's credential), the client keys."""
+    arms pin (a stable arm may still use an older spec's credential), the client keys, the
+    gateway's Redis password."""
     backends = list(config.backends)
     for route in config.routes:
         backends.extend(route.pinned_backends)
@@ -27,6 +28,8 @@ def credential_refs(config: ProxyConfig) -> list[str]:
             backends.extend(route.canary.pinned_backends)
     refs = {b.credential_ref for b in backends if b.credential_ref}
     refs.update(config.gateway.client_key_refs)
+    if config.gateway.limits.redis_password_ref:  # the Redis shared by limits and the cache
+        refs.add(config.gateway.limits.redis_password_ref)
     return sorted(refs)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from routeway.proxyconfig import ProxyConfig
+from routeway_proxy.cache.configure import GatewayCache
 from routeway_proxy.metrics import ProxyMetrics
 from routeway_proxy.redact import redact_document
 from routeway_proxy.table import BackendState, RoutingTable, build_routing_table
@@ -57,6 +58,8 @@ class ProxyRuntime:
         count_reloads: bool = True,
     ) -> None:
         self.metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
+        # the response cache: per-route LRUs and the shared Redis tier, reconfigured by `apply`
+        self.cache = GatewayCache(self.metrics.registry)
         # In a worker group every worker applies every reload; only one of them counts, so the
         # group's summed `routeway_config_reloads_total` counts each reload once.
         self._count_reloads = count_reloads
@@ -93,6 +96,7 @@ class ProxyRuntime:
         `warnings` are shown at /routes until the next apply."""
         table, states = build_routing_table(config, credentials, self._states, self.metrics, self.clock)
         previous = self.table
+        self.cache.apply(config, credentials)  # before the table: its cached routes find their caches
         self.table = table
         self._states = states
         self._credential_values = frozenset(v for v in credentials.values() if len(v) >= 4)

@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from routeway_proxy.cache.control import CACHE_HEADER
 from routeway_proxy.errors import ProxyError
 from routeway_proxy.pipeline import cache, limit
 from routeway_proxy.pipeline.admit import find_route, parse_request, read_body
 from routeway_proxy.pipeline.attempts import Exchange
 from routeway_proxy.pipeline.authenticate import authenticate
+from routeway_proxy.pipeline.cache import CacheTicket
 from routeway_proxy.pipeline.choose import choose_arm
 from routeway_proxy.pipeline.settle import settle
 from routeway_proxy.providers import EndpointKind
@@ -67,6 +69,8 @@ def make_inference_handler(
     kind: EndpointKind, state: InferenceState, answer_exception: ExceptionAnswer
 ) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
+        cache_result: str | None = None  # x-routeway-cache, once the route has a cache
+        client_id: str | None = None  # the caller's ModelClient (authenticate; None: anonymous)
         try:
             if request.method != "POST":
                 raise make_method_not_allowed(request, "POST")
@@ -79,6 +83,7 @@ def make_inference_handler(
                 loop = asyncio.get_running_loop()
             started = loop.time()
             route: RouteEntry | None = None
+            ticket: CacheTicket | None = None
             try:
                 # 1-2: admit and authenticate (authentication first: a stranger learns nothing
                 # of the body rules or the routes)
@@ -95,16 +100,31 @@ def make_inference_handler(
                 client = state.client
                 if client is None:  # only before startup or after cleanup
                     raise make_not_ready()
-                # 3-4: limits and cache (seams)
+                # 3: limits (seam; a refusal here on a cached route says `bypass`)
+                if route.config.cache is not None:
+                    cache_result = "bypass"
                 limit.reserve(route, body)
-                cached = cache.lookup(route, body)
+                # 4: the response cache, on routes that have one
+                if cache_result is not None:
+                    cached, ticket = await cache.lookup(
+                        runtime.cache,
+                        route,
+                        kind,
+                        body,
+                        client_id,
+                        request.headers.get("Cache-Control"),
+                    )
+                    if cached is not None:
+                        # a hit: a request of the route, no backend attempt, no upstream tokens
+                        # (limits: release the token reservation here, see charges_tokens)
+                        settle(runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started)
+                        return cached
+                    # no ticket: the config changed under the request, the route has no cache now
+                    cache_result = None if ticket is None else ticket.result
             except ProxyError as error:
                 pair = route.metrics if route is not None else table.unrouted
                 settle(runtime.metrics.ledger, pair, error.status, loop.time() - started)
                 raise
-            if cached is not None:
-                settle(runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started)
-                return cached
             # 5-8: arm, then the attempts, which relay the answer and settle the request
             if route.canary is None:  # the common case, inline: one arm, its sticky key
                 arm = route
@@ -112,17 +132,25 @@ def make_inference_handler(
                 sticky_key = request.headers.get(sticky_name) if sticky_name else None
             else:
                 arm, sticky_key = choose_arm(route, request.headers)
-            exchange = Exchange(request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key)
+            exchange = Exchange(
+                request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key, ticket
+            )
             in_flight = state.in_flight
             in_flight.add(exchange)
             try:
-                return await exchange.run()
+                response = await exchange.run()
             finally:
                 in_flight.discard(exchange)
+            if cache_result is not None and not response.prepared:  # a stream has it already
+                response.headers[CACHE_HEADER] = cache_result
+            return response
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return answer_exception(request, exc)
+            answer = answer_exception(request, exc)
+            if cache_result is not None and not answer.prepared:
+                answer.headers[CACHE_HEADER] = cache_result
+            return answer
 
     handle.__name__ = f"handle_{kind}"
     return handle

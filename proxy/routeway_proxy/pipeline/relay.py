@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
+from routeway_proxy.cache.control import CACHE_HEADER
 from routeway_proxy.errors import make_upstream_failed, render_error_body
 from routeway_proxy.headers import response_header_pairs
 from routeway_proxy.pipeline.policy import RETRYABLE_STATUSES, cut_status
@@ -91,6 +92,9 @@ def answer_document(
         )
         target.backend.health.record_success()
         exchange.conclude(status, target.metrics, body)
+        ticket = exchange.cache
+        if ticket is not None:
+            ticket.keep_document(status, body)
         observer = exchange.route.observer
         if observer is not None:
             observer.succeeded(exchange.loop.time() - exchange.attempt_started)
@@ -147,6 +151,11 @@ async def relay_stream(
         status=status, headers=response_header_pairs(reply_headers, target.header_items)
     )
     sse = SSEUsageFilter(strip_usage_chunk=not exchange.client_wants_usage)
+    ticket = exchange.cache
+    assembler = None
+    if ticket is not None:  # a route with a cache: say so before the headers go out
+        response.headers[CACHE_HEADER] = ticket.result
+        assembler = ticket.stream_assembler()
     first = True
     first_at = 0.0  # loop time of the first content chunk
     chunk = first_chunk
@@ -155,6 +164,8 @@ async def relay_stream(
         await response.prepare(exchange.request)
         exchange.commit(response, sse)
         while chunk:
+            if assembler is not None:
+                assembler.feed(chunk)  # the upstream's bytes, usage chunk included
             out = sse.feed(chunk)
             if out:
                 if first:
@@ -174,6 +185,8 @@ async def relay_stream(
         return response
     target.backend.health.record_success()
     exchange.conclude(status, target.metrics, sse.usage)
+    if assembler is not None and ticket is not None:
+        ticket.keep_stream(assembler)
     observer = exchange.route.observer
     if observer is not None:
         started = exchange.attempt_started

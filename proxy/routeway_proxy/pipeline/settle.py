@@ -5,8 +5,12 @@ where it ends: `Exchange.run` for a routed request (its answer, an error raised 
 answer, a client that went away, a drain's abort), the inference handler for one refused
 before routing. `ledger.py` applies records in batches.
 
-Seams: settling reserved request and token limits from the usage read here, and filling the
-response cache with the answer, belong here; neither exists yet.
+The response cache is filled here (`fill_cache`), after the client has its last byte: a
+stream's assembled answer is parsed only then, so storing never delays an answer.
+
+Seam: settling reserved request and token limits from the usage read here belongs here too;
+it does not exist yet. A hit never reaches the upstream and is settled by `handle.py` with no
+usage: its token reservation is to be released in full (`cache.control.charges_tokens`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from routeway_proxy.ledger import RequestLedger, UsageSource
     from routeway_proxy.metrics import PairMetrics
+    from routeway_proxy.pipeline.cache import CacheTicket
 
 CLIENT_CLOSED = 499
 """The status a request is accounted with when its client went away before the answer ended."""
@@ -25,3 +30,10 @@ def settle(
     ledger: RequestLedger, pair: PairMetrics, code: int, seconds: float, usage: UsageSource = None
 ) -> None:
     ledger.add(pair, code, seconds, usage)
+
+
+def fill_cache(ticket: CacheTicket) -> None:
+    """Store the request's answer when it was kept (complete, successful) and is storable."""
+    answer = ticket.answer()
+    if answer is not None:
+        ticket.cache.store(ticket.route_id, ticket.plan, answer)
