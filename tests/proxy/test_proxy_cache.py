@@ -35,7 +35,9 @@ def client(gateway: Gateway, key: str = "anything") -> AsyncOpenAI:
     return AsyncOpenAI(base_url=gateway.v1, api_key=key, max_retries=0, timeout=10)
 
 
-def cached(route: RouteConfig, ttl: float = 600, max_bytes: int = 1 << 20, scope: str = "Route") -> RouteConfig:
+def cached(
+    route: RouteConfig, ttl: float = 600, max_bytes: int = 1 << 20, scope: str = "Route"
+) -> RouteConfig:
     cache = CacheConfig.model_validate({"ttl": ttl, "maxBytes": max_bytes, "scope": scope})
     return route.model_copy(update={"cache": cache})
 
@@ -56,7 +58,11 @@ async def chat(c: AsyncOpenAI, content: str = "hi", **extra: Any) -> tuple[str, 
         model=extra.pop("model", "gpt"), messages=[{"role": "user", "content": content}], **extra
     )
     answer = raw.parse()
-    return answer.choices[0].message.content or "", raw.headers.get("x-routeway-cache"), raw.headers.get("age", "")
+    return (
+        answer.choices[0].message.content or "",
+        raw.headers.get("x-routeway-cache"),
+        raw.headers.get("age", ""),
+    )
 
 
 async def stream_text(c: AsyncOpenAI, content: str = "hi", **extra: Any) -> tuple[str, str | None, list[Any]]:
@@ -88,7 +94,9 @@ async def test_miss_then_hit_without_calling_the_upstream(gateway: Gateway, upst
     assert sample(gateway, "routeway_cache_bytes", route="ns/gpt") > 0
 
 
-async def test_a_route_without_cache_has_no_header_even_on_errors(gateway: Gateway, upstream: Upstream) -> None:
+async def test_a_route_without_cache_has_no_header_even_on_errors(
+    gateway: Gateway, upstream: Upstream
+) -> None:
     backend = make_backend("b1", upstream.base("ok"))
     failing = make_backend("b2", upstream.base("status-500"))
     routes = [make_route("plain", [("b1", 1)]), make_route("broken", [("b2", 1)])]
@@ -114,10 +122,21 @@ async def test_errors_of_a_cached_route_carry_the_header_and_are_not_stored(
         with pytest.raises(openai.InternalServerError) as error:
             await chat(c, extra_headers={"Cache-Control": "no-cache"})
         assert error.value.response.headers["x-routeway-cache"] == "bypass"
-        with pytest.raises(openai.BadRequestError) as bad:  # refused before the upstream
+        with pytest.raises(openai.BadRequestError) as bad:  # refused before routing
             await c.chat.completions.create(model="gpt", messages="no")  # type: ignore[arg-type]
     assert len(upstream.seen) == 3
     assert "x-routeway-cache" not in bad.value.response.headers  # not yet matched to the route
+
+
+async def test_a_gateway_error_on_a_cached_route_carries_the_header(gateway: Gateway) -> None:
+    """A 502 the gateway raises itself (no upstream answered at all) says `miss` too."""
+    backend = make_backend("gone", "http://127.0.0.1:9/v1")  # the discard port: refused
+    gateway.runtime.apply(make_config([backend], [cached(make_route("gpt", [("gone", 1)]))]), {})
+    async with client(gateway) as c:
+        with pytest.raises(openai.APIStatusError) as error:
+            await chat(c)
+    assert error.value.status_code == 502
+    assert error.value.response.headers["x-routeway-cache"] == "miss"
 
 
 async def test_streamed_miss_is_replayed_to_the_sdk(gateway: Gateway, upstream: Upstream) -> None:
@@ -167,7 +186,10 @@ async def test_no_cache_refreshes_and_no_store_keeps_out(gateway: Gateway, upstr
         assert (await chat(c, "a", extra_headers={"Cache-Control": "no-cache"}))[1] == "bypass"
         assert (await chat(c, "b", extra_headers={"Cache-Control": "no-cache"}))[1] == "bypass"
         assert (await chat(c, "b"))[1] == "hit"  # no-cache still stores the fresh answer
-    assert len(upstream.seen) == 4
+        assert (await stream_text(c, "s", extra_headers={"Cache-Control": "no-store"}))[1] == "miss"
+        assert (await stream_text(c, "s"))[1] == "miss"
+        assert (await stream_text(c, "s"))[1] == "hit"
+    assert len(upstream.seen) == 6
     assert sample(gateway, "routeway_cache_requests_total", route="ns/gpt", result="bypass") == 2
 
 
