@@ -100,31 +100,30 @@ def make_inference_handler(
                 client = state.client
                 if client is None:  # only before startup or after cleanup
                     raise make_not_ready()
-                # 3: limits (seam; a refusal here on a cached route says `bypass`)
+                # 3-4: limits (seam) and the response cache (only on a route with one). Order:
+                # a hit counts against request limits, so the limit stage runs first; a
+                # refusal there on a cached route says `bypass` (the cache was not consulted).
                 if route.config.cache is not None:
                     cache_result = "bypass"
                 limit.reserve(route, body)
-                # 4: the response cache, on routes that have one
+                cached = None
                 if cache_result is not None:
                     cached, ticket = await cache.lookup(
-                        runtime.cache,
-                        route,
-                        kind,
-                        body,
-                        client_id,
-                        request.headers.get("Cache-Control"),
+                        runtime.cache, route, kind, body, client_id, request.headers.get("Cache-Control")
                     )
-                    if cached is not None:
-                        # a hit: a request of the route, no backend attempt, no upstream tokens
-                        # (limits: release the token reservation here, see charges_tokens)
-                        settle(runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started)
-                        return cached
-                    # no ticket: the config changed under the request, the route has no cache now
-                    cache_result = None if ticket is None else ticket.result
+                    if ticket is not None:
+                        cache_result = ticket.result
+                    elif cached is None:  # the config changed under the request: no cache now
+                        cache_result = None
             except ProxyError as error:
                 pair = route.metrics if route is not None else table.unrouted
                 settle(runtime.metrics.ledger, pair, error.status, loop.time() - started)
                 raise
+            if cached is not None:
+                # a hit: a request of the route with no backend attempt and no upstream tokens
+                # (limits: release the request's token reservation here, `charges_tokens`)
+                settle(runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started)
+                return cached
             # 5-8: arm, then the attempts, which relay the answer and settle the request
             if route.canary is None:  # the common case, inline: one arm, its sticky key
                 arm = route
