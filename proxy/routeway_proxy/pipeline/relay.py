@@ -9,6 +9,11 @@ and, when the client did not ask for it, drops the usage-only event); once its h
 out it can only be cut, with an OpenAI error event (`data: {"error": ...}`) that the OpenAI
 SDKs raise as an APIError.
 
+On a route with a response cache the request's `CacheTicket` (`exchange.cache`) is handed
+the answer: a successful document as it is, a stream's upstream bytes as they arrive (before
+the usage filter drops anything) and kept only once the stream ended; a stream's
+`x-routeway-cache` header goes out with its other headers.
+
 Every function here takes the request's `Exchange` and changes its state only through its
 methods (`conclude`, `commit`, `fail`, `blame`).
 """
