@@ -6,7 +6,11 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench"
 
 local counter = 0
-local salt = tostring(math.random(1, 1000000000))
+-- a fresh salt per wrk run (math.random is not seeded: every run would repeat the same prompts
+-- and later rounds would hit what earlier ones stored)
+local urandom = io.open("/dev/urandom", "rb")
+local salt = urandom:read(8):gsub(".", function(c) return string.format("%02x", c:byte()) end)
+urandom:close()
 
 request = function()
   counter = counter + 1
