@@ -10,12 +10,14 @@ needs (everything resolved to ids, durations in seconds, defaults applied, sorte
 proxy has nothing left to decide and two renders of the same input are byte-identical.
 
 Credentials never appear here: a backend carries a `credentialRef` (namespace/name/key of a
-Secret); the value is looked up at run time in a separate credential store.
+Secret); the value is looked up at run time in a separate credential store, which holds a
+backend credential's value and a client key's hash only (`hash_client_key`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any, Literal
 
 import orjson
@@ -247,6 +249,25 @@ def parse_proxy_config(raw: bytes | str | dict[str, Any]) -> ProxyConfig:
         )
     with gc_paused():  # a 10,000-route config is ~40,000 objects that all stay alive
         return ProxyConfig.model_validate(data)
+
+
+KEY_HASH_PREFIX = "sha256:"
+_KEY_HASH = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def hash_client_key(key: str) -> str:
+    """What the credential store holds for a client key (never its value; see
+    `routeway.credentials`): `sha256:` and the hex digest of the key's UTF-8 bytes. The proxy
+    computes the same digest of the key a caller presents."""
+    return KEY_HASH_PREFIX + hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def key_hash_digest(stored: str) -> bytes | None:
+    """The 32-byte digest of a stored client key hash, or None when `stored` is not of that
+    form: a plain value (an older control plane's store) must never be accepted as a key."""
+    if _KEY_HASH.fullmatch(stored) is None:
+        return None
+    return bytes.fromhex(stored[len(KEY_HASH_PREFIX) :])
 
 
 def credential_store_key(ref: str) -> str:

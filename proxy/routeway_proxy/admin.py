@@ -1,4 +1,4 @@
-"""The admin application: /metrics, /healthz, /readyz, /config, /routes, /observations.
+"""The admin application: /metrics, /healthz, /readyz, /config, /routes, /observations, /usage.
 
 Why a separate app on its own port: probes and scrapes must keep working when the client port
 is saturated, and nothing here should be reachable by the clients of the models.
@@ -8,6 +8,9 @@ statistics in /routes; with `--workers N` the process helper passes one that bui
 `CollectorRegistry` with a `MultiProcessCollector`, so both describe the whole process group.
 Collecting reads files in multiprocess mode, so it runs in the default executor, off the loop;
 the request ledger (`ledger.py`) is flushed on the loop first.
+
+`/usage` is the process group's per-client usage in the current UTC minute and day (the
+format is in `usage.py`), what the operator reads for `ModelClient.status`.
 
 `/observations` is the process group's rollout observation report (`source_host.SourceHost`,
 whose `install` also adds the admin routes a config source asked for).
@@ -32,6 +35,7 @@ from routeway_proxy.runtime import ProxyRuntime
 from routeway_proxy.source_host import SourceHost
 from routeway_proxy.stats import ProxyStats, read_stats
 from routeway_proxy.table import RouteEntry, RoutingTable, TargetEntry
+from routeway_proxy.usage import usage_report
 
 RegistryFactory = Callable[[], CollectorRegistry]
 
@@ -66,7 +70,17 @@ def create_admin_app(
         document = await asyncio.get_running_loop().run_in_executor(None, source_host.observations)
         return _json(document)
 
+    async def usage(request: web.Request) -> web.Response:
+        runtime.metrics.ledger.flush()
+        config = runtime.config
+        clients = [c.id for c in config.gateway.clients] if config is not None else []
+        document = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: usage_report(factory().collect(), clients, time.time())
+        )
+        return _json(document)
+
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/usage", usage)
     app.router.add_get("/observations", observations)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

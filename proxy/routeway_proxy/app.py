@@ -30,7 +30,7 @@ from aiohttp import web
 from routeway_proxy.admin import create_admin_app
 from routeway_proxy.errors import INVALID_REQUEST, ProxyError, make_error_response, make_internal_error
 from routeway_proxy.pipeline.admit import model_not_found
-from routeway_proxy.pipeline.authenticate import authenticate
+from routeway_proxy.pipeline.authenticate import authenticate, check_model
 from routeway_proxy.pipeline.handle import (
     InferenceState,
     make_inference_handler,
@@ -169,15 +169,17 @@ def abort_in_flight(app: web.Application) -> int:
 
 
 async def list_models(request: web.Request) -> web.Response:
+    """The models the caller may call (every served model for a gateway key or no auth)."""
     table = _require_table(request)
-    authenticate(table, request.headers.get("Authorization"))
-    return web.Response(body=table.models_body, content_type="application/json")
+    caller = authenticate(table, request.headers)
+    return web.Response(body=caller.models_body, content_type="application/json")
 
 
 async def get_model(request: web.Request) -> web.Response:
     table = _require_table(request)
-    authenticate(table, request.headers.get("Authorization"))
+    caller = authenticate(table, request.headers)
     model = request.match_info["model"]
+    check_model(caller, model)
     if model not in table.routes:
         raise model_not_found(model)
     return web.Response(body=orjson.dumps(render_model(model)), content_type="application/json")

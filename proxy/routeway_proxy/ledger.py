@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Union
 
@@ -38,6 +39,7 @@ from routeway_proxy.streaming import Usage, find_document_usage
 
 if TYPE_CHECKING:
     from routeway_proxy.metrics import PairMetrics
+    from routeway_proxy.usage import ClientUsage
 
 log = logging.getLogger("routeway.proxy")
 
@@ -53,8 +55,10 @@ BATCH_LIMIT = 1024
 UsageSource = Union[bytes, Usage, None]  # noqa: UP007  (a runtime alias: 3.11 needs Union)
 """A JSON answer to scan for usage, its `Usage` already read, or nothing."""
 
-Entry = tuple["PairMetrics", int, float, UsageSource]
-"""(pair, status code, seconds, usage) of one answered request."""
+Entry = tuple["PairMetrics", int, float, UsageSource, "ClientUsage | None"]
+"""(pair, status code, seconds, usage, the caller's ModelClient usage or None) of one answered
+request. Clients are counted under their label, with their usage windows (`usage.py`); a
+request without a client takes the pair's own pre-bound values, as before clients existed."""
 
 
 class RequestLedger:
@@ -74,16 +78,22 @@ class RequestLedger:
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop `_handle` is armed on
         self._owner: int | None = None  # the thread whose loop appends (and so flushes)
 
-    def add(self, pair: PairMetrics, code: int, seconds: float, usage: UsageSource = None) -> None:
+    def add(
+        self,
+        pair: PairMetrics,
+        code: int,
+        seconds: float,
+        usage: UsageSource = None,
+        client: ClientUsage | None = None,
+    ) -> None:
         if type(usage) is bytes and len(usage) > DEFERRED_BODY_LIMIT:
             usage = find_document_usage(usage)  # not held: scanned now
         entries = self.entries
         armed_on = self._loop
         if (not entries or armed_on is None or armed_on.is_closed()) and not self._schedule():
-            pair.count_request(code, seconds)  # no event loop (a synchronous caller): at once
-            _count_usage(pair, usage)
+            _account(pair, code, seconds, usage, client, time.time())  # no event loop: at once
             return
-        entries.append((pair, code, seconds, usage))
+        entries.append((pair, code, seconds, usage, client))
         if len(entries) >= BATCH_LIMIT:
             self.flush()
 
@@ -115,11 +125,15 @@ class RequestLedger:
         if not entries:
             return
         self.entries = []
-        for pair, code, seconds, usage in entries:
+        now = time.time()  # the usage windows' clock: one reading per batch
+        for pair, code, seconds, usage, client in entries:
             try:
-                pair.count_request(code, seconds)
-                if usage is not None:
-                    _count_usage(pair, usage)
+                if client is None:
+                    pair.count_request(code, seconds)
+                    if usage is not None:
+                        _count_usage(pair, usage)
+                else:
+                    _account(pair, code, seconds, usage, client, now)
             except Exception:  # a bug must cost one entry, not the batch or the scrape
                 log.exception("accounting a request failed")
 
@@ -132,6 +146,19 @@ class RequestLedger:
         if self.entries and threading.get_ident() == self._owner:
             self.flush()
         return ()
+
+
+def _account(
+    pair: PairMetrics, code: int, seconds: float, usage: UsageSource, client: ClientUsage | None, now: float
+) -> None:
+    if client is None:
+        pair.count_request(code, seconds)
+        _count_usage(pair, usage)
+        return
+    if type(usage) is bytes:
+        usage = find_document_usage(usage)
+    prompt, completion = usage if usage is not None else (0, 0)
+    pair.count_client(client, code, seconds, prompt, completion, now)
 
 
 def _count_usage(pair: PairMetrics, usage: UsageSource) -> None:

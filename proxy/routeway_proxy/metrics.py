@@ -33,6 +33,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
 
+from routeway.proxyconfig import Pricing
 from routeway_proxy.arm_metrics import ArmFamilies
 from routeway_proxy.fastpaths import Choice, Seam, fast_paths_refusal
 from routeway_proxy.ledger import RequestLedger
@@ -46,6 +47,7 @@ from routeway_proxy.metric_values import (
     is_multiprocess,
     scratch_value_class,
 )
+from routeway_proxy.usage import ClientUsage, ClientValues, UsageFamilies, price
 
 __all__ = [
     "METRIC_VALUES",
@@ -126,8 +128,8 @@ class ProxyMetrics:
         registry.register(self.ledger)
         self.requests = Counter(
             REQUESTS,
-            "Client requests answered, by route, backend and status code.",
-            ["route", "backend", "code"],
+            "Client requests answered, by route, backend, status code and client (ModelClient id).",
+            ["route", "backend", "code", "client"],
             registry=registry,
         )
         self.duration = Histogram(
@@ -146,8 +148,8 @@ class ProxyMetrics:
         )
         self.tokens = Counter(
             "routeway_tokens",
-            "Tokens reported by upstream usage, by type.",
-            ["route", "backend", "type"],
+            "Tokens reported by upstream usage, by type and client (ModelClient id).",
+            ["route", "backend", "type", "client"],
             registry=registry,
         )
         self.upstream_errors = Counter(
@@ -193,9 +195,10 @@ class ProxyMetrics:
             "routeway_config_reloads", "Configs applied or rejected.", ["result"], registry=registry
         )
         self.arms = ArmFamilies(registry)  # per-revision observations (rollout analysis)
+        self.usage = UsageFamilies(registry)  # cost, and per-client windows (GET /usage)
 
-    def bind_pair(self, route: str, backend: str) -> PairMetrics:
-        return PairMetrics(self, route, backend)
+    def bind_pair(self, route: str, backend: str, pricing: Pricing | None = None) -> PairMetrics:
+        return PairMetrics(self, route, backend, pricing)
 
 
 class PairMetrics:
@@ -207,6 +210,7 @@ class PairMetrics:
     """
 
     __slots__ = (
+        "_clients",
         "_codes",
         "_errors",
         "_metrics",
@@ -215,21 +219,32 @@ class PairMetrics:
         "_values",
         "backend",
         "completion_tokens",
+        "cost",
         "duration",
+        "pricing",
         "prompt_tokens",
         "route",
         "ttft",
     )
 
-    def __init__(self, metrics: ProxyMetrics, route: str, backend: str) -> None:
+    def __init__(
+        self, metrics: ProxyMetrics, route: str, backend: str, pricing: Pricing | None = None
+    ) -> None:
         self._metrics = metrics
         self._values = values = metrics.values
         self.route = route
         self.backend = backend
+        self.pricing = pricing  # of the backend spec this pair's answers come from
         self.duration: Any = values.histogram(metrics.duration.labels(route, backend))
         self.ttft: Any = values.histogram(metrics.ttft.labels(route, backend))
-        self.prompt_tokens = values.adopt(metrics.tokens.labels(route, backend, "prompt"))
-        self.completion_tokens = values.adopt(metrics.tokens.labels(route, backend, "completion"))
+        self.prompt_tokens = values.adopt(metrics.tokens.labels(route, backend, "prompt", ""))
+        self.completion_tokens = values.adopt(metrics.tokens.labels(route, backend, "completion", ""))
+        self.cost: Any = (
+            None
+            if pricing is None
+            else values.adopt(metrics.usage.cost.labels("", route, backend, pricing.currency))
+        )
+        self._clients: dict[str, ClientValues] = {}
         # plain: every value is a PlainValue, updated with `+=` (single-process fast path)
         self._plain = (
             isinstance(self.duration, HistogramValues)
@@ -245,7 +260,7 @@ class PairMetrics:
         value = self._codes.get(code)
         if value is None:
             value = self._codes[code] = self._values.adopt(
-                self._metrics.requests.labels(self.route, self.backend, str(code))
+                self._metrics.requests.labels(self.route, self.backend, str(code), "")
             )
         if self._plain:
             duration = self.duration
@@ -271,6 +286,9 @@ class PairMetrics:
         child.inc()
 
     def count_tokens(self, prompt: int, completion: int) -> None:
+        pricing = self.pricing
+        if pricing is not None:
+            self.cost.inc(price(pricing, prompt, completion))
         if self._plain:
             if prompt:
                 self.prompt_tokens.value += prompt
@@ -281,6 +299,25 @@ class PairMetrics:
             self.prompt_tokens.inc(prompt)
         if completion:
             self.completion_tokens.inc(completion)
+
+    def count_client(
+        self, usage: ClientUsage, code: int, seconds: float, prompt: int, completion: int, now: float
+    ) -> None:
+        """A request of a ModelClient: its labelled values, and its usage windows."""
+        values = self._clients.get(usage.client_id)
+        if values is None:
+            values = self._clients[usage.client_id] = ClientValues(
+                self._metrics, self.route, self.backend, self.pricing, usage.client_id
+            )
+        self.duration.observe(seconds)
+        values.count(code, prompt, completion)
+        pricing = self.pricing
+        if pricing is None:
+            usage.add(now, prompt, completion, 0.0, None)
+            return
+        cost = price(pricing, prompt, completion)
+        values.cost.inc(cost)
+        usage.add(now, prompt, completion, cost, pricing.currency)
 
 
 def adopt_value(holder: Any, attribute: str = "_value") -> Any:
@@ -320,7 +357,10 @@ def prove_fast_values(values: MetricValues = FAST_VALUES, multiprocess: bool | N
         return f"{type(exc).__name__}: {exc}"
     if not engaged:
         return "it left a value object it does not know how to update directly"
-    expected = ("routeway_requests_total", (("backend", "b"), ("code", "200"), ("route", "proof")))
+    expected = (
+        "routeway_requests_total",
+        (("backend", "b"), ("client", ""), ("code", "200"), ("route", "proof")),
+    )
     if not any(
         (name, labels) == expected and value == len(PROOF_SECONDS) + 1 for name, labels, value in theirs
     ):

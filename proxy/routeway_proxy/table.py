@@ -36,9 +36,11 @@ from routeway.proxyconfig import BackendConfig, ProxyConfig, RouteConfig, Target
 from routeway.rollout.weights import canary_share
 from routeway_proxy.arm_metrics import ArmRecorder
 from routeway_proxy.balancer import WeightedRoundRobin
+from routeway_proxy.clients import Callers, build_callers
 from routeway_proxy.headers import ARM_HEADER, BACKEND_HEADER, REVISION_HEADER, ROUTE_HEADER
 from routeway_proxy.health import ConcurrencyLimiter, OutlierDetector
 from routeway_proxy.metrics import PairMetrics, PlainValue, ProxyMetrics
+from routeway_proxy.pipeline.authenticate import Caller
 from routeway_proxy.pipeline.choose import ArmSplit
 from routeway_proxy.providers import Provider
 from routeway_proxy.providers.mock import MockProvider
@@ -111,11 +113,11 @@ class RoutingTable:
     config: ProxyConfig
     routes: Mapping[str, RouteEntry]  # by public model name
     backends: Mapping[str, BackendEntry]
-    auth_required: (
-        bool  # requireClientKey or clientKeyRefs: a request needs one of `client_keys` (none: all 401)
-    )
-    client_keys: tuple[bytes, ...]
-    models_body: bytes  # GET /v1/models, prebuilt
+    # requireClientKey, clientKeyRefs or clients: a request needs a key of `callers` (none: all 401)
+    auth_required: bool
+    gateway_caller: Caller  # gateway keys' identity, and everyone's on an open gateway
+    callers: Callers  # by key digest (routeway_proxy.clients)
+    models_body: bytes  # GET /v1/models, prebuilt (every model)
     unrouted: PairMetrics  # ("", "") for answers given before routing
     max_body_bytes: int  # config.gateway.max_body_bytes, read on every request
 
@@ -239,20 +241,19 @@ def build_routing_table(
             split,
         )
 
-    client_keys = []
-    for ref in config.gateway.client_key_refs:
-        value = credentials.get(ref)
-        if value:
-            client_keys.append(value.encode())
-        else:
-            log.warning("gateway client key %s is not available; it will not authenticate anyone", ref)
+    gateway = config.gateway
+    models_body = render_models_list(sorted(routes))
+    gateway_caller, callers = build_callers(
+        config, credentials, tuple(routes), models_body, metrics.usage, render_models_list
+    )
     table = RoutingTable(
         config=config,
         routes=routes,
         backends=backends,
-        auth_required=config.gateway.require_client_key or bool(config.gateway.client_key_refs),
-        client_keys=tuple(client_keys),
-        models_body=render_models_list(sorted(routes)),
+        auth_required=gateway.require_client_key or bool(gateway.client_key_refs) or bool(gateway.clients),
+        gateway_caller=gateway_caller,
+        callers=callers,
+        models_body=models_body,
         unrouted=metrics.bind_pair("", ""),
         max_body_bytes=config.gateway.max_body_bytes,
     )
@@ -339,7 +340,7 @@ def build_arm(
                 TargetEntry(
                     target,
                     backend_entry,
-                    metrics.bind_pair(route.id, backend_entry.id),
+                    metrics.bind_pair(route.id, backend_entry.id, backend_entry.config.pricing),
                     headers,
                     tuple(headers.items()),
                 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from core_factories import backend, gateway, route, secret
 
-from routeway.credentials import lookup_in, resolve_credentials, secret_value
+from routeway.credentials import hash_client_key, lookup_in, resolve_credentials, secret_value
 from routeway.durations import parse_duration
 from routeway.manifests import load_manifests
 from routeway.proxyconfig import (
@@ -79,7 +79,8 @@ def test_credentials_resolve_only_what_config_names() -> None:
         route("chat"),
     )
     creds = resolve_credentials(config, lookup_in([s, keys]))
-    assert creds == {"default/creds/api-key": "sk-1", "default/client/a": "sk-a"}
+    # a backend credential is sent upstream: its value; a client key is only compared: its hash
+    assert creds == {"default/creds/api-key": "sk-1", "default/client/a": hash_client_key("sk-a")}
 
 
 def test_secret_with_bad_base64_is_invalid_and_never_half_used() -> None:

@@ -35,6 +35,9 @@ from routeway.proxyconfig import (
     RouteConfig,
 )
 
+CLIENT_LABELLED = frozenset({"routeway_requests_total", "routeway_tokens_total"})
+"""Families with a `client` label ("" for requests of no ModelClient)."""
+
 
 @dataclass
 class Seen:

@@ -184,7 +184,8 @@ async def test_mock_provider_answers_like_an_upstream(gateway: Gateway) -> None:
     registry = gateway.runtime.metrics.registry
     assert (
         registry.get_sample_value(
-            "routeway_tokens_total", {"route": "ns/gpt", "backend": "ns/sim", "type": "completion"}
+            "routeway_tokens_total",
+            {"route": "ns/gpt", "backend": "ns/sim", "type": "completion", "client": ""},
         )
         or 0
     ) > 0

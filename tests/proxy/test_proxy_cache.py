@@ -11,7 +11,9 @@ Matrix:
 - `no-cache` refreshes, `no-store` keeps out; answers not stored: `finish_reason: tool_calls`,
   a 500;
 - TTL expiry on an injected clock, the `maxBytes` bound evicting the least recently used, a
-  changed cache config emptying the route.
+  changed cache config emptying the route;
+- scope: `Client` keeps two ModelClients' answers apart (each key its own entry) and callers
+  without a ModelClient (the gateway-wide key) share one anonymous scope; `Route` shares.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from aiohttp import web
 from openai import AsyncOpenAI
 from proxy_helpers import FakeClock, Gateway, Upstream, make_backend, make_config, make_route, start_site
 
-from routeway.proxyconfig import CacheConfig, RouteConfig
+from routeway.proxyconfig import CacheConfig, ClientConfig, RouteConfig, hash_client_key
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 
@@ -88,8 +90,11 @@ async def test_miss_then_hit_without_calling_the_upstream(gateway: Gateway, upst
     assert sample(gateway, "routeway_cache_requests_total", route="ns/gpt", result="miss") == 1
     assert sample(gateway, "routeway_cache_requests_total", route="ns/gpt", result="hit") == 2
     # a hit is a request of the route answered with no backend; the miss one of the backend
-    assert sample(gateway, "routeway_requests_total", route="ns/gpt", backend="", code="200") == 2
-    assert sample(gateway, "routeway_requests_total", route="ns/gpt", backend="ns/b1", code="200") == 1
+    assert sample(gateway, "routeway_requests_total", route="ns/gpt", backend="", code="200", client="") == 2
+    assert (
+        sample(gateway, "routeway_requests_total", route="ns/gpt", backend="ns/b1", code="200", client="")
+        == 1
+    )
     assert sample(gateway, "routeway_cache_tokens_saved_total", route="ns/gpt", type="completion") == 4
     assert sample(gateway, "routeway_cache_bytes", route="ns/gpt") > 0
 
@@ -296,3 +301,44 @@ async def test_embeddings_and_completions_are_cached(gateway: Gateway, upstream:
             assert [r[0] for r in results] == ["miss", "hit"]
             assert results[0][1] == results[1][1]  # the stored bytes, as the upstream sent them
     assert len(upstream.seen) == 2
+
+
+def apply_with_clients(gateway: Gateway, upstream: Upstream, scope: str) -> None:
+    """Two ModelClients (keys key-a, key-b) and a gateway-wide key (key-gw) on a cached route."""
+    backend = make_backend("b1", upstream.base("ok"))
+    config = make_config(
+        [backend], [cached(make_route("gpt", [("b1", 1)]), scope=scope)], client_keys=("ns/gw/key",)
+    )
+    clients = tuple(
+        ClientConfig.model_validate({"id": f"ns/team-{name}", "keyRef": f"ns/team-{name}/key"})
+        for name in ("a", "b")
+    )
+    config = config.model_copy(
+        update={"gateway": config.gateway.model_copy(update={"clients": clients})}
+    ).with_revision()
+    credentials = {
+        "ns/gw/key": hash_client_key("key-gw"),
+        "ns/team-a/key": hash_client_key("key-a"),
+        "ns/team-b/key": hash_client_key("key-b"),
+    }
+    gateway.runtime.apply(config, credentials)
+
+
+async def test_scope_client_keeps_each_clients_answers_apart(gateway: Gateway, upstream: Upstream) -> None:
+    apply_with_clients(gateway, upstream, "Client")
+    results = {}
+    for key in ("key-a", "key-b", "key-gw", "key-a", "key-b", "key-gw"):
+        async with client(gateway, key) as c:
+            results.setdefault(key, []).append((await chat(c))[1])
+    assert results == {k: ["miss", "hit"] for k in ("key-a", "key-b", "key-gw")}
+    assert len(upstream.seen) == 3
+
+
+async def test_scope_route_shares_between_clients(gateway: Gateway, upstream: Upstream) -> None:
+    apply_with_clients(gateway, upstream, "Route")
+    headers = []
+    for key in ("key-a", "key-b", "key-gw"):
+        async with client(gateway, key) as c:
+            headers.append((await chat(c))[1])
+    assert headers == ["miss", "hit", "hit"]
+    assert len(upstream.seen) == 1

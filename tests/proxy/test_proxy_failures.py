@@ -19,7 +19,7 @@ import openai
 import orjson
 import pytest
 from openai import AsyncOpenAI
-from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
+from proxy_helpers import CLIENT_LABELLED, Gateway, Upstream, make_backend, make_config, make_route
 
 CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -29,6 +29,8 @@ def client(gateway: Gateway) -> AsyncOpenAI:
 
 
 def sample(gateway: Gateway, name: str, **labels: str) -> float:
+    if name in CLIENT_LABELLED:
+        labels.setdefault("client", "")  # requests of no ModelClient
     return gateway.runtime.metrics.registry.get_sample_value(name, labels) or 0.0
 
 

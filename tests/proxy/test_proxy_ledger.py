@@ -7,7 +7,7 @@ import threading
 
 import aiohttp
 from prometheus_client import CollectorRegistry
-from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
+from proxy_helpers import CLIENT_LABELLED, Gateway, Upstream, make_backend, make_config, make_route
 from routeway_proxy.ledger import BATCH_LIMIT, DEFERRED_BODY_LIMIT, RequestLedger
 from routeway_proxy.metrics import ProxyMetrics
 
@@ -15,6 +15,8 @@ USAGE_DOCUMENT = b'{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":
 
 
 def value(metrics: ProxyMetrics, name: str, **labels: str) -> float | None:
+    if name in CLIENT_LABELLED:
+        labels.setdefault("client", "")  # requests of no ModelClient
     return metrics.registry.get_sample_value(name, labels)
 
 

@@ -38,20 +38,20 @@ def test_pair_updates_match_the_public_api_and_survive_rebinding(values: MetricV
     observations = [0.0, 0.005, 0.0051, 0.3, 1.0, 299.0, 1e6, *LATENCY_BUCKETS]
     for seconds in observations:
         pair.count_request(200, seconds)
-        public.requests.labels("r", "b", "200").inc()
+        public.requests.labels("r", "b", "200", "").inc()
         public.duration.labels("r", "b").observe(seconds)
         pair.ttft.observe(seconds)
         public.ttft.labels("r", "b").observe(seconds)
     pair.count_tokens(7, 0)
-    public.tokens.labels("r", "b", "prompt").inc(7)
+    public.tokens.labels("r", "b", "prompt", "").inc(7)
     # a new routing table binds the same children again: nothing counted so far is lost
     again = direct.bind_pair("r", "b")
     again.count_request(503, 0.2)
-    public.requests.labels("r", "b", "503").inc()
+    public.requests.labels("r", "b", "503", "").inc()
     public.duration.labels("r", "b").observe(0.2)
     again.count_tokens(1, 2)
-    public.tokens.labels("r", "b", "prompt").inc(1)
-    public.tokens.labels("r", "b", "completion").inc(2)
+    public.tokens.labels("r", "b", "prompt", "").inc(1)
+    public.tokens.labels("r", "b", "completion", "").inc(2)
 
     def samples(metrics: ProxyMetrics) -> list[tuple[str, tuple[tuple[str, str], ...], float]]:
         return sorted(

@@ -12,7 +12,9 @@ import aiohttp
 import openai
 import pytest
 from openai import AsyncOpenAI
-from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
+from proxy_helpers import CLIENT_LABELLED, Gateway, Upstream, make_backend, make_config, make_route
+
+from routeway.proxyconfig import hash_client_key
 
 
 def client(gateway: Gateway, key: str = "anything") -> AsyncOpenAI:
@@ -28,6 +30,8 @@ def apply_simple(gateway: Gateway, upstream: Upstream, behaviour: str = "ok", **
 
 
 def sample(gateway: Gateway, name: str, **labels: str) -> float:
+    if name in CLIENT_LABELLED:
+        labels.setdefault("client", "")  # requests of no ModelClient
     value = gateway.runtime.metrics.registry.get_sample_value(name, labels)
     return value or 0.0
 
@@ -143,7 +147,9 @@ async def test_invalid_body_is_400(gateway: Gateway, upstream: Upstream) -> None
 async def test_client_keys_401_and_accept(gateway: Gateway, upstream: Upstream) -> None:
     backend = make_backend("b1", upstream.base("ok"))
     config = make_config([backend], [make_route("gpt", [("b1", 1)])], client_keys=("ns/keys/a", "ns/keys/b"))
-    gateway.runtime.apply(config, {"ns/keys/a": "key-a", "ns/keys/b": "key-b"})
+    gateway.runtime.apply(
+        config, {"ns/keys/a": hash_client_key("key-a"), "ns/keys/b": hash_client_key("key-b")}
+    )
     async with client(gateway, "wrong") as c:
         with pytest.raises(openai.AuthenticationError) as error:
             await c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])

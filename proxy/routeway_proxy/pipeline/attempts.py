@@ -34,6 +34,7 @@ from routeway_proxy.headers import upstream_header_pairs
 from routeway_proxy.ledger import UsageSource
 from routeway_proxy.metrics import PairMetrics, ProxyMetrics
 from routeway_proxy.pipeline import relay
+from routeway_proxy.pipeline.authenticate import Caller
 from routeway_proxy.pipeline.policy import OVERLOADED, AttemptPolicy, Failure, GiveUp, attempt_deadline
 from routeway_proxy.pipeline.settle import CLIENT_CLOSED, fill_cache, settle
 from routeway_proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
@@ -69,6 +70,7 @@ class Exchange:
         "base_headers",
         "body",
         "cache",
+        "caller",
         "client",
         "client_wants_usage",
         "headers",
@@ -96,9 +98,11 @@ class Exchange:
         started: float,
         loop: asyncio.AbstractEventLoop,
         sticky_key: str | None,
+        caller: Caller,
         cache: CacheTicket | None = None,
     ) -> None:
         self.request = request
+        self.caller = caller  # who is calling (pipeline.authenticate): labels the accounting record
         self.cache = cache  # on a route with a response cache: the request's part in it
         self.client = client
         self.metrics = metrics
@@ -198,7 +202,7 @@ class Exchange:
             outcome = self._outcome
             if outcome is not None:
                 code, pair, usage = outcome
-                settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage)
+                settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage, self.caller)
                 if self.cache is not None and code == 200:
                     fill_cache(self.cache)
 

@@ -18,7 +18,7 @@ from routeway_proxy.errors import ProxyError
 from routeway_proxy.pipeline import cache, limit
 from routeway_proxy.pipeline.admit import find_route, parse_request, read_body
 from routeway_proxy.pipeline.attempts import Exchange
-from routeway_proxy.pipeline.authenticate import authenticate
+from routeway_proxy.pipeline.authenticate import Caller, authenticate, check_model
 from routeway_proxy.pipeline.cache import CacheTicket
 from routeway_proxy.pipeline.choose import choose_arm
 from routeway_proxy.pipeline.settle import settle
@@ -70,7 +70,6 @@ def make_inference_handler(
 ) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         cache_result: str | None = None  # x-routeway-cache, once the route has a cache
-        client_id: str | None = None  # the caller's ModelClient (authenticate; None: anonymous)
         try:
             if request.method != "POST":
                 raise make_method_not_allowed(request, "POST")
@@ -84,11 +83,13 @@ def make_inference_handler(
             started = loop.time()
             route: RouteEntry | None = None
             ticket: CacheTicket | None = None
+            caller: Caller = table.gateway_caller  # an open gateway's: no header read
             try:
                 # 1-2: admit and authenticate (authentication first: a stranger learns nothing
-                # of the body rules or the routes)
+                # of the body rules or the routes); a client's model permission before the
+                # route, so a model it may not use is 403 whether or not it exists
                 if table.auth_required:
-                    authenticate(table, request.headers.get("Authorization"))
+                    caller = authenticate(table, request.headers)
                 limit_bytes = table.max_body_bytes
                 length = request.content_length
                 if length is not None and length <= limit_bytes:
@@ -96,6 +97,8 @@ def make_inference_handler(
                 else:
                     raw = await read_body(request, limit_bytes)  # 413, or no Content-Length
                 body, model = parse_request(kind, raw)
+                if caller.models is not None:
+                    check_model(caller, model)
                 route = find_route(table, model)
                 client = state.client
                 if client is None:  # only before startup or after cleanup
@@ -109,7 +112,12 @@ def make_inference_handler(
                 cached = None
                 if cache_result is not None:
                     cached, ticket = await cache.lookup(
-                        runtime.cache, route, kind, body, client_id, request.headers.get("Cache-Control")
+                        runtime.cache,
+                        route,
+                        kind,
+                        body,
+                        caller.client_id,
+                        request.headers.get("Cache-Control"),
                     )
                     if ticket is not None:
                         cache_result = ticket.result
@@ -117,12 +125,14 @@ def make_inference_handler(
                         cache_result = None
             except ProxyError as error:
                 pair = route.metrics if route is not None else table.unrouted
-                settle(runtime.metrics.ledger, pair, error.status, loop.time() - started)
+                settle(runtime.metrics.ledger, pair, error.status, loop.time() - started, None, caller)
                 raise
             if cached is not None:
                 # a hit: a request of the route with no backend attempt and no upstream tokens
                 # (limits: release the request's token reservation here, `charges_tokens`)
-                settle(runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started)
+                settle(
+                    runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started, None, caller
+                )
                 return cached
             # 5-8: arm, then the attempts, which relay the answer and settle the request
             if route.canary is None:  # the common case, inline: one arm, its sticky key
@@ -132,7 +142,7 @@ def make_inference_handler(
             else:
                 arm, sticky_key = choose_arm(route, request.headers)
             exchange = Exchange(
-                request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key, ticket
+                request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key, caller, ticket
             )
             in_flight = state.in_flight
             in_flight.add(exchange)

@@ -1,6 +1,7 @@
 """Settle: the end of every request, whatever path it took — one accounting record.
 
-The record is (metrics pair, final status, duration, usage). Each request is settled once,
+The record is (metrics pair, final status, duration, usage, the caller's client usage — None
+for no ModelClient; the caller's client id labels its metrics). Each request is settled once,
 where it ends: `Exchange.run` for a routed request (its answer, an error raised before any
 answer, a client that went away, a drain's abort), the inference handler for one refused
 before routing. `ledger.py` applies records in batches.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from routeway_proxy.ledger import RequestLedger, UsageSource
     from routeway_proxy.metrics import PairMetrics
+    from routeway_proxy.pipeline.authenticate import Caller
     from routeway_proxy.pipeline.cache import CacheTicket
 
 CLIENT_CLOSED = 499
@@ -27,9 +29,14 @@ CLIENT_CLOSED = 499
 
 
 def settle(
-    ledger: RequestLedger, pair: PairMetrics, code: int, seconds: float, usage: UsageSource = None
+    ledger: RequestLedger,
+    pair: PairMetrics,
+    code: int,
+    seconds: float,
+    usage: UsageSource = None,
+    caller: Caller | None = None,
 ) -> None:
-    ledger.add(pair, code, seconds, usage)
+    ledger.add(pair, code, seconds, usage, caller.usage if caller is not None else None)
 
 
 def fill_cache(ticket: CacheTicket) -> None:
