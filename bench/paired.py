@@ -16,6 +16,12 @@ come from `run.py`. It needs `taskset` (util-linux) and at least two cores.
 A/B of a change: `--against /tmp/bvenv/bin/python` puts another Routeway install (a venv with
 an earlier commit installed non-editably, see CONTRIBUTING.md) in the yardstick's place, so the
 ratio reads base/working-tree; the same code against itself reads 0.99-1.01.
+
+The response cache: `--cache miss` gives the measured Routeway's route a cache (the other side
+keeps the plain route) and loads both with `post_unique.lua`, a new prompt per request, so
+every request misses and is stored: the ratio is what a miss costs against a route without
+a cache. `--cache hit` loads both with the constant body: every request after the first is a
+hit on the measured side.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from typing import Any
 
 from run import (
     BENCH,
+    CACHE_SPEC,
     MANIFESTS,
     OUT,
     PLAIN_BODY,
@@ -181,6 +188,12 @@ def main() -> int:
         "--stream", action="store_true", help="streamed requests (bench/stream.lua): CPU per stream"
     )
     parser.add_argument(
+        "--cache",
+        choices=("off", "miss", "hit"),
+        default="off",
+        help="the measured Routeway's route gets a response cache; miss: a new prompt per request",
+    )
+    parser.add_argument(
         "--python",
         metavar="PYTHON",
         help="measure the Routeway installed for this Python (e.g. a compiled build)",
@@ -235,6 +248,10 @@ def main() -> int:
         targets: dict[str, tuple[int, str]] = {}
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-paired-")))
         (folder / "bench.yaml").write_text(MANIFESTS.format(port=up))
+        measured = folder
+        if args.cache != "off":  # only the measured side's route has a cache
+            measured = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-cached-")))
+            (measured / "bench.yaml").write_text(MANIFESTS.format(port=up) + CACHE_SPEC)
         port = free_port()
         if args.rollout:
             command = [*pin_proxy, *routeway_serve(folder, port, args.workers)]
@@ -248,7 +265,6 @@ def main() -> int:
         wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
         targets["yardstick"] = (process.pid, f"http://127.0.0.1:{port}")
         port = free_port()
-        measured = folder
         admin = free_port()
         if args.rollout:
             measured = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-rollout-")))
@@ -267,6 +283,8 @@ def main() -> int:
         )
         for connections in (int(c) for c in args.connections.split(",")):
             script = "stream.lua" if args.stream else "post.lua"
+            if args.cache == "miss" and not args.stream:
+                script = "post_unique.lua"
             report["points"].append(measure(targets, connections, args.rounds, args.duration, script))
     path = OUT / f"paired-{stamp}.json"
     path.write_text(json.dumps(report, indent=2))

@@ -78,6 +78,9 @@ spec:
     - name: fast-upstream
 """
 
+CACHE_SPEC = "  cache: {ttl: 10m, maxBytes: 64Mi, scope: Route}\n"
+"""Appended to MANIFESTS' route (`--cache`): the bench route with a response cache."""
+
 
 NGINX_CONF = """\
 worker_processes {workers};
@@ -498,7 +501,8 @@ def start_targets(
         port, admin = free_port(), free_port()
         folder = Path(manifests, "routeway")  # its own folder: serve reads every YAML file in it
         folder.mkdir()
-        (folder / "bench.yaml").write_text(MANIFESTS.format(port=up_port))
+        route_cache = CACHE_SPEC if args.cache else ""
+        (folder / "bench.yaml").write_text(MANIFESTS.format(port=up_port) + route_cache)
         command = [ROUTEWAY, "serve", "-f", str(folder), "--host", "127.0.0.1", "--port", str(port)]
         command += ["--admin-port", str(admin), "--workers", str(args.workers)]
         process = stack.enter_context(started("routeway", command, logs))
@@ -524,6 +528,11 @@ def main() -> int:
     parser.add_argument("--targets", default="direct,yardstick,routeway", help="also: nginx (if installed)")
     parser.add_argument(
         "--litellm", help="path to a `litellm` executable in its own venv: adds the LiteLLM proxy"
+    )
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="the bench route gets a response cache: every request after the first is a hit",
     )
     parser.add_argument("--stream-sequential", type=int, default=200)
     parser.add_argument("--stream-concurrency", type=int, default=16)

@@ -52,7 +52,8 @@ def client_key_refs(config: ProxyConfig) -> frozenset[str]:
 def credential_refs(config: ProxyConfig) -> list[str]:
     """Every credential the config names: its backends', the backend specs a route's rollout
     arms pin (a stable arm may still use an older spec's credential), the client keys (the
-    gateway's and its ModelClients'), the password of the gateway's limits Redis."""
+    gateway's and its ModelClients'), the password of the gateway's limits Redis (a value, like
+    a backend credential: the proxy sends it)."""
     redis = config.gateway.limits.redis_password_ref
     return sorted(_backend_refs(config) | client_key_refs(config) | ({redis} if redis else set()))
 

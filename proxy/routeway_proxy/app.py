@@ -78,6 +78,7 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
             yield
             state.client = None
             state.loop = None
+        await runtime.cache.close()  # the shared-tier stores under way, then the Redis client
         runtime.metrics.ledger.flush()  # the last requests' accounting, before the loop ends
         await runtime.limits.close()  # pending settlements, then Redis and the shared table
 

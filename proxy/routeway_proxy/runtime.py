@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from routeway.proxyconfig import ProxyConfig
+from routeway_proxy.cache.configure import GatewayCache
 from routeway_proxy.limits.local import Clock
 from routeway_proxy.limits.wiring import ProcessLimits
 from routeway_proxy.metrics import ProxyMetrics
@@ -63,6 +64,8 @@ class ProxyRuntime:
         self.metrics = ProxyMetrics(registry if registry is not None else CollectorRegistry())
         # request and token budgets: `limits_table` is a worker's group table (limits/wiring.py)
         self.limits = ProcessLimits(self.metrics.registry, shared_table=limits_table, clock=limits_clock)
+        # the response cache: per-route LRUs and the shared Redis tier, reconfigured by `apply`
+        self.cache = GatewayCache(self.metrics.registry)
         # In a worker group every worker applies every reload; only one of them counts, so the
         # group's summed `routeway_config_reloads_total` counts each reload once.
         self._count_reloads = count_reloads
@@ -100,6 +103,7 @@ class ProxyRuntime:
         table, states = build_routing_table(config, credentials, self._states, self.metrics, self.clock)
         self.limits.configure(config.gateway.limits, credentials)
         previous = self.table
+        self.cache.apply(config, credentials)  # before the table: its cached routes find their caches
         self.table = table
         self._states = states
         self._credential_values = frozenset(v for v in credentials.values() if len(v) >= 4)

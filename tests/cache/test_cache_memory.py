@@ -106,12 +106,23 @@ def test_routes_have_their_own_bounds_and_configure_keeps_them() -> None:
     assert key("a") not in one and key("b") in one and key("a") in two
     assert seen == {"r/one": KEY + 100, "r/two": KEY + 100}
 
-    bigger = CacheSettings(ttl=30, max_bytes=10_000)
-    caches.configure({"r/one": bigger, "r/three": small}, hook)
-    assert caches.get("r/one") is one and one.settings == bigger and key("b") in one  # kept
+    caches.configure({"r/one": small, "r/three": small}, hook)  # r/one unchanged: kept
+    assert caches.get("r/one") is one and key("b") in one
     assert caches.get("r/two") is None and seen["r/two"] == 0  # dropped, its bytes released
     assert caches.get("r/three") is not None
 
+    bigger = CacheSettings(ttl=30, max_bytes=10_000)
+    caches.configure({"r/one": bigger}, hook)  # changed settings: emptied, new bound
+    assert caches.get("r/one") is one and one.settings == bigger
+    assert len(one) == 0 and seen["r/one"] == 0
     one.put(key("c"), answer(100))
-    caches.configure({"r/one": small}, hook)  # shrinking evicts at once
-    assert len(one) == 1 and key("c") in one and seen["r/one"] == KEY + 100
+    one.put(key("d"), answer(100))
+    assert len(one) == 2  # the new, larger bound holds both
+
+
+def test_resize_keeps_entries_and_evicts_to_the_new_bound() -> None:
+    cache = RouteCache(CacheSettings(ttl=60, max_bytes=10_000), FakeClock())
+    cache.put(key("a"), answer(100))
+    cache.put(key("b"), answer(100))
+    cache.resize(CacheSettings(ttl=60, max_bytes=KEY + 100))
+    assert len(cache) == 1 and key("b") in cache

@@ -18,8 +18,9 @@ Canonical body — what is the same question:
 The route id is whatever the caller passes as `route_id`: the route's id keeps answers across
 config changes of the route (a changed backend or model keeps serving stored answers until
 their TTL); passing the id with the route's config revision instead makes every change of the
-route start from an empty cache. The wiring chooses (the issue does not say); the store is
-per route id either way.
+route start from an empty cache. The wiring (`configure.key_namespace`) passes the route's id
+with its cache settings: other edits of the route keep its answers, a change of its cache
+settings starts it afresh (in Redis too). The in-process store is per route id either way.
 
 What is cacheable (`uncacheable_reason` is None): chat completions, completions and
 embeddings, including `n > 1` (the answer holds every choice) and requests that offer

@@ -11,9 +11,10 @@ larger than the bound is not stored at all.
 
 Expiry: checked on lookup (an expired entry is removed and misses); `RouteCache.expire`
 drops every expired entry (the wiring may call it from a timer, so that idle routes give
-their memory back). A route whose settings change keeps its entries (each keeps the TTL it
-was stored with; a smaller bound evicts the least recently used at once); a route that is
-gone from the config is dropped.
+their memory back). A route whose cache settings change starts empty, and a route that is gone
+from the config is dropped. Why empty rather than kept: the route owner who shortens a TTL or
+changes the scope expects no answer stored under the old terms to be served again (issue 13's
+wiring contract); `RouteCache.resize` remains for a caller that wants to keep entries.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class MemoryCaches:
     def configure(
         self, settings: Mapping[str, CacheSettings], on_bytes: Callable[[str], BytesHook] | None = None
     ) -> None:
-        """Apply a config's caches (route id -> settings): keep, resize, add, drop.
+        """Apply a config's caches (route id -> settings): keep, empty on a change, add, drop.
         `on_bytes(route_id)` gives a new route's bytes hook."""
         for route_id in list(self.routes):
             if route_id not in settings:
@@ -154,7 +155,8 @@ class MemoryCaches:
                 hook = on_bytes(route_id) if on_bytes is not None else None
                 self.routes[route_id] = RouteCache(wanted, self.clock, hook)
             elif cache.settings != wanted:
-                cache.resize(wanted)
+                cache.clear()
+                cache.settings = wanted
 
     def get(self, route_id: str) -> RouteCache | None:
         return self.routes.get(route_id)

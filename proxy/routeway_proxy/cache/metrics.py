@@ -1,7 +1,7 @@
 """The response cache's metric families, ready to register in the proxy's registry.
 
-Defined here, not wired: the wiring registers `CacheMetrics(registry)` beside `ProxyMetrics`
-and binds children per route once per config, as `PairMetrics` does.
+`configure.GatewayCache` registers `CacheMetrics(registry)` in the registry of the process's
+`ProxyMetrics` (in a worker group, the workers' files are read by the supervisor's `/metrics`).
 
 Labels stay bounded: `route` is a route id of the applied config, `result` is
 hit|miss|bypass, `type` prompt|completion, `op` get|set, `reason` timeout|error.

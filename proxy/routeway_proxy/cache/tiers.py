@@ -65,8 +65,9 @@ class ResponseCache:
         if hit is not None or self.shared is None:
             return hit
         hit = await self.shared.get(key)
-        if hit is not None:
-            cache.put(key, hit.answer, stored_at=cache.clock() - hit.age)
+        if hit is None or hit.age >= cache.settings.ttl:
+            return None  # older than the route's TTL allows now (a pod with an older config stored it)
+        cache.put(key, hit.answer, stored_at=cache.clock() - hit.age)
         return hit
 
     def store(self, route_id: str, plan: CachePlan, answer: StoredAnswer) -> bool:

@@ -3,7 +3,7 @@
 1. `admit`        parse and admit: body size limit, the fields routing needs, the model's route
 2. `authenticate` who is calling (the gateway's client keys)
 3. `limit`        reserve request and token budgets of a limited route or client
-4. `cache`        answer a repeated request from the cache (seam: no cache yet)
+4. `cache`        answer a repeated request from the response cache (routes with `cache`)
 5. `choose`       the route's arm (stable or canary) and the order of its targets
 6. `attempts`     the driver of the attempts — retries, fallbacks, timeouts — as `policy`
                   (pure, no I/O) decides them

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -36,12 +36,15 @@ from routeway_proxy.metrics import PairMetrics, ProxyMetrics
 from routeway_proxy.pipeline import relay
 from routeway_proxy.pipeline.authenticate import Caller
 from routeway_proxy.pipeline.policy import OVERLOADED, AttemptPolicy, Failure, GiveUp, attempt_deadline
-from routeway_proxy.pipeline.settle import CLIENT_CLOSED, settle
+from routeway_proxy.pipeline.settle import CLIENT_CLOSED, fill_cache, settle
 from routeway_proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
 from routeway_proxy.streaming import SSEUsageFilter
 from routeway_proxy.table import RouteEntry, TargetEntry
 from routeway_proxy.timeouts import AttemptTimeout, AttemptWatchdog
 from routeway_proxy.upstream_client import UpstreamClient
+
+if TYPE_CHECKING:
+    from routeway_proxy.pipeline.cache import CacheTicket
 
 log = logging.getLogger("routeway.proxy")
 
@@ -66,6 +69,7 @@ class Exchange:
         "attempt_started",
         "base_headers",
         "body",
+        "cache",
         "caller",
         "client",
         "client_wants_usage",
@@ -96,9 +100,11 @@ class Exchange:
         loop: asyncio.AbstractEventLoop,
         sticky_key: str | None,
         caller: Caller,
+        cache: CacheTicket | None = None,
     ) -> None:
         self.request = request
         self.caller = caller  # who is calling (pipeline.authenticate): labels the accounting record
+        self.cache = cache  # on a route with a response cache: the request's part in it
         self.client = client
         self.metrics = metrics
         self.route = route
@@ -204,6 +210,8 @@ class Exchange:
             if outcome is not None:
                 code, pair, usage = outcome
                 settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage, self.caller)
+                if self.cache is not None and code == 200:
+                    fill_cache(self.cache)
 
     def _pair(self) -> PairMetrics:
         target = self.target

@@ -13,11 +13,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from routeway_proxy.cache.control import CACHE_HEADER
 from routeway_proxy.errors import ProxyError
 from routeway_proxy.pipeline import cache, limit
 from routeway_proxy.pipeline.admit import find_route, parse_request, read_body
 from routeway_proxy.pipeline.attempts import Exchange
 from routeway_proxy.pipeline.authenticate import Caller, authenticate, check_model
+from routeway_proxy.pipeline.cache import CacheTicket
 from routeway_proxy.pipeline.choose import choose_arm
 from routeway_proxy.pipeline.settle import settle
 from routeway_proxy.providers import EndpointKind
@@ -67,6 +69,7 @@ def make_inference_handler(
     kind: EndpointKind, state: InferenceState, answer_exception: ExceptionAnswer
 ) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
+        cache_result: str | None = None  # x-routeway-cache, once the route has a cache
         try:
             if request.method != "POST":
                 raise make_method_not_allowed(request, "POST")
@@ -79,6 +82,8 @@ def make_inference_handler(
                 loop = asyncio.get_running_loop()
             started = loop.time()
             route: RouteEntry | None = None
+            ticket: CacheTicket | None = None
+            reservation: limit.Reservation | None = None
             caller: Caller = table.gateway_caller  # an open gateway's: no header read
             try:
                 # 1-2: admit and authenticate (authentication first: a stranger learns nothing
@@ -99,20 +104,39 @@ def make_inference_handler(
                 client = state.client
                 if client is None:  # only before startup or after cleanup
                     raise make_not_ready()
-                # 3-4: limits (only for a limited route or caller) and cache (seam)
-                reservation = None
+                # 3-4: limits (only for a limited route or caller), then the response cache
+                # (only on a route with one): a hit counts against request limits, so the limit
+                # stage runs first; a refusal there on a cached route says `bypass` (the cache
+                # was not consulted).
+                if route.config.cache is not None:
+                    cache_result = "bypass"
                 member = caller.client
                 client_limits = member.limits if member is not None else None
                 if route.config.limits is not None or client_limits is not None:
                     reservation = await limit.reserve(
                         runtime.limits, route, body, caller.client_id, client_limits
                     )
-                cached = cache.lookup(route, body)
+                cached = None
+                if cache_result is not None:
+                    cached, ticket = await cache.lookup(
+                        runtime.cache,
+                        route,
+                        kind,
+                        body,
+                        caller.client_id,
+                        request.headers.get("Cache-Control"),
+                    )
+                    if ticket is not None:
+                        cache_result = ticket.result
+                    elif cached is None:  # the config changed under the request: no cache now
+                        cache_result = None
             except ProxyError as error:
                 pair = route.metrics if route is not None else table.unrouted
                 settle(runtime.metrics.ledger, pair, error.status, loop.time() - started, None, caller)
                 raise
             if cached is not None:
+                # a hit: a request of the route with no backend attempt and no upstream tokens
+                # (limits: release the request's token reservation here, `charges_tokens`)
                 settle(
                     runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started, None, caller
                 )
@@ -128,20 +152,27 @@ def make_inference_handler(
             else:
                 arm, sticky_key = choose_arm(route, request.headers)
             exchange = Exchange(
-                request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key, caller
+                request, client, runtime.metrics, arm, kind, body, started, loop, sticky_key, caller, ticket
             )
             in_flight = state.in_flight
             in_flight.add(exchange)
             try:
                 if reservation is None:
-                    return await exchange.run()
-                return await limit.run_limited(exchange, reservation)
+                    response = await exchange.run()
+                else:
+                    response = await limit.run_limited(exchange, reservation)
             finally:
                 in_flight.discard(exchange)
+            if cache_result is not None and not response.prepared:  # a stream has it already
+                response.headers[CACHE_HEADER] = cache_result
+            return response
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return answer_exception(request, exc)
+            answer = answer_exception(request, exc)
+            if cache_result is not None and not answer.prepared:
+                answer.headers[CACHE_HEADER] = cache_result
+            return answer
 
     handle.__name__ = f"handle_{kind}"
     return handle

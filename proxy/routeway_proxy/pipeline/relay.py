@@ -9,6 +9,11 @@ and, when the client did not ask for it, drops the usage-only event); once its h
 out it can only be cut, with an OpenAI error event (`data: {"error": ...}`) that the OpenAI
 SDKs raise as an APIError.
 
+On a route with a response cache the request's `CacheTicket` (`exchange.cache`) is handed
+the answer: a successful document as it is, a stream's upstream bytes as they arrive (before
+the usage filter drops anything) and kept only once the stream ended; a stream's
+`x-routeway-cache` header goes out with its other headers.
+
 Every function here takes the request's `Exchange` and changes its state only through its
 methods (`conclude`, `commit`, `fail`, `blame`).
 """
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
+from routeway_proxy.cache.control import CACHE_HEADER
 from routeway_proxy.errors import make_upstream_failed, render_error_body
 from routeway_proxy.headers import response_header_pairs
 from routeway_proxy.pipeline.policy import RETRYABLE_STATUSES, cut_status
@@ -91,6 +97,9 @@ def answer_document(
         )
         target.backend.health.record_success()
         exchange.conclude(status, target.metrics, body)
+        ticket = exchange.cache
+        if ticket is not None:
+            ticket.keep_document(status, body)
         observer = exchange.route.observer
         if observer is not None:
             observer.succeeded(exchange.loop.time() - exchange.attempt_started)
@@ -149,6 +158,11 @@ async def relay_stream(
     if exchange.limit_headers:
         response.headers.update(exchange.limit_headers)
     sse = SSEUsageFilter(strip_usage_chunk=not exchange.client_wants_usage)
+    ticket = exchange.cache
+    assembler = None
+    if ticket is not None:  # a route with a cache: say so before the headers go out
+        response.headers[CACHE_HEADER] = ticket.result
+        assembler = ticket.stream_assembler()
     first = True
     first_at = 0.0  # loop time of the first content chunk
     chunk = first_chunk
@@ -157,6 +171,8 @@ async def relay_stream(
         await response.prepare(exchange.request)
         exchange.commit(response, sse)
         while chunk:
+            if assembler is not None:
+                assembler.feed(chunk)  # the upstream's bytes, usage chunk included
             out = sse.feed(chunk)
             if out:
                 if first:
@@ -176,6 +192,8 @@ async def relay_stream(
         return response
     target.backend.health.record_success()
     exchange.conclude(status, target.metrics, sse.usage)
+    if assembler is not None and ticket is not None:
+        ticket.keep_stream(assembler)
     observer = exchange.route.observer
     if observer is not None:
         started = exchange.attempt_started

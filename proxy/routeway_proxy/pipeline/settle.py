@@ -7,8 +7,11 @@ answer, a client that went away, a drain's abort), the inference handler for one
 before routing. `ledger.py` applies records in batches.
 
 Limits are settled by the limit stage from the same outcome (`limit.run_limited`, which
-reads `Exchange.outcome` when the answer is over). Seam: filling the response cache with the
-answer belongs here; it does not exist yet.
+reads `Exchange.outcome` when the answer is over); a cache hit is settled by `handle.py` with
+no upstream tokens (its token reservation released in full).
+
+The response cache is filled here (`fill_cache`), after the client has its last byte: a
+stream's assembled answer is parsed only then, so storing never delays an answer.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
     from routeway_proxy.ledger import RequestLedger, UsageSource
     from routeway_proxy.metrics import PairMetrics
     from routeway_proxy.pipeline.authenticate import Caller
+    from routeway_proxy.pipeline.cache import CacheTicket
 
 CLIENT_CLOSED = 499
 """The status a request is accounted with when its client went away before the answer ended."""
@@ -33,3 +37,10 @@ def settle(
     caller: Caller | None = None,
 ) -> None:
     ledger.add(pair, code, seconds, usage, caller.usage if caller is not None else None)
+
+
+def fill_cache(ticket: CacheTicket) -> None:
+    """Store the request's answer when it was kept (complete, successful) and is storable."""
+    answer = ticket.answer()
+    if answer is not None:
+        ticket.cache.store(ticket.route_id, ticket.plan, answer)
