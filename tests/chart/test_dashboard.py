@@ -103,7 +103,8 @@ def read_proxy_exposition() -> Exposition:
     """The proxy's `/metrics` text read back as Prometheus groups it, every family populated."""
     registry = CollectorRegistry()
     metrics = ProxyMetrics(registry)
-    wrappers = [*vars(metrics).values(), *vars(metrics.arms).values()]  # arms: rollout observations
+    # arms: rollout observations; usage: cost and the per-client windows of GET /usage
+    wrappers = [*vars(metrics).values(), *vars(metrics.arms).values(), *vars(metrics.usage).values()]
     for metric in wrappers:
         if isinstance(metric, MetricWrapperBase):
             # A labelled family exports nothing until it has a child; one child shows its labels.
