@@ -429,7 +429,7 @@ def test_every_exported_family_has_a_panel(exposition: Exposition) -> None:
 
 def test_truth_is_what_the_proxy_exports(exposition: Exposition) -> None:
     """Guards the fixture: sample names as scraped, `_created` left out, labels per sample."""
-    assert exposition.labels["routeway_requests_total"] == {"route", "backend", "code"}
+    assert exposition.labels["routeway_requests_total"] == {"route", "backend", "code", "client"}
     assert exposition.labels["routeway_request_duration_seconds_bucket"] == {"route", "backend", "le"}
     assert exposition.family_of["routeway_tokens_total"] == "routeway_tokens"
     assert "routeway_requests" not in exposition.labels
