@@ -76,6 +76,35 @@ async def test_a_key_value_where_a_hash_belongs_authenticates_nobody(
     assert KEY not in caplog.text
 
 
+async def test_the_api_key_header_authenticates_and_stays_at_the_gateway(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    config = with_clients(priced_config(upstream), team("search"))
+    gateway.runtime.apply(config, {"ns/search-key/k": hash_client_key(KEY)})
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gateway.v1}/chat/completions",
+            json={"model": "gpt", "messages": [{"role": "user", "content": "x"}]},
+            headers={"api-key": KEY},
+        ) as response,
+    ):
+        assert response.status == 200
+    assert (
+        value(
+            gateway,
+            "routeway_requests_total",
+            route="ns/gpt",
+            backend="ns/b1",
+            code="200",
+            client="ns/search",
+        )
+        == 1
+    )
+    (seen,) = upstream.seen
+    assert KEY not in str(seen.header_items)
+
+
 async def test_a_key_two_clients_claim_authenticates_neither(gateway: Gateway, upstream: Upstream) -> None:
     config = with_clients(priced_config(upstream), team("a"), team("b"), team("c"))
     stored = hash_client_key(KEY)
