@@ -8,7 +8,8 @@ Rules:
 - Hop-by-hop headers (RFC 9110 §7.6.1: Connection, Keep-Alive, TE, Trailer,
   Transfer-Encoding, Upgrade, Proxy-*) and every header named in `Connection` are dropped
   both ways.
-- Upstream: the client's `Authorization` is dropped and replaced by the backend credential;
+- Upstream: the client's `Authorization` (and `api-key`, the Azure-style client key) is dropped
+  and replaced by the backend credential;
   `Host`, `Content-Length` and `Content-Type` are set for the body the gateway sends;
   `Accept-Encoding: identity` so streamed bytes relay as they are; `X-Forwarded-For` gets the
   client address appended, `X-Forwarded-Proto` is set unless a front proxy already set it.
@@ -40,6 +41,7 @@ HOP_BY_HOP = frozenset(
 
 _NOT_FORWARDED_UPSTREAM = HOP_BY_HOP | {
     "authorization",
+    "api-key",  # a client key, Azure-style: it stays at the gateway like Authorization
     "host",
     "content-length",
     "content-type",

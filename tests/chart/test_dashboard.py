@@ -103,7 +103,8 @@ def read_proxy_exposition() -> Exposition:
     """The proxy's `/metrics` text read back as Prometheus groups it, every family populated."""
     registry = CollectorRegistry()
     metrics = ProxyMetrics(registry)
-    wrappers = [*vars(metrics).values(), *vars(metrics.arms).values()]  # arms: rollout observations
+    # arms: rollout observations; usage: cost and the per-client windows of GET /usage
+    wrappers = [*vars(metrics).values(), *vars(metrics.arms).values(), *vars(metrics.usage).values()]
     for metric in wrappers:
         if isinstance(metric, MetricWrapperBase):
             # A labelled family exports nothing until it has a child; one child shows its labels.
@@ -428,7 +429,7 @@ def test_every_exported_family_has_a_panel(exposition: Exposition) -> None:
 
 def test_truth_is_what_the_proxy_exports(exposition: Exposition) -> None:
     """Guards the fixture: sample names as scraped, `_created` left out, labels per sample."""
-    assert exposition.labels["routeway_requests_total"] == {"route", "backend", "code"}
+    assert exposition.labels["routeway_requests_total"] == {"route", "backend", "code", "client"}
     assert exposition.labels["routeway_request_duration_seconds_bucket"] == {"route", "backend", "le"}
     assert exposition.family_of["routeway_tokens_total"] == "routeway_tokens"
     assert "routeway_requests" not in exposition.labels
