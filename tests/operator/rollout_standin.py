@@ -6,12 +6,14 @@ each read of a pod adds `per_read` attempts to every arm of every route that con
 (cumulative counters, as a proxy's report is), the canary arm's failing when `canary_fails`;
 `/readyz`'s revision is the ConfigMap's. A pod named in `unreachable` cannot be read.
 `/usage` is `usage[pod name]`, a document as the proxy serves it, parsed by the real parser
-(a pod without an entry has no endpoint); `usage_reads` counts the reads.
+(a pod without an entry has no endpoint); `usage_reads` counts the reads and `usage_read_at`
+holds when each happened (wall clock, as the operator's own clock).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +38,7 @@ class StandInProxies:
     reads: int = 0
     usage: dict[str, dict[str, Any]] = field(default_factory=dict)
     usage_reads: int = 0
+    usage_read_at: list[float] = field(default_factory=list)
 
     def config(self) -> dict[str, Any] | None:
         cm = get(self.kmock, "v1/configmaps", f"routeway-{self.gateway}-config")
@@ -63,6 +66,7 @@ class StandInProxies:
         if pod.name in self.unreachable:
             return None
         self.usage_reads += 1
+        self.usage_read_at.append(time.time())
         doc = self.usage.get(pod.name)
         return usage_from_json(doc) if doc is not None else None
 

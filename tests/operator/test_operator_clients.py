@@ -36,6 +36,8 @@ from operator_factories import (
 from rig import GATEWAYS, eventually, objects_of, running_operator, settled
 from rollout_standin import StandInProxies, proxy_pod
 
+from routeway.client_usage import rfc3339
+
 CLIENTS = "routeway.dev/v1alpha1/modelclients"
 KEY_VALUE = "sk-client-7f3a9c-do-not-leak"
 AUTH = {"apiKeySecretRef": {"name": "gw-keys"}}
@@ -221,8 +223,16 @@ async def test_usage_is_summed_over_the_pods_and_written_when_it_changes(kmock: 
                 if r.method == "PATCH" and r.url.path.endswith("/modelclients/search-team/status")
             )
 
-        writes, reads = status_writes(), proxies.usage_reads
-        await eventually(lambda: proxies.usage_reads >= reads + 6, what="three more reads of both pods")
+        # (observedAt has whole seconds: wait for reads in a later second than the first's,
+        # then for one more, so the reconcile that made them has written what it would.)
+        writes = status_writes()
+
+        def reads_until_a_later_second() -> int | None:
+            times = proxies.usage_read_at
+            return next((i + 1 for i, at in enumerate(times) if rfc3339(at) > first["observedAt"]), None)
+
+        count = await eventually(reads_until_a_later_second, what="a read in a later second")
+        await eventually(lambda: len(proxies.usage_read_at) >= count + 4, what="two more reads of both pods")
         assert status_writes() == writes
         assert usage() == first
 
