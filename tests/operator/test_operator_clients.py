@@ -258,7 +258,7 @@ async def test_no_key_value_in_anything_the_operator_writes(kmock: RoutewayEmula
     assert creds is not None
     values = [base64.b64decode(v).decode() for v in (creds.get("data") or {}).values()]
     values += list((creds.get("stringData") or {}).values())
-    assert "sk-admin-1" in values  # the gateway's own keys are there: the Secret was read
+    assert values, "the credentials Secret was written with what it resolves (not vacuously empty)"
     assert not any(KEY_VALUE in v for v in values), "a client key's value is in the credentials Secret"
     assert encoded not in json.dumps(creds)
     written = json.dumps(
