@@ -8,6 +8,9 @@ from the API. Translating only that slice keeps a change to one route from re-tr
 10,000 routes of other gateways, and gives the same verdicts as a whole-cluster translation
 because nothing outside the slice can affect them.
 
+ModelClients ride along like routes: those naming the gateway, and the Secrets of their keys
+(key names only).
+
 Parsing happens once per event, here: an object that fails to parse is kept as an entry with
 its error, so the reconcile can report it on the object (Accepted=False, Invalid) and still
 render everything else.
@@ -21,10 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from routeway.manifests import ObjectError, parse_object
-from routeway.resources import API_VERSION, GROUP, ModelBackend, ModelGateway, ModelRoute
+from routeway.resources import API_VERSION, GROUP, ModelBackend, ModelClient, ModelGateway, ModelRoute
 from routeway.translate import Inventory, NsName, ObjectKey
 
-Model: TypeAlias = ModelBackend | ModelRoute | ModelGateway
+Model: TypeAlias = ModelBackend | ModelRoute | ModelGateway | ModelClient
 IndexLike: TypeAlias = Mapping[Any, Iterable[Any]]
 
 
@@ -40,9 +43,9 @@ class Entry:
     generation: int | None
     uid: str
     status: Mapping[str, Any] = field(default_factory=dict)
-    gateway: NsName | None = None  # routes: the gateway they target
+    gateway: NsName | None = None  # routes and clients: the gateway they target
     backends: tuple[str, ...] = ()  # routes: backend names referenced (weighted, then fallbacks)
-    secret: str | None = None  # backends and gateways: the Secret they reference
+    secret: str | None = None  # backends, gateways and clients: the Secret they reference
     actions: tuple[tuple[str, str], ...] = ()  # routes: rollout action annotations (name, value)
 
     @property
@@ -72,7 +75,7 @@ def _get(body: Mapping[str, Any], *path: str) -> Any:
 
 
 def route_target(body: Mapping[str, Any]) -> NsName:
-    """The gateway a route names, read leniently so even an invalid route is attributed."""
+    """The gateway a route (or client) names, read leniently so even an invalid one is attributed."""
     namespace = str(_get(body, "metadata", "namespace") or "default")
     ref = _get(body, "spec", "gatewayRef")
     if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str):
@@ -97,6 +100,8 @@ def referenced_secret(kind: str, body: Mapping[str, Any]) -> str | None:
         name = _get(body, "spec", "apiKeySecretRef", "name")
     elif kind == ModelGateway.KIND:
         name = _get(body, "spec", "auth", "apiKeySecretRef", "name")
+    elif kind == ModelClient.KIND:
+        name = _get(body, "spec", "keySecretRef", "name")
     else:
         return None
     return name if isinstance(name, str) else None
@@ -139,7 +144,7 @@ def build_entry(kind: str, body: Mapping[str, Any]) -> Entry:
     except ObjectError as exc:
         error = str(exc)
     else:
-        assert isinstance(parsed, ModelBackend | ModelRoute | ModelGateway)
+        assert isinstance(parsed, ModelBackend | ModelRoute | ModelGateway | ModelClient)
         model = parsed
     status = body.get("status")
     generation = meta.get("generation")
@@ -152,7 +157,7 @@ def build_entry(kind: str, body: Mapping[str, Any]) -> Entry:
         generation=int(generation) if isinstance(generation, int) else None,
         uid=str(meta.get("uid") or ""),
         status=copy.deepcopy(dict(status)) if isinstance(status, Mapping) else {},
-        gateway=route_target(body) if kind == ModelRoute.KIND else None,
+        gateway=route_target(body) if kind in (ModelRoute.KIND, ModelClient.KIND) else None,
         backends=route_backends(body) if kind == ModelRoute.KIND else (),
         secret=referenced_secret(kind, body),
         actions=route_actions(body) if kind == ModelRoute.KIND else (),
@@ -181,11 +186,12 @@ class GatewaySnapshot:
     routes: tuple[Entry, ...]
     backends: Mapping[NsName, Entry]
     secret_keys: Mapping[NsName, frozenset[str]]
+    clients: tuple[Entry, ...] = ()
 
     def fingerprint(self) -> Hashable | None:
         """Equal fingerprints: translation and rendering give the same result (specs are
         identified by uid and generation, Secrets by key names). None: cannot tell."""
-        entries = [e for e in (self.gateway, *self.routes, *self.backends.values()) if e is not None]
+        entries = self._entries()
         if any(e.generation is None for e in entries):
             return None
         return (
@@ -194,14 +200,19 @@ class GatewaySnapshot:
         )
 
     def inventory(self) -> Inventory:
-        entries = [e for e in (self.gateway, *self.routes, *self.backends.values()) if e is not None]
+        entries = self._entries()
         return Inventory(
             backends={e.key: e.model for e in entries if isinstance(e.model, ModelBackend)},
             routes={e.key: e.model for e in entries if isinstance(e.model, ModelRoute)},
             gateways={e.key: e.model for e in entries if isinstance(e.model, ModelGateway)},
             secret_keys=dict(self.secret_keys),
             invalid={e.object_key: e.error for e in entries if e.error is not None},
+            clients={e.key: e.model for e in entries if isinstance(e.model, ModelClient)},
         )
+
+    def _entries(self) -> list[Entry]:
+        everything = (self.gateway, *self.routes, *self.backends.values(), *self.clients)
+        return [e for e in everything if e is not None]
 
 
 def snapshot_gateway(
@@ -212,6 +223,8 @@ def snapshot_gateway(
     routes_by_gateway: IndexLike,
     backends: IndexLike,
     secrets: IndexLike,
+    clients: IndexLike | None = None,
+    clients_by_gateway: IndexLike | None = None,
 ) -> GatewaySnapshot:
     gateway: Entry | None = first(gateways, key)
     route_entries = sorted(
@@ -224,7 +237,16 @@ def snapshot_gateway(
             entry = first(backends, (route.namespace, name))
             if entry is not None:
                 backend_entries[entry.key] = entry
+    client_entries = sorted(
+        (
+            e
+            for e in (first(clients or {}, ck) for ck in set(values(clients_by_gateway or {}, key)))
+            if e is not None
+        ),
+        key=lambda e: e.key,
+    )
     secret_names = {(b.namespace, b.secret) for b in backend_entries.values() if b.secret}
+    secret_names |= {(c.namespace, c.secret) for c in client_entries if c.secret}
     if gateway is not None and gateway.secret:
         secret_names.add((gateway.namespace, gateway.secret))
     secret_keys = {}
@@ -232,7 +254,9 @@ def snapshot_gateway(
         keys = first(secrets, sk)
         if keys is not None:
             secret_keys[sk] = keys
-    return GatewaySnapshot(key, gateway, tuple(route_entries), backend_entries, secret_keys)
+    return GatewaySnapshot(
+        key, gateway, tuple(route_entries), backend_entries, secret_keys, tuple(client_entries)
+    )
 
 
 def snapshot_backend(

@@ -6,9 +6,9 @@ share handlers. Production uses kopf's `SmartOperatorRegistry` (logins from in-c
 config or KUBECONFIG).
 
 What is registered:
-- indexes: routes, backends, gateways (parsed entries), Secrets (key names only, never
-  values), reverse lookups (routes by gateway, routes by backend, backends and gateways by
-  Secret) and the proxy Deployments' readiness;
+- indexes: routes, backends, gateways, clients (parsed entries), Secrets (key names only,
+  never values), reverse lookups (routes and clients by gateway, routes by backend, backends,
+  gateways and clients by Secret) and the proxy Deployments' readiness;
 - event handlers that only mark keys dirty (state.py says which);
 - startup/cleanup: kopf settings (finalizer and annotation prefix under routeway.dev, watch
   timeouts), the API client and the reconciler task;
@@ -24,7 +24,7 @@ from typing import Any
 
 import kopf
 
-from routeway.resources import GROUP, VERSION, ModelBackend, ModelGateway, ModelRoute
+from routeway.resources import GROUP, VERSION, ModelBackend, ModelClient, ModelGateway, ModelRoute
 from routeway.translate import ObjectKey
 from routeway_operator.apply import CHILD_KINDS, Applier
 from routeway_operator.builders import MANAGED_BY, ChildNames
@@ -51,6 +51,9 @@ INDEX_NAMES = (
     "rw_backends_by_secret",
     "rw_gateways_by_secret",
     "rw_deployments",
+    "rw_clients",
+    "rw_clients_by_gateway",
+    "rw_clients_by_secret",
 )
 Connect = Callable[[], Awaitable[KubeApi]]
 
@@ -167,6 +170,24 @@ def create_registry(
         secret = referenced_secret(ModelGateway.KIND, body)
         return {(_ns(namespace), secret): (_ns(namespace), name)} if secret else {}
 
+    @kopf.index(GROUP, VERSION, ModelClient.PLURAL, id="rw_clients", registry=reg)
+    async def index_clients(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        entry = build_entry(ModelClient.KIND, body)
+        return {entry.key: entry}
+
+    @kopf.index(GROUP, VERSION, ModelClient.PLURAL, id="rw_clients_by_gateway", registry=reg)
+    async def index_clients_by_gateway(
+        body: kopf.Body, namespace: str | None, name: str, **_: Any
+    ) -> dict[Any, Any]:
+        return {route_target(body): (_ns(namespace), name)}
+
+    @kopf.index(GROUP, VERSION, ModelClient.PLURAL, id="rw_clients_by_secret", registry=reg)
+    async def index_clients_by_secret(
+        body: kopf.Body, namespace: str | None, name: str, **_: Any
+    ) -> dict[Any, Any]:
+        secret = referenced_secret(ModelClient.KIND, body)
+        return {(_ns(namespace), secret): (_ns(namespace), name)} if secret else {}
+
     @kopf.index("v1", "secrets", id="rw_secrets", registry=reg)
     async def index_secrets(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> dict[Any, Any]:
         keys = frozenset(body.get("data") or {}) | frozenset(body.get("stringData") or {})
@@ -225,6 +246,16 @@ def create_registry(
         generation = entry.generation if entry is not None else None
         if state.spec_changed(ObjectKey(ModelGateway.KIND, namespace, name), generation, deleted):
             state.mark_gateway((namespace, name))
+
+    @kopf.on.event(GROUP, VERSION, ModelClient.PLURAL, registry=reg)
+    async def client_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+        state = state_of(memo)
+        namespace = _ns(namespace)
+        deleted = type == "DELETED"
+        entry = None if deleted else first(state.indexes.clients, (namespace, name))
+        generation = entry.generation if entry is not None else None
+        if state.spec_changed(ObjectKey(ModelClient.KIND, namespace, name), generation, deleted):
+            state.on_client((namespace, name), entry)
 
     @kopf.on.event("v1", "secrets", registry=reg)
     async def secret_event(

@@ -1,4 +1,5 @@
-"""Reading a gateway's proxy pods: rollout observations and the config revision each serves.
+"""Reading a gateway's proxy pods: rollout observations, the config revision each serves and
+its clients' usage.
 
 The gateway's ready pods are listed from the API (by the Deployment's selector labels); each
 is then read on its admin port. That HTTP read is the one seam (`ProxyReader`): the operator
@@ -9,7 +10,10 @@ Per pod, two documents of the proxy's read-only admin port:
 - `GET /observations`: the rollout observations report (routeway.rollout.observations; a
   proxy without the endpoint answers 404 and gives none);
 - `GET /readyz`: `{"status": "ready", "revision": …}`, the config revision it serves, which
-  gives `ModelGateway.status.proxies` (ready pods serving the current revision).
+  gives `ModelGateway.status.proxies` (ready pods serving the current revision);
+- `GET /usage` (read separately, `read_usage`, and far less often: every `usage_interval`):
+  per ModelClient the requests, tokens and cost of the current minute and UTC day
+  (routeway.client_usage), which give `ModelClient.status.usage`.
 
 A pod that cannot be read (timeout, refused, a malformed answer) is skipped: the analysis then
 rests on the pods that answered, and below `minRequests` a check is inconclusive.
@@ -25,6 +29,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from routeway.client_usage import UsageReport, usage_from_json
 from routeway.resources import ModelGateway
 from routeway.rollout.observations import Report, report_from_json
 from routeway_operator.builders import ADMIN_PORT, selector_labels
@@ -54,6 +59,10 @@ class ProxyReader(Protocol):
     """The seam: read one pod's admin port; None when it cannot be reached."""
 
     async def read(self, pod: ProxyPod) -> ProxyRead | None: ...
+
+    async def read_usage(self, pod: ProxyPod) -> UsageReport | None:
+        """The pod's `/usage`; None when it cannot be read or has none (no such endpoint)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -89,6 +98,14 @@ class HttpProxyReader:
                 log.info("proxy pod %s: observations not read: %s", pod.name, exc)
         revision = ready.get("revision")
         return ProxyRead(report, revision if isinstance(revision, str) else None)
+
+    async def read_usage(self, pod: ProxyPod) -> UsageReport | None:
+        try:
+            doc = await self._get(f"http://{_host(pod.ip)}:{pod.port}/usage")
+            return usage_from_json(doc) if doc is not None else None
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.info("proxy pod %s: usage not read: %s", pod.name, exc or type(exc).__name__)
+            return None
 
     async def _get(self, url: str) -> Mapping[str, Any] | None:
         """The JSON document at `url`; None for a 404 or 503 (no such endpoint, not ready)."""
@@ -127,6 +144,18 @@ async def ready_pods(api: KubeApi, gateway: ModelGateway) -> list[ProxyPod]:
         if ready and status.get("podIP") and not meta.get("deletionTimestamp"):
             pods.append(ProxyPod(str(meta.get("name")), str(status["podIP"])))
     return sorted(pods, key=lambda p: p.name)
+
+
+async def read_usage(reader: ProxyReader, pods: Sequence[ProxyPod]) -> list[UsageReport]:
+    """Every pod's usage at once; the ones that could not be read are left out."""
+    results = await asyncio.gather(*(reader.read_usage(pod) for pod in pods), return_exceptions=True)
+    out = []
+    for pod, result in zip(pods, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning("proxy pod %s: usage not read: %r", pod.name, result)
+        elif result is not None:
+            out.append(result)
+    return out
 
 
 async def read_pods(reader: ProxyReader, pods: Sequence[ProxyPod]) -> list[ProxyRead]:

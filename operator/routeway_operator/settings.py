@@ -64,6 +64,7 @@ class OperatorSettings:
     proxy_image: str = DEFAULT_IMAGE
     log_level: str = "INFO"
     resync_interval: float = 300.0  # seconds between full re-checks of each gateway
+    usage_interval: float = 30.0  # seconds between reads of a gateway's proxies' /usage (clients)
     peering_name: str = DEFAULT_PEERING
     peering: PeeringMode = PeeringMode.AUTO
     pod_namespace: str = "default"  # where the operator runs (peering object, events source)
@@ -96,6 +97,7 @@ class OperatorSettings:
             proxy_image=env.get("ROUTEWAY_PROXY_IMAGE", "").strip() or DEFAULT_IMAGE,
             log_level=level,
             resync_interval=_positive_float(env, "ROUTEWAY_RESYNC_INTERVAL", 300.0),
+            usage_interval=_positive_float(env, "ROUTEWAY_USAGE_INTERVAL", 30.0),
             peering_name=env.get("ROUTEWAY_PEERING_NAME", "").strip() or DEFAULT_PEERING,
             peering=PeeringMode.REQUIRED
             if env.get("ROUTEWAY_PEERING_NAME", "").strip()

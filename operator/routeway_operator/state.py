@@ -6,12 +6,14 @@ Which keys an event dirties (the whole of the "only affected gateways re-render"
   leaves one gateway and joins another), and the backends it names now and before (their
   route counts);
 - a ModelBackend: itself, and the gateways of every route naming it (reverse index);
-- a Secret: the backends and gateways referencing it (reverse indexes), and through those
-  backends their routes' gateways;
+- a ModelClient: the gateway it targets now and the one it targeted before;
+- a Secret: the backends, gateways and clients referencing it (reverse indexes), and through
+  those backends their routes' gateways, through those clients their gateways;
 - a ModelGateway: itself;
 - an owned child (Deployment, ConfigMap, …) changed or deleted by someone else: its gateway.
 
-Keys are `ObjectKey`s of kind ModelGateway or ModelBackend.
+Keys are `ObjectKey`s of kind ModelGateway or ModelBackend (a client's status is written by
+its gateway's reconcile).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from routeway.client_usage import ClientUsage
 from routeway.proxyconfig import ProxyConfig
 from routeway.resources import ModelBackend, ModelGateway
 from routeway.rollout.observations import Sample
@@ -52,6 +55,9 @@ class Indexes:
     backends_by_secret: IndexLike
     gateways_by_secret: IndexLike
     deployments: IndexLike
+    clients: IndexLike
+    clients_by_gateway: IndexLike
+    clients_by_secret: IndexLike
 
 
 @dataclass
@@ -88,6 +94,11 @@ class OperatorState:
     pod_revisions: dict[NsName, list[str | None]] = field(default_factory=dict)  # per ready pod read
     rollout_routes: dict[NsName, set[str]] = field(default_factory=dict)  # route ids with metrics
     clock: Callable[[], float] = time.time  # unix seconds, as the rollout state keeps them
+    # ModelClients: the gateway each targeted when last seen (a moved client leaves one), and
+    # per gateway when its proxies' /usage was last read and what they said, summed.
+    clients_seen: dict[NsName, NsName] = field(default_factory=dict)
+    usage_read: dict[NsName, float] = field(default_factory=dict)
+    usage: dict[NsName, tuple[str, dict[str, ClientUsage]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.revision_store = RevisionStore(self.api)
@@ -143,6 +154,14 @@ class OperatorState:
                 if entry is None or name not in entry.backends:
                     self.mark_backend((key[0], name))
 
+    def on_client(self, key: NsName, entry: Entry | None) -> None:
+        before = self.clients_seen.pop(key, None)
+        if entry is not None and entry.gateway is not None:
+            self.clients_seen[key] = entry.gateway
+            self.mark_gateway(entry.gateway)
+        if before is not None and (entry is None or entry.gateway != before):
+            self.mark_gateway(before)
+
     def on_backend(self, key: NsName) -> None:
         self.mark_backend(key)
         for gateway in self.gateways_of_backend(key):
@@ -163,6 +182,12 @@ class OperatorState:
             self.on_backend(backend_key)
         for gateway_key in set(values(self.indexes.gateways_by_secret, key)):
             self.mark_gateway(gateway_key)
+        for client_key in set(values(self.indexes.clients_by_secret, key)):
+            client: Entry | None = first(self.indexes.clients, client_key)
+            if client is not None and client.gateway is not None:
+                self.mark_gateway(client.gateway)
+            elif client_key in self.clients_seen:
+                self.mark_gateway(self.clients_seen[client_key])
 
     def on_child(self, body: Any, deleted: bool) -> None:
         """An owned object changed: re-check it unless it is exactly what we last wrote."""

@@ -34,7 +34,7 @@ from .conftest import CHART, find_tool
 
 ARGOCD = CHART / "argocd"
 GROUP = "routeway.dev"
-KINDS = ("ModelGateway", "ModelRoute", "ModelBackend")
+KINDS = ("ModelGateway", "ModelRoute", "ModelBackend", "ModelClient")
 HEALTH_STATUSES = {"Healthy", "Progressing", "Degraded", "Suspended"}  # Missing/Unknown: Argo CD's own
 COMMON = re.compile(r"^-- BEGIN routeway common.*?^-- END routeway common$", re.S | re.M)
 RUNTIMES: dict[str, Any] = {"lua5.1": lupa.lua51, "lua5.4": lupa.lua54}
@@ -292,6 +292,22 @@ FAILING_REASONS: dict[str, dict[str, tuple[str, ...]]] = {
         st.PROGRAMMED: (st.REASON_NOT_ATTACHED, st.REASON_RENDER_FAILED, st.REASON_APPLY_FAILED),
         st.PROXIES_READY: (st.REASON_PROXIES_NOT_READY,),
     },
+    "ModelClient": {
+        ACCEPTED: (
+            st.REASON_INVALID,
+            st.REASON_GATEWAY_NOT_FOUND,
+            st.REASON_GATEWAY_INVALID,
+            st.REASON_NOT_ALLOWED,
+            st.REASON_AUTH_DISABLED,
+        ),
+        RESOLVED_REFS: (st.REASON_SECRET_NOT_FOUND, st.REASON_SECRET_KEY_NOT_FOUND),
+        st.PROGRAMMED: (
+            st.REASON_PENDING,
+            st.REASON_NOT_ATTACHED,
+            st.REASON_RENDER_FAILED,
+            st.REASON_APPLY_FAILED,
+        ),
+    },
 }
 
 
@@ -378,7 +394,7 @@ def test_sandbox_is_as_strict_as_argo_cd() -> None:
 
 def test_kubectl_patch_adds_the_checks_and_keeps_other_settings(helm_binary: Path, tmp_path: Path) -> None:
     """The README's `kubectl patch --patch-file`, run for real (locally, no cluster) on a stand-in
-    argocd-cm that already holds settings: they stay, the three checks are added verbatim."""
+    argocd-cm that already holds settings: they stay, the checks of every kind are added verbatim."""
     kubectl = find_tool("kubectl")  # scripts/fetch-tools brings it with helm (the fixture)
     assert kubectl is not None, "kubectl not found on PATH or in tools/bin"
     existing = {

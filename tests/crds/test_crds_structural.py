@@ -295,6 +295,21 @@ def test_route_columns_show_the_rollout(crds_by_kind: dict[str, dict[str, Any]])
     ]
 
 
+def test_client_columns(crds_by_kind: dict[str, dict[str, Any]]) -> None:
+    """Pinned by issue 13: `kubectl get mc` shows GATEWAY, MODELS, RPM, TPM, READY (and AGE);
+    the operator writes status.gateway and status.models (tests/operator/test_operator_clients.py)."""
+    (version,) = crds_by_kind["ModelClient"]["spec"]["versions"]
+    columns = [(c["name"], c["jsonPath"]) for c in version["additionalPrinterColumns"]]
+    assert columns == [
+        ("Gateway", ".status.gateway"),
+        ("Models", ".status.models"),
+        ("RPM", ".spec.limits.requestsPerMinute"),
+        ("TPM", ".spec.limits.tokensPerMinute"),
+        ("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+        ("Age", ".metadata.creationTimestamp"),
+    ]
+
+
 def test_names_scope_and_versions(crds_by_kind: dict[str, dict[str, Any]]) -> None:
     for model in CUSTOM_KINDS:
         crd = crds_by_kind[model.KIND]

@@ -43,6 +43,15 @@ def route(name: str, model: str, backends: dict[str, int], gw: str = "gw", **spe
     }
 
 
+def client(name: str, key_secret: str, key: str = "api-key", gw: str = "gw", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "routeway.dev/v1alpha1",
+        "kind": "ModelClient",
+        "metadata": {"name": name},
+        "spec": {"gatewayRef": {"name": gw}, "keySecretRef": {"name": key_secret, "key": key}, **spec},
+    }
+
+
 def secret(name: str, **values: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -52,7 +61,12 @@ def secret(name: str, **values: str) -> dict[str, Any]:
     }
 
 
-PLURALS = {"ModelGateway": "modelgateways", "ModelBackend": "modelbackends", "ModelRoute": "modelroutes"}
+PLURALS = {
+    "ModelGateway": "modelgateways",
+    "ModelBackend": "modelbackends",
+    "ModelRoute": "modelroutes",
+    "ModelClient": "modelclients",
+}
 
 
 def collection(obj: dict[str, Any], namespace: str = "default") -> str:

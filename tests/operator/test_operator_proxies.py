@@ -1,7 +1,7 @@
 """The real proxy reader (`HttpProxyReader`, the seam the rollout tests replace) against admin
 servers on loopback: a report and a revision read; a proxy without /observations still gives
 its revision; a malformed report is no report; a pod that does not answer is None; a pod not
-ready (503) is None.
+ready (503) is None; a client usage report read, a malformed, missing or failing /usage is None.
 """
 
 from __future__ import annotations
@@ -87,3 +87,38 @@ async def test_an_unreachable_or_unready_pod_is_none() -> None:
     async with admin({"/readyz": json_answer({"status": "not ready"}, status=503)}) as port:
         assert await reader.read(ProxyPod("starting", "127.0.0.1", port)) is None
     await reader.close()
+
+
+USAGE = {
+    "clients": [
+        {
+            "client": "default/search-team",
+            "minute": {
+                "start": 1_700_000_040,
+                "requests": 2,
+                "promptTokens": 10,
+                "completionTokens": 5,
+                "cost": 0.5,
+            },
+            "day": None,
+            "currency": "USD",
+        }
+    ]
+}
+
+
+async def test_reads_usage_and_skips_what_is_not_a_usage_report() -> None:
+    reader = HttpProxyReader()
+    async with admin({"/usage": json_answer(USAGE)}) as port:
+        usage = await reader.read_usage(ProxyPod("p", "127.0.0.1", port))
+    async with admin({"/usage": json_answer({"clients": [{"client": 1}]})}) as port:
+        malformed = await reader.read_usage(ProxyPod("p", "127.0.0.1", port))
+    async with admin({}) as port:
+        missing = await reader.read_usage(ProxyPod("p", "127.0.0.1", port))
+    async with admin({"/usage": json_answer({}, status=500)}) as port:
+        failing = await reader.read_usage(ProxyPod("p", "127.0.0.1", port))
+    await reader.close()
+    assert usage is not None
+    minute = usage["default/search-team"].minute
+    assert minute is not None and (minute.requests, minute.prompt_tokens, str(minute.cost)) == (2, 10, "0.5")
+    assert malformed is None and missing is None and failing is None

@@ -45,11 +45,13 @@ def test_settings_from_env() -> None:
             "ROUTEWAY_PEERING_NAME": "p",
             "POD_NAMESPACE": "ops",
             "ROUTEWAY_LIVENESS_PORT": "9000",
+            "ROUTEWAY_USAGE_INTERVAL": "10",
         }
     )
     assert s.namespaces == ("a", "b") and not s.clusterwide
     assert (s.proxy_image, s.log_level, s.resync_interval) == ("img:1", "DEBUG", 30.0)
     assert (s.peering_name, s.pod_namespace, s.liveness_port) == ("p", "ops", 9000)
+    assert s.usage_interval == 10.0 and OperatorSettings.from_env({}).usage_interval == 30.0
     assert OperatorSettings.from_env({}).clusterwide
 
 
@@ -57,6 +59,7 @@ def test_settings_from_env() -> None:
     "env",
     [
         {"ROUTEWAY_RESYNC_INTERVAL": "soon"},
+        {"ROUTEWAY_USAGE_INTERVAL": "0"},
         {"ROUTEWAY_LIVENESS_PORT": "99999"},
         {"ROUTEWAY_LOG_LEVEL": "loud"},
     ],

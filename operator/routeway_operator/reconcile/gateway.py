@@ -1,4 +1,5 @@
-"""Reconcile one gateway key: snapshot → translate → render → apply children → statuses.
+"""Reconcile one gateway key: snapshot → translate → render → apply children → statuses (of
+the gateway, its routes and its ModelClients: clients.py).
 
 The key may name a gateway that does not exist (deleted, or never created): then there is
 nothing to apply, but the routes that target it still get their status (GatewayNotFound).
@@ -46,7 +47,7 @@ from routeway_operator import builders
 from routeway_operator.apply import OwnerCheck, OwnerGone
 from routeway_operator.inventory import Entry, snapshot_gateway
 from routeway_operator.kube import ApiError, path_for
-from routeway_operator.reconcile import rollouts, statuses
+from routeway_operator.reconcile import clients, rollouts, statuses
 from routeway_operator.reconcile.backend import reconcile_backend
 from routeway_operator.state import BACKEND, GATEWAY, OperatorState
 
@@ -71,6 +72,8 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
         routes_by_gateway=idx.routes_by_gateway,
         backends=idx.backends,
         secrets=idx.secrets,
+        clients=idx.clients,
+        clients_by_gateway=idx.clients_by_gateway,
     )
     fingerprint = snap.fingerprint()
     cached = state.renders.get(key)
@@ -124,7 +127,8 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
             outcome = Outcome(config.revision, programmed(config.revision, "is applied"))
     views = plan.views() if plan is not None else {}
     proxies = rollouts.proxies_current(state, key, outcome.revision)
-    await report(state, snap.gateway, snap.routes, translation, config, outcome, views, proxies)
+    await clients.refresh_usage(state, key, gateway, clients.attached_clients(translation, key))
+    await report(state, snap.gateway, snap.routes, translation, config, outcome, views, proxies, snap.clients)
     if plan is not None:
         await rollouts.finish_rollouts(state, plan, outcome.revision)
     if failure is not None:
@@ -140,8 +144,9 @@ async def report(
     outcome: Outcome,
     views: Mapping[NsName, rollouts.RolloutView] | None = None,
     proxies: int | None = None,
+    client_entries: Sequence[Entry] = (),
 ) -> None:
-    """Statuses of the gateway and its routes, and the Events their transitions deserve.
+    """Statuses of the gateway, its routes and its clients, and the Events their transitions deserve.
     `views`: the rollouts applied in this reconcile (a route without one shows its previous
     rollout state, unchanged); `proxies`: ready proxy pods serving `outcome.revision`."""
     now = now_rfc3339()
@@ -160,6 +165,10 @@ async def report(
         )
         if view.document is not None:
             desired["rollout"] = view.document
+        await statuses.post_condition_events(state, entry, desired)
+        items.append((entry, desired))
+    key = gateway_entry.key if gateway_entry is not None else None
+    for entry, desired in clients.client_items(state, key, client_entries, translation, config, outcome, now):
         await statuses.post_condition_events(state, entry, desired)
         items.append((entry, desired))
     if gateway_entry is not None:

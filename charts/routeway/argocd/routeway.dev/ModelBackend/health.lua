@@ -5,8 +5,8 @@
 -- (routeway/status.py in the Routeway source). Backends have no
 -- rollouts: no rollout phase.
 --
--- BEGIN routeway common (the same text in the ModelGateway, ModelRoute and ModelBackend
--- scripts; tests/chart/test_argocd_health.py checks it). Only Lua's base functions are used:
+-- BEGIN routeway common (the same text in the ModelGateway, ModelRoute, ModelBackend and
+-- ModelClient scripts; tests/chart/test_argocd_health.py checks it). Only Lua's base functions are used:
 -- Argo CD runs argocd-cm health scripts without the string, math and io libraries.
 
 local function text(value)

@@ -7,8 +7,8 @@
 -- RolledBack), with Reconciling=True reason RolloutProgressing / RolloutPaused while it
 -- moves or waits, and Stalled=True reason RolledBack after an automatic rollback.
 --
--- BEGIN routeway common (the same text in the ModelGateway, ModelRoute and ModelBackend
--- scripts; tests/chart/test_argocd_health.py checks it). Only Lua's base functions are used:
+-- BEGIN routeway common (the same text in the ModelGateway, ModelRoute, ModelBackend and
+-- ModelClient scripts; tests/chart/test_argocd_health.py checks it). Only Lua's base functions are used:
 -- Argo CD runs argocd-cm health scripts without the string, math and io libraries.
 
 local function text(value)
