@@ -125,11 +125,17 @@ async def traffic(routeway: Routeway, clients: int = 4, pause: float = 0.005) ->
 
 
 async def rollout(routeway: Routeway, route: str = "default/chat") -> dict[str, Any]:
-    status, document = await routeway.get_admin("/rollouts")
-    assert status == 200, document
-    found = [r for r in document["rollouts"] if r["route"] == route]
-    assert found, document
-    return found[0]
+    """The route's entry of GET /rollouts, once listed (right after start-up the first load
+    may still be on its way, with every worker to start: then the list is empty)."""
+
+    async def listed() -> dict[str, Any] | None:
+        status, document = await routeway.get_admin("/rollouts")
+        assert status == 200, document
+        found = [r for r in document["rollouts"] if r["route"] == route]
+        return found[0] if found else None
+
+    entry: dict[str, Any] = await eventually(listed, within=ROLLOUT_DEADLINE, what=f"{route} in /rollouts")
+    return entry
 
 
 async def wait_phase(routeway: Routeway, phase: str, *, within: float = ROLLOUT_DEADLINE) -> dict[str, Any]:

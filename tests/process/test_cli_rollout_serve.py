@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from process_rig import Launch
-from rollout_rig import backend_yaml, route_yaml, save, wait_phase
+from rollout_rig import backend_yaml, rollout, route_yaml, save, wait_phase
 
 STEPS = "[{setWeight: 20}, {pause: {}}, {setWeight: 60}, {pause: {}}]"
 
@@ -41,6 +41,7 @@ async def test_status_promote_abort_retry_and_undo_through_the_admin_port(
     route.write_text(route_yaml("v1", STEPS))
     routeway = await launch("serve", "-f", str(folder))
     admin = ("--admin", routeway.admin)
+    await rollout(routeway)  # the first load is in
 
     code, out, _ = await cli("status", "chat", *admin, "-o", "json")
     assert code == 0
