@@ -407,3 +407,54 @@ async def test_redis_store_and_its_failure_modes(
             for path in ("/config", "/routes", "/metrics"):
                 async with session.get(gateway.admin_url + path) as response:
                     assert password not in await response.text()
+
+
+def cached_limited(url: str) -> ProxyConfig:
+    from routeway.proxyconfig import CacheConfig
+
+    config = limited(url, tpm=5000)
+    routes = [
+        r.model_copy(update={"cache": CacheConfig(ttl=600, maxBytes=1 << 20)}) if r.model == "chat" else r
+        for r in config.routes
+    ]
+    return config.model_copy(update={"routes": tuple(routes)}).with_revision()
+
+
+async def test_a_request_failing_between_reservation_and_upstream_is_settled(
+    gateway: Gateway, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of issue 13: whatever fails after the reservation and before the upstream
+    attempt (here the cache stage) releases the reservation instead of leaving it charged."""
+    from routeway_proxy.pipeline import cache as cache_stage
+
+    gateway.runtime.apply(cached_limited(upstream.base("ok")), {})
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the cache stage failed")
+
+    monkeypatch.setattr(cache_stage, "lookup", broken)
+    async with client_of(gateway) as client:
+        with pytest.raises(openai.InternalServerError):
+            await client.chat.completions.create(model="chat", messages=MESSAGES, max_tokens=1000)  # type: ignore[arg-type]
+    monkeypatch.undo()
+    assert await remaining_tokens(gateway) == 5000  # nothing spent; the probe itself is added back
+
+
+async def test_a_deeply_nested_body_does_not_break_the_cache_key(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    """Review of issue 13: the cache key's canonical form recursed past Python's limit on a
+    body the parser accepts (1,024 levels): a RecursionError between reservation and upstream,
+    the reservation left charged. Now such a body is uncacheable (a bypass), and settled."""
+    gateway.runtime.apply(cached_limited(upstream.base("ok")), {})
+    depth = 900
+    raw = b'{"model":"chat","messages":[{"role":"user","content":"hi"}],"max_tokens":1000,"metadata":{"x":'
+    raw += b"[" * depth + b"]" * depth + b"}}"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{gateway.v1}/chat/completions", data=raw, headers={"Content-Type": "application/json"}
+        ) as response,
+    ):
+        assert response.headers["x-routeway-cache"] == "bypass"
+    assert await remaining_tokens(gateway) == 5000

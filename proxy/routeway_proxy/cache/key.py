@@ -91,7 +91,10 @@ def canonical_value(value: Any) -> Any:
 def canonical_body(body: dict[str, Any]) -> bytes:
     """The request as the cache compares it: answer-neutral fields removed, keys sorted,
     numbers canonical. Raises `ValueError` for a body that has no canonical form."""
-    kept = {key: canonical_value(item) for key, item in body.items() if key not in EXCLUDED_FIELDS}
+    try:
+        kept = {key: canonical_value(item) for key, item in body.items() if key not in EXCLUDED_FIELDS}
+    except RecursionError:  # nesting deeper than Python recurses (the parser allows 1024 levels)
+        raise ValueError("the request body is nested too deeply") from None
     try:
         return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:  # e.g. an int beyond 64 bits from the parser

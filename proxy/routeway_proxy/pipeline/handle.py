@@ -133,6 +133,12 @@ def make_inference_handler(
             except ProxyError as error:
                 pair = route.metrics if route is not None else table.unrouted
                 settle(runtime.metrics.ledger, pair, error.status, loop.time() - started, None, caller)
+                if reservation is not None:  # nothing was sent upstream
+                    await reservation.settle(0)
+                raise
+            except BaseException:  # a bug, or a client gone during the cache lookup
+                if reservation is not None:  # nothing was sent upstream: release the tokens
+                    await reservation.settle(0)
                 raise
             if cached is not None:
                 # a hit: a request of the route with no backend attempt and no upstream tokens
