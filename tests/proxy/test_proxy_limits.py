@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import aiohttp
 import openai
@@ -458,3 +459,38 @@ async def test_a_deeply_nested_body_does_not_break_the_cache_key(
     ):
         assert response.headers["x-routeway-cache"] == "bypass"
     assert await remaining_tokens(gateway) == 5000
+
+
+async def test_a_cache_hit_is_not_refused_by_a_token_limit(gateway: Gateway, upstream: Upstream) -> None:
+    """Issue 13: "a hit costs no upstream tokens and counts against request limits but not
+    token limits". A repeated request whose answer is cached is served even when the token
+    budget has no room left for its estimate; it still counts as a request."""
+    config = cached_limited(upstream.base("ok"))
+    routes = [
+        r.model_copy(update={"limits": RouteLimits(requestsPerMinute=3, tokensPerMinute=60)})
+        if r.model == "chat"
+        else r
+        for r in config.routes
+    ]
+    gateway.runtime.apply(config.model_copy(update={"routes": tuple(routes)}).with_revision(), {})
+    async with client_of(gateway) as client:
+
+        async def ask(content: str) -> Any:
+            return await client.chat.completions.with_raw_response.create(
+                model="chat",
+                messages=[{"role": "user", "content": content}],
+                max_tokens=40,  # type: ignore[arg-type]
+            )
+
+        first = await ask("hi")  # reserves ~48 of 60, settles at 7
+        assert first.headers["x-routeway-cache"] == "miss"
+        await ask("hello")  # reserves ~49: 56 of 60, settles at 14
+        with pytest.raises(openai.RateLimitError):
+            await ask("other")  # a miss: 14 + ~49 is over 60
+        again = await ask("hi")  # the same question: a hit, which spends no tokens
+        assert again.headers["x-routeway-cache"] == "hit"
+        assert again.headers["x-ratelimit-remaining-requests"] == "0"
+        with pytest.raises(openai.RateLimitError) as refused:  # request limit: hits count
+            await ask("hi")
+        assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert len(upstream.seen) == 2

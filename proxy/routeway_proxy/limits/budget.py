@@ -131,7 +131,10 @@ def reset_after(kind: LimitKind, limit: int, used: float, now: float) -> float:
 
 
 def wait_for(kind: LimitKind, limit: int, used: float, amount: int, now: float) -> float:
-    """Seconds until `amount` more fits under `limit` (0: it fits now; inf: never)."""
+    """Seconds until `amount` more fits under `limit` (0: it fits now; inf: never). Nothing
+    (a cache hit's tokens) always fits, even into a budget in debt."""
+    if amount <= 0:
+        return 0.0
     if amount > limit:
         return math.inf
     excess = used + amount - limit

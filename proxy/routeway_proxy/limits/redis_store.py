@@ -81,7 +81,7 @@ for i = 1, n do
   local stored = redis.call('HMGET', KEYS[i], 'u', 't')
   updated[i] = tonumber(stored[2]) or 0
   used[i] = used_at(kind, limit, tonumber(stored[1]) or 0, updated[i])
-  if amount > limit or used[i] + amount - limit > 0 then admitted = 0 end
+  if amount > 0 and (amount > limit or used[i] + amount - limit > 0) then admitted = 0 end
 end
 local answer = {admitted, string.format('%.17g', now)}
 for i = 1, n do

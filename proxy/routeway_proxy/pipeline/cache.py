@@ -3,9 +3,10 @@ and give the rest of the request a `CacheTicket` that fills the cache when the a
 
 Only routes with `cache` come here (`handle.py` checks `route.config.cache` first, so a route
 without one pays one attribute read). Order in `handle.py`: after authentication (the scope
-identity is the caller's client) and after the `limit` stage (a hit is a request like any
-other and counts against request limits; see `cache.control.charges_tokens` for why not
-against token limits), before `choose`.
+identity is the caller's client) and before the `limit` stage, which must know whether the
+request is a hit: a hit is a request like any other and counts against request limits, but
+reserves no tokens (see `cache.control.charges_tokens`), so an exhausted token budget still
+serves it. The request is counted in the cache's metrics only once the limits admitted it.
 
 The ticket travels with the request's `Exchange`:
 - `result` is the `x-routeway-cache` value of every answer of the request — a stream sets it
@@ -30,6 +31,7 @@ from routeway_proxy.cache.tiers import render_hit
 if TYPE_CHECKING:
     from routeway_proxy.cache.configure import GatewayCache
     from routeway_proxy.cache.key import CacheKind
+    from routeway_proxy.cache.memory import Hit
     from routeway_proxy.cache.tiers import ResponseCache
     from routeway_proxy.table import RouteEntry
 
@@ -82,23 +84,22 @@ async def lookup(
     body: dict[str, Any],
     client: str | None,
     cache_control: str | None,
-) -> tuple[web.Response | None, CacheTicket | None]:
-    """A hit's answer, or None and the ticket of a request on its way upstream. `client` is
-    the caller's identity for scope `Client` (None: the shared anonymous scope of callers
-    without a ModelClient — the gateway-wide keys, an open gateway)."""
+) -> tuple[web.Response | None, CacheTicket | None, Hit | None]:
+    """A hit's answer (and the hit), or None and the ticket of a request on its way upstream.
+    `client` is the caller's identity for scope `Client` (None: the shared anonymous scope of
+    callers without a ModelClient — the gateway-wide keys, an open gateway). Nothing is
+    counted here: the caller counts the request (`ResponseCache.count`) once the limit stage
+    admitted it."""
     cache = gateway_cache.cache
     route_id = route.id
     settings = cache.settings(route_id)
     namespace = gateway_cache.namespaces.get(route_id)
     if settings is None or namespace is None:  # the config changed since the table was read
-        return None, None
+        return None, None, None
     plan = plan_request(settings, namespace, kind, body, client, cache_control)
     hit = await cache.lookup(route_id, plan) if plan.lookup else None
     if hit is None:
-        ticket = CacheTicket(cache, route_id, kind, plan, settings.max_bytes)
-        cache.count(route_id, ticket.result)
-        return None, ticket
-    cache.count(route_id, "hit", hit)
+        return None, CacheTicket(cache, route_id, kind, plan, settings.max_bytes), None
     payload, content_type, headers = render_hit(hit, plan)
     headers.update(route.headers)
-    return web.Response(body=payload, content_type=content_type, headers=headers), None
+    return web.Response(body=payload, content_type=content_type, headers=headers), None, hit

@@ -104,21 +104,17 @@ def make_inference_handler(
                 client = state.client
                 if client is None:  # only before startup or after cleanup
                     raise make_not_ready()
-                # 3-4: limits (only for a limited route or caller), then the response cache
-                # (only on a route with one): a hit counts against request limits, so the limit
-                # stage runs first; a refusal there on a cached route says `bypass` (the cache
-                # was not consulted).
+                # 3-4: the response cache (only on a route with one), then limits (only for a
+                # limited route or caller). The lookup comes first because a hit spends no
+                # tokens: it reserves a request but no tokens, so a token budget with no room
+                # left still serves it (issue 13: a hit counts against request limits, not
+                # token limits). The cache counts the request only once the limits admitted
+                # it; a refusal on a cached route says `bypass` (nothing was answered from it).
+                cached = None
+                hit = None
                 if route.config.cache is not None:
                     cache_result = "bypass"
-                member = caller.client
-                client_limits = member.limits if member is not None else None
-                if route.config.limits is not None or client_limits is not None:
-                    reservation = await limit.reserve(
-                        runtime.limits, route, body, caller.client_id, client_limits
-                    )
-                cached = None
-                if cache_result is not None:
-                    cached, ticket = await cache.lookup(
+                    cached, ticket, hit = await cache.lookup(
                         runtime.cache,
                         route,
                         kind,
@@ -126,10 +122,20 @@ def make_inference_handler(
                         caller.client_id,
                         request.headers.get("Cache-Control"),
                     )
-                    if ticket is not None:
-                        cache_result = ticket.result
-                    elif cached is None:  # the config changed under the request: no cache now
-                        cache_result = None
+                member = caller.client
+                client_limits = member.limits if member is not None else None
+                if route.config.limits is not None or client_limits is not None:
+                    reservation = await limit.reserve(
+                        runtime.limits, route, body, caller.client_id, client_limits, hit=cached is not None
+                    )
+                if cached is not None:
+                    cache_result = "hit"
+                    runtime.cache.cache.count(route.id, "hit", hit)
+                elif ticket is not None:
+                    cache_result = ticket.result
+                    runtime.cache.cache.count(route.id, ticket.result)
+                else:  # the config changed under the request: no cache now
+                    cache_result = None
             except ProxyError as error:
                 pair = route.metrics if route is not None else table.unrouted
                 settle(runtime.metrics.ledger, pair, error.status, loop.time() - started, None, caller)
@@ -142,7 +148,7 @@ def make_inference_handler(
                 raise
             if cached is not None:
                 # a hit: a request of the route with no backend attempt and no upstream tokens
-                # (limits: release the request's token reservation here, `charges_tokens`)
+                # (limits: it reserved none, `charges_tokens`)
                 settle(
                     runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started, None, caller
                 )

@@ -82,15 +82,18 @@ async def reserve(
     body: dict[str, Any],
     client_id: str | None = None,
     client_limits: ClientLimits | None = None,
+    *,
+    hit: bool = False,
 ) -> Reservation | None:
-    """Reserve the request's budgets (None: nothing limits it); raises the 429/503 refusal."""
+    """Reserve the request's budgets (None: nothing limits it); raises the 429/503 refusal.
+    A cache `hit` reserves its request and no tokens: a token budget never refuses it."""
     subjects = subjects_of(route, client_id, client_limits)
     if not subjects:
         return None
     route_limits = route.config.limits
     default = route_limits.default_max_tokens if route_limits is not None else DEFAULT_MAX_TOKENS
     limiter = limits.limiter
-    admission = await limiter.reserve(subjects, estimate_tokens(body, default))
+    admission = await limiter.reserve(subjects, 0 if hit else estimate_tokens(body, default))
     if not admission.admitted:
         raise rejection_error(admission)
     return Reservation(limits, limiter, admission)
