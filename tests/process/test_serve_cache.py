@@ -83,6 +83,11 @@ async def test_two_serve_processes_share_answers_through_redis(
     write_atomically(path, cached_manifest(upstream.url, redis_rig.url))
     first = await launch("serve", "-f", str(path), workers=2)
     second = await launch("serve", "-f", str(path))
+
+    async def ready() -> bool:  # /healthz is the supervisor's; the workers listen a moment later
+        return (await first.get_admin("/readyz"))[0] == 200
+
+    await eventually(ready, what="both workers listening")
     assert await ask(first, "shared") == (200, "miss")
 
     async def stored() -> bool:
