@@ -83,9 +83,29 @@ class AccessLog:
         usage: UsageSource,
         caller: Caller | None,
         cache: str | None,
-    ) -> Usage | None:
-        """Write the line; returns the usage read from `usage`, for the ledger (scanned once)."""
-        usage = read_usage(usage)
+    ) -> UsageSource:
+        """Write the line; returns the usage read from `usage`, for the ledger (scanned once).
+        Never raises: a failure here must not cost the request its accounting record."""
+        try:
+            read = read_usage(usage)
+            self.logger.info("%s", self.format(request, route, pair, code, seconds, read, caller, cache))
+        except Exception:
+            logging.getLogger("routeway.proxy").exception("writing the access log line failed")
+            return usage  # as given: the ledger reads it itself
+        return read
+
+    @staticmethod
+    def format(
+        request: web.BaseRequest,
+        route: RouteEntry | None,
+        pair: PairMetrics,
+        code: int,
+        seconds: float,
+        usage: Usage | None,
+        caller: Caller | None,
+        cache: str | None,
+    ) -> str:
+        """The line's JSON text (module docstring)."""
         now = time.time()
         line: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
@@ -109,8 +129,4 @@ class AccessLog:
             line["currency"] = pricing.currency
         if cache is not None:
             line["cache"] = cache
-        try:
-            self.logger.info("%s", orjson.dumps(line).decode())
-        except Exception:  # a log line must never fail the request it describes
-            logging.getLogger("routeway.proxy").exception("writing the access log line failed")
-        return usage
+        return orjson.dumps(line).decode()

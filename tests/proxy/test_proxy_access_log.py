@@ -5,7 +5,8 @@ Matrix: a success (route, backend, model, tokens, no cost or cache for an unpric
 route); an upstream error (its status, the backend that gave it); a 401 (client "", no route);
 a ModelClient's request (its name, cost and currency from a priced backend, equal to
 `routeway_cost_total`); a streamed request (tokens from the stream's usage); a rollout's arm;
-cache miss, hit and bypass; a planted key and a URL query never in a line; no line without
+cache miss, hit and bypass; a line that fails to be written costs the request nothing (its
+answer and its accounting record stay); a planted key and a URL query never in a line; no line without
 an `AccessLog` (the flag off).
 """
 
@@ -184,3 +185,25 @@ async def test_no_line_without_the_flag(
         with pytest.raises(openai.NotFoundError):
             await c.chat.completions.create(model="nope", messages=MESSAGES)
     assert access_lines(caplog) == []
+
+
+class BrokenAccessLog(AccessLog):
+    @staticmethod
+    def format(*args: Any) -> str:
+        raise RuntimeError("planted")
+
+
+async def test_a_line_that_fails_costs_the_request_nothing(
+    gateway: Gateway, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway.runtime.metrics.access = BrokenAccessLog()
+    gateway.runtime.apply(plain_config(upstream), {})
+    async with client(gateway) as c:
+        answer = await c.chat.completions.create(model="gpt", messages=MESSAGES)
+    assert answer.choices[0].message.content == "hello there"
+    assert "writing the access log line failed" in caplog.text
+    gateway.runtime.metrics.ledger.flush()
+    labels = {"route": "ns/gpt", "backend": "ns/b1", "client": ""}
+    registry = gateway.runtime.metrics.registry
+    assert registry.get_sample_value("routeway_requests_total", {**labels, "code": "200"}) == 1
+    assert registry.get_sample_value("routeway_tokens_total", {**labels, "type": "completion"}) == 2
