@@ -158,6 +158,8 @@ def proxy_args(gateway: ModelGateway) -> list[str]:
     ]
     if gateway.spec.workers is not None:
         args += ["--workers", str(gateway.spec.workers)]
+    if gateway.spec.access_log:
+        args.append("--access-log")
     return args
 
 

@@ -78,6 +78,12 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str)
         "replaced (default: 30; 0 disables); applying a config update is not counted",
     )
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    parser.add_argument(
+        "--access-log",
+        action="store_true",
+        help="write one JSON line per request to stdout (method, path, model, route, backend, "
+        "client, status, duration, tokens, cost, cache; never a key, header value or body)",
+    )
 
 
 def check_serving_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -97,6 +103,7 @@ def options_from_args(args: argparse.Namespace, *, command: str) -> ServeOptions
         drain_timeout=args.drain_timeout,
         worker_timeout=args.worker_timeout,
         log_level=args.log_level,
+        access_log=args.access_log,
         command=command,
     )
 

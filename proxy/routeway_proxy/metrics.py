@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -48,6 +48,9 @@ from routeway_proxy.metric_values import (
     scratch_value_class,
 )
 from routeway_proxy.usage import ClientUsage, ClientValues, UsageFamilies, price
+
+if TYPE_CHECKING:
+    from routeway_proxy.access_log import AccessLog
 
 __all__ = [
     "METRIC_VALUES",
@@ -126,6 +129,8 @@ class ProxyMetrics:
         # first in the registry: a collect on the loop thread flushes it before reading the rest
         self.ledger = RequestLedger()
         registry.register(self.ledger)
+        # the request log line (`--access-log`, access_log.py); None: off, one check per request
+        self.access: AccessLog | None = None
         self.requests = Counter(
             REQUESTS,
             "Client requests answered, by route, backend, status code and client (ModelClient id).",

@@ -78,6 +78,7 @@ class ServeOptions:
     drain_timeout: float = 30.0
     worker_timeout: float = 30.0  # a worker whose loop is silent this long is replaced (0: never)
     log_level: str = "info"
+    access_log: bool = False  # --access-log: one JSON line per request on stdout (access_log.py)
     command: str = "routeway proxy"  # for log lines
 
 
@@ -230,6 +231,11 @@ async def serve_process(
     # a worker enforces limits in its group's table (the supervisor made it: supervisor.py)
     table = os.environ.get(TABLE_ENV) if role.worker_index is not None else None
     runtime = ProxyRuntime(count_reloads=role.worker_index in (None, 0), limits_table=table)
+    if options.access_log:
+        from routeway_proxy.access_log import AccessLog, configure_access_log
+
+        configure_access_log()
+        runtime.metrics.access = AccessLog()
     host = None
     if role.serve_admin:  # this process reads the source: offer it the host before watch()
         host = SourceHost(runtime, runtime.metrics.arms.collect)

@@ -74,6 +74,10 @@ class ModelGatewaySpec(_Spec):
     max_request_body_bytes: int = Field(
         8 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024, description="Larger request bodies get 413."
     )
+    access_log: bool = Field(
+        False,
+        description="One JSON line per request on the proxy's stdout (routeway proxy --access-log).",
+    )
 
     @model_validator(mode="after")
     def _names_only_with_list(self) -> ModelGatewaySpec:

@@ -129,6 +129,15 @@ def test_deployment_runs_the_proxy_in_cluster_mode_securely() -> None:
     [container] = pod["containers"]
     assert container["image"] == "img:9"
     assert container["args"][-2:] == ["--workers", "2"]
+    assert "--access-log" not in container["args"]  # off unless the gateway asks for it
+    logged = GW.model_copy(update={"spec": GW.spec.model_copy(update={"access_log": True})})
+    [container] = builders.build_deployment(logged, OperatorSettings())["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert container["args"][-1] == "--access-log"
+    assert ModelGateway.model_validate(
+        {**GW.model_dump(by_alias=True), "spec": {"accessLog": True}}
+    ).spec.access_log
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["resources"] == {"limits": {"memory": "512Mi"}}

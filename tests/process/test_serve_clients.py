@@ -93,8 +93,8 @@ stringData: {{token: {OPS_KEY}}}
     )
 
 
-async def start(launch: Launch, path: Path) -> Routeway:
-    routeway = await launch("serve", "-f", str(path), workers=2)
+async def start(launch: Launch, path: Path, *flags: str) -> Routeway:
+    routeway = await launch("serve", "-f", str(path), *flags, workers=2)
 
     async def ready() -> bool:
         return (await routeway.get_admin("/readyz"))[0] == 200  # both workers listening

@@ -209,7 +209,21 @@ class Exchange:
             outcome = self._outcome
             if outcome is not None:
                 code, pair, usage = outcome
-                settle(self.metrics.ledger, pair, code, self.loop.time() - self.started, usage, self.caller)
+                metrics = self.metrics
+                seconds = self.loop.time() - self.started
+                if metrics.access is not None:  # --access-log: the request's line
+                    cache = self.cache
+                    usage = metrics.access.write(
+                        self.request,
+                        self.route,
+                        pair,
+                        code,
+                        seconds,
+                        usage,
+                        self.caller,
+                        cache.result if cache is not None else None,
+                    )
+                settle(metrics.ledger, pair, code, seconds, usage, self.caller)
                 if self.cache is not None and code == 200:
                     fill_cache(self.cache)
 

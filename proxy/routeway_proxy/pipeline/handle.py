@@ -138,7 +138,11 @@ def make_inference_handler(
                     cache_result = None
             except ProxyError as error:
                 pair = route.metrics if route is not None else table.unrouted
-                settle(runtime.metrics.ledger, pair, error.status, loop.time() - started, None, caller)
+                seconds = loop.time() - started
+                access = runtime.metrics.access
+                if access is not None:
+                    access.write(request, route, pair, error.status, seconds, None, caller, cache_result)
+                settle(runtime.metrics.ledger, pair, error.status, seconds, None, caller)
                 if reservation is not None:  # nothing was sent upstream
                     await reservation.settle(0)
                 raise
@@ -149,9 +153,11 @@ def make_inference_handler(
             if cached is not None:
                 # a hit: a request of the route with no backend attempt and no upstream tokens
                 # (limits: it reserved none, `charges_tokens`)
-                settle(
-                    runtime.metrics.ledger, route.metrics, cached.status, loop.time() - started, None, caller
-                )
+                seconds = loop.time() - started
+                access = runtime.metrics.access
+                if access is not None:  # a hit: no upstream tokens (the answer's usage is a replay)
+                    access.write(request, route, route.metrics, cached.status, seconds, None, caller, "hit")
+                settle(runtime.metrics.ledger, route.metrics, cached.status, seconds, None, caller)
                 if reservation is not None:  # a hit spends no upstream tokens
                     cached.headers.update(reservation.headers)
                     await reservation.settle(0)

@@ -10,6 +10,10 @@ Limits are settled by the limit stage from the same outcome (`limit.run_limited`
 reads `Exchange.outcome` when the answer is over); a cache hit is settled by `handle.py` with
 no upstream tokens (its token reservation released in full).
 
+With `--access-log` the callers write the request's log line beside its record
+(`access_log.py`; off, one `metrics.access is None` check): the line scans a JSON answer's
+usage and hands the ledger the result, so the usage is read once either way.
+
 The response cache is filled here (`fill_cache`), after the client has its last byte: a
 stream's assembled answer is parsed only then, so storing never delays an answer.
 """
