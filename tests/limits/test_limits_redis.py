@@ -6,7 +6,8 @@ Matrix: two pods (independent clients) share one budget exactly; a flushed scrip
 Redis killed → FailOpen admits and FailClosed refuses with 503, each counted in
 `routeway_ratelimit_store_failures_total` and logged once per interval; Redis stopped
 (SIGSTOP, a hung server) → the call gives up at its timeout instead of hanging; a settlement
-that fails is counted and keeps the reservation.
+that fails is counted and keeps the reservation; a peek writes no key and renews no TTL, and
+fails (hung or dead Redis) to no headers within the timeout.
 """
 
 from __future__ import annotations
@@ -170,3 +171,41 @@ async def test_rejections_and_remaining_metrics(redis_server: RedisServer, clock
         == 9
     )
     await limiter.store.close()
+
+
+async def test_peek_writes_nothing_and_fails_to_no_headers(
+    redis_server: RedisServer, clock: FakeClock
+) -> None:
+    """The read-only peek script: no key for a budget never used, the TTL of a used one
+    untouched; a hung Redis gives up at the store's timeout, a dead one at once, both as no
+    headers (counted `unread`), never an error."""
+    client = connect(redis_server.url)
+    registry = CollectorRegistry()
+    store = RedisStore(client, prefix="p:", timeout=0.2)  # the server's TIME: TTLs move
+    limiter = Limiter(store, "redis", metrics=LimitMetrics(registry))
+    assert (await limiter.peek([TEAM]))["x-ratelimit-remaining-tokens"] == "5000"
+    assert await client.keys("p:*") == []
+    assert (await limiter.reserve([TEAM], 3000)).admitted
+    key = f"p:{LimitKind.TOKENS_PER_MINUTE.value}:{TEAM.key}"
+    state = await client.hgetall(key)
+    ttl = await client.pttl(key)
+    await asyncio.sleep(0.05)
+    for _ in range(5):
+        headers = await limiter.peek([TEAM])
+        assert int(headers["x-ratelimit-remaining-tokens"]) >= 2000
+        assert headers["x-ratelimit-remaining-requests"] == "9"
+    assert await client.hgetall(key) == state
+    assert await client.pttl(key) <= ttl - 40  # not renewed by the peeks
+    redis_server.pause()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        assert await asyncio.wait_for(limiter.peek([TEAM]), SAFETY) == {}
+    finally:
+        redis_server.resume()
+    assert loop.time() - started < 2.0  # the store's 0.2 s bound, with room for a slow machine
+    assert failures(registry, "unread") == 1
+    redis_server.kill()
+    assert await asyncio.wait_for(limiter.peek([TEAM]), SAFETY) == {}
+    assert failures(registry, "unread") == 2
+    await store.close()

@@ -4,7 +4,8 @@
 Matrix: the burst of issue 13 with real concurrency (20 x 1,000 tokens against 5,000/min:
 5 admitted, settled use ≤ 5,000); settle refunds (more requests fit) and extra charges;
 client + route all-or-nothing; refill over (fake) time; keys that share a prefix stay apart;
-a day budget resets at UTC midnight; headers and the 429 a refused request would get.
+a day budget resets at UTC midnight; headers and the 429 a refused request would get; a peek
+reports budgets refilled to now and never changes them.
 """
 
 from __future__ import annotations
@@ -158,3 +159,33 @@ async def test_requests_only_limits_need_no_settlement(store: LimitStore) -> Non
     await limiter.settle(admission.ticket, 10)
     assert not (await limiter.reserve([client(rpm=1)], 0)).admitted
     assert LimitKind.REQUESTS_PER_MINUTE.field == "requestsPerMinute"
+
+
+async def test_peek_reads_budgets_and_never_changes_them(store: LimitStore, clock: FakeClock) -> None:
+    """A peek (the headers of a request refused before the limit stage) reports the budgets
+    refilled to now and reserves nothing: after any number of peeks the budget admits exactly
+    what it would have without them, and a budget never used stays absent from the store."""
+    limiter = Limiter(store, "test")
+    team = client(tpm=5000, rpm=10, tpd=100_000)
+    fresh = await limiter.peek([client(tpm=700, rpm=3)])  # nothing stored for it, nothing written
+    assert fresh["x-ratelimit-remaining-requests"] == "3" and fresh["x-ratelimit-remaining-tokens"] == "700"
+    assert fresh["x-ratelimit-reset-requests"] == "0s" and "Retry-After" not in fresh
+    assert (await limiter.reserve([team], 3000)).admitted
+    for _ in range(20):
+        headers = await limiter.peek([team])
+        assert headers["x-ratelimit-limit-requests"] == "10"
+        assert headers["x-ratelimit-remaining-requests"] == "9"
+        assert headers["x-ratelimit-limit-tokens"] == "5000"  # the tightest token budget
+        assert headers["x-ratelimit-remaining-tokens"] == "2000"
+        assert headers["x-ratelimit-reset-tokens"] == "36s"
+    clock.advance(12.0)  # 1,000 tokens and 2 requests refill
+    headers = await limiter.peek([team])
+    assert headers["x-ratelimit-remaining-tokens"] == "3000"
+    assert headers["x-ratelimit-remaining-requests"] == "10"
+    # exactly 3,000 fit: the peeks took none of them
+    assert (await limiter.reserve([team], 3000)).admitted
+    assert not (await limiter.reserve([team], 1)).admitted
+    after = await limiter.peek([team])
+    assert after["x-ratelimit-remaining-tokens"] == "0"
+    assert after["x-ratelimit-remaining-requests"] == "9"  # the refused one reserved nothing either
+    assert await limiter.peek([Subject("client", "nobody", Limits())]) == {}  # no limits: no headers

@@ -9,7 +9,9 @@ without showing it to a client that did not ask); an upstream error settles 0 to
 limits reserved all-or-nothing; a burst of a real ModelClient (its key) against its own
 budget, while a gateway-wide key and an unlimited client pass without headers; a
 Redis store behind a password from the credential store, then Redis killed: FailOpen serves,
-FailClosed answers 503 `rate_limit_unavailable`, each counted in the store-failure metric.
+FailClosed answers 503 `rate_limit_unavailable`, each counted in the store-failure metric; a
+limited client's 400, 413, 403 and 404 (refused before the limit stage) carry its budgets'
+headers, unchanged by those refusals, and an unlimited client's carry none.
 
 The limits' clock is a fake one that never moves, so budgets refill only when a test says.
 """
@@ -494,3 +496,85 @@ async def test_a_cache_hit_is_not_refused_by_a_token_limit(gateway: Gateway, ups
             await ask("hi")
         assert refused.value.response.headers["x-ratelimit-remaining-requests"] == "0"
     assert len(upstream.seen) == 2
+
+
+async def test_refusals_before_the_limit_stage_carry_the_clients_budget(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    """A limited ModelClient's 400 (bad body), 413, 403 `model_not_allowed` and 404
+    `model_not_found` carry its budgets' `x-ratelimit-*` headers as they stand — read, not
+    reserved, so the remaining values do not move — with the openai client and raw aiohttp; an
+    unlimited client's refusals carry none. Only the client's budgets: the route's limits (here
+    tighter) are not known before routing."""
+    route = make_route("chat", [("b", 1)]).model_copy(
+        update={"limits": RouteLimits(requestsPerMinute=2, tokensPerMinute=3000)}
+    )
+    team = ClientConfig(  # type: ignore[call-arg]
+        id="ns/team",
+        keyRef="ns/team/key",
+        models=("chat", "unserved"),
+        limits=ClientLimits(requestsPerMinute=10, tokensPerMinute=50_000),
+    )
+    other = ClientConfig(id="ns/other", keyRef="ns/other/key", models=("chat", "unserved"))  # type: ignore[call-arg]
+    config = make_config([make_backend("b", upstream.base("ok"))], [route], max_body_bytes=2000)
+    config = config.model_copy(
+        update={
+            "gateway": config.gateway.model_copy(update={"clients": (team, other), "requireClientKey": True})
+        }
+    ).with_revision()
+    keys = {"ns/team/key": "team-key", "ns/other/key": "other-key"}
+    gateway.runtime.apply(config, {ref: hash_client_key(key) for ref, key in keys.items()})
+    url = f"{gateway.v1}/chat/completions"
+
+    async def refusals(key: str) -> list[tuple[int, str, dict[str, str]]]:
+        answers = []
+        auth = {"Authorization": f"Bearer {key}"}
+        bodies: list[dict[str, Any]] = [
+            {"data": b"{not json", "headers": {**auth, "Content-Type": "application/json"}},
+            {
+                "json": {"model": "chat", "messages": [{"role": "user", "content": "x" * 3000}]},
+                "headers": auth,
+            },
+            {"json": {"model": "secret", "messages": MESSAGES}, "headers": auth},
+            {"json": {"model": "unserved", "messages": MESSAGES}, "headers": auth},
+        ]
+        async with aiohttp.ClientSession() as session:
+            for request in bodies:
+                async with session.post(url, **request) as response:
+                    code = (await response.json())["error"]["code"]
+                    answers.append((response.status, code, dict(response.headers)))
+        return answers
+
+    async with client_of(gateway, "team-key") as client:
+        raw = await client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+        # the admitted request reports the tightest budgets: the route's
+        assert raw.headers["x-ratelimit-limit-requests"] == "2"
+        assert raw.headers["x-ratelimit-remaining-requests"] == "1"
+        answers = await refusals("team-key")
+        assert [(status, code) for status, code, _ in answers] == [
+            (400, answers[0][1]),
+            (413, answers[1][1]),
+            (403, "model_not_allowed"),
+            (404, "model_not_found"),
+        ]
+        for status, _, headers in answers:
+            assert headers["x-ratelimit-limit-requests"] == "10", status  # the client's, not the route's
+            assert headers["x-ratelimit-remaining-requests"] == "9", status  # unchanged by the refusals
+            assert headers["x-ratelimit-limit-tokens"] == "50000", status
+            assert headers["x-ratelimit-remaining-tokens"] == str(50_000 - 7), status  # the settled usage
+            assert headers["x-ratelimit-reset-requests"] == "6s", status
+            assert "Retry-After" not in headers, status
+        # the openai client sees them too
+        with pytest.raises(openai.PermissionDeniedError) as denied:
+            await client.chat.completions.create(model="secret", messages=MESSAGES)  # type: ignore[arg-type]
+        assert denied.value.response.headers["x-ratelimit-remaining-requests"] == "9"
+        with pytest.raises(openai.NotFoundError) as missing:
+            await client.chat.completions.create(model="unserved", messages=MESSAGES)  # type: ignore[arg-type]
+        assert missing.value.response.headers["x-ratelimit-remaining-tokens"] == str(50_000 - 7)
+        # nothing was reserved by any refusal: the route's last request is still free
+        raw = await client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)  # type: ignore[arg-type]
+        assert raw.headers["x-ratelimit-remaining-requests"] == "0"
+    answers = await refusals("other-key")
+    assert [status for status, _, _ in answers] == [400, 413, 403, 404]
+    for _, _, headers in answers:
+        assert not [name for name in headers if name.lower().startswith("x-ratelimit")]

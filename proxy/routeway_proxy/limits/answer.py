@@ -14,6 +14,12 @@ from routeway_proxy.errors import RETRY_AFTER_SECONDS, SERVER_ERROR, ProxyError
 from routeway_proxy.limits.headers import format_reset
 from routeway_proxy.limits.limiter import Admission
 
+
+class LimitRefusal(ProxyError):
+    """The limit stage's own refusal (its headers are set, or its store failed): told apart by
+    type, not by code — a 413 body is `request_too_large` as well."""
+
+
 _UNITS = {
     "requestsPerMinute": "requests per min (RPM)",
     "tokensPerMinute": "tokens per min (TPM)",
@@ -21,10 +27,10 @@ _UNITS = {
 }
 
 
-def rejection_error(admission: Admission) -> ProxyError:
+def rejection_error(admission: Admission) -> LimitRefusal:
     decision = admission.decision
     if decision is None or decision.failed is None:
-        return ProxyError(
+        return LimitRefusal(
             503,
             "Rate limits cannot be checked right now; try again shortly.",
             "rate_limit_unavailable",
@@ -44,4 +50,4 @@ def rejection_error(admission: Admission) -> ProxyError:
     else:
         message = f"{what} Please try again in {format_reset(decision.retry_after)}."
         code = "rate_limit_exceeded"
-    return ProxyError(429, message, code, "requests", headers=admission.headers)
+    return LimitRefusal(429, message, code, "requests", headers=admission.headers)

@@ -170,6 +170,16 @@ def decide(demands: Sequence[Demand], states: Sequence[State], now: float) -> tu
     return Decision(True, budgets, now), [(u, max(now, s[1])) for u, s in zip(after, states, strict=True)]
 
 
+def peek(demands: Sequence[Demand], states: Sequence[State], now: float) -> Decision:
+    """The budgets as they stand at `now` (refilled, never charged): what a request refused
+    before the limit stage reports. The demands' amounts are ignored; the states are not
+    changed, so a store writes nothing back."""
+    budgets = tuple(
+        budget_of(d, used_at(d.kind, d.limit, s, now), now) for d, s in zip(demands, states, strict=True)
+    )
+    return Decision(True, budgets, now)
+
+
 def settle_state(
     kind: LimitKind, limit: int, state: State, delta: float, now: float, reserved_at: float
 ) -> State:

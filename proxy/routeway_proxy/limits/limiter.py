@@ -9,6 +9,9 @@ Wiring (done by `pipeline/limit.py`, with the store chosen by `wiring.py`):
     ... answer, with admission.headers added ...
     await limiter.settle(admission.ticket, used_tokens)  # prompt + completion; None: unknown
 
+A request refused before the limit stage (a bad body, 413, 403, 404) of a limited client gets
+`limiter.peek(subjects)`: the headers of its budgets as they stand, nothing reserved.
+
 Per pod or per gateway: the store decides how far a budget is shared — `LocalStore` (one
 process), `SharedStore` (one process group), `RedisStore` (every pod of a gateway). Without
 Redis a gateway's pods share nothing, so each enforces its share: `limit // replicas` (at
@@ -165,6 +168,20 @@ class Limiter:
             decision.admitted, decision, ticket, ratelimit_headers(decision), client=client, route=route
         )
 
+    async def peek(self, subjects: Sequence[Subject]) -> dict[str, str]:
+        """The `x-ratelimit-*` headers of `subjects`' budgets as they stand now, reserving
+        nothing and writing nothing; {} when they have no limits or the store failed (counted
+        as outcome `unread`: an answer without headers, never an error)."""
+        demands = make_demands(subjects, 0, self.replicas)
+        if not demands:
+            return {}
+        try:
+            decision = await self.store.peek(demands)
+        except StoreUnavailable as exc:
+            self._failed(exc, "unread")
+            return {}
+        return ratelimit_headers(decision)
+
     async def settle(self, ticket: Ticket | None, used_tokens: int | None) -> None:
         """Replace the reservation by `used_tokens` (None: keep the reservation as the charge)."""
         if ticket is None or used_tokens is None or used_tokens == ticket.reserved or not ticket.budgets:
@@ -196,13 +213,19 @@ class Limiter:
                 "limits store %s failed (%s): %s; %d failure(s) since the last report",
                 self.store_name,
                 exc,
-                {"admitted": "admitting (FailOpen)", "rejected": "refusing (FailClosed)"}.get(
-                    outcome, "reservation kept as charged"
-                ),
+                _CONSEQUENCES[outcome],
                 self._unlogged,
             )
             self._logged_at = now
             self._unlogged = 0
+
+
+_CONSEQUENCES = {
+    "admitted": "admitting (FailOpen)",
+    "rejected": "refusing (FailClosed)",
+    "unsettled": "reservation kept as charged",
+    "unread": "answering without rate-limit headers",
+}
 
 
 def _owner(budget: Budget) -> tuple[str, str]:

@@ -1,7 +1,8 @@
 """The store of one process: budgets in a dict, for a single `serve`/`proxy` process and tests.
 
-Every store has the same two coroutines (`LimitStore`): `reserve` runs `budget.decide` over
-the demands' states and writes the result back in one step, `settle` applies charges. Here
+Every store has the same coroutines (`LimitStore`): `reserve` runs `budget.decide` over
+the demands' states and writes the result back in one step, `settle` applies charges, `peek`
+reads the demands' budgets as they stand now and writes nothing. Here
 no await happens between read and write, so the event loop is the lock; a threading lock
 guards against the admin thread reading at the same moment.
 
@@ -16,7 +17,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from routeway_proxy.limits.budget import Charge, Decision, Demand, LimitKind, decide, settle_state, used_at
+from routeway_proxy.limits.budget import (
+    Charge,
+    Decision,
+    Demand,
+    LimitKind,
+    decide,
+    peek,
+    settle_state,
+    used_at,
+)
 
 Clock = Callable[[], float]
 """Unix time in seconds (day limits follow the UTC calendar); tests pass a fake one."""
@@ -32,6 +42,10 @@ class LimitStore(Protocol):
     async def reserve(self, demands: Sequence[Demand]) -> Decision: ...
 
     async def settle(self, charges: Sequence[Charge]) -> None: ...
+
+    async def peek(self, demands: Sequence[Demand]) -> Decision:
+        """The demands' budgets refilled to now, reserving and writing nothing (`budget.peek`)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -72,8 +86,21 @@ class LocalStore:
                 )
                 entries[charge.key, charge.kind] = (used, updated, charge.limit)
 
+    def peek_now(self, demands: Sequence[Demand]) -> Decision:
+        now = self._clock()
+        entries = self._entries
+        with self._lock:
+            states = []
+            for demand in demands:
+                entry = entries.get((demand.key, demand.kind))
+                states.append((entry[0], entry[1]) if entry is not None else (0.0, 0.0))
+        return peek(demands, states, now)
+
     async def reserve(self, demands: Sequence[Demand]) -> Decision:
         return self.reserve_now(demands)
+
+    async def peek(self, demands: Sequence[Demand]) -> Decision:
+        return self.peek_now(demands)
 
     async def settle(self, charges: Sequence[Charge]) -> None:
         self.settle_now(charges)

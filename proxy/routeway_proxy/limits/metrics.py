@@ -38,7 +38,8 @@ class LimitMetrics:
         self.store_failures = Counter(
             STORE_FAILURES,
             "Decisions the limit store could not make (Redis unreachable or slow, table full), "
-            "by store and what the failure mode did (admitted, rejected).",
+            "by store and what came of it (admitted, rejected, unsettled, unread: an answer "
+            "refused before the limit stage went without rate-limit headers).",
             ["store", "outcome"],
             registry=registry,
         )

@@ -13,6 +13,9 @@ The time is the Redis server's (`TIME`), one clock for every pod whatever their 
 passes its fake clock's time instead. Keys expire once their budget is full again (per-minute)
 or after the UTC day (per-day), so Redis holds only budgets in use.
 
+A peek (the budgets of a request refused before the limit stage) is a third, read-only
+script: the same `used_at` over `HMGET`, no write, bounded by the same timeout.
+
 Calls are `EVALSHA`, falling back to `EVAL` (which also caches the script) when the server
 answers `NOSCRIPT` (a restart, `SCRIPT FLUSH`, a failover). Every call is bounded by
 `timeout` and is never retried by the client (a retried reserve could reserve twice): a slow
@@ -35,7 +38,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
-from routeway_proxy.limits.budget import Charge, Decision, Demand, decide
+from routeway_proxy.limits.budget import Charge, Decision, Demand, decide, peek
 from routeway_proxy.limits.local import Clock, StoreUnavailable
 
 DEFAULT_TIMEOUT = 0.25  # seconds; the request path waits no longer for a decision
@@ -112,6 +115,22 @@ return 1
 )
 
 
+PEEK = (
+    _COMMON
+    + """
+local answer = {string.format('%.17g', now)}
+for i = 1, #KEYS do
+  local stored = redis.call('HMGET', KEYS[i], 'u', 't')
+  answer[i + 1] = string.format('%.17g', used_at(tonumber(ARGV[i+1]), tonumber(ARGV[#KEYS+i+1]),
+    tonumber(stored[1]) or 0, tonumber(stored[2]) or 0))
+end
+return answer
+"""
+)
+"""Read-only: each budget's use refilled to now, and now; it writes no key (no `HSET`, no
+`PEXPIRE`), so a peek never changes a budget or its expiry."""
+
+
 class _Script:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -126,6 +145,7 @@ class _Script:
 
 _RESERVE = _Script(RESERVE)
 _SETTLE = _Script(SETTLE)
+_PEEK = _Script(PEEK)
 
 
 def connect(url: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Redis:
@@ -182,6 +202,14 @@ class RedisStore:
         if decision.admitted != bool(answer[0]):  # cannot happen: the same comparisons on the same doubles
             raise StoreUnavailable("redis and the gateway disagree on a decision")
         return decision
+
+    async def peek(self, demands: Sequence[Demand]) -> Decision:
+        keys = [self._key(d.key, d.kind) for d in demands]
+        args = [self._now(), *(str(d.kind.value) for d in demands), *(str(d.limit) for d in demands)]
+        answer = await self._run(_PEEK, keys, args)
+        now = float(answer[0])
+        # the use is refilled to `now` already: `budget.peek` refills nothing more at the same time
+        return peek(demands, [(float(used), now) for used in answer[1:]], now)
 
     async def settle(self, charges: Sequence[Charge]) -> None:
         keys = [self._key(c.key, c.kind) for c in charges]

@@ -31,7 +31,16 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from routeway_proxy.limits.budget import Charge, Decision, Demand, LimitKind, decide, settle_state, used_at
+from routeway_proxy.limits.budget import (
+    Charge,
+    Decision,
+    Demand,
+    LimitKind,
+    decide,
+    peek,
+    settle_state,
+    used_at,
+)
 from routeway_proxy.limits.local import Clock, StoreUnavailable
 
 MAGIC = b"RWLIMIT1"
@@ -117,6 +126,32 @@ class SharedStore:
         SLOT.pack_into(table, offset, digest, 0.0, 0.0, 0.0, kind.value)
         return offset
 
+    def _find(self, digest: bytes) -> int:
+        """The offset of the slot whose digest is `digest`, -1 when there is none (its budget is
+        then full: never written, or its slot taken over once full). Claims nothing."""
+        table = self._map
+        home = int.from_bytes(digest[:8], "little") % self.slots
+        for step in range(min(MAX_PROBE, self.slots)):
+            offset = HEADER.size + ((home + step) % self.slots) * SLOT.size
+            found = table[offset : offset + 16]
+            if found == digest:
+                return offset
+            if found == EMPTY:
+                break
+        return -1
+
+    def peek_now(self, demands: Sequence[Demand]) -> Decision:
+        """The demands' budgets now, read under the lock; nothing is written (a full table
+        is no failure here: a budget without a slot is full)."""
+        now = self._clock()
+        table = self._map
+        with self._locked():
+            states = []
+            for demand in demands:
+                offset = self._find(digest_of(demand.key, demand.kind))
+                states.append(VALUES.unpack_from(table, offset + 16)[:2] if offset >= 0 else (0.0, 0.0))
+        return peek(demands, states, now)
+
     def reserve_now(self, demands: Sequence[Demand]) -> Decision:
         now = self._clock()
         table = self._map
@@ -145,6 +180,9 @@ class SharedStore:
 
     async def settle(self, charges: Sequence[Charge]) -> None:
         self.settle_now(charges)
+
+    async def peek(self, demands: Sequence[Demand]) -> Decision:
+        return self.peek_now(demands)
 
     async def close(self) -> None:
         self.close_now()

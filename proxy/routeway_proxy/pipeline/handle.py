@@ -145,6 +145,14 @@ def make_inference_handler(
                 settle(runtime.metrics.ledger, pair, error.status, seconds, None, caller)
                 if reservation is not None:  # nothing was sent upstream
                     await reservation.settle(0)
+                else:
+                    # refused before the limit stage (400, 413, 403, 404): a limited client
+                    # still gets its budgets' headers, read without reserving (`limit.peek`)
+                    member = caller.client
+                    if member is not None and member.limits is not None and not limit.decided_here(error):
+                        error.headers.update(
+                            await limit.peek(runtime.limits, caller.client_id, member.limits)
+                        )
                 raise
             except BaseException:  # a bug, or a client gone during the cache lookup
                 if reservation is not None:  # nothing was sent upstream: release the tokens

@@ -13,6 +13,12 @@ limits pays nothing. A limited request:
   they stood right after its own reservation (the tightest budget per dimension);
 - settles from the upstream's usage (`tokens_used`) when its answer is over.
 
+A request of a limited client refused before this stage (a bad body 400, 413, 403
+`model_not_allowed`, 404 `model_not_found`) carries the headers too, from `peek`: the client's
+budgets as they stand, nothing reserved. Only the client's: the route, and so its limits, is
+not known yet at those refusals (a 404 has none). A store that fails the peek leaves the
+answer without headers (never an error, never longer than the store's timeout).
+
 The caller is passed in as `client_id` and `client_limits` (None: a gateway-wide key or an
 open gateway), so this stage knows nothing of how the caller was authenticated.
 """
@@ -22,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from routeway_proxy.errors import ProxyError
-from routeway_proxy.limits.answer import rejection_error
+from routeway_proxy.limits.answer import LimitRefusal, rejection_error
 from routeway_proxy.limits.estimate import DEFAULT_MAX_TOKENS, estimate_tokens
 from routeway_proxy.limits.limiter import Admission, Limiter, Limits, Subject
 from routeway_proxy.pipeline.settle import CLIENT_CLOSED
@@ -97,6 +103,25 @@ async def reserve(
     if not admission.admitted:
         raise rejection_error(admission)
     return Reservation(limits, limiter, admission)
+
+
+async def peek(limits: ProcessLimits, client_id: str | None, client_limits: ClientLimits) -> dict[str, str]:
+    """The `x-ratelimit-*` headers of the client's budgets as they stand (`Limiter.peek`)."""
+    if client_id is None:
+        return {}
+    subject = Subject(
+        "client",
+        client_id,
+        Limits(
+            client_limits.requests_per_minute, client_limits.tokens_per_minute, client_limits.tokens_per_day
+        ),
+    )
+    return await limits.limiter.peek([subject])
+
+
+def decided_here(error: ProxyError) -> bool:
+    """Whether `error` is this stage's own refusal (it carries its headers, or its store failed)."""
+    return isinstance(error, LimitRefusal)
 
 
 async def run_limited(exchange: Exchange, reservation: Reservation) -> web.StreamResponse:
