@@ -9,7 +9,7 @@ Why it is guarded: it works on prometheus-client's private parts — the `_value
 `_buckets` and `_upper_bounds` of a child, `MutexValue`, and the mmap slot layout of
 `MmapedValue` — which any release may change, and a changed mmap layout would corrupt a
 neighbouring value silently. So nothing private is imported at module load, every private
-name is looked up defensively, and `metrics.prove_fast_values` checks at start-up that values
+name is looked up defensively, and `metrics_proof.prove_fast_values` checks at start-up that values
 written this way read back through the public API exactly as `PublicValues` writes them
 (`metrics.METRIC_VALUES`, the seam). `PublicValues` is the always-working alternative:
 `Counter.inc`, `Gauge.inc`/`set`, `Histogram.observe` on the label children.

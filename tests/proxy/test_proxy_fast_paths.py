@@ -15,7 +15,8 @@ import logging
 import pytest
 from routeway_proxy.fastpaths import FAST_PATHS_VARIABLE, Choice, Seam, fast_paths_refusal
 from routeway_proxy.metric_values import FAST_VALUES, PUBLIC_VALUES, FastValues
-from routeway_proxy.metrics import METRIC_VALUES, choose_metric_values, prove_fast_values
+from routeway_proxy.metrics import METRIC_VALUES
+from routeway_proxy.metrics_proof import choose_metric_values, prove_fast_values
 from routeway_proxy.upstream_client import (
     UPSTREAM_PATH,
     LeanPath,

@@ -25,8 +25,8 @@ from routeway_proxy.metrics import (
     GroupCollector,
     ProxyMetrics,
     adopt_value,
-    prove_fast_values,
 )
+from routeway_proxy.metrics_proof import prove_fast_values
 from routeway_proxy.stats import read_stats
 
 
