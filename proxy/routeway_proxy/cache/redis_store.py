@@ -23,10 +23,9 @@ import time
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from routeway_proxy import redis_client
 from routeway_proxy.cache.answers import StoredAnswer
 from routeway_proxy.cache.memory import Clock, Hit
 
@@ -43,18 +42,9 @@ KEY_PREFIX = "routeway:cache:v1:"
 
 
 def make_redis_client(url: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Redis:
-    """A client for the shared tier: socket timeouts at `timeout`, no retries (the tier's own
-    timeout and pause decide what a failure costs)."""
-    client: Redis = Redis.from_url(
-        url,
-        password=password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        health_check_interval=0,
-    )
-    return client
+    """A client for the shared tier (routeway_proxy.redis_client): socket timeouts at `timeout`,
+    no retries (the tier's own timeout and pause decide what a failure costs)."""
+    return redis_client.connect(url, password, timeout)
 
 
 class RedisStore:

@@ -34,10 +34,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from routeway_proxy import redis_client
 from routeway_proxy.limits.budget import Charge, Decision, Demand, decide, peek
 from routeway_proxy.limits.local import Clock, StoreUnavailable
 
@@ -149,17 +148,9 @@ _PEEK = _Script(PEEK)
 
 
 def connect(url: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Redis:
-    """A client for `spec.limits.redis.url` that never waits longer than `timeout` per step
-    and never retries a command on its own."""
-    client: Redis = Redis.from_url(
-        url,
-        password=password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-    )
-    return client
+    """A client for `spec.limits.redis.url` (routeway_proxy.redis_client): every step bounded by
+    `timeout`, no retries of its own (a retried reserve could reserve twice)."""
+    return redis_client.connect(url, password, timeout)
 
 
 class RedisStore:
