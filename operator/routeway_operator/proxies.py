@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
@@ -34,6 +34,8 @@ from routeway.resources import ModelGateway
 from routeway.rollout.observations import Report, report_from_json
 from routeway_operator.builders import ADMIN_PORT, selector_labels
 from routeway_operator.kube import ApiError, KubeApi, path_for
+
+T = TypeVar("T")
 
 log = logging.getLogger("routeway.operator.proxies")
 
@@ -148,23 +150,24 @@ async def ready_pods(api: KubeApi, gateway: ModelGateway) -> list[ProxyPod]:
 
 async def read_usage(reader: ProxyReader, pods: Sequence[ProxyPod]) -> list[UsageReport]:
     """Every pod's usage at once; the ones that could not be read are left out."""
-    results = await asyncio.gather(*(reader.read_usage(pod) for pod in pods), return_exceptions=True)
-    out = []
-    for pod, result in zip(pods, results, strict=True):
-        if isinstance(result, BaseException):
-            log.warning("proxy pod %s: usage not read: %r", pod.name, result)
-        elif result is not None:
-            out.append(result)
-    return out
+    return await _read_all(reader.read_usage, pods, "usage not read")
 
 
 async def read_pods(reader: ProxyReader, pods: Sequence[ProxyPod]) -> list[ProxyRead]:
     """Every pod read at once; the ones that could not be read are left out."""
-    results = await asyncio.gather(*(reader.read(pod) for pod in pods), return_exceptions=True)
-    out = []
+    return await _read_all(reader.read, pods, "not read")
+
+
+async def _read_all(
+    read: Callable[[ProxyPod], Awaitable[T | None]], pods: Sequence[ProxyPod], failed: str
+) -> list[T]:
+    """`read` of every pod concurrently; a pod that fails is logged and skipped (the analysis
+    and the usage rest on what remains), one that has nothing to say is skipped quietly."""
+    results = await asyncio.gather(*(read(pod) for pod in pods), return_exceptions=True)
+    out: list[T] = []
     for pod, result in zip(pods, results, strict=True):
         if isinstance(result, BaseException):
-            log.warning("proxy pod %s not read: %r", pod.name, result)
+            log.warning("proxy pod %s: %s: %r", pod.name, failed, result)
         elif result is not None:
             out.append(result)
     return out
