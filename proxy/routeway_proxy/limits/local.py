@@ -63,11 +63,7 @@ class LocalStore:
         now = self._clock()
         entries = self._entries
         with self._lock:
-            states = []
-            for demand in demands:
-                entry = entries.get((demand.key, demand.kind))
-                states.append((entry[0], entry[1]) if entry is not None else (0.0, 0.0))
-            decision, new = decide(demands, states, now)
+            decision, new = decide(demands, self._states(demands), now)
             for demand, state in zip(demands, new, strict=True):
                 entries[demand.key, demand.kind] = (state[0], state[1], demand.limit)
             if len(entries) >= self._sweep_at:
@@ -88,13 +84,18 @@ class LocalStore:
 
     def peek_now(self, demands: Sequence[Demand]) -> Decision:
         now = self._clock()
-        entries = self._entries
         with self._lock:
-            states = []
-            for demand in demands:
-                entry = entries.get((demand.key, demand.kind))
-                states.append((entry[0], entry[1]) if entry is not None else (0.0, 0.0))
+            states = self._states(demands)
         return peek(demands, states, now)
+
+    def _states(self, demands: Sequence[Demand]) -> list[tuple[float, float]]:
+        """(used, updated) of each demand's budget; a budget never used is (0, 0). Under the lock."""
+        entries = self._entries
+        states = []
+        for demand in demands:
+            entry = entries.get((demand.key, demand.kind))
+            states.append((entry[0], entry[1]) if entry is not None else (0.0, 0.0))
+        return states
 
     async def reserve(self, demands: Sequence[Demand]) -> Decision:
         return self.reserve_now(demands)
