@@ -12,6 +12,11 @@ the cheapest and most honest health signal; no probe traffic, no extra configura
 Whether an ejected backend still gets traffic (it does when every candidate is ejected) is the
 router's decision, not this class's.
 
+A hold (`hold(seconds)`) is the backend's own word, not a guess: it answered 429 or 503 with a
+`Retry-After`, so it is out of rotation until then like an ejected backend, and, unlike one, is
+never sent a request before then, not even when every candidate is out (`is_held`; the attempt
+policy enforces it). A hold neither counts as an ejection nor changes the doubling.
+
 `ConcurrencyLimiter` bounds requests in flight to a backend with a FIFO wait of bounded length:
 a freed slot is handed to the oldest waiter, so nobody starves while newcomers barge in.
 """
@@ -31,7 +36,16 @@ Clock = Callable[[], float]
 
 
 class OutlierDetector:
-    __slots__ = ("_clock", "_config", "consecutive_failures", "ejected_until", "ejections", "level")
+    __slots__ = (
+        "_clock",
+        "_config",
+        "consecutive_failures",
+        "ejected_until",
+        "ejections",
+        "held_status",
+        "held_until",
+        "level",
+    )
 
     def __init__(self, config: OutlierDetection, clock: Clock = time.monotonic) -> None:
         self._config = config
@@ -39,7 +53,9 @@ class OutlierDetector:
         self.consecutive_failures = 0
         self.ejections = 0
         self.level = 0
-        self.ejected_until: float | None = None
+        self.ejected_until: float | None = None  # out of rotation until (an ejection or a hold)
+        self.held_until: float | None = None  # never called before (a hold: its Retry-After)
+        self.held_status = 503  # the status that asked for the hold (429 or 503)
 
     def is_ejected(self) -> bool:
         until = self.ejected_until
@@ -49,6 +65,33 @@ class OutlierDetector:
         """Seconds until the current ejection ends (0 when not ejected)."""
         until = self.ejected_until
         return max(until - self._clock(), 0.0) if until is not None else 0.0
+
+    def is_held(self) -> bool:
+        """The backend asked not to be called before a time still ahead (`hold`)."""
+        until = self.held_until
+        return until is not None and self._clock() < until
+
+    def held_remaining(self) -> float:
+        """Seconds until the current hold ends (0 when not held)."""
+        until = self.held_until
+        return max(until - self._clock(), 0.0) if until is not None else 0.0
+
+    def hold(self, seconds: float, status: int = 503) -> bool:
+        """The backend said "come back in `seconds`" (a Retry-After, already bounded by the
+        caller) with `status`: out of rotation and never called until then. True when this
+        made the hold longer (a shorter one while a longer one runs changes nothing)."""
+        if seconds <= 0:
+            return False
+        until = self._clock() + seconds
+        held = self.held_until
+        if held is not None and until <= held:
+            return False
+        self.held_until = until
+        self.held_status = status
+        ejected = self.ejected_until
+        if ejected is None or ejected < until:
+            self.ejected_until = until
+        return True
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
@@ -87,6 +130,9 @@ class OutlierDetector:
             "ejected": ejected,
             "ejectedForSeconds": round(self.ejected_until - now, 3)
             if ejected and self.ejected_until
+            else 0.0,
+            "heldForSeconds": round(self.held_until - now, 3)
+            if self.held_until is not None and now < self.held_until
             else 0.0,
             "consecutiveFailures": self.consecutive_failures,
             "ejections": self.ejections,

@@ -174,9 +174,15 @@ class ProxyMetrics:
             ["backend"],
             registry=registry,
         )
+        self.holds = Counter(
+            "routeway_backend_holds",
+            "Backends put on hold by their own Retry-After (a 429 or 503): skipped until then.",
+            ["backend"],
+            registry=registry,
+        )
         self.ejected_until = Gauge(
             EJECTED_UNTIL,
-            "Unix time until which the backend is ejected.",
+            "Unix time until which the backend is ejected or on hold.",
             ["backend"],
             multiprocess_mode="livemax",
             registry=registry,

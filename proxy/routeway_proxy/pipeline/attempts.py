@@ -4,8 +4,9 @@ policy (`policy.py`) decides on, and settles the request once at its end.
 Per attempt: take a concurrency slot of the backend (or wait up to its `queueTimeout`),
 send through its provider under one `AttemptWatchdog` (first-byte, idle, total and route
 deadlines), and hand the reply to the relay (`relay.py`). A failure before anything reached
-the client becomes a `Failure` for the policy; one after (a stream) cuts the stream. The
-request's accounting record is written in `run`'s `finally`, whatever path it took.
+the client becomes a `Failure` for the policy (`failures.py` says which); one after (a
+stream) cuts the stream. The request's accounting record is written in `run`'s `finally`,
+whatever path it took.
 
 Why one object per request: what an attempt may do depends on request-wide state (the
 policy's candidates, whether the client already has headers, the route deadline), and the
@@ -16,25 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
-from routeway_proxy.errors import (
-    ProxyError,
-    make_overloaded,
-    make_upstream_timeout,
-    make_upstream_unreachable,
-    render_error_body,
-)
+from routeway_proxy.errors import ProxyError, make_overloaded, render_error_body
 from routeway_proxy.headers import upstream_header_pairs
 from routeway_proxy.ledger import UsageSource
 from routeway_proxy.metrics import PairMetrics, ProxyMetrics
 from routeway_proxy.pipeline import relay
 from routeway_proxy.pipeline.authenticate import Caller
+from routeway_proxy.pipeline.failures import AttemptFailed, connect_failed, dropped, fail, timed_out
 from routeway_proxy.pipeline.policy import OVERLOADED, AttemptPolicy, Failure, GiveUp, attempt_deadline
 from routeway_proxy.pipeline.settle import CLIENT_CLOSED, fill_cache, settle
 from routeway_proxy.providers import ConnectFailure, EndpointKind, StreamDropped, UpstreamReply
@@ -45,16 +39,6 @@ from routeway_proxy.upstream_client import UpstreamClient
 
 if TYPE_CHECKING:
     from routeway_proxy.pipeline.cache import CacheTicket
-
-log = logging.getLogger("routeway.proxy")
-
-
-class AttemptFailed(Exception):
-    """Carries a `Failure` out of an attempt to the loop in `Exchange.run`."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.reason)
-        self.failure = failure
 
 
 class Exchange:
@@ -262,39 +246,6 @@ class Exchange:
 
     # ------------------------------------------------------------------ one attempt
 
-    def fail(
-        self,
-        target: TargetEntry,
-        reason: str,
-        retry_reason: str | None,
-        error: ProxyError,
-        answer: web.StreamResponse | None = None,
-        health: bool = True,
-    ) -> AttemptFailed:
-        """Count a failed attempt (and, with `health`, hold it against the backend), also
-        against the arm's revision: a retry or fallback that answers does not undo it."""
-        target.metrics.count_error(reason)
-        observer = self.route.observer
-        if observer is not None:
-            observer.failed(reason)
-        if health:
-            self.blame(target)
-        return AttemptFailed(Failure(reason, retry_reason, error, answer))
-
-    def blame(self, target: TargetEntry) -> None:
-        """One failure more for the backend's outlier detection; log and count an ejection."""
-        backend = target.backend
-        if backend.health.record_failure():
-            seconds = backend.health.ejection_remaining()
-            self.metrics.ejections.labels(backend.id).inc()
-            self.metrics.ejected_until.labels(backend.id).set(time.time() + seconds)
-            log.warning(
-                "backend %s ejected for %.1fs after %d failures in a row",
-                backend.id,
-                seconds,
-                backend.config.outlier_detection.consecutive_failures,
-            )
-
     def _prepare_call(self, target: TargetEntry) -> None:
         """`_payload` and `headers` for an attempt at `target`."""
         model = target.target.model
@@ -329,7 +280,8 @@ class Exchange:
         if not limiter.try_acquire() and not await limiter.acquire(
             config.queue_timeout if deadline is None else min(config.queue_timeout, deadline - now)
         ):
-            raise self.fail(
+            raise fail(
+                self,
                 target,
                 "overloaded",
                 OVERLOADED,
@@ -361,27 +313,13 @@ class Exchange:
                 if self.response is not None:
                     reason = "idle-timeout" if timeout.kind == "idle" else "total-timeout"
                     return await relay.cut_stream(self, target, reason)
-                raise self._timed_out(target, timeout) from None
+                raise timed_out(self, target, timeout) from None
             except ConnectFailure as exc:
-                raise self.fail(
-                    target,
-                    "connect-failure",
-                    "connect-failure",
-                    make_upstream_unreachable(
-                        f"Route {self.route.id}: could not connect to backend {backend.id} ({exc})."
-                    ),
-                ) from None
+                raise connect_failed(self, target, str(exc)) from None
             except StreamDropped:
                 if self.response is not None:
                     return await relay.cut_stream(self, target, "disconnect")
-                raise self.fail(
-                    target,
-                    "disconnect",
-                    None,
-                    make_upstream_unreachable(
-                        f"Route {self.route.id}: backend {backend.id} closed the connection mid-answer."
-                    ),
-                ) from None
+                raise dropped(self, target) from None
         finally:
             try:
                 if reply is not None:
@@ -390,34 +328,3 @@ class Exchange:
                         await closing
             finally:
                 limiter.release()
-
-    def _timed_out(self, target: TargetEntry, timeout: AttemptTimeout) -> AttemptFailed:
-        """The failure of an attempt whose watchdog fired before anything reached the client."""
-        backend = target.backend
-        timeouts = backend.config.timeouts
-        if timeout.kind == "first-byte":
-            return self.fail(
-                target,
-                "timeout",
-                "timeout",
-                make_upstream_timeout(
-                    f"Route {self.route.id}: backend {backend.id} sent no answer within {timeouts.first_byte}s."
-                ),
-            )
-        if timeout.kind == "idle":
-            return self.fail(
-                target,
-                "idle-timeout",
-                None,
-                make_upstream_timeout(
-                    f"Route {self.route.id}: backend {backend.id} stalled for {timeouts.idle}s."
-                ),
-            )
-        return self.fail(
-            target,
-            "total-timeout",
-            None,
-            make_upstream_timeout(
-                f"Route {self.route.id}: the request to backend {backend.id} ran out of time."
-            ),
-        )

@@ -21,27 +21,46 @@ exponential backoff with equal jitter separates attempts; the route's `timeout` 
 everything, backoff included (`GiveUp` with a route-timeout 504). When the last failure was a
 502/504 and every candidate of the route is ejected, the answer is 503 with a Retry-After of
 the earliest re-admission: the model is down, not one backend hiccuping.
+
+Retry-After: an upstream answer that says when to come back (`parse_retry_after`, both forms,
+bounded by `MAX_RETRY_AFTER`) puts its backend on hold (`OutlierDetector.hold`, done by the
+driver as it reports the failure). A held backend is never tried again before then — not by
+this request's retries, nor by any other request: the policy skips it and falls back or tries
+another backend, and when nothing else can serve, the request is answered with the upstream's
+own answer and its Retry-After (a request that finds every candidate held: 429 or 503 as the
+backend said, with the time left). A failure after the headers but before anything reached
+the client (a non-streamed answer that broke off or stalled, a stream that dropped before its
+first event) is retried like the answer the gateway would give for it: `5xx`, `timeout`.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
 from routeway_proxy.errors import ProxyError, make_overloaded, make_upstream_timeout
 from routeway_proxy.pipeline.choose import CandidatePlan
 
 if TYPE_CHECKING:
-    from routeway_proxy.table import RouteEntry, TargetEntry
+    from routeway_proxy.table import BackendEntry, RouteEntry, TargetEntry
 
 OVERLOADED = "overloaded"
 """The retry reason of a backend without a free concurrency slot: always skipped to the next."""
 
 RETRYABLE_STATUSES = {429: "429", 502: "5xx", 503: "5xx", 504: "5xx"}
 """Upstream statuses that may be retried elsewhere, and the `retryOn` value each counts as."""
+
+MAX_RETRY_AFTER = 3600.0
+"""The longest Retry-After honoured and passed on, in seconds: a larger one (a broken clock, a
+date years ahead) is taken as this."""
+
+_DELTA_SECONDS = re.compile(r"\s*(\d{1,12})(?:\.\d{1,9})?\s*")
 
 CUT_STATUS = {"idle-timeout": 504, "total-timeout": 504, "disconnect": 502}
 """How a stream broken after its headers went out is accounted, by failure reason."""
@@ -55,6 +74,7 @@ class Failure:
     retry_reason: str | None  # the retryOn value it counts as, OVERLOADED, or None: never retried
     error: ProxyError  # what the client is told if this stays the last failure
     answer: object = None  # the upstream's own answer (an HTTP response), relayed instead of `error`
+    retry_after: float | None = None  # the upstream's Retry-After, in seconds (bounded), if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +106,30 @@ def attempt_deadline(now: float, total: float | None, route_deadline: float | No
     return hard
 
 
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a `Retry-After` value asks to wait, within [0, MAX_RETRY_AFTER]; None when
+    absent or unreadable. Both forms of RFC 9110 §10.2.3: delta-seconds (a fraction, which
+    some servers send, is rounded up) and an HTTP-date, read against `now` (unix time) — a
+    date in the past means "now"."""
+    if not value:
+        return None
+    delta = _DELTA_SECONDS.fullmatch(value)
+    if delta is not None:
+        seconds = float(delta.group(0))
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC by RFC 5322, and what HTTP-dates mean
+            when = when.replace(tzinfo=UTC)
+        try:
+            seconds = when.timestamp() - now
+        except (OverflowError, OSError, ValueError):
+            return MAX_RETRY_AFTER
+    return min(max(float(math.ceil(seconds)), 0.0), MAX_RETRY_AFTER)
+
+
 def cut_status(reason: str) -> int:
     return CUT_STATUS[reason]
 
@@ -110,7 +154,10 @@ class AttemptPolicy:
 
     def first(self) -> TargetEntry | None:
         self._attempts = 1
-        return self._plan.next()
+        target = self._plan.next()
+        if target is not None and target.backend.health.ejected_until is not None:
+            return self._skip_held(target)  # a hold is an ejection too: only then can one apply
+        return target
 
     def failed(self, target: TargetEntry, failure: Failure, now: float) -> Decision:
         plan = self._plan
@@ -121,7 +168,7 @@ class AttemptPolicy:
         deadline = self.deadline
         if deadline is not None and now >= deadline:
             return self._give_up(self.route_timed_out())
-        following = plan.next()
+        following = self._skip_held(plan.next())
         if following is None:
             return self._give_up(failure)
         backoff = 0.0
@@ -136,7 +183,32 @@ class AttemptPolicy:
         return Retry(following, backoff)
 
     def nothing_to_try(self) -> ProxyError:
-        return make_overloaded(f"Route {self.route.id} has no backend to send to.")
+        held = [b.health for b in self._candidates() if b.health.is_held()]
+        if not held:
+            return make_overloaded(f"Route {self.route.id} has no backend to send to.")
+        first = min(held, key=lambda health: health.held_remaining())
+        status = first.held_status
+        error = ProxyError(
+            status,
+            f"Every backend of route {self.route.id} asked to be called again later (Retry-After).",
+            "upstream_rate_limited" if status == 429 else "backend_unavailable",
+            "requests" if status == 429 else "server_error",
+        )
+        error.headers["Retry-After"] = str(max(1, math.ceil(first.held_remaining())))
+        return error
+
+    def _skip_held(self, target: TargetEntry | None) -> TargetEntry | None:
+        """`target`, or the plan's next candidate that is not on hold (None: no such one)."""
+        plan = self._plan
+        while target is not None and target.backend.health.is_held():
+            target = plan.next()
+        return target
+
+    def _candidates(self) -> list[BackendEntry]:
+        route = self.route
+        candidates = [t.backend for t in route.targets if t.target.weight > 0]
+        candidates += [t.backend for t in route.fallbacks]
+        return candidates
 
     def route_timed_out(self) -> Failure:
         return Failure(
@@ -157,8 +229,7 @@ class AttemptPolicy:
         if error.status not in (502, 504):
             return None
         route = self.route
-        candidates = [t.backend for t in route.targets if t.target.weight > 0]
-        candidates += [t.backend for t in route.fallbacks]
+        candidates = self._candidates()
         if not candidates or not all(b.health.is_ejected() for b in candidates):
             return None
         wait = max(1, math.ceil(min(b.health.ejection_remaining() for b in candidates)))

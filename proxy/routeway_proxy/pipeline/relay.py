@@ -1,13 +1,16 @@
 """Relay: turn an upstream reply into the client's answer — a whole JSON document, or a
 server-sent-event stream relayed as it arrives.
 
-A document is buffered whole, so until it is complete nothing has reached the client and a
+A document is buffered whole, so until it is complete nothing has reached the client: a
 retryable status (429, 502, 503, 504) goes back to the attempt policy with the upstream's own
-answer attached (relayed if no retry follows). A 5xx whose body is not an OpenAI error is
-wrapped in one. A stream is relayed event by event (`streaming.SSEUsageFilter` reads its usage
-and, when the client did not ask for it, drops the usage-only event); once its headers went
-out it can only be cut, with an OpenAI error event (`data: {"error": ...}`) that the OpenAI
-SDKs raise as an APIError.
+answer attached (relayed if no retry follows), and so does a body that breaks off or stalls
+(`failures.py` says how each becomes the client's answer). A stream is relayed event by event
+(`streaming.SSEUsageFilter` reads its usage and, when the client did not ask for it, drops the
+usage-only event); its headers go out with its first event, so an upstream that fails before
+that can still be retried, and once they went out it can only be cut, with an OpenAI error
+event (`data: {"error": ...}`) that the OpenAI SDKs raise as an APIError. The idle bound is
+the gap between bytes received, complete events or not: a slow but steady upstream is not
+stalled.
 
 On a route with a response cache the request's `CacheTicket` (`exchange.cache`) is handed
 the answer: a successful document as it is, a stream's upstream bytes as they arrive (before
@@ -23,13 +26,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import orjson
 from aiohttp import web
 
 from routeway_proxy.cache.control import CACHE_HEADER
-from routeway_proxy.errors import make_upstream_failed, render_error_body
+from routeway_proxy.errors import render_error_body
 from routeway_proxy.headers import response_header_pairs
-from routeway_proxy.pipeline.policy import RETRYABLE_STATUSES, cut_status
+from routeway_proxy.pipeline.failures import answer_upstream_error, blame
+from routeway_proxy.pipeline.policy import cut_status
 from routeway_proxy.pipeline.settle import CLIENT_CLOSED
 from routeway_proxy.providers import UpstreamReply
 from routeway_proxy.streaming import SSEUsageFilter
@@ -38,16 +41,6 @@ from routeway_proxy.timeouts import AttemptWatchdog
 
 if TYPE_CHECKING:
     from routeway_proxy.pipeline.attempts import Exchange
-
-
-def is_openai_error(body: bytes) -> bool:
-    if not body.startswith(b"{") or b'"error"' not in body:
-        return False
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(document, dict) and isinstance(document.get("error"), dict)
 
 
 async def answer(
@@ -90,7 +83,7 @@ def answer_document(
     exchange: Exchange, target: TargetEntry, status: int, reply_headers: Mapping[str, str], body: bytes
 ) -> web.Response:
     """The answer for a whole (non-streamed) upstream body; raises `AttemptFailed` (through
-    `exchange.fail`) when the status may be retried elsewhere."""
+    `failures.fail`) when the status may be retried elsewhere."""
     if status < 300:  # a success: the hot path, decided first
         response = web.Response(
             status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
@@ -104,43 +97,8 @@ def answer_document(
         if observer is not None:
             observer.succeeded(exchange.loop.time() - exchange.attempt_started)
         return response
-    # 3xx-5xx: relayed (a 5xx not in the OpenAI error shape wrapped in it), retried
-    # elsewhere when retryable, counted against the backend's health when a 5xx
-    backend = target.backend
-    route_id = exchange.route.id
-    if status >= 500 and not is_openai_error(body):
-        error = make_upstream_failed(status, f"Route {route_id}: backend {backend.id} answered {status}.")
-        response = web.Response(
-            status=status,
-            body=render_error_body(error.message, error.error_type, error.code),
-            content_type="application/json",
-            headers=target.headers,
-        )
-        response.headers.update(error.headers)
-    else:
-        response = web.Response(
-            status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
-        )
-    retry_reason = RETRYABLE_STATUSES.get(status)
-    if retry_reason is not None:
-        raise exchange.fail(
-            target,
-            retry_reason,
-            retry_reason,
-            make_upstream_failed(status, f"Route {route_id}: backend {backend.id} answered {status}."),
-            response,
-            health=status != 429,
-        )
-    if status >= 500:
-        target.metrics.count_error("upstream-5xx")
-        exchange.blame(target)
-    else:
-        backend.health.record_success()  # a 3xx/4xx is an answer: the backend works
-    observer = exchange.route.observer
-    if observer is not None:
-        observer.answered(status)
-    exchange.conclude(status, target.metrics)
-    return response
+    # 3xx-5xx: relayed or wrapped, retried elsewhere when retryable (pipeline/failures.py)
+    return answer_upstream_error(exchange, target, status, reply_headers, body)
 
 
 async def relay_stream(
@@ -168,21 +126,26 @@ async def relay_stream(
     chunk = first_chunk
     loop = exchange.loop
     try:
-        await response.prepare(exchange.request)
-        exchange.commit(response, sse)
         while chunk:
             if assembler is not None:
                 assembler.feed(chunk)  # the upstream's bytes, usage chunk included
             out = sse.feed(chunk)
             if out:
+                watchdog.pause()  # a slow client is not a stalled upstream
                 if first:
+                    # The headers go out with the first event: until then nothing reached the
+                    # client, and a drop or stall is still retried (pipeline/failures.py).
                     first = False
                     first_at = loop.time()
                     target.metrics.ttft.observe(first_at - exchange.started)
-                watchdog.pause()  # a slow client is not a stalled upstream
+                    await response.prepare(exchange.request)
+                    exchange.commit(response, sse)
                 await response.write(out)
-                watchdog.touch()
+            watchdog.touch()  # bytes arrived (a whole event or not): the upstream is not stalled
             chunk = await reply.read_chunk()
+        if first:  # the stream ended without an event: its headers go out now
+            await response.prepare(exchange.request)
+            exchange.commit(response, sse)
         rest = sse.flush()
         if rest:
             await response.write(rest)
@@ -212,7 +175,7 @@ async def cut_stream(exchange: Exchange, target: TargetEntry, reason: str) -> we
     observer = exchange.route.observer
     if observer is not None:
         observer.failed(reason)
-    exchange.blame(target)
+    blame(exchange, target)
     exchange.conclude(code, target.metrics)
     message = (
         f"Route {exchange.route.id}: backend {target.backend.id} "
