@@ -519,9 +519,13 @@ BEHAVIOURS: dict[str, Callable[[asyncio.StreamWriter, str, bool], Awaitable[None
     "429-ra-seconds": _error(429, [("Retry-After", "7")]),
     "429-ra-date": _error(429, [("Retry-After", "DATE")]),
     "429-ra-absurd": _error(429, [("Retry-After", "99999999999")]),
+    "429-ra-garbage": _error(429, [("Retry-After", "in a while")]),
     "503": _error(503),
     "503-ra-seconds": _error(503, [("Retry-After", "7")]),
     "503-ra-date": _error(503, [("Retry-After", "DATE")]),
+    "503-text-ra-seconds": _error(
+        503, [("Retry-After", "7")], body=b"Service Unavailable", content_type="text/plain"
+    ),
     "502-html": _error(502, body=ERROR_PAGE.encode(), content_type="text/html"),
     "500-html": _error(500, body=ERROR_PAGE.encode(), content_type="text/html"),
     "429-text": _error(429, body=b"Too Many Requests", content_type="text/plain"),

@@ -9,7 +9,12 @@ are part of the table. Jitter is fixed at its maximum (backoff = the exponential
 Matrix: success; each failure reason (connect-failure, timeout, idle-timeout, total-timeout,
 disconnect, overloaded, 429, 5xx) with and without its retryOn value; retries then fallbacks;
 a retry avoiding the backend that failed; exponential backoff; the route timeout before an
-attempt and across a backoff; every candidate ejected (503 + Retry-After); no candidate at all.
+attempt and across a backoff; every candidate ejected (503 + Retry-After); no candidate at all;
+Retry-After (`-ra` outcomes: the driver puts the backend on hold, as pipeline/failures.py
+does): never the same backend again, another weighted one or a fallback instead, the
+upstream's answer when nothing else can serve, a held backend skipped by the next request,
+every candidate held (the held status with the time left), a Retry-After of 0 holding nothing.
+`parse_retry_after` has its own table: both forms, fractions, the past, garbage, absurd values.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ from routeway_proxy.errors import (
     make_upstream_unreachable,
 )
 from routeway_proxy.metrics import ProxyMetrics
-from routeway_proxy.pipeline.policy import OVERLOADED, AttemptPolicy, Failure, GiveUp, Retry
+from routeway_proxy.pipeline.policy import (
+    OVERLOADED,
+    AttemptPolicy,
+    Failure,
+    GiveUp,
+    Retry,
+    parse_retry_after,
+)
 from routeway_proxy.table import RouteEntry, RoutingTable, build_routing_table
 
 DEFAULT_RETRY_ON = ("connect-failure", "5xx", "429")
@@ -39,16 +51,24 @@ def failure(outcome: str) -> Failure:
         return Failure(outcome, outcome, make_upstream_unreachable("no connection"))
     if outcome == "timeout":
         return Failure(outcome, outcome, make_upstream_timeout("no first byte"))
-    if outcome in ("idle-timeout", "total-timeout"):
+    if outcome == "idle-timeout":  # before anything reached the client (after: never a Failure)
+        return Failure(outcome, "timeout", make_upstream_timeout(outcome))
+    if outcome == "total-timeout":
         return Failure(outcome, None, make_upstream_timeout(outcome))
-    if outcome == "disconnect":
-        return Failure(outcome, None, make_upstream_unreachable("dropped"))
+    if outcome == "disconnect":  # before anything reached the client
+        return Failure(outcome, "5xx", make_upstream_unreachable("dropped"))
     if outcome == "overloaded":
         return Failure(outcome, OVERLOADED, make_overloaded("no slot"))
     if outcome == "429":
         return Failure("429", "429", make_upstream_failed(429, "limited"), answer=Answer(429))
     if outcome == "5xx":
         return Failure("5xx", "5xx", make_upstream_failed(503, "unavailable"), answer=Answer(503))
+    if outcome.startswith(("429-ra", "5xx-ra")):  # e.g. 429-ra7: Retry-After: 7
+        status = 429 if outcome.startswith("429") else 503
+        seconds = float(outcome.removeprefix("429-ra").removeprefix("5xx-ra"))
+        reason = "429" if status == 429 else "5xx"
+        error = make_upstream_failed(status, "come back later")
+        return Failure(reason, reason, error, answer=Answer(status), retry_after=seconds)
     raise AssertionError(outcome)
 
 
@@ -70,6 +90,7 @@ class Scenario:
     retry_on: tuple[str, ...] = DEFAULT_RETRY_ON
     timeout: float | None = None
     ejected: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()  # on hold (a 429's Retry-After) before the request
     backoffs: list[float] | None = None
     names: list[str] = field(default_factory=list)
 
@@ -106,14 +127,50 @@ SCENARIOS = {
     "first-byte timeout retried with timeout in retryOn": Scenario(
         [("a", 1)], ["timeout", "ok"], ["a", "a"], "ok", retry_on=("timeout",)
     ),
-    "idle timeout never retried": Scenario(
-        [("a", 1)], ["idle-timeout"], ["a"], "error:504", fallbacks=("f1",), retry_on=("timeout", "5xx")
+    "a stall before anything reached the client: retried with timeout in retryOn": Scenario(
+        [("a", 1)],
+        ["idle-timeout", "ok"],
+        ["a", "f1"],
+        "ok",
+        attempts=0,
+        fallbacks=("f1",),
+        retry_on=("timeout", "5xx"),
+    ),
+    "a stall before anything reached the client: not retried by default": Scenario(
+        [("a", 1)], ["idle-timeout"], ["a"], "error:504", fallbacks=("f1",)
     ),
     "total timeout never retried": Scenario(
         [("a", 1)], ["total-timeout"], ["a"], "error:504", fallbacks=("f1",)
     ),
-    "disconnect mid-answer never retried": Scenario(
-        [("a", 1)], ["disconnect"], ["a"], "error:502", fallbacks=("f1",)
+    "a drop before anything reached the client: retried as 5xx": Scenario(
+        [("a", 1)], ["disconnect", "ok"], ["a", "f1"], "ok", attempts=0, fallbacks=("f1",)
+    ),
+    "a drop before anything reached the client: not retried without 5xx": Scenario(
+        [("a", 1)], ["disconnect"], ["a"], "error:502", fallbacks=("f1",), retry_on=("connect-failure",)
+    ),
+    "429 with Retry-After: not the same backend again, the fallback": Scenario(
+        [("a", 1)], ["429-ra7", "ok"], ["a", "f1"], "ok", attempts=1, fallbacks=("f1",)
+    ),
+    "503 with Retry-After: another weighted backend": Scenario(
+        [("a", 1), ("b", 1)], ["5xx-ra7", "ok"], ["a", "b"], "ok", attempts=1
+    ),
+    "429 with Retry-After and nothing else to try: its answer": Scenario(
+        [("a", 1)], ["429-ra7"], ["a"], "answer:429", attempts=3
+    ),
+    "429 with Retry-After, then the fallback's own Retry-After": Scenario(
+        [("a", 1)], ["429-ra7", "5xx-ra3"], ["a", "f1"], "answer:503", attempts=2, fallbacks=("f1",)
+    ),
+    "Retry-After 0 holds nothing: the same backend again": Scenario(
+        [("a", 1)], ["429-ra0", "ok"], ["a", "a"], "ok", attempts=1
+    ),
+    "a held backend is skipped by the next request": Scenario(
+        [("a", 1), ("b", 1)], ["ok"], ["b"], "ok", held=("a",)
+    ),
+    "a held backend is skipped even when every weighted one is out": Scenario(
+        [("a", 1)], ["ok"], ["f1"], "ok", held=("a",), fallbacks=("f1",)
+    ),
+    "every candidate held: the held status, nothing tried": Scenario(
+        [("a", 1)], [], [], "error:429", held=("a", "f1"), fallbacks=("f1",)
     ),
     "overloaded: next candidate at once, whatever retryOn says": Scenario(
         [("a", 1)],
@@ -176,6 +233,8 @@ def build(scenario: Scenario) -> RouteEntry:
     )
     for name in scenario.ejected:
         table.backends[f"ns/{name}"].health.record_failure()
+    for name in scenario.held:
+        table.backends[f"ns/{name}"].health.hold(30.0, 429)
     return table.routes["m"]
 
 
@@ -193,7 +252,11 @@ def play(scenario: Scenario) -> tuple[list[str], list[float], str]:
         now += 1.0
         if outcome == "ok":
             return tried, backoffs, "ok"
-        decision = policy.failed(target, failure(outcome), now)
+        failed = failure(outcome)
+        if failed.retry_after:  # what the driver does with a Retry-After (pipeline/failures.py)
+            status = failed.error.status
+            target.backend.health.hold(failed.retry_after, status)
+        decision = policy.failed(target, failed, now)
         if isinstance(decision, GiveUp):
             answer = decision.failure.answer
             if isinstance(answer, Answer):
@@ -204,6 +267,51 @@ def play(scenario: Scenario) -> tuple[list[str], list[float], str]:
         now += decision.backoff
         target = decision.target
     raise AssertionError(f"the policy went on after the last outcome: tried {tried}")
+
+
+def test_every_candidate_held_says_when_to_come_back() -> None:
+    route = build(Scenario([("a", 1)], [], [], "", fallbacks=("f1",)))
+    primary, fallback = route.targets[0].backend.health, route.fallbacks[0].backend.health
+    primary.hold(40.0, 503)
+    fallback.hold(20.0, 429)  # the earliest to come back: its status, its time
+    fallback.hold(5.0, 503)  # a shorter hold while a longer one runs changes nothing
+    policy = AttemptPolicy(route, None, None)
+    assert policy.first() is None
+    error = policy.nothing_to_try()
+    assert (error.status, error.code, error.headers["Retry-After"]) == (429, "upstream_rate_limited", "20")
+    assert "asked to be called again later" in error.message
+    primary.hold(45.0, 503)
+    fallback.held_until = None  # the fallback's hold is over
+    error = AttemptPolicy(route, None, None).nothing_to_try()
+    assert (error.status, error.code, error.headers["Retry-After"]) == (503, "backend_unavailable", "45")
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("7", 7.0),
+        (" 7 ", 7.0),
+        ("0", 0.0),
+        ("1.2", 2.0),  # a fraction (not RFC, but sent): rounded up
+        ("Tue, 14 Nov 2023 22:13:27 GMT", 7.0),  # NOW + 7 as an IMF-fixdate
+        ("Tuesday, 14-Nov-23 22:13:27 GMT", 7.0),  # the obsolete RFC 850 form
+        ("Tue Nov 14 22:13:27 2023", 7.0),  # asctime, no zone: GMT
+        ("Tue, 14 Nov 2023 22:13:10 GMT", 0.0),  # in the past: now
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 3600.0),  # absurd: bounded
+        ("99999999999", 3600.0),
+        ("9" * 40, None),  # not a delta-seconds any server means, nor a date
+        ("-5", None),
+        ("soon", None),
+        ("7 seconds", None),
+    ],
+)
+def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(value, NOW) == seconds
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
