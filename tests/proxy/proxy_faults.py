@@ -108,6 +108,14 @@ FAULTS: tuple[Fault, ...] = (
         failures=(_f("disconnect", 2),),
         what="SSE headers, then RST",
     ),
+    Fault(
+        "reset mid-event",
+        "reset-stream-partial",
+        stream=True,
+        shape="sse",
+        failures=(_f("disconnect", 2),),
+        what="SSE headers and half an event, then RST",
+    ),
     Fault("429", "429", failures=(_f("429", 2),), what="429, no Retry-After"),
     Fault("429 Retry-After seconds", "429-ra-seconds", failures=(_f("429"),), what="429, `Retry-After: 7`"),
     Fault(
@@ -451,6 +459,13 @@ async def _reset_stream_early(writer: asyncio.StreamWriter, model: str, stream: 
     _reset(writer)
 
 
+async def _reset_stream_partial(writer: asyncio.StreamWriter, model: str, stream: bool) -> None:
+    await _send(writer, _sse_head())
+    await _send(writer, _chunked(chat_events(model, ["hel"])[0][:20]))
+    await asyncio.sleep(0.2)  # the half event reaches the gateway before the reset
+    _reset(writer)
+
+
 async def _huge_body(writer: asyncio.StreamWriter, model: str, stream: bool) -> None:
     await _ok(writer, model, False, "x" * HUGE)
 
@@ -515,6 +530,7 @@ BEHAVIOURS: dict[str, Callable[[asyncio.StreamWriter, str, bool], Awaitable[None
     "reset-stream": _reset_stream,
     "stall-stream-early": _stall_stream_early,
     "reset-stream-early": _reset_stream_early,
+    "reset-stream-partial": _reset_stream_partial,
     "429": _error(429),
     "429-ra-seconds": _error(429, [("Retry-After", "7")]),
     "429-ra-date": _error(429, [("Retry-After", "DATE")]),
