@@ -282,6 +282,7 @@ class FaultServer:
     seen: dict[str, int] = field(default_factory=dict)
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def base(self, behaviour: str) -> str:
         if behaviour == "refuse":
@@ -293,12 +294,13 @@ class FaultServer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        """Stop listening and end every connection (a stalled behaviour returns; handlers are
+        never cancelled from outside, which asyncio's stream server would report as an error)."""
         if self._server is not None:
             self._server.close()
+        self._stop.set()
         for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            with contextlib.suppress(Exception):
                 await task
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -317,7 +319,15 @@ class FaultServer:
             body = orjson.loads(await reader.readexactly(length)) if length else {}
             behaviour = path.strip("/").split("/")[0]
             self.seen[behaviour] = self.seen.get(behaviour, 0) + 1
-            await BEHAVIOURS[behaviour](writer, str(body.get("model")), body.get("stream") is True)
+            work = asyncio.ensure_future(
+                BEHAVIOURS[behaviour](writer, str(body.get("model")), body.get("stream") is True)
+            )
+            stop = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for part in (work, stop):
+                part.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await part
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
