@@ -22,8 +22,9 @@ class BackendTimeouts(_Spec):
     )
     idle: Duration = Field(
         "30s",
-        description="Longest gap between two streamed chunks: a stalled stream is cut, a long "
-        "healthy one is not.",
+        description="Longest gap between two bytes received after the first one, whole events or "
+        "not: a stalled answer is cut (retried if nothing reached the client yet), a long or "
+        "slow but steady one is not.",
     )
     total: Duration | None = Field(
         None, description="Optional cap on one upstream attempt from start to last byte."

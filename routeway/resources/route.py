@@ -46,8 +46,10 @@ class RetriesSpec(_Spec):
     retry_on: list[RetryOn] = Field(
         default_factory=_default_retry_on,
         max_length=4,
-        description="Upstream outcomes that are retried: connect-failure, timeout (first byte), "
-        "5xx (502/503/504), 429.",
+        description="Upstream outcomes that are retried: connect-failure, timeout (no first byte, "
+        "or a stall before anything reached the client), 5xx (502/503/504, or an answer that "
+        "broke off before anything reached the client), 429. A backend that answered 429 or 503 "
+        "with Retry-After is not called again before then.",
     )
     backoff: Duration = Field("50ms", description="First backoff; doubled per attempt up to 1s, with jitter.")
 
