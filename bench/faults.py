@@ -139,7 +139,7 @@ def tried(seen: Seen) -> str:
     elif seen.status < 300:
         parts.append(f"{seen.answered_by} answered")
     elif seen.answered_by:
-        parts.append(f"{seen.answered_by}'s answer relayed")
+        parts.append(f"the client got {seen.answered_by}'s answer")
     return ", then ".join(parts)
 
 
