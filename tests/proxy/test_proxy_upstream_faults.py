@@ -4,12 +4,13 @@ Each row is a route with a misbehaving primary and a fallback (see proxy_faults)
 asserts what the client saw (status, body shape, Retry-After), which backend answered, and
 the failed attempts the gateway counted per backend and reason — the same outcome
 `scripts/upstream-faults` prints into docs/reliability.md, never the time it took.
-Besides: no answer quotes an upstream's error page (it may echo a credential), and nothing
-is left in flight.
+Besides: neither an answer nor a log line (any level) quotes an upstream's error page (it may
+echo a credential), and nothing is left in flight.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -55,13 +56,17 @@ def error_samples(gateway: Gateway) -> dict[tuple[str, str], float]:
 
 
 @pytest.mark.parametrize("fault", FAULTS, ids=[slug(f) for f in FAULTS])
-async def test_upstream_fault(gateway: Gateway, faults: FaultServer, fault: Fault) -> None:
+async def test_upstream_fault(
+    gateway: Gateway, faults: FaultServer, fault: Fault, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     roles = configure(gateway, faults, fault)
     async with aiohttp.ClientSession() as session:
         seen = await ask(session, gateway.v1, slug(fault), fault.stream)
     seen.failures = failures_of(error_samples(gateway), roles)
     assert seen.outcome() == expected(fault)
     assert LEAKED.encode() not in seen.body
+    assert LEAKED not in caplog.text
     in_flight = gateway.runtime.metrics.registry.get_sample_value(
         "routeway_requests_in_flight", {"route": f"ns/{slug(fault)}"}
     )

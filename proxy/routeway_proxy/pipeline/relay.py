@@ -18,7 +18,7 @@ the usage filter drops anything) and kept only once the stream ended; a stream's
 `x-routeway-cache` header goes out with its other headers.
 
 Every function here takes the request's `Exchange` and changes its state only through its
-methods (`conclude`, `commit`, `fail`, `blame`).
+methods (`conclude`, `commit`) and `failures.py` (`fail`, `blame`).
 """
 
 from __future__ import annotations
