@@ -6,7 +6,7 @@ Starts the fault server of the proxy tests (tests/proxy/proxy_faults.py: refuse,
 and reset mid-body and mid-stream, garbage, 429/503 with and without Retry-After in both
 forms, non-JSON error pages, huge answers, trickles), writes one ModelRoute per scenario (a
 misbehaving `primary`, a `fallback`, `retries.attempts: 1`, `retryOn` with every value,
-`firstByte` 1.2 s, `idle` 0.3 s), runs `routeway serve --workers 1` on them as a process and
+`firstByte` 1.5 s, `idle` 0.4 s), runs `routeway serve --workers 1` on them as a process and
 sends each scenario one chat completion with aiohttp. Prints a markdown table: what the client
 saw (status, body shape, bytes, Retry-After), after how long, and which backends were tried
 (failed attempts per backend and reason from `routeway_upstream_errors_total` on the admin

@@ -8,7 +8,7 @@ The URL path picks the behaviour: a backend's base URL is `http://127.0.0.1:<por
 
 Every scenario is one route: a `primary` backend that misbehaves and a `fallback` backend
 (well-behaved unless the scenario says otherwise), `retries.attempts: 1` and every `retryOn`
-value (`connect-failure`, `timeout`, `5xx`, `429`); `firstByte` 1.2 s, `idle` 0.3 s. What is
+value (`connect-failure`, `timeout`, `5xx`, `429`); `firstByte` 1.5 s, `idle` 0.4 s. What is
 compared: the client's status, the shape of the body, its Retry-After, which backend answered,
 and the failed attempts per backend and reason (`routeway_upstream_errors_total`) — never
 the time taken, which the script prints but the tests do not assert.
@@ -28,9 +28,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-FIRST_BYTE = 1.2  # the primary's firstByte bound, seconds
-IDLE = 0.3  # the primary's idle bound: a gap between bytes longer than this is a stall
-LATE = 0.7  # a first byte later than IDLE, well within FIRST_BYTE
+FIRST_BYTE = 1.5  # the primary's firstByte bound, seconds
+IDLE = 0.4  # the primary's idle bound: a gap between bytes longer than this is a stall
+LATE = 0.9  # a first byte later than IDLE, well within FIRST_BYTE
 TRICKLE_GAP = 0.05  # gap between the pieces of a trickle: far below IDLE
 HUGE = 8 * 1024 * 1024  # bytes of a huge answer
 LEAKED = "sk-upstream-key-echoed-in-an-error-page"  # a page that echoes a credential
@@ -195,14 +195,16 @@ FAULTS: tuple[Fault, ...] = (
         answered_by="primary",
         what="events in pieces 50 ms apart, each event slower than `idle`",
     ),
-    Fault("late first byte", "late-body", answered_by="primary", what="headers, body after 0.7 s (> idle)"),
+    Fault(
+        "late first byte", "late-body", answered_by="primary", what=f"headers, body after {LATE} s (> idle)"
+    ),
     Fault(
         "late first event",
         "late-stream",
         stream=True,
         shape="sse",
         answered_by="primary",
-        what="SSE headers, first event after 0.7 s (> idle)",
+        what=f"SSE headers, first event after {LATE} s (> idle)",
     ),
 )
 
