@@ -10,8 +10,9 @@ Matrix: success; each failure reason (connect-failure, timeout, idle-timeout, to
 disconnect, overloaded, 429, 5xx) with and without its retryOn value; retries then fallbacks;
 a retry avoiding the backend that failed; exponential backoff; the route timeout before an
 attempt and across a backoff; every candidate ejected (503 + Retry-After); no candidate at all;
-Retry-After (`-ra` outcomes: the driver puts the backend on hold, as pipeline/failures.py
-does): never the same backend again, another weighted one or a fallback instead, the
+Retry-After (`-ra` outcomes: on a 429 or 503 the driver puts the backend on hold, as
+pipeline/failures.py does): never the same backend again (a 502's too, without a hold),
+another weighted one or a fallback instead, the
 upstream's answer when nothing else can serve, a held backend skipped by the next request,
 every candidate held (the held status with the time left), a Retry-After of 0 holding nothing.
 `parse_retry_after` has its own table: both forms, fractions, the past, garbage, absurd values.
@@ -32,6 +33,7 @@ from routeway_proxy.errors import (
     make_upstream_unreachable,
 )
 from routeway_proxy.metrics import ProxyMetrics
+from routeway_proxy.pipeline.failures import HOLDING_STATUSES
 from routeway_proxy.pipeline.policy import (
     OVERLOADED,
     AttemptPolicy,
@@ -63,9 +65,10 @@ def failure(outcome: str) -> Failure:
         return Failure("429", "429", make_upstream_failed(429, "limited"), answer=Answer(429))
     if outcome == "5xx":
         return Failure("5xx", "5xx", make_upstream_failed(503, "unavailable"), answer=Answer(503))
-    if outcome.startswith(("429-ra", "5xx-ra")):  # e.g. 429-ra7: Retry-After: 7
-        status = 429 if outcome.startswith("429") else 503
-        seconds = float(outcome.removeprefix("429-ra").removeprefix("5xx-ra"))
+    if outcome.startswith(("429-ra", "5xx-ra", "502-ra")):  # e.g. 429-ra7: Retry-After: 7
+        code, _, after = outcome.partition("-ra")
+        status = {"429": 429, "5xx": 503, "502": 502}[code]
+        seconds = float(after)
         reason = "429" if status == 429 else "5xx"
         error = make_upstream_failed(status, "come back later")
         return Failure(reason, reason, error, answer=Answer(status), retry_after=seconds)
@@ -160,6 +163,9 @@ SCENARIOS = {
     "429 with Retry-After, then the fallback's own Retry-After": Scenario(
         [("a", 1)], ["429-ra7", "5xx-ra3"], ["a", "f1"], "answer:503", attempts=2, fallbacks=("f1",)
     ),
+    "502 with Retry-After (no hold): still not the same backend again": Scenario(
+        [("a", 1)], ["502-ra7"], ["a"], "answer:502", attempts=2
+    ),
     "Retry-After 0 holds nothing: the same backend again": Scenario(
         [("a", 1)], ["429-ra0", "ok"], ["a", "a"], "ok", attempts=1
     ),
@@ -253,8 +259,8 @@ def play(scenario: Scenario) -> tuple[list[str], list[float], str]:
         if outcome == "ok":
             return tried, backoffs, "ok"
         failed = failure(outcome)
-        if failed.retry_after:  # what the driver does with a Retry-After (pipeline/failures.py)
-            status = failed.error.status
+        status = failed.error.status
+        if failed.retry_after and status in HOLDING_STATUSES:  # as the driver does (failures.py)
             target.backend.health.hold(failed.retry_after, status)
         decision = policy.failed(target, failed, now)
         if isinstance(decision, GiveUp):
@@ -304,7 +310,7 @@ NOW = 1_700_000_000.0
         ("Tue, 14 Nov 2023 22:13:10 GMT", 0.0),  # in the past: now
         ("Fri, 31 Dec 9999 23:59:59 GMT", 3600.0),  # absurd: bounded
         ("99999999999", 3600.0),
-        ("9" * 40, None),  # not a delta-seconds any server means, nor a date
+        ("9" * 400, 3600.0),
         ("-5", None),
         ("soon", None),
         ("7 seconds", None),
