@@ -60,7 +60,7 @@ MAX_RETRY_AFTER = 3600.0
 """The longest Retry-After honoured and passed on, in seconds: a larger one (a broken clock, a
 date years ahead) is taken as this."""
 
-_DELTA_SECONDS = re.compile(r"\s*(\d{1,12})(?:\.\d{1,9})?\s*")
+_DELTA_SECONDS = re.compile(r"\s*\d+(?:\.\d+)?\s*")  # (a header is at most 8 KiB: float() is cheap)
 
 CUT_STATUS = {"idle-timeout": 504, "total-timeout": 504, "disconnect": 502}
 """How a stream broken after its headers went out is accounted, by failure reason."""
@@ -127,7 +127,9 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
             seconds = when.timestamp() - now
         except (OverflowError, OSError, ValueError):
             return MAX_RETRY_AFTER
-    return min(max(float(math.ceil(seconds)), 0.0), MAX_RETRY_AFTER)
+    if not seconds < MAX_RETRY_AFTER:  # also an infinity (400 nines)
+        return MAX_RETRY_AFTER
+    return max(float(math.ceil(seconds)), 0.0)
 
 
 def cut_status(reason: str) -> int:
@@ -137,7 +139,7 @@ def cut_status(reason: str) -> int:
 class AttemptPolicy:
     """The attempts of one request at `route` (see the module docstring)."""
 
-    __slots__ = ("_attempts", "_plan", "_uniform", "deadline", "route")
+    __slots__ = ("_asked_to_wait", "_attempts", "_plan", "_uniform", "deadline", "route")
 
     def __init__(
         self,
@@ -151,6 +153,7 @@ class AttemptPolicy:
         self._plan = CandidatePlan(route, sticky_key)
         self._attempts = 0
         self._uniform = uniform
+        self._asked_to_wait: set[str] | None = None  # backends whose answer had a Retry-After
 
     def first(self) -> TargetEntry | None:
         self._attempts = 1
@@ -162,6 +165,11 @@ class AttemptPolicy:
     def failed(self, target: TargetEntry, failure: Failure, now: float) -> Decision:
         plan = self._plan
         plan.mark_failed(target)
+        if failure.retry_after:  # it said when to come back: not again in this request, whatever
+            waiting = self._asked_to_wait  # its status (a 429's or 503's also holds it for all)
+            if waiting is None:
+                waiting = self._asked_to_wait = set()
+            waiting.add(target.backend.id)
         retry_reason = failure.retry_reason
         if retry_reason is None or (retry_reason != OVERLOADED and retry_reason not in self.route.retry_on):
             return self._give_up(failure)
@@ -198,9 +206,13 @@ class AttemptPolicy:
         return error
 
     def _skip_held(self, target: TargetEntry | None) -> TargetEntry | None:
-        """`target`, or the plan's next candidate that is not on hold (None: no such one)."""
+        """`target`, or the plan's next candidate that is not on hold and did not ask this
+        request to wait (None: no such one)."""
         plan = self._plan
-        while target is not None and target.backend.health.is_held():
+        waiting = self._asked_to_wait
+        while target is not None and (
+            target.backend.health.is_held() or (waiting is not None and target.backend.id in waiting)
+        ):
             target = plan.next()
         return target
 
