@@ -1,0 +1,173 @@
+"""What a reload changes takes effect at once; what it leaves unchanged keeps its state.
+
+Each test applies a config, exercises it, applies a changed one and exercises that — through
+the gateway, against real upstreams. Matrix of changes that must take effect: a backend's
+`maxConcurrency` raised (while a request holds the old limit's only slot) and lowered, its
+`outlierDetection` threshold, its `firstByte` timeout, a route's retries and its target
+weights. State that must survive a reload of an unchanged backend: an ejection and the
+concurrency slots in use. A request that started under the old config ends under it and gives
+its slot back to the limiter it took it from, never to the new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
+
+from routeway.proxyconfig import BackendConfig, ProxyConfig, RouteConfig
+
+CHAT: dict[str, Any] = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def post(gateway: Gateway, body: dict[str, Any] = CHAT) -> tuple[int, dict[str, str], bytes]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.post(f"{gateway.v1}/chat/completions", json=body) as response,
+    ):
+        return response.status, dict(response.headers), await response.read()
+
+
+def code_of(raw: bytes) -> str:
+    return str(orjson.loads(raw)["error"]["code"])
+
+
+def config(backends: list[BackendConfig], route: RouteConfig | None = None) -> ProxyConfig:
+    return make_config(backends, [route or make_route("gpt", [(backends[0].name, 1)])])
+
+
+def ejections(gateway: Gateway, backend: str = "ns/b") -> float:
+    labels = {"backend": backend}
+    return gateway.runtime.metrics.registry.get_sample_value("routeway_backend_ejections_total", labels) or 0.0
+
+
+def limiter_of(gateway: Gateway, backend: str = "ns/b") -> Any:
+    table = gateway.runtime.table
+    assert table is not None
+    return table.backends[backend].limiter
+
+
+async def hold_stream(session: aiohttp.ClientSession, gateway: Gateway) -> aiohttp.ClientResponse:
+    """A stream of the `gate` upstream, holding its backend slot until `upstream.release`."""
+    response = await session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "stream": True})
+    assert response.status == 200
+    assert b"Hel" in await response.content.readuntil(b"\n\n")
+    return response
+
+
+async def test_max_concurrency_raised_and_lowered_on_reload(gateway: Gateway, upstream: Upstream) -> None:
+    def limited(limit: int) -> ProxyConfig:
+        return config([make_backend("b", upstream.base("gate"), max_concurrency=limit, queue_timeout=0.0)])
+
+    gateway.runtime.apply(limited(1), {})
+    async with aiohttp.ClientSession() as session:
+        first = await hold_stream(session, gateway)
+        status, _, raw = await post(gateway, {**CHAT, "stream": True})
+        assert (status, code_of(raw)) == (503, "backend_unavailable")
+        old = limiter_of(gateway)
+        gateway.runtime.apply(limited(3), {})  # the new limit applies at once
+        held = [first] + [await hold_stream(session, gateway) for _ in range(3)]
+        status, _, raw = await post(gateway, {**CHAT, "stream": True})
+        assert (status, code_of(raw)) == (503, "backend_unavailable")  # the new limit is 3, not 4
+        new = limiter_of(gateway)
+        assert (old.in_use, new.in_use) == (1, 3)
+        upstream.release.set()
+        for response in held:
+            await response.read()
+            response.close()
+    assert (old.in_use, new.in_use) == (0, 0)  # each slot went back where it came from
+    upstream.release.clear()
+    gateway.runtime.apply(limited(1), {})  # lowered
+    async with aiohttp.ClientSession() as session:
+        holder = await hold_stream(session, gateway)
+        status, _, raw = await post(gateway, {**CHAT, "stream": True})
+        assert (status, code_of(raw)) == (503, "backend_unavailable")
+        upstream.release.set()
+        await holder.read()
+        holder.close()
+
+
+async def test_outlier_detection_changed_on_reload(gateway: Gateway, upstream: Upstream) -> None:
+    def failing(failures: int) -> ProxyConfig:
+        backends = [make_backend("b", upstream.base("status-503"), failures=failures)]
+        backends.append(make_backend("ok", upstream.base("ok")))
+        return config(backends, make_route("gpt", [("b", 1)], fallbacks=("ok",)))
+
+    gateway.runtime.apply(failing(5), {})
+    for _ in range(2):
+        assert (await post(gateway))[1]["x-routeway-backend"] == "ns/ok"
+    assert ejections(gateway) == 0
+    gateway.runtime.apply(failing(1), {})  # one failure ejects from now on
+    assert (await post(gateway))[1]["x-routeway-backend"] == "ns/ok"
+    assert ejections(gateway) == 1
+    seen = len(upstream.seen)
+    assert (await post(gateway))[1]["x-routeway-backend"] == "ns/ok"
+    assert [s.behaviour for s in upstream.seen[seen:]] == ["ok"]  # the ejected backend is skipped
+
+
+async def test_first_byte_timeout_changed_on_reload(gateway: Gateway, upstream: Upstream) -> None:
+    gateway.runtime.apply(config([make_backend("b", upstream.base("ok"), first_byte=60.0)]), {})
+    assert (await post(gateway))[0] == 200
+    backends = [make_backend("b", upstream.base("stall"), first_byte=60.0)]
+    gateway.runtime.apply(config(backends), {})
+    gateway.runtime.apply(config([make_backend("b", upstream.base("stall"), first_byte=0.1)]), {})
+    status, _, raw = await post(gateway)  # within the client's 10 s only with the new 0.1 s
+    assert (status, code_of(raw)) == (504, "upstream_timeout")
+
+
+async def test_retries_changed_on_reload(gateway: Gateway, upstream: Upstream) -> None:
+    backends = [make_backend("b", upstream.base("flaky-2"), failures=100)]
+    gateway.runtime.apply(config(backends, make_route("gpt", [("b", 1)], attempts=0)), {})
+    assert (await post(gateway))[0] == 503
+    gateway.runtime.apply(config(backends, make_route("gpt", [("b", 1)], attempts=2)), {})
+    assert (await post(gateway))[0] == 200  # the second failure, then a retry that succeeds
+    assert len(upstream.seen) == 3
+
+
+async def test_weights_changed_on_reload(gateway: Gateway, upstream: Upstream) -> None:
+    backends = [make_backend("a", upstream.base("ok")), make_backend("c", upstream.base("ok"))]
+
+    async def chosen(count: int) -> list[str]:
+        return sorted([(await post(gateway))[1]["x-routeway-backend"] for _ in range(count)])
+
+    gateway.runtime.apply(config(backends, make_route("gpt", [("a", 3), ("c", 1)])), {})
+    assert await chosen(4) == ["ns/a", "ns/a", "ns/a", "ns/c"]
+    gateway.runtime.apply(config(backends, make_route("gpt", [("a", 1), ("c", 3)])), {})
+    assert await chosen(4) == ["ns/a", "ns/c", "ns/c", "ns/c"]
+    gateway.runtime.apply(config(backends, make_route("gpt", [("a", 0), ("c", 1)])), {})
+    assert await chosen(3) == ["ns/c"] * 3
+
+
+async def test_an_unchanged_backend_keeps_its_ejection_and_its_slots(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    backends = [
+        make_backend("b", upstream.base("status-503"), failures=1),
+        make_backend("ok", upstream.base("ok")),
+        make_backend("g", upstream.base("gate"), max_concurrency=1, queue_timeout=0.0),
+    ]
+    routes = [make_route("gpt", [("b", 1)], fallbacks=("ok",)), make_route("gated", [("g", 1)])]
+    gateway.runtime.apply(make_config(backends, routes), {})
+    assert (await post(gateway))[1]["x-routeway-backend"] == "ns/ok"
+    assert ejections(gateway) == 1
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(
+            f"{gateway.v1}/chat/completions", json={**CHAT, "model": "gated", "stream": True}
+        )
+        await response.content.readuntil(b"\n\n")
+        # another route added and the gated one's retries changed: these backends are unchanged
+        extra = [*routes[:1], make_route("gated", [("g", 1)], attempts=1), make_route("more", [("ok", 1)])]
+        gateway.runtime.apply(make_config(backends, extra), {})
+        status, _, raw = await post(gateway, {**CHAT, "model": "gated"})
+        assert (status, code_of(raw)) == (503, "backend_unavailable")  # its one slot is still held
+        seen = len(upstream.seen)
+        assert (await post(gateway))[1]["x-routeway-backend"] == "ns/ok"
+        assert [s.behaviour for s in upstream.seen[seen:]] == ["ok"]  # still ejected
+        assert ejections(gateway) == 1
+        upstream.release.set()
+        await asyncio.wait_for(response.read(), 5)
+        response.close()
+    assert limiter_of(gateway, "ns/g").in_use == 0
