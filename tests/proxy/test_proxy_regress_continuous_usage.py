@@ -115,7 +115,10 @@ async def test_the_last_usage_of_the_stream_is_recorded(
         for _ in range(2):
             stream = await c.chat.completions.create(model="gpt", messages=MESSAGES, stream=True, **options)
             chunks = [ch async for ch in stream]
-            assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "one two three four"
+            assert (
+                "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+                == "one two three four"
+            )
             usage_only = [ch for ch in chunks if not ch.choices]
             assert len(usage_only) == (1 if form == "final" and client_wants_usage else 0)
         # the budget after two settled streams, read from a third request's headers
@@ -132,4 +135,6 @@ async def test_the_last_usage_of_the_stream_is_recorded(
         3 * (PROMPT * 1.5 + COMPLETION * 6.0) / 1_000_000
     )
     lines = [orjson.loads(r.getMessage()) for r in caplog.records if r.name == ACCESS_LOGGER]
-    assert [(line["prompt_tokens"], line["completion_tokens"]) for line in lines] == [(PROMPT, COMPLETION)] * 3
+    assert [(line["prompt_tokens"], line["completion_tokens"]) for line in lines] == [
+        (PROMPT, COMPLETION)
+    ] * 3

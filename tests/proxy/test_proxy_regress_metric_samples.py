@@ -25,7 +25,16 @@ import orjson
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from proxy_helpers import Gateway, Upstream, chat_chunk, chat_document, make_backend, make_config, make_route, start_site
+from proxy_helpers import (
+    Gateway,
+    Upstream,
+    chat_chunk,
+    chat_document,
+    make_backend,
+    make_config,
+    make_route,
+    start_site,
+)
 
 from routeway.proxyconfig import ProxyConfig
 
@@ -85,13 +94,17 @@ async def scrape(gateway: Gateway) -> dict[tuple[str, frozenset[tuple[str, str]]
 async def post(gateway: Gateway, model: str, stream: bool = False) -> int:
     async with (
         aiohttp.ClientSession() as session,
-        session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "model": model, "stream": stream}) as response,
+        session.post(
+            f"{gateway.v1}/chat/completions", json={**CHAT, "model": model, "stream": stream}
+        ) as response,
     ):
         await response.read()
         return response.status
 
 
-async def test_values_after_a_known_mix_of_requests(gateway: Gateway, upstream: Upstream, slow_url: str) -> None:
+async def test_values_after_a_known_mix_of_requests(
+    gateway: Gateway, upstream: Upstream, slow_url: str
+) -> None:
     first = config(upstream, slow_url)
     gateway.runtime.apply(first, {})
     before = await scrape(gateway)

@@ -41,7 +41,9 @@ def config(backends: list[BackendConfig], route: RouteConfig | None = None) -> P
 
 def ejections(gateway: Gateway, backend: str = "ns/b") -> float:
     labels = {"backend": backend}
-    return gateway.runtime.metrics.registry.get_sample_value("routeway_backend_ejections_total", labels) or 0.0
+    return (
+        gateway.runtime.metrics.registry.get_sample_value("routeway_backend_ejections_total", labels) or 0.0
+    )
 
 
 def limiter_of(gateway: Gateway, backend: str = "ns/b") -> Any:

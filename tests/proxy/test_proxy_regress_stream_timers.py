@@ -24,7 +24,15 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
-from proxy_helpers import Gateway, chat_chunk, chat_document, make_backend, make_config, make_route, start_site
+from proxy_helpers import (
+    Gateway,
+    chat_chunk,
+    chat_document,
+    make_backend,
+    make_config,
+    make_route,
+    start_site,
+)
 
 Step = tuple[str, float | str]
 SCRIPTS: dict[str, list[Step]] = {
@@ -79,7 +87,10 @@ async def scripts() -> AsyncIterator[str]:
 
 
 def apply(gateway: Gateway, url: str, script: str, route_timeout: float | None = None, **timing: Any) -> None:
-    backends = [make_backend("b", f"{url}/{script}/v1", failures=100, **timing), make_backend("fb", f"{url}/ok/v1")]
+    backends = [
+        make_backend("b", f"{url}/{script}/v1", failures=100, **timing),
+        make_backend("fb", f"{url}/ok/v1"),
+    ]
     routes = [
         make_route("gpt", [("b", 1)], timeout=route_timeout),
         make_route("retrying", [("b", 1)], fallbacks=("fb",), retry_on=("timeout",)),
