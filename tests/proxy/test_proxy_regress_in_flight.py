@@ -167,3 +167,35 @@ async def test_answers_without_an_attempt_leave_the_gauge_at_0(gateway: Gateway,
     assert (await post(gateway, {**CHAT, "model": "unknown"}))[0] == 404
     assert in_flight(gateway) == in_flight(gateway, "ns/cached") == 0
     assert slots_in_use(gateway) == {"ns/b": 0}
+
+
+async def test_a_client_leaving_while_queued_for_a_slot_leaves_nothing_held(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    backend = make_backend("b", upstream.base("gate"), max_concurrency=1, queue_timeout=30.0)
+    gateway.runtime.apply(one_route(backend), {})
+    limiter = gateway.runtime.table.backends["ns/b"].limiter  # type: ignore[union-attr]
+    async with aiohttp.ClientSession() as session:
+        holder = await session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "stream": True})
+        await holder.content.readuntil(b"\n\n")
+        queued = asyncio.create_task(session.post(f"{gateway.v1}/chat/completions", json=CHAT))
+        for _ in range(2000):  # until it waits for the slot (bounded)
+            if limiter.waiting:
+                break
+            await asyncio.sleep(0.001)
+        assert limiter.waiting == 1 and in_flight(gateway) == 2
+        queued.cancel()  # the queued client leaves
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        for _ in range(500):
+            if not limiter.waiting and in_flight(gateway) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert limiter.waiting == 0 and in_flight(gateway) == 1
+        upstream.release.set()
+        await holder.read()
+        holder.close()
+    await settled(gateway)
+    assert in_flight(gateway) == 0 and slots_in_use(gateway) == {"ns/b": 0}
+    status, raw = await post(gateway, CHAT)  # the slot was not handed to the client that left
+    assert status == 200 and orjson.loads(raw)["choices"]

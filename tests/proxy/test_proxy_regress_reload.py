@@ -4,8 +4,9 @@ Each test applies a config, exercises it, applies a changed one and exercises th
 the gateway, against real upstreams. Matrix of changes that must take effect: a backend's
 `maxConcurrency` raised (while a request holds the old limit's only slot) and lowered, its
 `outlierDetection` threshold, its `firstByte` timeout, a route's retries and its target
-weights. State that must survive a reload of an unchanged backend: an ejection and the
-concurrency slots in use. A request that started under the old config ends under it and gives
+weights, a route's limits; rotated upstream and client keys under an unchanged config. State
+that must survive a reload of an unchanged backend or route: an ejection, the concurrency slots
+in use, a route's spent request budget. A request that started under the old config ends under it and gives
 its slot back to the limiter it took it from, never to the new one.
 """
 
@@ -18,7 +19,7 @@ import aiohttp
 import orjson
 from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
 
-from routeway.proxyconfig import BackendConfig, ProxyConfig, RouteConfig
+from routeway.proxyconfig import BackendConfig, ProxyConfig, RouteConfig, RouteLimits, hash_client_key
 
 CHAT: dict[str, Any] = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -27,6 +28,14 @@ async def post(gateway: Gateway, body: dict[str, Any] = CHAT) -> tuple[int, dict
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
         session.post(f"{gateway.v1}/chat/completions", json=body) as response,
+    ):
+        return response.status, dict(response.headers), await response.read()
+
+
+async def post_with(gateway: Gateway, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", json=CHAT, headers=headers) as response,
     ):
         return response.status, dict(response.headers), await response.read()
 
@@ -173,3 +182,40 @@ async def test_an_unchanged_backend_keeps_its_ejection_and_its_slots(
         await asyncio.wait_for(response.read(), 5)
         response.close()
     assert limiter_of(gateway, "ns/g").in_use == 0
+
+
+async def test_rotated_credentials_take_effect_with_an_unchanged_config(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    """A rotated upstream key or client key changes no ProxyConfig field (refs only): the
+    backend's state is carried over, but the new values are used from the next request."""
+    backends = [make_backend("b", upstream.base("echo"), credential="ns/up/k")]
+    config = make_config(backends, [make_route("gpt", [("b", 1)])], client_keys=("ns/gw/k",))
+    gateway.runtime.apply(config, {"ns/up/k": "upstream-one", "ns/gw/k": hash_client_key("client-one")})
+    one = {"Authorization": "Bearer client-one"}
+    status, _, raw = await post_with(gateway, one)
+    assert status == 200 and orjson.loads(raw)["headers"]["Authorization"] == "Bearer upstream-one"
+    gateway.runtime.apply(config, {"ns/up/k": "upstream-two", "ns/gw/k": hash_client_key("client-two")})
+    assert (await post_with(gateway, one))[0] == 401
+    status, _, raw = await post_with(gateway, {"Authorization": "Bearer client-two"})
+    assert status == 200 and orjson.loads(raw)["headers"]["Authorization"] == "Bearer upstream-two"
+
+
+async def test_route_limits_changed_on_reload_and_kept_when_unchanged(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    backends = [make_backend("b", upstream.base("ok")), make_backend("c", upstream.base("ok"))]
+
+    def limited(rpm: int, *extra: RouteConfig) -> ProxyConfig:
+        route = make_route("gpt", [("b", 1)]).model_copy(
+            update={"limits": RouteLimits.model_validate({"requestsPerMinute": rpm})}
+        )
+        return make_config(backends, [route, *extra])
+
+    gateway.runtime.apply(limited(2), {})
+    assert [(await post(gateway))[0] for _ in range(3)] == [200, 200, 429]
+    # another route added: this route's limit is unchanged and its budget is not refilled
+    gateway.runtime.apply(limited(2, make_route("more", [("c", 1)])), {})
+    assert (await post(gateway))[0] == 429
+    gateway.runtime.apply(limited(5), {})  # raised: three more this minute
+    assert [(await post(gateway))[0] for _ in range(4)] == [200, 200, 200, 429]
