@@ -167,6 +167,11 @@ async def test_answers_without_an_attempt_leave_the_gauge_at_0(gateway: Gateway,
     assert (await post(gateway, {**CHAT, "model": "unknown"}))[0] == 404
     assert in_flight(gateway) == in_flight(gateway, "ns/cached") == 0
     assert slots_in_use(gateway) == {"ns/b": 0}
+    registry = gateway.runtime.metrics.registry
+    rejected = {"client": "", "route": "ns/gpt", "limit": "requestsPerMinute"}
+    assert registry.get_sample_value("routeway_ratelimit_rejections_total", rejected) == 2
+    hits = {"route": "ns/cached", "result": "hit"}
+    assert registry.get_sample_value("routeway_cache_requests_total", hits) == 2
 
 
 async def test_a_client_leaving_while_queued_for_a_slot_leaves_nothing_held(
