@@ -173,3 +173,24 @@ def test_the_namespace_decides_before_the_name() -> None:
     )
     assert served(t) == {"chat": "team-a/zzz-last-name"}
     assert_lost_to(t, "team-b", "aaa-first-name", "team-a/zzz-last-name")
+
+
+def test_gateways_of_one_name_in_two_namespaces_take_their_own_routes() -> None:
+    """A gatewayRef without a namespace means the route's own namespace, never another
+    namespace's gateway of that name, whichever sorts first."""
+    t = run(
+        OPEN_GATEWAY,
+        gateway("shared", "team", allowedRoutes={"namespaces": {"from": "All"}}),
+        backend("a", "team"),
+        route("chat", namespace="team", created=SECOND, gatewayRef={"name": "shared"}),
+        route(
+            "other",
+            namespace="team",
+            created=SECOND,
+            model="other",
+            gatewayRef={"name": "shared", "namespace": "infra"},
+        ),
+    )
+    assert served(t, ("team", "shared")) == {"chat": "team/chat"}
+    assert served(t) == {"other": "team/other"}
+    assert t.attachments[ObjectKey("ModelRoute", "team", "chat")] == ("team", "shared")
