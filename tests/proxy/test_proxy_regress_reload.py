@@ -6,8 +6,9 @@ the gateway, against real upstreams. Matrix of changes that must take effect: a 
 `outlierDetection` threshold, its `firstByte` timeout, a route's retries and its target
 weights, a route's limits; rotated upstream and client keys under an unchanged config. State
 that must survive a reload of an unchanged backend or route: an ejection, the concurrency slots
-in use, a route's spent request budget. A request that started under the old config ends under it and gives
-its slot back to the limiter it took it from, never to the new one.
+in use, a route's spent request budget. A request that started under the old config keeps its slot counted
+under the new limit: a changed `maxConcurrency` never lets old and new requests together
+exceed it, and a waiter gets what a raised limit frees at once.
 """
 
 from __future__ import annotations
@@ -70,28 +71,41 @@ async def hold_stream(session: aiohttp.ClientSession, gateway: Gateway) -> aioht
 
 
 async def test_max_concurrency_raised_and_lowered_on_reload(gateway: Gateway, upstream: Upstream) -> None:
-    def limited(limit: int) -> ProxyConfig:
-        return config([make_backend("b", upstream.base("gate"), max_concurrency=limit, queue_timeout=0.0)])
+    """The new limit applies at once, counting the slots requests of the old config still
+    hold: old and new requests together never exceed it (never twice the limit)."""
+
+    def limited(limit: int, queue: float = 0.0) -> ProxyConfig:
+        return config([make_backend("b", upstream.base("gate"), max_concurrency=limit, queue_timeout=queue)])
 
     gateway.runtime.apply(limited(1), {})
+    limiter = limiter_of(gateway)
     async with aiohttp.ClientSession() as session:
-        first = await hold_stream(session, gateway)
+        held = [await hold_stream(session, gateway)]
         status, _, raw = await post(gateway, {**CHAT, "stream": True})
         assert (status, code_of(raw)) == (503, "backend_unavailable")
-        old = limiter_of(gateway)
-        gateway.runtime.apply(limited(3), {})  # the new limit applies at once
-        held = [first] + [await hold_stream(session, gateway) for _ in range(3)]
+        gateway.runtime.apply(limited(3), {})  # raised while one slot is held
+        held += [await hold_stream(session, gateway) for _ in range(2)]
         status, _, raw = await post(gateway, {**CHAT, "stream": True})
-        assert (status, code_of(raw)) == (503, "backend_unavailable")  # the new limit is 3, not 4
-        new = limiter_of(gateway)
-        assert (old.in_use, new.in_use) == (1, 3)
+        assert (status, code_of(raw)) == (503, "backend_unavailable")  # 3 in flight: the limit
+        assert limiter_of(gateway).in_use == 3
+        gateway.runtime.apply(limited(1, queue=30.0), {})  # lowered below what is held
+        waiter = asyncio.create_task(post(gateway))
+        for _ in range(2000):  # until it waits for a slot (bounded)
+            if limiter_of(gateway).waiting:
+                break
+            await asyncio.sleep(0.001)
+        assert limiter_of(gateway).waiting == 1
+        gateway.runtime.apply(limited(4, queue=30.0), {})  # raised again: the waiter gets a slot now
+        status, _, raw = await asyncio.wait_for(waiter, 10)
+        assert status == 200 and orjson.loads(raw)["choices"]
+        assert limiter_of(gateway).in_use == 3  # the three streams, still held
         upstream.release.set()
         for response in held:
             await response.read()
             response.close()
-    assert (old.in_use, new.in_use) == (0, 0)  # each slot went back where it came from
+    assert limiter_of(gateway).in_use == limiter.in_use == 0
     upstream.release.clear()
-    gateway.runtime.apply(limited(1), {})  # lowered
+    gateway.runtime.apply(limited(1), {})  # lowered, nothing held: one at a time
     async with aiohttp.ClientSession() as session:
         holder = await hold_stream(session, gateway)
         status, _, raw = await post(gateway, {**CHAT, "stream": True})
@@ -99,6 +113,49 @@ async def test_max_concurrency_raised_and_lowered_on_reload(gateway: Gateway, up
         upstream.release.set()
         await holder.read()
         holder.close()
+
+
+async def test_a_lowered_limit_is_not_exceeded_by_slots_handed_over(
+    gateway: Gateway, upstream: Upstream
+) -> None:
+    """Lowered from 2 to 1 while two requests hold slots and one waits: the first slot given
+    back is not handed to the waiter (that would keep 2 in flight under a limit of 1)."""
+
+    def limited(limit: int) -> ProxyConfig:
+        return config([make_backend("b", upstream.base("gate"), max_concurrency=limit, queue_timeout=30.0)])
+
+    gateway.runtime.apply(limited(2), {})
+    async with aiohttp.ClientSession() as session:
+        first = await hold_stream(session, gateway)
+        second = await hold_stream(session, gateway)
+        gateway.runtime.apply(limited(1), {})
+        limiter = limiter_of(gateway)
+        waiter = asyncio.create_task(
+            session.post(f"{gateway.v1}/chat/completions", json={**CHAT, "stream": True})
+        )
+        for _ in range(2000):
+            if limiter.waiting:
+                break
+            await asyncio.sleep(0.001)
+        assert (limiter.in_use, limiter.waiting) == (2, 1)
+        first.close()  # one holder leaves: 1 in flight, the waiter still waits
+        for _ in range(500):
+            if limiter.in_use == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert (limiter.in_use, limiter.waiting) == (1, 1)
+        upstream.release.set()  # the other finishes: now the waiter gets the slot
+        await second.read()
+        second.close()
+        third = await asyncio.wait_for(waiter, 10)
+        assert third.status == 200
+        await third.read()
+        third.close()
+    for _ in range(500):
+        if limiter.in_use == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert limiter.in_use == 0
 
 
 async def test_outlier_detection_changed_on_reload(gateway: Gateway, upstream: Upstream) -> None:
