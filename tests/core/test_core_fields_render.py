@@ -18,6 +18,7 @@ import pytest
 from core_factories import backend, client, gateway, route, secret
 
 from routeway.render import render_document
+from routeway.resources import ModelBackend, ModelClient, ModelGateway, ModelRoute, Secret
 from routeway.translate import Inventory, translate
 
 NS = "team"
@@ -165,7 +166,7 @@ def document() -> dict[str, Any]:
     route_obj = route_obj.model_copy(
         update={"metadata": route_obj.metadata.model_copy(update={"generation": 31})}
     )
-    objects = [
+    objects: list[ModelBackend | ModelRoute | ModelGateway | ModelClient | Secret] = [
         gateway("gw", NS, **GATEWAY_SPEC),
         backend("up", NS, **BACKEND_SPEC),
         backend("sim", NS, **MOCK_SPEC),

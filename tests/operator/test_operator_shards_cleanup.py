@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from kmock_ext import RoutewayEmulator
@@ -38,7 +39,7 @@ def shards_present(kmock: RoutewayEmulator) -> set[str]:
     return {name for name in objects_of(kmock, "v1/configmaps") if name.startswith(f"{CONFIGMAP}-")}
 
 
-def slots_of(names: set[str]) -> set[str]:
+def slots_of(names: Iterable[str]) -> set[str]:
     return {name[len(CONFIGMAP) + 1] for name in names}
 
 
