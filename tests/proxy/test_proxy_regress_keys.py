@@ -7,7 +7,9 @@ it (HTTP and RFC 6750 allow them) and change nothing; everything else is another
 a prefix, an extension (a character more, a space and more), a case change, a space inside,
 the key under another scheme (`Basic`, or no scheme at all). Both headers sent: the Bearer
 token decides, a valid `api-key` beside a wrong token does not help. Two clients whose keys
-are a prefix of each other are each attributed to themselves (the `client` label).
+are a prefix of each other are each attributed to themselves (the `client` label). Every
+endpoint that authenticates (chat, completions, embeddings, the model list and a model) does so
+exactly.
 """
 
 from __future__ import annotations
@@ -136,3 +138,31 @@ async def test_keys_that_are_prefixes_of_each_other_keep_their_own_clients(keyed
     assert (await call(keyed, {"api-key": LONG_KEY}))[0] == 200
     assert (requests_of(keyed, "ns/short"), requests_of(keyed, "ns/long")) == (1, 2)
     assert (await call(keyed, {"Authorization": f"Bearer {SHORT_KEY}-and"}))[0] == 401
+
+
+ENDPOINTS = [
+    ("POST", "/chat/completions", {"model": "gpt", "messages": [{"role": "user", "content": "x"}]}),
+    ("POST", "/completions", {"model": "gpt", "prompt": "x"}),
+    ("POST", "/embeddings", {"model": "gpt", "input": "x"}),
+    ("GET", "/models", None),
+    ("GET", "/models/gpt", None),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
+async def test_every_endpoint_matches_keys_exactly(
+    keyed: Gateway, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    async def status_with(headers: dict[str, str]) -> int:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, f"{keyed.v1}{path}", json=body, headers=headers) as response,
+        ):
+            await response.read()
+            return response.status
+
+    assert await status_with({"Authorization": f"Bearer {CLIENT_KEY}"}) == 200
+    assert await status_with({"api-key": GATEWAY_KEY}) == 200
+    for other in (CLIENT_KEY[:-1], CLIENT_KEY + "0", CLIENT_KEY.upper(), GATEWAY_KEY + " x"):
+        assert await status_with({"Authorization": f"Bearer {other}"}) == 401, other
+    assert await status_with({}) == 401
