@@ -92,7 +92,8 @@ def secret_value(secret: Secret, key: str) -> str | None:
     if secret.encrypted:
         return None
     if key in secret.string_data:
-        value: str | None = secret.string_data[key]
+        # stripped like `data` below: a YAML block scalar or a file leaves a trailing newline
+        value: str | None = secret.string_data[key].strip()
     else:
         raw = secret.data.get(key)
         if raw is None:

@@ -188,11 +188,26 @@ class ConcurrencyLimiter:
         return True
 
     def release(self) -> None:
-        """Give the slot back, or hand it straight to the oldest live waiter."""
+        """Give the slot back, or hand it straight to the oldest live waiter (unless a lowered
+        limit is still exceeded: then the slot is gone)."""
         waiters = self._waiters
-        while waiters:
+        limit = self.limit
+        if limit is None or self.in_use <= limit:
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # in_use unchanged: the slot changes hands
+                    return
+        self.in_use -= 1
+
+    def resize(self, limit: int | None) -> None:
+        """A reload changed the backend's `maxConcurrency`: the slots in use stay counted (so
+        old and new requests together never exceed the new limit) and waiters get what a
+        raised limit frees at once."""
+        self.limit = limit
+        waiters = self._waiters
+        while waiters and (limit is None or self.in_use < limit):
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # in_use unchanged: the slot changes hands
-                return
-        self.in_use -= 1
+                self.in_use += 1
+                waiter.set_result(None)

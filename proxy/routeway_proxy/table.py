@@ -6,9 +6,11 @@ children, response headers); nothing is parsed or decided per request. A new con
 new table that replaces the old one in one assignment, so a request keeps the table it started
 with to its end.
 
-What carries over between tables: a backend's passive-health state and its concurrency
-limiter, keyed by backend id, as long as that backend's config is unchanged — a reload must
-not reset an ejection or let a full backend take twice its limit.
+What carries over between tables: a backend's passive-health state, keyed by backend id, as
+long as that backend's config is unchanged — a reload must not reset an ejection; and its
+concurrency limiter for as long as the id exists, resized when `maxConcurrency` changed — a
+reload must never let a full backend take twice its limit (requests of the old table still
+hold their slots).
 
 The balancer state (smooth round-robin scores) belongs to a route's table entry and starts
 over with each config; that costs at most one round of exactness.
@@ -276,11 +278,12 @@ def make_backend_entry(
     if old is not None and old.config == backend:
         state = old
     else:
-        state = BackendState(
-            backend,
-            OutlierDetector(backend.outlier_detection, clock),
-            ConcurrencyLimiter(backend.max_concurrency),
-        )
+        if old is not None:  # changed: new limits, but the slots held under the old ones count
+            limiter = old.limiter
+            limiter.resize(backend.max_concurrency)
+        else:
+            limiter = ConcurrencyLimiter(backend.max_concurrency)
+        state = BackendState(backend, OutlierDetector(backend.outlier_detection, clock), limiter)
     states[state_key] = state
     authorization = None
     if backend.credential_ref:

@@ -264,8 +264,10 @@ async def apply_config(
     encoded = encode_config(body, config.revision, names.configmap, budget=budget)
     if not encoded.shards:
         desired = builders.build_config_map(gateway, config.revision, encoded.data)
-        if await state.applier.apply(desired, owner_check=owner_check):
-            await remove_stale_shards(state, gateway, keep=set())
+        await state.applier.apply(desired, owner_check=owner_check)
+        # Even when the ConfigMap was already as desired: an operator stopped between writing
+        # it and this cleanup left shards that nothing names (a list; deletes only if any).
+        await remove_stale_shards(state, gateway, keep=set())
         return
     path = path_for("v1", "configmaps", gateway.namespace, names.configmap)
     try:

@@ -1,0 +1,129 @@
+"""Shard ConfigMaps the config no longer needs are removed: the operator against kmock.
+
+Storage (routeway/configstore.py): a config over the budget is gzipped into shard ConfigMaps
+of slot `a` or `b`, named by the manifest in the gateway's ConfigMap; each new revision goes
+to the slot the live manifest does not use, and the previous manifest's shards are kept one
+revision longer for a proxy that is reading them. So after every reconcile the shards in the
+namespace are exactly those the current manifest names plus those the previous one named.
+Matrix: inline → sharded (slot a) → fewer shards (slot b, a kept) → fewer still (slot a again:
+the a-shards beyond the new count removed, b kept) → inline again (every shard removed); at
+each step the config read back through the manifest is the one rendered. And a shard left
+behind by an operator that stopped between writing the ConfigMap and cleaning up is removed
+when the next operator reconciles, although the config itself is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from kmock_ext import RoutewayEmulator
+from operator_factories import backend, gateway, get, patch, route, seed
+from rig import eventually, objects_of, running_operator, settled
+
+from routeway.configstore import CONFIG_KEY, MANIFEST_KEY, decode_config, manifest_shards, shards_to_read
+
+BUDGET = 1400
+CONFIGMAP = "routeway-gw-config"
+WIDE = 60
+
+
+def backend_name(i: int) -> str:
+    """Incompressible names, so a route over a few dozen backends needs several shards."""
+    return f"b{i}-" + hashlib.sha256(str(i).encode()).hexdigest()[:56]
+
+
+def shards_present(kmock: RoutewayEmulator) -> set[str]:
+    return {name for name in objects_of(kmock, "v1/configmaps") if name.startswith(f"{CONFIGMAP}-")}
+
+
+def slots_of(names: Iterable[str]) -> set[str]:
+    return {name[len(CONFIGMAP) + 1] for name in names}
+
+
+def stored(kmock: RoutewayEmulator) -> tuple[dict[str, str], int]:
+    """The config ConfigMap's data, and the number of targets of route `wide` in the config
+    read back from it (through the manifest and its shards when sharded)."""
+    data = get(kmock, "v1/configmaps", CONFIGMAP)["data"]
+    if CONFIG_KEY in data:
+        body = data[CONFIG_KEY].encode()
+    else:
+        shards: dict[str, Any] = {}
+        for name in shards_to_read(data):
+            shard = get(kmock, "v1/configmaps", name)
+            shards[name] = shard["binaryData"] if shard else None
+        body = decode_config(data, shards)
+    (wide,) = [r for r in json.loads(body)["routes"] if r["model"] == "wide"]
+    return data, len(wide["targets"])
+
+
+async def widen(kmock: RoutewayEmulator, state: Any, count: int) -> dict[str, str]:
+    """Route `wide` over the first `count` backends (one object changed: one revision)."""
+    backends = [{"name": backend_name(i), "weight": 1} for i in range(count)]
+    await patch(kmock, "ModelRoute", "wide", {"spec": {"backends": backends}})
+    return await serving(kmock, state, count)
+
+
+async def serving(kmock: RoutewayEmulator, state: Any, count: int) -> dict[str, str]:
+    await eventually(lambda: stored(kmock)[1] == count, what=f"route wide over {count} backends")
+    await settled(kmock, state)
+    data, targets = stored(kmock)
+    assert targets == count
+    return data
+
+
+def world() -> list[dict[str, Any]]:
+    return [
+        gateway("gw"),
+        *(backend(backend_name(i)) for i in range(WIDE)),
+        route("wide", "wide", {backend_name(0): 1}),
+    ]
+
+
+async def test_shards_follow_the_config_through_slots_and_back_inline(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock, configmap_budget=BUDGET) as state:
+        data = await serving(kmock, state, 1)
+        assert CONFIG_KEY in data and shards_present(kmock) == set()
+
+        first = manifest_shards(await widen(kmock, state, WIDE))
+        assert len(first) >= 4 and slots_of(first) == {"a"}
+        assert shards_present(kmock) == first
+
+        second = manifest_shards(await widen(kmock, state, WIDE // 2))
+        assert slots_of(second) == {"b"} and 2 <= len(second) < len(first)
+        assert shards_present(kmock) == second | first  # the previous set is kept one revision
+
+        third = manifest_shards(await widen(kmock, state, WIDE // 4))
+        assert slots_of(third) == {"a"} and len(third) < len(first)
+        # slot a rewritten with fewer shards: its old tail is gone; b is the previous set
+        assert shards_present(kmock) == third | second
+
+        inline = await widen(kmock, state, 1)
+        assert CONFIG_KEY in inline and MANIFEST_KEY not in inline
+        assert shards_present(kmock) == set()
+
+        again = manifest_shards(await widen(kmock, state, WIDE))  # and sharded once more
+        assert shards_present(kmock) == again and len(again) == len(first)
+
+
+async def test_a_shard_left_behind_by_a_stopped_operator_is_removed(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock, configmap_budget=BUDGET) as state:
+        await serving(kmock, state, 1)
+        labels = get(kmock, "v1/configmaps", CONFIGMAP)["metadata"]["labels"]
+        owners = get(kmock, "v1/configmaps", CONFIGMAP)["metadata"]["ownerReferences"]
+    # what an operator stopped after writing the inline ConfigMap, before its cleanup, leaves
+    leftover = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": f"{CONFIGMAP}-b0", "labels": labels, "ownerReferences": owners},
+        "binaryData": {"part": "AAAA"},
+    }
+    kmock.seed("v1/configmaps", "default", leftover)
+    assert shards_present(kmock) == {f"{CONFIGMAP}-b0"}
+    async with running_operator(kmock, configmap_budget=BUDGET) as state:
+        await serving(kmock, state, 1)
+    assert shards_present(kmock) == set()
