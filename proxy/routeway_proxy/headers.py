@@ -183,6 +183,18 @@ def response_header_pairs(
     return pairs
 
 
+def header_bytes(value: str) -> bytes:
+    """A request header value as the bytes the client sent.
+
+    Why: aiohttp decodes header bytes as UTF-8 with `surrogateescape`, so a value holding a
+    byte that is not UTF-8 (`Bearer \\xe9`) arrives as a str with a lone surrogate, which a
+    plain `.encode()` refuses with UnicodeEncodeError — a 500 for a malformed header. Anything
+    that hashes or compares a header value (client keys, sticky keys) encodes it here; a value
+    that was valid UTF-8 gives the same bytes as `.encode()`.
+    """
+    return value.encode("utf-8", "surrogateescape")
+
+
 def read_bearer_token(authorization: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header, else None."""
     if not authorization:

@@ -1,10 +1,17 @@
 """Parse and admit: read the body within the gateway's size limit, check the fields the
-gateway itself needs, and find the route of the requested model.
+gateway itself reads, and find the route of the requested model.
 
-Only what routing and accounting need is checked here (`model`, the endpoint's required
-field, `stream`, `stream_options`); everything else is the model server's to judge, so a
-field the gateway does not know is passed on untouched. Every refusal is a `ProxyError` in
-the OpenAI shape that names the offending parameter.
+Only what routing, limits and accounting read is checked here (`model`, the endpoint's
+required field, `stream`, `stream_options`, `max_tokens`, `max_completion_tokens`, `n`);
+everything else is the model server's to judge, so a field the gateway does not know is
+passed on untouched. Every refusal is a `ProxyError` in the OpenAI shape that names the
+offending parameter, raised before any later stage does work for the request.
+
+Why a depth limit (`MAX_JSON_DEPTH`): the body is re-serialised for the upstream, and orjson
+writes at most 254 levels, although it reads up to 1,024; a body between the two would pass
+admission and fail later. The check costs two `bytes.count` calls for a body with fewer
+brackets than the limit (nesting needs an opening bracket per level, so such a body cannot be
+too deep); only a body with more walks its containers, stopping at the first too-deep one.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ if TYPE_CHECKING:
 
     from routeway_proxy.providers import EndpointKind
     from routeway_proxy.table import RouteEntry, RoutingTable
+
+MAX_JSON_DEPTH = 128
+"""Deepest nesting of arrays and objects a request body may have (the body itself is level 1)."""
 
 REQUIRED_FIELD: dict[EndpointKind, str] = {
     "chat": "messages",
@@ -53,6 +63,12 @@ def parse_request(kind: EndpointKind, raw: bytes) -> tuple[dict[str, Any], str]:
         raise make_bad_request("Could not parse the request body as JSON.", None, "invalid_json") from None
     if not isinstance(body, dict):
         raise make_bad_request("The request body must be a JSON object.", None, "invalid_json")
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _nests_deeper(body, MAX_JSON_DEPTH):
+        raise make_bad_request(
+            f"The request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels.",
+            None,
+            "invalid_json",
+        )
     model = body.get("model")
     if model is None:
         raise make_bad_request("Missing required parameter: 'model'.", "model", "missing_required_parameter")
@@ -71,7 +87,23 @@ def parse_request(kind: EndpointKind, raw: bytes) -> tuple[dict[str, Any], str]:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise make_bad_request("'stream_options' must be an object.", "stream_options")
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(name)
+        if value is not None and (type(value) is not int or value < 1):
+            raise make_bad_request(f"'{name}' must be a positive integer.", name)
     return body, model
+
+
+def _nests_deeper(value: Any, levels: int) -> bool:
+    """Whether `value` (an array or object) holds containers nested more than `levels` deep."""
+    if levels == 0:
+        return True
+    children = value.values() if type(value) is dict else value
+    for child in children:
+        kind = type(child)
+        if (kind is dict or kind is list) and _nests_deeper(child, levels - 1):
+            return True
+    return False
 
 
 def find_route(table: RoutingTable, model: str) -> RouteEntry:
