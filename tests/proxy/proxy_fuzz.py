@@ -1,9 +1,10 @@
 """The fuzz harness shared by `test_proxy_fuzz.py` (bounded, in the suite) and `scripts/fuzz`
 (a longer run that prints counts): a real gateway app, real upstreams, raw requests, an oracle.
 
-The target: `create_proxy_app` on 127.0.0.1 with client keys required, routes to a loopback
-aiohttp upstream (`gpt`, sticky by `x-session`; `cached`, with the response cache; `limited`,
-with request and token limits) and to the built-in `mock` provider (`mock`). Requests are sent
+The target: `create_proxy_app` on 127.0.0.1 with client keys required and the access log on,
+routes to a loopback aiohttp upstream (`gpt`, sticky by `x-session`; `canary`, a rollout
+split by `x-session`; `cached`, with the response cache; `limited`, with request and token
+limits) and to the built-in `mock` provider (`mock`). Requests are sent
 as raw bytes over a socket, so header values can hold bytes an HTTP client would refuse
 (obs-text 0x80-0xFF); bytes aiohttp's parser itself rejects (CR, LF, NUL and other controls)
 are the connection-level fuzz's (`conn`), not this one's — they never reach the app.
@@ -31,6 +32,7 @@ import orjson
 from aiohttp import web
 from hypothesis import strategies as st
 from proxy_helpers import make_backend, make_config, make_route, start_site
+from routeway_proxy.access_log import AccessLog
 from routeway_proxy.app import create_proxy_app
 from routeway_proxy.runtime import ProxyRuntime
 
@@ -38,7 +40,7 @@ from routeway.proxyconfig import ClientConfig, GatewayConfig, ProxyConfig, Route
 
 KEY = "sk-fuzz-PLANTED-7c1d9e"
 UPSTREAM_MARK = "x-fuzz-upstream"
-MODELS = ("gpt", "cached", "limited", "mock", "absent")
+MODELS = ("gpt", "cached", "limited", "canary", "mock", "absent")
 PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/models/gpt")
 SHAPE_KEYS = {"message", "type", "param", "code"}
 ANSWER_WAIT = 30.0  # seconds: a bound for a hang, never reached by a working gateway
@@ -51,6 +53,8 @@ ANSWER_WAIT = 30.0  # seconds: a bound for a hang, never reached by a working ga
 class UpstreamLog:
     received: int = 0
     not_json: list[bytes] = field(default_factory=list)
+    last_body: bytes = b""
+    last_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # as received
 
 
 def build_fuzz_upstream(log: UpstreamLog) -> web.Application:
@@ -59,6 +63,8 @@ def build_fuzz_upstream(log: UpstreamLog) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         raw = await request.read()
         log.received += 1
+        log.last_body = raw
+        log.last_headers = list(request.raw_headers)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -121,8 +127,16 @@ def fuzz_config(upstream_url: str) -> ProxyConfig:
         base = make_route(model, [(backend, 1)], sticky="x-session" if model == "gpt" else None)
         return RouteConfig.model_validate({**base.model_dump(by_alias=True), **extra})
 
+    canary = {
+        "revision": "c0ffee",
+        "weight": 50.0,
+        "targets": [{"backend": "ns/up", "model": "canary-model", "weight": 1}],
+        "retries": {"attempts": 0},
+        "stickyHeader": "x-session",
+    }
     routes = [
         route("gpt", "up"),
+        route("canary", "up", revision="5ab1e", canary=canary, stickyHeader="x-session"),
         route("cached", "up", cache={"ttl": 60.0, "maxBytes": 1_000_000}),
         route("limited", "up", limits={"requestsPerMinute": 10**9, "tokensPerMinute": 10**12}),
         route("mock", "sim"),
@@ -156,6 +170,7 @@ class Target:
     port: int
     upstream: UpstreamLog
     capture: RecordCapture
+    runtime: ProxyRuntime
 
 
 @asynccontextmanager
@@ -167,11 +182,12 @@ async def fuzz_target() -> AsyncIterator[Target]:
     upstream = UpstreamLog()
     upstream_runner, upstream_url = await start_site(build_fuzz_upstream(upstream))
     runtime = ProxyRuntime()
+    runtime.metrics.access = AccessLog()  # `--access-log`: it writes the request's path
     runtime.apply(fuzz_config(upstream_url), {"ns/team-key/k": hash_client_key(KEY)})
     runner, url = await start_site(create_proxy_app(runtime))
     host, port = url.removeprefix("http://").split(":")
     try:
-        yield Target(host, int(port), upstream, capture)
+        yield Target(host, int(port), upstream, capture, runtime)
     finally:
         await runner.cleanup()
         await upstream_runner.cleanup()
@@ -187,17 +203,24 @@ class Case:
     path: bytes
     headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
+    chunked: bool = False  # sent with Transfer-Encoding: chunked (no Content-Length)
 
     def __repr__(self) -> str:  # short: a 1,500-level body or an 8 KB header fills a screen
         headers = [(n, v if len(v) <= 60 else v[:60] + b"...(%d bytes)" % len(v)) for n, v in self.headers]
         body = self.body if len(self.body) <= 300 else self.body[:300] + b"...(%d bytes)" % len(self.body)
-        return f"Case({self.method!r}, {self.path!r}, headers={headers!r}, body={body!r})"
+        chunked = ", chunked" if self.chunked else ""
+        return f"Case({self.method!r}, {self.path!r}, headers={headers!r}, body={body!r}{chunked})"
 
     def wire(self) -> bytes:
         lines = [self.method + b" " + self.path + b" HTTP/1.1", b"Host: fuzz", b"Connection: close"]
         lines += [name + b": " + value for name, value in self.headers]
-        lines.append(b"Content-Length: %d" % len(self.body))
-        return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+        if not self.chunked:
+            lines.append(b"Content-Length: %d" % len(self.body))
+            return b"\r\n".join(lines) + b"\r\n\r\n" + self.body
+        lines.append(b"Transfer-Encoding: chunked")
+        pieces = [self.body[i : i + 7] for i in range(0, len(self.body), 7)]
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+        return b"\r\n".join(lines) + b"\r\n\r\n" + chunks + b"0\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -520,7 +543,11 @@ def cases() -> st.SearchStrategy[Case]:
     return st.builds(
         Case,
         method=methods,
-        path=st.one_of(*[st.sampled_from([p.encode() for p in PATHS[:3]])] * 3, paths),
+        # three in four on an inference endpoint as it is spelled, the rest anywhere
+        path=st.tuples(st.integers(0, 3), st.sampled_from([p.encode() for p in PATHS[:3]]), paths).map(
+            lambda t: t[1] if t[0] else t[2]
+        ),
         headers=st.one_of(keyed, keyed, headers).map(tuple),
         body=bodies(),
+        chunked=st.integers(0, 4).map(lambda n: n == 0),
     )
