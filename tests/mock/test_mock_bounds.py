@@ -71,7 +71,11 @@ async def test_the_largest_completion_stays_under_the_answer_bound(kind: str, st
 @pytest.mark.parametrize("inputs", [MAX_EMBEDDING_VALUES // MAX_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_INPUTS])
 async def test_the_largest_embeddings_stay_under_the_answer_bound(encoding: str, inputs: int) -> None:
     dimensions = min(MAX_EMBEDDING_DIMENSIONS, MAX_EMBEDDING_VALUES // inputs)
-    body = {"input": [f"text {i}" for i in range(inputs)], "dimensions": dimensions, "encoding_format": encoding}
+    body = {
+        "input": [f"text {i}" for i in range(inputs)],
+        "dimensions": dimensions,
+        "encoding_format": encoding,
+    }
     reply = await mock_reply("embeddings", body, "m", FAST)
     assert reply.status == 200
     answer = await read_all(reply)

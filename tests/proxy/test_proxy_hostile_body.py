@@ -23,6 +23,7 @@ import orjson
 import pytest
 from proxy_fuzz import KEY, Answer, Case, Target, check, drain_log_problems, fuzz_target, nested, send
 from routeway_proxy.cache.metrics import CACHE_REQUESTS
+from routeway_proxy.pipeline import admit
 from routeway_proxy.pipeline.admit import MAX_JSON_DEPTH
 
 BEARER = (b"Authorization", b"Bearer " + KEY.encode())
@@ -87,15 +88,14 @@ WRONG_FIELDS: list[tuple[str, Any]] = [
     ("stream", 1),
     ("stream_options", []),
     ("stream_options", "x"),
-    ("max_tokens", 0),
     ("max_tokens", -1),
     ("max_tokens", "5"),
     ("max_tokens", 1.5),
     ("max_tokens", True),
     ("max_tokens", 1e300),
-    ("max_completion_tokens", 0),
+    ("max_completion_tokens", -5),
     ("max_completion_tokens", [1]),
-    ("n", 0),
+    ("n", -1),
     ("n", "2"),
     ("n", 2.0),
     ("n", False),
@@ -185,3 +185,17 @@ async def test_the_mock_provider_refuses_a_huge_answer(
     answer = await post(target, orjson.dumps(document), path)
     assert answer.status == 400
     assert orjson.loads(answer.body)["error"]["param"] == param
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_the_depth_check_is_exact_on_both_paths(monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+    """The orjson path (verified at import) and the walk it falls back to agree at the limit."""
+    if fast:
+        assert admit._DUMPS_WRAPS == 254 - MAX_JSON_DEPTH  # the probe found orjson's write limit
+    else:
+        monkeypatch.setattr(admit, "_DUMPS_WRAPS", None)
+    for kind in (0, 1):
+        assert not admit.nests_too_deep(orjson.loads(deep(MAX_JSON_DEPTH, kind)))
+        assert admit.nests_too_deep(orjson.loads(deep(MAX_JSON_DEPTH + 1, kind)))
+    assert admit.nests_too_deep(orjson.loads(deep(MAX_JSON_DEPTH + 1, 2)))
+    assert admit.nests_too_deep(orjson.loads(deep(1000)))

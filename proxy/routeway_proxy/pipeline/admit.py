@@ -98,8 +98,10 @@ def parse_request(kind: EndpointKind, raw: bytes) -> tuple[dict[str, Any], str]:
         raise make_bad_request("'stream_options' must be an object.", "stream_options")
     for name in ("max_tokens", "max_completion_tokens", "n"):
         value = body.get(name)
-        if value is not None and (type(value) is not int or value < 1):
-            raise make_bad_request(f"'{name}' must be a positive integer.", name)
+        if value is not None and (type(value) is not int or value < 0):
+            # the type only (and no negative count, which limits would reserve as a credit):
+            # which values a model accepts is the model server's to judge
+            raise make_bad_request(f"'{name}' must be a non-negative integer.", name)
     return body, model
 
 
