@@ -271,7 +271,7 @@ def outcome(case: Case, answer: Answer) -> str:
     if answer.status < 400:
         return f"{answer.status // 100}xx"
     source = "upstream" if UPSTREAM_MARK in answer.headers else "gateway"
-    code = ""
+    code = " (HEAD: no body)" if case.method == b"HEAD" else ""
     if source == "gateway" and case.method != b"HEAD":
         code = " " + str(orjson.loads(answer.body)["error"]["code"])
     return f"{answer.status} {source}{code}"
