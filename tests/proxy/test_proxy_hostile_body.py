@@ -7,11 +7,12 @@ trailing garbage, truncation) → `invalid_json`; nesting beyond `MAX_JSON_DEPTH
 objects, alternating, inside `messages`, at orjson's own write limit of 254 and read limit of
 1,024) → `invalid_json`, while exactly `MAX_JSON_DEPTH` and a shallow body with thousands of
 brackets are served intact; each field the gateway reads with a wrong type or value →
-`invalid_value` naming it. Each on a plain, a limited and a cached route: the upstream is not
-called, no limit is reserved (the next good request sees the full budget) and the cache is not
-consulted (its request counter moves only for the good one). A duplicated `model` takes its
-last value and the upstream receives one. The mock provider through the gateway refuses the
-issue's huge-answer requests.
+`invalid_value` naming it (counts: integers from 0 to 2^31 - 1). Each on a plain, a limited
+and a cached route: the upstream is not called, no limit is reserved (the next good request
+sees the full budget) and the cache is not consulted (its request counter moves only for the
+good one). A duplicated `model` takes its last value and the upstream receives one. The mock
+provider through the gateway refuses the issue's huge-answer requests. The depth check's two
+paths (orjson's write limit, verified at import, and the Python walk) agree at the limit.
 """
 
 from __future__ import annotations
@@ -93,9 +94,12 @@ WRONG_FIELDS: list[tuple[str, Any]] = [
     ("max_tokens", 1.5),
     ("max_tokens", True),
     ("max_tokens", 1e300),
+    ("max_tokens", 2**31),
+    ("max_tokens", 2**64 - 1),  # the largest integer the parser keeps as one
     ("max_completion_tokens", -5),
     ("max_completion_tokens", [1]),
     ("n", -1),
+    ("n", 2**40),
     ("n", "2"),
     ("n", 2.0),
     ("n", False),

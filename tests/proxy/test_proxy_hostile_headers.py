@@ -4,11 +4,13 @@
 Matrix: Authorization with a byte that is not UTF-8 (alone, after a valid key), odd schemes,
 whitespace, empty, a prefix or an extension of a valid key, 8 KB long; the same for
 `api-key`; a second Authorization after a valid one — 401 with WWW-Authenticate, no upstream
-call, the key never echoed. The headers the gateway reads past authentication, with bytes that
-are not UTF-8: the sticky header (a plain route and a rollout split: served, and the same
-bytes stick to the same answer), Cache-Control (on a cached route), X-Forwarded-For and any passed header (passed
-on with U+FFFD for each such byte, as aiohttp cannot write it back), Content-Type and Accept-Encoding (the gateway judges neither: served). No ERROR
-record or traceback in any case (`proxy_fuzz.drain_log_problems`).
+call, the key never echoed; the accepted forms (scheme in any case, spaces around the token,
+`api-key`) served. The headers the gateway reads past authentication, with bytes that are
+not UTF-8: the sticky header (a plain route and a rollout split: served, and the same bytes
+stick to the same arm), Cache-Control (on a cached route); X-Forwarded-For and any passed
+header (passed on with U+FFFD for each such byte, as aiohttp cannot write it back);
+Content-Type and Accept-Encoding (the gateway judges neither: served, the upstream asked for
+identity). No ERROR record or traceback in any case (`proxy_fuzz.drain_log_problems`).
 """
 
 from __future__ import annotations

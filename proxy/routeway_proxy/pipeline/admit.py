@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 MAX_JSON_DEPTH = 128
 """Deepest nesting of arrays and objects a request body may have (the body itself is level 1)."""
 
+MAX_COUNT = 2**31 - 1
+"""Largest `max_tokens`, `max_completion_tokens` or `n` the gateway passes on."""
+
 _SHALLOW_BYTES = 2 * MAX_JSON_DEPTH + 1
 """A body this short cannot nest deeper than the limit: each level takes two brackets."""
 
@@ -96,22 +99,23 @@ def parse_request(kind: EndpointKind, raw: bytes) -> tuple[dict[str, Any], str]:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise make_bad_request("'stream_options' must be an object.", "stream_options")
-    # counts: the type only (and no negative one, which limits would reserve as a credit);
+    # counts: the type and a sane range only (a negative one would be reserved by the limits as
+    # a credit, one beyond 32 bits overflows stores that count in doubles or 64-bit integers);
     # which values a model accepts is the model server's to judge. Unrolled: the hot path.
     value = body.get("max_tokens")
-    if value is not None and (type(value) is not int or value < 0):
+    if value is not None and (type(value) is not int or not 0 <= value <= MAX_COUNT):
         raise _not_a_count("max_tokens")
     value = body.get("max_completion_tokens")
-    if value is not None and (type(value) is not int or value < 0):
+    if value is not None and (type(value) is not int or not 0 <= value <= MAX_COUNT):
         raise _not_a_count("max_completion_tokens")
     value = body.get("n")
-    if value is not None and (type(value) is not int or value < 0):
+    if value is not None and (type(value) is not int or not 0 <= value <= MAX_COUNT):
         raise _not_a_count("n")
     return body, model
 
 
 def _not_a_count(name: str) -> ProxyError:
-    return make_bad_request(f"'{name}' must be a non-negative integer.", name)
+    return make_bad_request(f"'{name}' must be an integer from 0 to {MAX_COUNT}.", name)
 
 
 def nests_too_deep(body: dict[str, Any]) -> bool:
