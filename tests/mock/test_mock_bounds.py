@@ -7,13 +7,16 @@ and base64) stays under `MAX_ANSWER_BYTES`; one over each bound (`max_tokens`,
 `max_completion_tokens`, `n`, tokens x n, the backend default x n, `dimensions`, inputs,
 inputs x dimensions) is a 400 naming the parameter; the backend's own defaults are clamped;
 a word of the prompt longer than a token is cut; the issue's examples (a 1 KB request asking
-for 100,000 tokens x 16, 64 inputs of 65,536 dimensions) are refused.
+for 100,000 tokens x 16, 64 inputs of 65,536 dimensions) are refused, by `mock_reply` and by
+`routeway mock-backend` over a socket.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import openai
 import orjson
 import pytest
 from routeway_proxy.mock_model import (
@@ -144,3 +147,26 @@ async def test_embeddings_at_the_bound_pass() -> None:
 
 def test_a_long_word_makes_a_token_of_bounded_length() -> None:
     assert generate_tokens("a" * 1000 + " b", 3) == ["a" * MAX_TOKEN_CHARS, " b", " " + "a" * MAX_TOKEN_CHARS]
+
+
+StartServer = Callable[..., Awaitable[str]]  # the `start_mock` fixture
+
+
+async def test_the_standalone_mock_backend_refuses_the_issues_requests(start_mock: StartServer) -> None:
+    """`routeway mock-backend` over a socket with the real SDK: the same bounds, as 400s the
+    SDK raises as BadRequestError, and its own `--max-tokens` is clamped."""
+    base = await start_mock(maxTokens=10**6)
+    client = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0)
+    try:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.embeddings.create(model="e", input=["x"] * 64, dimensions=65_536)
+        assert refused.value.param == "dimensions"
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "w " * 500}], max_tokens=100_000, n=16
+            )
+        assert refused.value.param == "max_tokens"
+        answer = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "w"}])
+        assert answer.usage is not None and answer.usage.completion_tokens == MAX_GENERATED_TOKENS
+    finally:
+        await client.close()
