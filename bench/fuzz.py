@@ -1,5 +1,6 @@
-"""The longer fuzz run: the strategies and oracle of `tests/proxy/proxy_fuzz.py`, many more
-examples, every failure collected instead of the first, and the counts printed.
+"""The longer fuzz run: the suite's strategies (`tests/proxy/proxy_fuzz_cases.py`) and oracle
+(`tests/proxy/proxy_fuzz.py`), many more examples, every failure collected instead of the
+first, and the counts printed.
 
     scripts/fuzz [--examples 20000] [--seed N]
 
@@ -20,7 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "proxy"))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
-from proxy_fuzz import Case, Tally, cases, fuzz_target, run_case
+from proxy_fuzz import Case, Tally, fuzz_target, run_case
+from proxy_fuzz_cases import cases
 
 
 def main() -> int:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 
 from hypothesis import HealthCheck, given, settings
-from proxy_fuzz import Case, Tally, cases, fuzz_target, run_case
+from proxy_fuzz import Case, Tally, fuzz_target, run_case
+from proxy_fuzz_cases import cases
 
 EXAMPLES = 300
 

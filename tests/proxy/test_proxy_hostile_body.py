@@ -22,7 +22,8 @@ from typing import Any
 
 import orjson
 import pytest
-from proxy_fuzz import KEY, Answer, Case, Target, check, drain_log_problems, fuzz_target, nested, send
+from proxy_fuzz import KEY, Answer, Case, Target, check, drain_log_problems, fuzz_target, send
+from proxy_fuzz_cases import nested
 from routeway_proxy.cache.metrics import CACHE_REQUESTS
 from routeway_proxy.pipeline import admit
 from routeway_proxy.pipeline.admit import MAX_JSON_DEPTH
