@@ -18,6 +18,8 @@ import hashlib
 import math
 from collections.abc import Collection, Sequence
 
+from routeway_proxy.headers import header_bytes
+
 _TWO_64 = float(2**64)
 
 
@@ -69,7 +71,7 @@ def pick_sticky(
     `u` is a uniform draw in (0, 1) derived from (key, target id) only, so the answer depends
     on nothing but the key and the eligible targets.
     """
-    encoded = key.encode()
+    encoded = header_bytes(key)  # a sticky header's value: it may hold bytes that are not UTF-8
     best = -1
     best_score = -1.0
     for i, (target_id, weight) in enumerate(zip(target_ids, weights, strict=True)):

@@ -13,6 +13,8 @@ Rules:
   `Host`, `Content-Length` and `Content-Type` are set for the body the gateway sends;
   `Accept-Encoding: identity` so streamed bytes relay as they are; `X-Forwarded-For` gets the
   client address appended, `X-Forwarded-Proto` is set unless a front proxy already set it.
+- Both ways, a value holding bytes that are not UTF-8 is passed on with each such byte as
+  U+FFFD (`forwardable`), never dropped silently or failed on.
 - Downstream: framing headers (`Content-Length`, `Content-Encoding`) and `Date`/`Server` are
   dropped because aiohttp writes its own for the body the gateway actually sends, and an
   upstream's `x-routeway-*` headers because the gateway sets its own.
@@ -130,6 +132,8 @@ def _kept_pairs(
                 decisions[name] = action
         if action == _DROP or (named and name.lower() in named):
             continue
+        if not value.isascii():
+            value = forwardable(value)
         if action == _FORWARDED_FOR:
             forwarded_for.append(value)
             continue
@@ -181,6 +185,29 @@ def response_header_pairs(
     pairs = _kept_pairs(upstream_headers, _NOT_RELAYED_DOWNSTREAM, _DOWNSTREAM_DECISIONS, False)[0]
     pairs.extend(extra)
     return pairs
+
+
+def forwardable(value: str) -> str:
+    """A header value to pass on: each byte of it that was not UTF-8 becomes U+FFFD.
+
+    Why: aiohttp decodes such bytes to lone surrogates, and its writers cannot send them back
+    (the C writer drops them silently, the pure-Python one raises UnicodeEncodeError — a 500
+    on installs without the extension). Replacing them is visible and the same everywhere; a
+    valid value, ASCII or not, is returned unchanged.
+    """
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def header_bytes(value: str) -> bytes:
+    """A request header value as the bytes the client sent.
+
+    Why: aiohttp decodes header bytes as UTF-8 with `surrogateescape`, so a value holding a
+    byte that is not UTF-8 (`Bearer \\xe9`) arrives as a str with a lone surrogate, which a
+    plain `.encode()` refuses with UnicodeEncodeError — a 500 for a malformed header. Anything
+    that hashes or compares a header value (client keys, sticky keys) encodes it here; a value
+    that was valid UTF-8 gives the same bytes as `.encode()`.
+    """
+    return value.encode("utf-8", "surrogateescape")
 
 
 def read_bearer_token(authorization: str | None) -> str | None:

@@ -11,6 +11,12 @@ Why it looks like this:
 - The generated text is a pure function of the prompt (`generate_tokens`), so tests anywhere
   in the project can assert exact content; embeddings are a pure function of the input text.
 - It is on the benchmark path: bodies are built with orjson, one dict per chunk, no pydantic.
+- What it generates is bounded (the limits below), because any key holder can reach it: a
+  small request must not buy a huge answer or stall the worker. A request over a bound is a
+  400 naming the parameter, as OpenAI answers a `max_tokens` or `dimensions` beyond a model's
+  limit; the backend's own defaults (`maxTokens`, `embeddingDimensions`) are clamped to the
+  same bounds. With them, no answer exceeds `MAX_ANSWER_BYTES` (tests/mock prove it with the
+  worst case of each endpoint).
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ import asyncio
 import base64
 import hashlib
 import math
+import operator
 import random
 import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Literal
 
 import orjson
@@ -38,7 +46,22 @@ error_random = random.Random()
 
 SYSTEM_FINGERPRINT = "fp_routeway_mock"
 MAX_CHOICES = 16
-MAX_GENERATED_TOKENS = 100_000
+"""Most choices (`n`) per completion."""
+MAX_GENERATED_TOKENS = 4096
+"""Most tokens per choice (`max_tokens`/`max_completion_tokens`; the ModelBackend's `maxTokens` bound)."""
+MAX_TOTAL_TOKENS = 8192
+"""Most tokens per answer, all choices together (`max_tokens` x `n`)."""
+MAX_TOKEN_CHARS = 16
+"""Longest generated token: the prompt's words are cut to this, as no real tokenizer makes
+a token of a 100 KB word."""
+MAX_EMBEDDING_DIMENSIONS = 3072
+"""Most `dimensions` per vector (text-embedding-3-large's)."""
+MAX_EMBEDDING_INPUTS = 2048
+"""Most inputs per embeddings request (OpenAI's limit)."""
+MAX_EMBEDDING_VALUES = 65_536
+"""Most numbers per embeddings answer, inputs x dimensions (e.g. 42 inputs of 1,536)."""
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+"""What the bounds above keep every answer under, streamed or not (not enforced: implied)."""
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
@@ -88,25 +111,20 @@ def generate_tokens(prompt: str, count: int) -> list[str]:
     """The mock model's output: the prompt's words cycled, `count` tokens, deterministic.
 
     Each token after the first carries its leading space, so `"".join(tokens)` is the text.
-    An empty prompt yields the word "mock" repeated.
+    An empty prompt yields the word "mock" repeated; a word longer than `MAX_TOKEN_CHARS` is cut.
     """
-    words = prompt.split() or ["mock"]
+    words = [word[:MAX_TOKEN_CHARS] for word in prompt.split()] or ["mock"]
     n = len(words)
     return [words[i % n] if i == 0 else " " + words[i % n] for i in range(count)]
 
 
 def embed_text(text: str, dimensions: int) -> list[float]:
-    """A unit vector derived from the text only: equal texts embed equally, others differ."""
-    raw = b""
-    block = 0
-    seed = text.encode()
-    while len(raw) < dimensions * 4:
-        raw += hashlib.blake2b(seed, digest_size=64, salt=block.to_bytes(8, "little")).digest()
-        block += 1
-    ints = struct.unpack_from(f"<{dimensions}i", raw)
-    values = [i / 2147483648.0 for i in ints]
-    norm = math.sqrt(sum(v * v for v in values)) or 1.0
-    return [v / norm for v in values]
+    """A unit vector derived from the text only: equal texts embed equally, others differ.
+    (SHAKE-256 gives all the bytes in one call: the vector costs a few C calls and one pass.)"""
+    raw = hashlib.shake_256(text.encode()).digest(dimensions * 4)
+    ints = struct.unpack(f"<{dimensions}i", raw)
+    scale = 1.0 / (math.hypot(*ints) or 1.0)
+    return list(map(operator.mul, ints, repeat(scale, dimensions)))
 
 
 def count_tokens(text: str) -> int:
@@ -247,7 +265,13 @@ def _plan_completion(
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidMockRequest("'stream_options' must be an object.", "stream_options")
-    count = requested if requested is not None else behaviour.max_tokens
+    count = requested if requested is not None else min(behaviour.max_tokens, MAX_GENERATED_TOKENS)
+    if count * n > MAX_TOTAL_TOKENS:
+        raise InvalidMockRequest(
+            f"'{param}' x 'n' is {count * n}; this model generates at most {MAX_TOTAL_TOKENS} tokens "
+            "per request.",
+            param if requested is not None else "n",
+        )
     return _Completion(
         chat=chat,
         id=prefix + uuid.uuid4().hex[:24],
@@ -264,7 +288,19 @@ def _plan_completion(
 
 def _plan_embeddings(body: dict[str, Any], model: str, behaviour: MockBehaviour) -> _Embeddings:
     texts = _input_texts(body.get("input"), "input")
-    dimensions = _bounded_int(body.get("dimensions"), "dimensions", 65536) or behaviour.embedding_dimensions
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise InvalidMockRequest(
+            f"'input' holds {len(texts)} items; at most {MAX_EMBEDDING_INPUTS} per request.", "input"
+        )
+    dimensions = _bounded_int(body.get("dimensions"), "dimensions", MAX_EMBEDDING_DIMENSIONS) or min(
+        behaviour.embedding_dimensions, MAX_EMBEDDING_DIMENSIONS
+    )
+    if len(texts) * dimensions > MAX_EMBEDDING_VALUES:
+        raise InvalidMockRequest(
+            f"{len(texts)} inputs of {dimensions} dimensions is {len(texts) * dimensions} numbers; "
+            f"this model answers at most {MAX_EMBEDDING_VALUES} per request.",
+            "input",
+        )
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64", None):
         raise InvalidMockRequest("'encoding_format' must be 'float' or 'base64'.", "encoding_format")

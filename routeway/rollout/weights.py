@@ -71,7 +71,11 @@ def _spread(targets: Sequence[Target], arm: Arm, percent: float) -> list[WeightS
 
 def key_bucket(key: str, salt: str = "") -> int:
     """A stable bucket in [0, 10000) for a stickiness key."""
-    digest = hashlib.blake2b(salt.encode() + b"\x00" + key.encode(), digest_size=8).digest()
+    # the key is a sticky header's value, which the proxy's HTTP server decodes with
+    # surrogateescape: a byte that was not UTF-8 is hashed as sent, never an encoding error
+    digest = hashlib.blake2b(
+        salt.encode() + b"\x00" + key.encode("utf-8", "surrogateescape"), digest_size=8
+    ).digest()
     return int.from_bytes(digest, "big") % BUCKETS
 
 

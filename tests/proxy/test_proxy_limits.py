@@ -448,7 +448,8 @@ async def test_a_deeply_nested_body_does_not_break_the_cache_key(
 ) -> None:
     """Review of issue 13: the cache key's canonical form recursed past Python's limit on a
     body the parser accepts (1,024 levels): a RecursionError between reservation and upstream,
-    the reservation left charged. Now such a body is uncacheable (a bypass), and settled."""
+    the reservation left charged. Since issue 14 (item 4) such a body is refused at admission,
+    before the cache and the limits: 400 `invalid_json`, no cache header, nothing reserved."""
     gateway.runtime.apply(cached_limited(upstream.base("ok")), {})
     depth = 900
     raw = b'{"model":"chat","messages":[{"role":"user","content":"hi"}],"max_tokens":1000,"metadata":{"x":'
@@ -459,7 +460,9 @@ async def test_a_deeply_nested_body_does_not_break_the_cache_key(
             f"{gateway.v1}/chat/completions", data=raw, headers={"Content-Type": "application/json"}
         ) as response,
     ):
-        assert response.headers["x-routeway-cache"] == "bypass"
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == "invalid_json"
+        assert "x-routeway-cache" not in response.headers
     assert await remaining_tokens(gateway) == 5000
 
 

@@ -32,7 +32,7 @@ from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
 from routeway_proxy.errors import INVALID_REQUEST, ProxyError
-from routeway_proxy.headers import read_bearer_token
+from routeway_proxy.headers import header_bytes, read_bearer_token
 
 if TYPE_CHECKING:
     from routeway.proxyconfig import ClientConfig
@@ -71,9 +71,9 @@ def read_client_key(headers: Mapping[str, str]) -> str | None:
 
 
 def digest_client_key(key: str) -> bytes:
-    """The SHA-256 digest the credential store's `sha256:` hashes hold (surrogate-escaped
-    bytes of a header that was not UTF-8 digest as the bytes that were sent)."""
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+    """The SHA-256 digest the credential store's `sha256:` hashes hold, of the bytes sent (a
+    header that was not UTF-8 digests as what was sent, never a UnicodeEncodeError)."""
+    return hashlib.sha256(header_bytes(key)).digest()
 
 
 def authenticate(table: RoutingTable, headers: Mapping[str, str]) -> Caller:
