@@ -31,12 +31,30 @@ keeps serving; the default), `FailClosed` refuses with 503 (a budget must never 
 Each failure counts in `routeway_ratelimit_store_failures_total{store, outcome}`, and is logged
 at most once per `LOG_INTERVAL` seconds with the number of failures since the last line.
 Proposed gateway field: `spec.limits.onRedisFailure: FailOpen | FailClosed`.
+
+Uncertain reservations (a store that `keeps_records`: Redis). A reserve call that timed out
+may have run on the server, and one whose request was cancelled while it waited may run
+anyway; either way no one would settle what it reserved. So every reservation there carries a
+record id (unique per limiter and request), and the store settles and releases by it at most
+once, in any order with the reservation itself (`redis_store`). After such a failure:
+
+- refused (FailClosed) or cancelled: the reservation is released by its record in the
+  background, retried after `RELEASE_DELAYS` while the store keeps failing (a release is
+  idempotent, unlike a reserve); a release that never gets through is counted `unreleased`
+  (the reservation then stands as a charge, and a per-minute one refills within its minute);
+- admitted (FailOpen): the request carries a ticket of the uncertain record and settles it like
+  any other, so if the reservation did happen its charge becomes the real use.
+
+Background releases are bounded (`MAX_PENDING`); `drain` waits for them at shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +67,12 @@ from routeway_proxy.limits.metrics import LimitMetrics
 log = logging.getLogger("routeway.proxy.limits")
 
 LOG_INTERVAL = 10.0
+RELEASE_DELAYS = (0.1, 0.5, 2.0, 8.0)
+"""Seconds before each retry of a release that failed (after the first attempt)."""
+DRAIN_SECONDS = 5.0
+"""How long shutdown waits for background releases."""
+MAX_PENDING = 4096
+"""Background releases at once; more (a store failing under a flood) are counted `unreleased`."""
 
 
 class FailureMode(enum.Enum):
@@ -94,7 +118,8 @@ class Ticket:
 
     budgets: tuple[tuple[str, LimitKind, int], ...]
     reserved: int
-    at: float  # when it was reserved (the store's clock)
+    at: float  # when it was reserved (the store's clock; 0 when unknown: the record knows)
+    record: str = ""  # the reservation's id in a store that keeps records, else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +161,7 @@ class Limiter:
         on_failure: FailureMode = FailureMode.FAIL_OPEN,
         metrics: LimitMetrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        release_delays: Sequence[float] = RELEASE_DELAYS,
     ) -> None:
         self.store = store
         self.store_name = store_name  # the `store` label: "local", "shared", "redis"
@@ -145,6 +171,11 @@ class Limiter:
         self._monotonic = monotonic
         self._logged_at: float | None = None
         self._unlogged = 0
+        self._release_delays = tuple(release_delays)
+        self._pending: set[asyncio.Task[None]] = set()
+        # record ids: random per limiter (so pods and restarts never collide), then a count
+        self._record_prefix = os.urandom(8).hex() + "-"
+        self._records = itertools.count()
 
     async def reserve(self, subjects: Sequence[Subject], tokens: int) -> Admission:
         """Reserve 1 request and `tokens` in every limit of every subject, or nothing."""
@@ -153,17 +184,27 @@ class Limiter:
         demands = make_demands(subjects, tokens, self.replicas)
         if not demands:
             return Admission(True, None, None, {}, client=client, route=route)
+        record = f"{self._record_prefix}{next(self._records)}" if self.store.keeps_records else ""
         try:
-            decision = await self.store.reserve(demands)
+            decision = await self.store.reserve(demands, record)
         except StoreUnavailable as exc:
             admitted = self.on_failure is FailureMode.FAIL_OPEN
             self._failed(exc, "admitted" if admitted else "rejected")
-            return Admission(admitted, None, None, {}, unavailable=True, client=client, route=route)
+            ticket = None
+            if record and exc.maybe_applied:
+                if admitted:  # settled by its record like any other: exactly once if it happened
+                    ticket = Ticket(_token_budgets(demands), tokens, 0.0, record)
+                else:
+                    self.release_later(demands, record)
+            return Admission(admitted, None, ticket, {}, unavailable=True, client=client, route=route)
+        except asyncio.CancelledError:
+            if record:  # the call may still run on the server: nobody would settle it
+                self.release_later(demands, record)
+            raise
         self._observe(decision, client, route)
         ticket = None
         if decision.admitted:
-            token_budgets = tuple((d.key, d.kind, d.limit) for d in demands if d.kind.counts_tokens)
-            ticket = Ticket(token_budgets, tokens, decision.at)
+            ticket = Ticket(_token_budgets(demands), tokens, decision.at, record)
         return Admission(
             decision.admitted, decision, ticket, ratelimit_headers(decision), client=client, route=route
         )
@@ -183,16 +224,51 @@ class Limiter:
         return ratelimit_headers(decision)
 
     async def settle(self, ticket: Ticket | None, used_tokens: int | None) -> None:
-        """Replace the reservation by `used_tokens` (None: keep the reservation as the charge)."""
-        if ticket is None or used_tokens is None or used_tokens == ticket.reserved or not ticket.budgets:
+        """Replace the reservation by `used_tokens` (None: keep the reservation as the charge).
+        A ticket with a record always reaches the store, which then forgets the record."""
+        if ticket is None:
             return
-        delta = float(used_tokens - ticket.reserved)
+        if not ticket.record and (
+            used_tokens is None or used_tokens == ticket.reserved or not ticket.budgets
+        ):
+            return
+        delta = 0.0 if used_tokens is None else float(used_tokens - ticket.reserved)
+        charges = [Charge(key, kind, limit, delta, ticket.at) for key, kind, limit in ticket.budgets]
         try:
-            await self.store.settle(
-                [Charge(key, kind, limit, delta, ticket.at) for key, kind, limit in ticket.budgets]
-            )
+            await self.store.settle(charges, ticket.record)
         except StoreUnavailable as exc:
             self._failed(exc, "unsettled")
+
+    def release_later(self, demands: Sequence[Demand], record: str) -> None:
+        """Release `record`'s reservation of `demands` in the background, retried while the
+        store fails (see the module docstring)."""
+        if len(self._pending) >= MAX_PENDING:
+            self._failed(StoreUnavailable("too many releases pending"), "unreleased")
+            return
+        task = asyncio.get_running_loop().create_task(self._release(demands, record))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _release(self, demands: Sequence[Demand], record: str) -> None:
+        for delay in (*self._release_delays, None):
+            try:
+                await self.store.release(demands, record)
+                return
+            except StoreUnavailable as exc:
+                if delay is None:
+                    self._failed(exc, "unreleased")
+                    return
+            await asyncio.sleep(delay)
+
+    async def drain(self) -> None:
+        """Wait up to `DRAIN_SECONDS` for background releases (at shutdown; the rest are
+        cancelled and stand as charged)."""
+        pending = set(self._pending)
+        if not pending:
+            return
+        _, late = await asyncio.wait(pending, timeout=DRAIN_SECONDS)
+        for task in late:
+            task.cancel()
 
     def _observe(self, decision: Decision, client: str, route: str) -> None:
         metrics = self.metrics
@@ -224,8 +300,13 @@ _CONSEQUENCES = {
     "admitted": "admitting (FailOpen)",
     "rejected": "refusing (FailClosed)",
     "unsettled": "reservation kept as charged",
+    "unreleased": "an uncertain reservation kept as charged",
     "unread": "answering without rate-limit headers",
 }
+
+
+def _token_budgets(demands: Sequence[Demand]) -> tuple[tuple[str, LimitKind, int], ...]:
+    return tuple((d.key, d.kind, d.limit) for d in demands if d.kind.counts_tokens)
 
 
 def _owner(budget: Budget) -> tuple[str, str]:
