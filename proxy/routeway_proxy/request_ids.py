@@ -8,7 +8,8 @@ letters, digits and `-._:/+=@` (so no control byte, space or quote reaches a hea
 line, and a huge value cannot bloat either). Anything else is ignored and replaced, never
 refused: a bad id is not worth a failed request.
 
-Generated ids are a per-process random prefix and a counter in hex: unique across processes
+Generated ids are a per-process random prefix and a decimal counter (a concatenation: a
+format spec costs twice as much per request): unique across processes
 and restarts (64 random bits), cheap enough for every request (no `uuid4`, no system call),
 and meaningless to a client (they reveal a request count of one worker, nothing more).
 
@@ -36,7 +37,7 @@ _COUNT = itertools.count(1)
 def assign_request_id(request: web.BaseRequest) -> str:
     """The request's id: its valid `x-request-id`, else a new one; stored on the request."""
     given = request.headers.get(REQUEST_ID_HEADER)
-    rid = given if given is not None and _VALID(given) is not None else f"{_PREFIX}{next(_COUNT):x}"
+    rid = given if given is not None and _VALID(given) is not None else _PREFIX + str(next(_COUNT))
     request[REQUEST_ID_KEY] = rid
     return rid
 
