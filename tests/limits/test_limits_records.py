@@ -119,11 +119,11 @@ async def direct(redis_server: RedisServer, clock: FakeClock) -> AsyncIterator[t
 
 
 async def through(
-    relay: ReplyHoldingRelay, clock: FakeClock, mode: FailureMode, timeout: float = 0.2
+    relay: ReplyHoldingRelay, clock: FakeClock, mode: FailureMode, store_timeout: float = 0.2
 ) -> Limiter:
     """A limiter through the relay, its connection open and its reserve script loaded (so a
     held reply holds the script's answer, not the handshake's or a NOSCRIPT)."""
-    store = RedisStore(connect(relay.url, timeout=60.0), timeout=timeout, clock=clock)
+    store = RedisStore(connect(relay.url, timeout=60.0), timeout=store_timeout, clock=clock)
     limiter = Limiter(store, "redis", on_failure=mode, release_delays=[0.05] * 200)
     warm = await limiter.reserve([WARM], 1)
     await limiter.settle(warm.ticket, None)  # and forgotten: only the test's records remain
@@ -179,7 +179,7 @@ async def test_fail_open_settles_the_uncertain_reservation_from_the_real_use(
 async def test_a_reserve_cancelled_while_it_waits_is_released(
     redis_server: RedisServer, relay: ReplyHoldingRelay, clock: FakeClock
 ) -> None:
-    limiter = await through(relay, clock, FailureMode.FAIL_CLOSED, timeout=60.0)
+    limiter = await through(relay, clock, FailureMode.FAIL_CLOSED, store_timeout=60.0)
     async with direct(redis_server, clock) as (reader, _):
         relay.hold()
         sent = relay.sent
