@@ -12,6 +12,9 @@ spends more than the yardstick, and inclusive time of Routeway's own frames. Sam
 time of a busy process, so on a shared machine they include time spent descheduled: compare
 the two columns, not the absolute numbers. Raw stacks go to bench/out/profile-*.raw.
 
+`--limits`: likewise Routeway against itself, the open plain route against a gateway requiring
+keys with ModelClients and client and route limits (`paired.py --limits`'s manifests).
+
 `--cache-miss`: the comparison is Routeway against itself — the bench route without a cache
 (in the yardstick's column) and with one — both loaded with `post_unique.lua` (a new prompt
 per request, so every request on the cached route misses and stores): the excess is what a
@@ -35,6 +38,8 @@ from pathlib import Path
 from run import (
     BENCH,
     CACHE_SPEC,
+    CLIENTS_MANIFESTS,
+    LIMITS_SPEC,
     MANIFESTS,
     OUT,
     PLAIN_BODY,
@@ -57,7 +62,7 @@ def profile(
     """Run `command`, load it for warm-up + sampling, return the raw stacks and requests sampled."""
     raw = OUT / f"profile-{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.raw"
     with started(name, command, logs) as process:
-        wait_http(url + "/v1/chat/completions", process, body=PLAIN_BODY)
+        wait_http(url + "/v1/chat/completions", process, body=PLAIN_BODY, key="sk-bench")
         run_wrk(url, args.connections, 2)
         load = subprocess.Popen(
             ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 4}s", "--latency",
@@ -114,6 +119,9 @@ def main() -> int:
     parser.add_argument(
         "--cache-miss", action="store_true", help="the bench route uncached vs cached, every request a miss"
     )
+    parser.add_argument(
+        "--limits", action="store_true", help="the open plain route vs keys, ModelClients and limits"
+    )
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="profile-logs-", dir=OUT))
@@ -122,7 +130,7 @@ def main() -> int:
     with started("upstream", upstream, logs) as up, tempfile.TemporaryDirectory() as manifests:
         wait_http(f"http://127.0.0.1:{up_port}/v1/models", up)
         script = "post_unique.lua" if args.cache_miss else "post.lua"
-        if args.cache_miss:  # the "yardstick" is Routeway with the route uncached
+        if args.cache_miss or args.limits:  # the "yardstick" is Routeway with the plain route
             Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port))
             yard_cmd = [ROUTEWAY, "serve", "-f", manifests, "--port", str(yard_port)]
             yard_cmd += [
@@ -137,8 +145,9 @@ def main() -> int:
             yard_cmd = [PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(yard_port)]
             yard_cmd += ["--workers", str(args.workers), "--upstream", f"http://127.0.0.1:{up_port}"]
         yard = profile("yardstick", yard_cmd, f"http://127.0.0.1:{yard_port}", args, logs, script)
-        cached = CACHE_SPEC if args.cache_miss else ""
-        Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port) + cached)
+        extra = CACHE_SPEC if args.cache_miss else ""
+        extra += LIMITS_SPEC + CLIENTS_MANIFESTS if args.limits else ""
+        Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port) + extra)
         rw_cmd = [ROUTEWAY, "serve", "-f", manifests, "--port", str(rw_port), "--admin-port", str(admin_port)]
         rw_cmd += ["--workers", str(args.workers), "--log-level", "warning"]
         rw = profile("routeway", rw_cmd, f"http://127.0.0.1:{rw_port}", args, logs, script)

@@ -57,7 +57,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from routeway_proxy.limits.budget import Budget, Charge, Decision, Demand, LimitKind
 from routeway_proxy.limits.headers import ratelimit_headers
@@ -82,8 +82,7 @@ class FailureMode(enum.Enum):
     FAIL_CLOSED = "FailClosed"
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(NamedTuple):
     """A client's or route's limits, as in the spec; None: no such limit."""
 
     requests_per_minute: int | None = None
@@ -99,8 +98,7 @@ class Limits:
         return [(kind, value) for kind, value in pairs if value is not None]
 
 
-@dataclass(frozen=True, slots=True)
-class Subject:
+class Subject(NamedTuple):
     """Whose budgets: `scope` is "client" or "route", `name` its `namespace/name`."""
 
     scope: str
@@ -112,8 +110,7 @@ class Subject:
         return f"{self.scope}:{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class Ticket:
+class Ticket(NamedTuple):
     """What a reservation holds, to settle it: the token budgets and the tokens reserved."""
 
     budgets: tuple[tuple[str, LimitKind, int], ...]
@@ -122,8 +119,7 @@ class Ticket:
     record: str = ""  # the reservation's id in a store that keeps records, else ""
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
+class Admission(NamedTuple):
     """The limit stage's answer. `decision` is None when the store failed (see `unavailable`)."""
 
     admitted: bool
@@ -143,9 +139,10 @@ def pod_share(limit: int, replicas: int) -> int:
 def make_demands(subjects: Sequence[Subject], tokens: int, replicas: int = 1) -> list[Demand]:
     demands = []
     for subject in subjects:
+        key = subject.key
         for kind, limit in subject.limits.items():
-            amount = tokens if kind.counts_tokens else 1
-            demands.append(Demand(subject.key, kind, pod_share(limit, replicas), amount))
+            amount = 1 if kind is LimitKind.REQUESTS_PER_MINUTE else tokens
+            demands.append(Demand(key, kind, limit if replicas == 1 else pod_share(limit, replicas), amount))
     return demands
 
 
@@ -172,6 +169,9 @@ class Limiter:
         self._logged_at: float | None = None
         self._unlogged = 0
         self._release_delays = tuple(release_delays)
+        # (budget key, kind) -> the bound `set` of its remaining gauge; one per subject in use,
+        # and a limiter lives as long as its config's limits settings
+        self._remaining: dict[tuple[str, LimitKind], Callable[[float], None]] = {}
         self._pending: set[asyncio.Task[None]] = set()
         # record ids: random per limiter (so pods and restarts never collide), then a count
         self._record_prefix = os.urandom(8).hex() + "-"
@@ -276,8 +276,13 @@ class Limiter:
             return
         if not decision.admitted and decision.failed is not None:
             metrics.rejections.labels(client, route, decision.failed.kind.field).inc()
+        setters = self._remaining
         for budget in decision.budgets:
-            metrics.remaining.labels(*_owner(budget), budget.kind.field).set(budget.remaining)
+            setter = setters.get((budget.key, budget.kind))
+            if setter is None:  # a `labels()` lookup costs a lock and a tuple per call: bind once
+                setter = metrics.remaining.labels(*_owner(budget), budget.kind.field).set
+                setters[budget.key, budget.kind] = setter
+            setter(budget.remaining)
 
     def _failed(self, exc: StoreUnavailable, outcome: str) -> None:
         if self.metrics is not None:
