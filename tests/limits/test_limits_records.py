@@ -9,7 +9,8 @@ while the release attempts themselves keep failing; FailOpen
 admits with a ticket of the uncertain record and settles the real use into the budget; a
 request cancelled while its reserve waits is released; releases and settlements act once in
 any order, and a release that arrives before its reservation makes the reservation refuse;
-a settled reservation leaves no record behind (with usage, without, requests only).
+a settled reservation leaves no record behind (with usage, without, requests only); a
+shutdown waits for the settlements and releases under way.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 from limits_helpers import FakeClock
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis_server import RedisServer
 from routeway_proxy.limits.budget import Charge, Demand, LimitKind
 from routeway_proxy.limits.limiter import FailureMode, Limiter, Limits, Subject
 from routeway_proxy.limits.local import StoreUnavailable
 from routeway_proxy.limits.redis_store import RedisStore, connect
+from routeway_proxy.limits.wiring import ProcessLimits
+
+from routeway.proxyconfig import GatewayLimits
 
 TEAM = Subject("client", "default/search-team", Limits(requests_per_minute=10, tokens_per_minute=5000))
 WARM = Subject("client", "default/other", Limits(requests_per_minute=100))
@@ -244,3 +249,28 @@ async def test_a_settled_reservation_leaves_no_record(
         assert admission.ticket is not None and await records(client) != []
         await limiter.settle(admission.ticket, used)
         assert await records(client) == []
+
+
+async def test_shutdown_waits_for_settlements_and_releases(
+    redis_server: RedisServer, relay: ReplyHoldingRelay, clock: FakeClock
+) -> None:
+    """A worker shutting down (`ProcessLimits.close`) first lets the settlements under way and
+    the releases of uncertain reservations finish: none is cut off with the connection."""
+    limits = ProcessLimits(CollectorRegistry())
+    limits.configure(
+        GatewayLimits.model_validate({"redisUrl": relay.url, "onRedisFailure": "FailClosed"}), {}
+    )
+    limiter = limits.limiter
+    day = Subject("client", "default/daily", Limits(tokens_per_day=5000))  # no refill within the day
+    first = await limiter.reserve([day], 1000)
+    assert first.admitted
+    await limits.settle(limiter, first.ticket, 200)  # a task: the answer never waits for Redis
+    relay.hold()
+    refused = await asyncio.wait_for(limiter.reserve([day], 1000), SAFETY)  # ran, answer held
+    assert not refused.admitted and refused.unavailable
+    relay.resume()
+    await asyncio.wait_for(limits.close(), SAFETY)
+    reader = Limiter(RedisStore(connect(redis_server.url, timeout=5.0)), "redis")
+    headers = await reader.peek([day])
+    assert headers["x-ratelimit-remaining-tokens"] == "4800"  # settled to 200; the refused one released
+    await reader.store.close()

@@ -45,7 +45,10 @@ once, in any order with the reservation itself (`redis_store`). After such a fai
 - admitted (FailOpen): the request carries a ticket of the uncertain record and settles it like
   any other, so if the reservation did happen its charge becomes the real use.
 
-Background releases are bounded (`MAX_PENDING`); `drain` waits for them at shutdown.
+A settlement by record that fails (counted `unsettled` at once) is retried the same way: it
+too acts at most once, so a Redis slow for a moment no longer loses a request's real use.
+
+Background retries are bounded (`MAX_PENDING`); `drain` waits for them at shutdown.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import NamedTuple
 
 from routeway_proxy.limits.budget import Budget, Charge, Decision, Demand, LimitKind
@@ -238,27 +241,39 @@ class Limiter:
             await self.store.settle(charges, ticket.record)
         except StoreUnavailable as exc:
             self._failed(exc, "unsettled")
+            if ticket.record:  # acts at most once by its record: safe to send again
+                record = ticket.record
+                self._retry_later(lambda: self.store.settle(charges, record), "unsettled", counted=True)
 
     def release_later(self, demands: Sequence[Demand], record: str) -> None:
         """Release `record`'s reservation of `demands` in the background, retried while the
         store fails (see the module docstring)."""
+        self._retry_later(lambda: self.store.release(demands, record), "unreleased")
+
+    def _retry_later(
+        self, call: Callable[[], Awaitable[None]], outcome: str, *, counted: bool = False
+    ) -> None:
+        """Run `call` (idempotent: by a record) in the background until it gets through,
+        after `RELEASE_DELAYS`; a last failure counts as `outcome` unless `counted` already."""
         if len(self._pending) >= MAX_PENDING:
-            self._failed(StoreUnavailable("too many releases pending"), "unreleased")
+            if not counted:
+                self._failed(StoreUnavailable("too many retries pending"), outcome)
             return
-        task = asyncio.get_running_loop().create_task(self._release(demands, record))
+        task = asyncio.get_running_loop().create_task(self._retry(call, outcome, counted))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _release(self, demands: Sequence[Demand], record: str) -> None:
-        for delay in (*self._release_delays, None):
+    async def _retry(self, call: Callable[[], Awaitable[None]], outcome: str, counted: bool) -> None:
+        delays = self._release_delays if counted else (0.0, *self._release_delays)
+        for index, delay in enumerate(delays):
+            if delay:
+                await asyncio.sleep(delay)
             try:
-                await self.store.release(demands, record)
+                await call()
                 return
             except StoreUnavailable as exc:
-                if delay is None:
-                    self._failed(exc, "unreleased")
-                    return
-            await asyncio.sleep(delay)
+                if index == len(delays) - 1 and not counted:
+                    self._failed(exc, outcome)
 
     async def drain(self) -> None:
         """Wait up to `DRAIN_SECONDS` for background releases (at shutdown; the rest are
