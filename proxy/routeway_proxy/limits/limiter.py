@@ -93,12 +93,17 @@ class Limits(NamedTuple):
     tokens_per_day: int | None = None
 
     def items(self) -> list[tuple[LimitKind, int]]:
-        pairs = (
-            (LimitKind.REQUESTS_PER_MINUTE, self.requests_per_minute),
-            (LimitKind.TOKENS_PER_MINUTE, self.tokens_per_minute),
-            (LimitKind.TOKENS_PER_DAY, self.tokens_per_day),
-        )
-        return [(kind, value) for kind, value in pairs if value is not None]
+        """The limits that are set, in `LimitKind` order (every limited request reads them)."""
+        return [(kind, value) for kind, value in zip(_KINDS, self, strict=True) if value is not None]
+
+    def any(self) -> bool:
+        """Whether any limit is set."""
+        return self != _NO_LIMITS
+
+
+_KINDS = (LimitKind.REQUESTS_PER_MINUTE, LimitKind.TOKENS_PER_MINUTE, LimitKind.TOKENS_PER_DAY)
+"""`Limits`' fields in order, as kinds."""
+_NO_LIMITS = Limits()
 
 
 class Subject(NamedTuple):
@@ -326,7 +331,8 @@ _CONSEQUENCES = {
 
 
 def _token_budgets(demands: Sequence[Demand]) -> tuple[tuple[str, LimitKind, int], ...]:
-    return tuple((d.key, d.kind, d.limit) for d in demands if d.kind.counts_tokens)
+    rpm = LimitKind.REQUESTS_PER_MINUTE
+    return tuple([(d.key, d.kind, d.limit) for d in demands if d.kind is not rpm])
 
 
 def _owner(budget: Budget) -> tuple[str, str]:
