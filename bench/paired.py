@@ -22,6 +22,13 @@ keeps the plain route) and loads both with `post_unique.lua`, a new prompt per r
 every request misses and is stored: the ratio is what a miss costs against a route without
 a cache. `--cache hit` loads both with the constant body: every request after the first is a
 hit on the measured side.
+
+Client keys and limits: `--limits` gives the measured Routeway a gateway that requires keys,
+20 ModelClients with every limit, and route limits (run.py's `CLIENTS_MANIFESTS`,
+`LIMITS_SPEC`; all far above the load, so nothing is refused), in the process's own store
+(`LimitStore` local, one worker); the load's key is a client's. The other side serves the
+plain open route: the ratio is what authentication, the model check, five budgets reserved
+and settled and the `x-ratelimit-*` headers cost per request.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ from typing import Any
 from run import (
     BENCH,
     CACHE_SPEC,
+    CLIENTS_MANIFESTS,
+    LIMITS_SPEC,
     MANIFESTS,
     OUT,
     PLAIN_BODY,
@@ -194,6 +203,11 @@ def main() -> int:
         help="the measured Routeway's route gets a response cache; miss: a new prompt per request",
     )
     parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="the measured Routeway requires keys: a ModelClient's, with client and route limits",
+    )
+    parser.add_argument(
         "--python",
         metavar="PYTHON",
         help="measure the Routeway installed for this Python (e.g. a compiled build)",
@@ -249,9 +263,11 @@ def main() -> int:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-paired-")))
         (folder / "bench.yaml").write_text(MANIFESTS.format(port=up))
         measured = folder
-        if args.cache != "off":  # only the measured side's route has a cache
-            measured = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-cached-")))
-            (measured / "bench.yaml").write_text(MANIFESTS.format(port=up) + CACHE_SPEC)
+        if args.cache != "off" or args.limits:  # only the measured side's route has them
+            measured = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="routeway-measured-")))
+            route = MANIFESTS.format(port=up) + (CACHE_SPEC if args.cache != "off" else "")
+            route += LIMITS_SPEC + CLIENTS_MANIFESTS if args.limits else ""
+            (measured / "bench.yaml").write_text(route)
         port = free_port()
         if args.rollout:
             command = [*pin_proxy, *routeway_serve(folder, port, args.workers)]
@@ -271,7 +287,8 @@ def main() -> int:
             (measured / "bench.yaml").write_text(ROLLOUT_MANIFESTS.format(port=up, backend="fast-upstream"))
         command = [*pin_proxy, *routeway_serve(measured, port, args.workers, args.python, admin)]
         process = stack.enter_context(started("routeway", command, logs))
-        wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY)
+        key = "sk-bench" if args.limits else None  # post.lua's key: team-0's
+        wait_http(f"http://127.0.0.1:{port}/v1/chat/completions", process, body=PLAIN_BODY, key=key)
         if args.rollout:
             start_rollout(measured, up, admin)
         targets["routeway"] = (process.pid, f"http://127.0.0.1:{port}")

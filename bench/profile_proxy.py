@@ -1,6 +1,7 @@
 """Where a proxy's time goes per request: py-spy samples of one worker under wrk load.
 
     PY_SPY=/tmp/profvenv/bin/py-spy .venv/bin/python bench/profile_proxy.py [--connections 16]
+    PY_SPY=... .venv/bin/python bench/profile_proxy.py --cache-miss   # cached route vs the same uncached
 
 py-spy is not a project dependency: install it in a throwaway venv
 (`python3 -m venv /tmp/profvenv && /tmp/profvenv/bin/pip install py-spy`) and point PY_SPY at it.
@@ -10,6 +11,14 @@ prints microseconds per request by function: self time for the functions where R
 spends more than the yardstick, and inclusive time of Routeway's own frames. Samples are wall
 time of a busy process, so on a shared machine they include time spent descheduled: compare
 the two columns, not the absolute numbers. Raw stacks go to bench/out/profile-*.raw.
+
+`--limits`: likewise Routeway against itself, the open plain route against a gateway requiring
+keys with ModelClients and client and route limits (`paired.py --limits`'s manifests).
+
+`--cache-miss`: the comparison is Routeway against itself — the bench route without a cache
+(in the yardstick's column) and with one — both loaded with `post_unique.lua` (a new prompt
+per request, so every request on the cached route misses and stores): the excess is what a
+miss costs, function by function.
 """
 
 from __future__ import annotations
@@ -28,6 +37,9 @@ from pathlib import Path
 
 from run import (
     BENCH,
+    CACHE_SPEC,
+    CLIENTS_MANIFESTS,
+    LIMITS_SPEC,
     MANIFESTS,
     OUT,
     PLAIN_BODY,
@@ -45,16 +57,16 @@ FRAME = re.compile(r"(.*) \((?:.*?site-packages/)?(?:/work/main/)?(.*?):\d+\)$")
 
 
 def profile(
-    name: str, command: list[str], url: str, args: argparse.Namespace, logs: Path
+    name: str, command: list[str], url: str, args: argparse.Namespace, logs: Path, script: str = "post.lua"
 ) -> tuple[Path, int]:
     """Run `command`, load it for warm-up + sampling, return the raw stacks and requests sampled."""
     raw = OUT / f"profile-{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.raw"
     with started(name, command, logs) as process:
-        wait_http(url + "/v1/chat/completions", process, body=PLAIN_BODY)
+        wait_http(url + "/v1/chat/completions", process, body=PLAIN_BODY, key="sk-bench")
         run_wrk(url, args.connections, 2)
         load = subprocess.Popen(
             ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 4}s", "--latency",
-             "-s", str(BENCH / "post.lua"), url + "/v1/chat/completions"],
+             "-s", str(BENCH / script), url + "/v1/chat/completions"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         time.sleep(2)
@@ -104,6 +116,12 @@ def main() -> int:
     parser.add_argument("--py-spy", default=os.environ.get("PY_SPY", "py-spy"))
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--workers", type=int, default=1, help="worker processes of each proxy (all sampled)")
+    parser.add_argument(
+        "--cache-miss", action="store_true", help="the bench route uncached vs cached, every request a miss"
+    )
+    parser.add_argument(
+        "--limits", action="store_true", help="the open plain route vs keys, ModelClients and limits"
+    )
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     logs = Path(tempfile.mkdtemp(prefix="profile-logs-", dir=OUT))
@@ -111,20 +129,28 @@ def main() -> int:
     upstream = [PYTHON, str(BENCH / "fast_upstream.py"), "--port", str(up_port)]
     with started("upstream", upstream, logs) as up, tempfile.TemporaryDirectory() as manifests:
         wait_http(f"http://127.0.0.1:{up_port}/v1/models", up)
-        yard_cmd = [
-            PYTHON,
-            str(BENCH / "yardstick_proxy.py"),
-            "--port",
-            str(yard_port),
-            "--workers",
-            str(args.workers),
-        ]
-        yard_cmd += ["--upstream", f"http://127.0.0.1:{up_port}"]
-        yard = profile("yardstick", yard_cmd, f"http://127.0.0.1:{yard_port}", args, logs)
-        Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port))
+        script = "post_unique.lua" if args.cache_miss else "post.lua"
+        if args.cache_miss or args.limits:  # the "yardstick" is Routeway with the plain route
+            Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port))
+            yard_cmd = [ROUTEWAY, "serve", "-f", manifests, "--port", str(yard_port)]
+            yard_cmd += [
+                "--admin-port",
+                str(free_port()),
+                "--workers",
+                str(args.workers),
+                "--log-level",
+                "warning",
+            ]
+        else:
+            yard_cmd = [PYTHON, str(BENCH / "yardstick_proxy.py"), "--port", str(yard_port)]
+            yard_cmd += ["--workers", str(args.workers), "--upstream", f"http://127.0.0.1:{up_port}"]
+        yard = profile("yardstick", yard_cmd, f"http://127.0.0.1:{yard_port}", args, logs, script)
+        extra = CACHE_SPEC if args.cache_miss else ""
+        extra += LIMITS_SPEC + CLIENTS_MANIFESTS if args.limits else ""
+        Path(manifests, "bench.yaml").write_text(MANIFESTS.format(port=up_port) + extra)
         rw_cmd = [ROUTEWAY, "serve", "-f", manifests, "--port", str(rw_port), "--admin-port", str(admin_port)]
         rw_cmd += ["--workers", str(args.workers), "--log-level", "warning"]
-        rw = profile("routeway", rw_cmd, f"http://127.0.0.1:{rw_port}", args, logs)
+        rw = profile("routeway", rw_cmd, f"http://127.0.0.1:{rw_port}", args, logs, script)
     y_self, y_total = per_request(*yard)[1:]
     r_incl, r_self, r_total = per_request(*rw)
     print(f"\nsampled time per request: routeway {r_total:.0f} us, yardstick {y_total:.0f} us")

@@ -81,6 +81,45 @@ spec:
 CACHE_SPEC = "  cache: {ttl: 10m, maxBytes: 64Mi, scope: Route}\n"
 """Appended to MANIFESTS' route (`--cache`): the bench route with a response cache."""
 
+LIMITS_SPEC = "  limits: {requestsPerMinute: 1000000000, tokensPerMinute: 1000000000}\n"
+"""Appended to MANIFESTS' route (`paired.py --limits`): route limits far above any load, so
+every request reserves and settles and none is refused."""
+
+CLIENTS_MANIFESTS = """\
+---
+apiVersion: routeway.dev/v1alpha1
+kind: ModelGateway
+metadata: {name: default, namespace: default}
+spec:
+  auth: {apiKeySecretRef: {name: gateway-keys}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: gateway-keys, namespace: default}
+stringData: {admin: sk-bench-admin}
+""" + "".join(
+    f"""\
+---
+apiVersion: routeway.dev/v1alpha1
+kind: ModelClient
+metadata: {{name: team-{n}, namespace: default}}
+spec:
+  keySecretRef: {{name: team-{n}-key, key: api-key}}
+  models: [bench, "other-*"]
+  limits: {{requestsPerMinute: 1000000000, tokensPerMinute: 1000000000, tokensPerDay: 1000000000000}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: team-{n}-key, namespace: default}}
+stringData: {{api-key: {"sk-bench" if n == 0 else f"sk-bench-{n}"}}}
+"""
+    for n in range(20)
+)
+"""Appended to MANIFESTS (`paired.py --limits`): a gateway that requires keys and 20
+ModelClients with every limit (far above any load); the load's key, `sk-bench`
+(post.lua's), is team-0's, so each request is authenticated as a client, checked against its
+model list, and reserves and settles three client budgets besides the route's two."""
+
 
 NGINX_CONF = """\
 worker_processes {workers};
@@ -193,15 +232,23 @@ def started(name: str, command: list[str], logs: Path, cwd: Path = ROOT) -> Iter
 
 
 def wait_http(
-    url: str, process: subprocess.Popen[bytes], timeout: float = 30.0, body: bytes | None = None
+    url: str,
+    process: subprocess.Popen[bytes],
+    timeout: float = 30.0,
+    body: bytes | None = None,
+    key: str | None = None,
 ) -> None:
-    """Poll until `url` answers 200 (POSTing `body` when given): up, routed, upstream reached."""
+    """Poll until `url` answers 200 (POSTing `body` when given, with `key` as the bearer
+    token when given): up, routed, upstream reached."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{process.args!r} exited with {process.returncode} before answering {url}")
-        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        request = urllib.request.Request(url, data=body, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=2) as response:
                 if response.status == 200:

@@ -1,12 +1,16 @@
-"""The request log line (`--access-log`): one JSON line per settled request.
+"""The request log line (`--access-log`): one JSON line per answer the gateway gives.
 
 Opt-in: aiohttp's own access log stays off, and with the flag off the request path pays one
 attribute check (`ProxyMetrics.access is None`) where a request is settled. With it on, the
 line is written where the request's one accounting record is made (`pipeline/settle.py` and
 its callers: `Exchange.run` for a routed request, the inference handler for one refused
-before routing or answered from the cache), on the logger `routeway.access` at INFO:
+before routing or answered from the cache), and for answers outside the pipeline by whoever
+gives them (`write_answer`: the inference handler's 405 and its 503 before the first config,
+and `app.py` for `/v1/models`, unknown paths and their errors) — so every answer of the app
+writes exactly one line. On the logger `routeway.access` at INFO:
 
-    {"time": "2026-12-06T09:10:11.123Z", "method": "POST", "path": "/v1/chat/completions",
+    {"time": "2026-12-06T09:10:11.123Z", "request_id": "3f9c…-1a",
+     "method": "POST", "path": "/v1/chat/completions",
      "model": "chat", "route": "default/chat", "backend": "default/openai",
      "arm": "canary",              # only for a route in a rollout
      "client": "default/search-team",   # the ModelClient id; "" for a gateway key or none
@@ -15,10 +19,12 @@ before routing or answered from the cache), on the logger `routeway.access` at I
      "cost": 0.000123, "currency": "USD",           # only when the backend has pricing
      "cache": "miss"}              # hit | miss | bypass, only for a route with a cache
 
-`model` is the route's public model name ("" before routing: an unknown model is not
-echoed). Cost is `usage.price` of the answering pair's pricing, the same value
-`routeway_cost_total` counts. The proxy assigns no request id, so there is none to log.
-Never logged: header values (so no key), bodies, the URL's query string.
+`request_id` is the id the answer carries as `x-request-id` (`request_ids.py`: the client's
+own when valid, else a generated one). `model` is the route's public model name ("" before
+routing: an unknown model is not echoed); an answer outside the pipeline has `model`,
+`route`, `backend` and `client` "" and no token counts. Cost is `usage.price` of the
+answering pair's pricing, the same value `routeway_cost_total` counts. Never logged: header
+values other than the validated request id (so no key), bodies, the URL's query string.
 
 `configure_access_log` sends the logger's lines to stdout as bare JSON (no prefix), apart
 from the diagnostic log on stderr, so a log shipper can parse every stdout line.
@@ -34,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from routeway_proxy.ledger import UsageSource
+from routeway_proxy.request_ids import request_id_of
 from routeway_proxy.streaming import Usage, find_document_usage
 from routeway_proxy.usage import price
 
@@ -94,11 +101,18 @@ class AccessLog:
             return usage  # as given: the ledger reads it itself
         return read
 
+    def write_answer(self, request: web.BaseRequest, code: int, seconds: float) -> None:
+        """The line of an answer given outside the pipeline (no route, no caller, no usage)."""
+        try:
+            self.logger.info("%s", self.format(request, None, None, code, seconds, None, None, None))
+        except Exception:
+            logging.getLogger("routeway.proxy").exception("writing the access log line failed")
+
     @staticmethod
     def format(
         request: web.BaseRequest,
         route: RouteEntry | None,
-        pair: PairMetrics,
+        pair: PairMetrics | None,
         code: int,
         seconds: float,
         usage: Usage | None,
@@ -109,11 +123,12 @@ class AccessLog:
         now = time.time()
         line: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z",
+            "request_id": request_id_of(request),
             "method": request.method,
             "path": request.path,  # no query string
             "model": route.config.model if route is not None else "",
-            "route": pair.route,
-            "backend": pair.backend,
+            "route": pair.route if pair is not None else "",
+            "backend": pair.backend if pair is not None else "",
         }
         if route is not None and route.arm is not None:
             line["arm"] = route.arm
@@ -123,7 +138,7 @@ class AccessLog:
         prompt, completion = usage if usage is not None else (None, None)
         line["prompt_tokens"] = prompt
         line["completion_tokens"] = completion
-        pricing = pair.pricing
+        pricing = pair.pricing if pair is not None else None
         if pricing is not None:
             line["cost"] = price(pricing, prompt or 0, completion or 0)
             line["currency"] = pricing.currency

@@ -38,6 +38,7 @@ from routeway_proxy.pipeline.handle import (
     make_not_ready,
 )
 from routeway_proxy.providers import ENDPOINT_PATHS
+from routeway_proxy.request_ids import REQUEST_ID_HEADER, assign_request_id
 from routeway_proxy.runtime import ProxyRuntime
 from routeway_proxy.table import RoutingTable, render_model
 from routeway_proxy.upstream_client import UpstreamClient, open_client_session
@@ -103,18 +104,26 @@ def _guard(method: str | None, handler: Handler) -> Handler:
     """Wrap a handler so every error is an OpenAI-shaped answer and never a traceback.
 
     Used instead of a middleware (cheaper per request): each route accepts every method and
-    answers 405 itself, and a catch-all route answers 404, both in the OpenAI shape.
+    answers 405 itself, and a catch-all route answers 404, both in the OpenAI shape. Every
+    answer carries `x-request-id` and, with `--access-log`, writes its line.
     """
 
     async def guarded(request: web.Request) -> web.StreamResponse:
+        rid = assign_request_id(request)
+        access = request.app[RUNTIME_KEY].metrics.access
+        started = asyncio.get_running_loop().time() if access is not None else 0.0
         try:
             if method is not None and request.method != method:
                 raise make_method_not_allowed(request, method)
-            return await handler(request)
+            answer = await handler(request)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return _answer_exception(request, exc)
+            answer = _answer_exception(request, exc)
+        answer.headers[REQUEST_ID_HEADER] = rid
+        if access is not None:  # the request log line of every answer (access_log.py)
+            access.write_answer(request, answer.status, asyncio.get_running_loop().time() - started)
+        return answer
 
     guarded.__name__ = getattr(handler, "__name__", "handler")
     return guarded

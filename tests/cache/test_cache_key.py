@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from cache_helpers import chat_body
-from routeway_proxy.cache.key import cache_key, canonical_body, uncacheable_reason
+from routeway_proxy.cache.key import CacheScope, cache_key, canonical_body, uncacheable_reason
 
 
 def key(body: dict[str, Any], client: str | None = "default/a", route: str = "default/chat") -> str:
@@ -128,3 +128,38 @@ def test_cacheable_requests(kind: str, body: dict[str, Any]) -> None:
 )
 def test_never_cacheable_requests(kind: str, body: dict[str, Any], reason: str) -> None:
     assert uncacheable_reason(kind, body) == reason
+
+
+PINNED_BODIES: dict[str, dict[str, Any]] = {
+    "plain": {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16},
+    "floats": {
+        "model": "m",
+        "temperature": 1.0,
+        "top_p": 0.5,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "y"}]}],
+        "x": -0.0,
+        "big": 1e16,
+        "nested": {"a": [1.0, 2.5, {"b": 3.0}], "t": True, "n": None},
+        "stream": True,
+        "user": "u",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "scope", "client", "digest"),
+    [
+        ("plain", "Route", None, "e098f8cd0a5aeba0df893df76e8dfafff7c1c7c7512d2db1d2b97531cbded769"),
+        ("plain", "Client", "ns/team", "15675a4662b3e8612fc2943accb260d636ceba78c7cbd8a8307838c1e9cc051e"),
+        ("plain", "Client", None, "87f985acd0ea2c6ee12b4b49d15591f02607496f9d359882cbddd3b2415df542"),
+        ("floats", "Route", None, "802b96e466a53e933f8dfc5932d5a5dce8191dc7982e0f75eea8ffa96b80346e"),
+        ("floats", "Client", "ns/team", "783b12f3d21a80599ff418b83868010d5c2013f53e6486bf5cda5d95746b9cb4"),
+        ("floats", "Client", None, "677f061f3fae22b90cf5b9dbe999b355c76307c27252ac3d09ef1360807e804e"),
+    ],
+)
+def test_keys_are_stable_across_versions(
+    body: str, scope: CacheScope, client: str | None, digest: str
+) -> None:
+    """Pods of different versions share one Redis during a rollout: the same request must get
+    the same key. Digests computed by the first released implementation (main f141a01)."""
+    assert cache_key("ns/route", "chat", scope, client, PINNED_BODIES[body]) == digest

@@ -8,6 +8,13 @@ a ModelClient's request (its name, cost and currency from a priced backend, equa
 cache miss, hit and bypass; a line that fails to be written costs the request nothing (its
 answer and its accounting record stay); a planted key and a URL query never in a line; no line without
 an `AccessLog` (the flag off).
+
+Request ids: every answer — success, stream, cache hit, upstream error, 401, 404, 405, 413,
+the 503 before the first config, `/v1/models`, unknown paths — carries `x-request-id` and writes
+exactly one line with the same id; a valid incoming id is kept, an invalid one (too long, a
+space, a control or non-ASCII byte, empty) is replaced by a generated one, and generated ids
+differ; header values other than the id never reach a line (a planted key in `Authorization`,
+`api-key` and a custom header).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 import openai
 import orjson
 import pytest
@@ -57,10 +65,11 @@ def plain_config(upstream: Upstream, behaviour: str = "ok", **backend: Any) -> A
 async def test_a_success(gateway: Gateway, upstream: Upstream, lines: pytest.LogCaptureFixture) -> None:
     gateway.runtime.apply(plain_config(upstream), {})
     async with client(gateway) as c:
-        await c.chat.completions.create(model="gpt", messages=MESSAGES)
+        raw = await c.chat.completions.with_raw_response.create(model="gpt", messages=MESSAGES)
     (line,) = access_lines(lines)
     assert line.pop("time").endswith("Z")
     assert line.pop("duration_ms") >= 0
+    assert line.pop("request_id") == raw.headers["x-request-id"] != ""
     assert line == {
         "method": "POST",
         "path": "/v1/chat/completions",
@@ -207,3 +216,111 @@ async def test_a_line_that_fails_costs_the_request_nothing(
     registry = gateway.runtime.metrics.registry
     assert registry.get_sample_value("routeway_requests_total", {**labels, "code": "200"}) == 1
     assert registry.get_sample_value("routeway_tokens_total", {**labels, "type": "completion"}) == 2
+
+
+PLANTED = "sk-planted-4f1c9e0d2b"
+BODY = b'{"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}'
+
+
+async def answer_of(
+    http: aiohttp.ClientSession, method: str, url: str, body: bytes | None = None, **headers: str
+) -> tuple[int, str]:
+    async with http.request(method, url, data=body, headers=headers) as response:
+        await response.read()
+        return response.status, response.headers.get("x-request-id", "")
+
+
+async def test_every_answer_carries_its_id_and_writes_one_line(
+    gateway: Gateway, upstream: Upstream, lines: pytest.LogCaptureFixture
+) -> None:
+    secret = {"Authorization": f"Bearer {PLANTED}", "api-key": PLANTED, "x-note": PLANTED}
+    answers = []
+    async with aiohttp.ClientSession() as http:
+        answers.append(await answer_of(http, "POST", f"{gateway.v1}/chat/completions", BODY, **secret))
+        answers.append(await answer_of(http, "GET", f"{gateway.v1}/models", **secret))
+        config = with_clients(plain_config(upstream), team("search"))
+        gateway.runtime.apply(config, {"ns/search-key/k": hash_client_key(KEY)})
+        auth = {"Authorization": f"Bearer {KEY}"}
+        too_large = b'{"model": "gpt", "messages": [], "pad": "' + b"x" * (9 << 20) + b'"}'
+        for method, path, body, headers in [
+            ("POST", "/chat/completions", BODY, auth),  # 200
+            ("POST", "/chat/completions", BODY, {"Authorization": f"Bearer {PLANTED}"}),  # 401
+            ("GET", "/chat/completions", None, auth),  # 405
+            ("POST", "/embeddings", too_large, auth),  # 413
+            ("POST", "/chat/completions", BODY.replace(b'"gpt"', b'"nope"'), auth),  # 404 model
+            ("GET", "/models", None, auth),  # 200
+            ("GET", "/models/gpt", None, auth),  # 200
+            ("POST", "/models", None, auth),  # 405
+            ("GET", "/models", None, {"api-key": PLANTED}),  # 401
+            ("GET", "/nowhere", None, auth),  # 404 path
+        ]:
+            answers.append(
+                await answer_of(http, method, gateway.v1 + path, body, **headers, **{"x-note": PLANTED})
+            )
+        async with http.get(f"{gateway.url}/metrics/../x?key={PLANTED}") as response:
+            await response.read()
+            answers.append((response.status, response.headers.get("x-request-id", "")))
+    statuses = [status for status, _ in answers]
+    assert statuses == [503, 503, 200, 401, 405, 413, 404, 200, 200, 405, 401, 404, 404]
+    logged = access_lines(lines)
+    assert [(line["status"], line["request_id"]) for line in logged] == answers  # one each, same id
+    assert len({rid for _, rid in answers}) == len(answers) and all(answers)  # generated, distinct
+    assert PLANTED not in lines.text and KEY not in lines.text
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("trace-7f3a.b9:c/d+e=f@g_h", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("has space", False),
+        ('quote"d', False),
+        ("tab\there", False),
+        ("", False),
+        ("caf\u00e9", False),
+    ],
+)
+async def test_an_incoming_request_id_is_kept_only_when_safe(
+    gateway: Gateway, upstream: Upstream, lines: pytest.LogCaptureFixture, given: str, kept: bool
+) -> None:
+    gateway.runtime.apply(plain_config(upstream), {})
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{gateway.v1}/chat/completions",
+            data=BODY,
+            headers={"x-request-id": given.encode("utf-8").decode("latin-1")},
+        ) as response,
+    ):
+        await response.read()
+        status, rid = response.status, response.headers["x-request-id"]
+    assert status == 200
+    (line,) = access_lines(lines)
+    assert line["request_id"] == rid
+    assert (rid == given) is kept
+    if not kept:
+        assert given not in lines.text or given == ""
+
+
+async def test_streams_hits_and_errors_carry_the_id(
+    gateway: Gateway, upstream: Upstream, lines: pytest.LogCaptureFixture
+) -> None:
+    apply_cached(gateway, upstream)
+    ids = []
+    async with client(gateway) as c:
+        for _ in range(2):  # a miss, then a hit
+            raw = await c.chat.completions.with_raw_response.create(model="gpt", messages=MESSAGES)
+            ids.append(raw.headers["x-request-id"])
+        async with c.chat.completions.with_streaming_response.create(
+            model="plain", messages=MESSAGES, stream=True, extra_headers={"x-request-id": "mine-1"}
+        ) as streamed:
+            async for _ in streamed.iter_lines():
+                pass
+            ids.append(streamed.headers["x-request-id"])
+        with pytest.raises(openai.NotFoundError) as missing:
+            await c.chat.completions.create(model="nope", messages=MESSAGES)
+        ids.append(missing.value.response.headers["x-request-id"])
+    assert ids[2] == "mine-1"
+    assert [line["request_id"] for line in access_lines(lines)] == ids
+    assert len(set(ids)) == 4

@@ -581,3 +581,21 @@ async def test_refusals_before_the_limit_stage_carry_the_clients_budget(
     assert [status for status, _, _ in answers] == [400, 413, 403, 404]
     for _, _, headers in answers:
         assert not [name for name in headers if name.lower().startswith("x-ratelimit")]
+    # decided (README, Limits): answers with no known client carry no client budget — a 401
+    # (an unknown key is nobody's, whichever client it resembles) and a 405 (no model call,
+    # refused before the key is read) — even on a gateway whose clients are limited
+    async with aiohttp.ClientSession() as session:
+        outside = []
+        for method, key in (("POST", "team-key-but-longer"), ("POST", "team-ke"), ("GET", "team-key")):
+            request = session.request(
+                method,
+                url,
+                json={"model": "chat", "messages": MESSAGES},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            async with request as response:
+                await response.read()
+                outside.append((response.status, dict(response.headers)))
+    assert [status for status, _ in outside] == [401, 401, 405]
+    for _, headers in outside:
+        assert not [name for name in headers if name.lower().startswith("x-ratelimit")]

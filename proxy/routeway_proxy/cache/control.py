@@ -27,7 +27,7 @@ and a hit spends none.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from routeway_proxy.cache.key import CacheKind, CacheSettings, cache_key, uncacheable_reason
 from routeway_proxy.cache.replay import wants_usage
@@ -60,9 +60,12 @@ def read_cache_control(value: str | None) -> Directives:
     return Directives(no_cache, no_store)
 
 
-@dataclass(frozen=True, slots=True)
-class CachePlan:
-    """The cache's part in one request. `key` is None when nothing is looked up or stored."""
+class CachePlan(NamedTuple):
+    """The cache's part in one request. `key` is None when nothing is looked up or stored.
+
+    A NamedTuple rather than a frozen dataclass: immutable either way, and made once per
+    request on a cached route, where a frozen dataclass's `object.__setattr__` per field costs
+    several times a tuple's construction."""
 
     key: str | None
     lookup: bool

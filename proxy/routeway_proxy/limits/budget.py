@@ -22,6 +22,10 @@ Window semantics, chosen for OpenAI compatibility and documented in the README o
   ModelClient's status reports "the current day"; the price is a possible double spend across
   midnight, acceptable for a daily quota. `reset` is the time to the next UTC midnight.
 
+The records (`Demand`, `Budget`, `Decision`, `Charge`) are NamedTuples: immutable like frozen
+dataclasses, but built without an `object.__setattr__` per field — a limited request makes
+about a dozen of them.
+
 State per (key, kind) is `(used, updated)`: how much of the budget is taken and when that was
 last written; `(0, 0)` is a fresh, full budget, so stores need no initialisation. A clock that
 steps back refills nothing (the newest `updated` is kept).
@@ -32,7 +36,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MINUTE = 60.0
 DAY = 86400.0
@@ -67,8 +71,7 @@ _FIELDS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Demand:
+class Demand(NamedTuple):
     """Reserve `amount` (1 request, or estimated tokens) of `key`'s budget of `kind`, `limit`
     large. `key` names the subject: `client:default/search-team`, `route:default/chat`."""
 
@@ -78,8 +81,7 @@ class Demand:
     amount: int
 
 
-@dataclass(frozen=True, slots=True)
-class Budget:
+class Budget(NamedTuple):
     """One limit as it stands after a decision: what the `x-ratelimit-*` headers report."""
 
     key: str
@@ -89,8 +91,7 @@ class Budget:
     reset: float  # seconds until the budget is full again
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """Admitted (every demand reserved) or rejected (none reserved), with the budgets after it.
 
     Rejected: `failed` is the demand that waits longest, `retry_after` the seconds until every
@@ -154,20 +155,32 @@ def budget_of(demand: Demand, used: float, now: float) -> Budget:
 
 def decide(demands: Sequence[Demand], states: Sequence[State], now: float) -> tuple[Decision, list[State]]:
     """Reserve every demand or none. Returns the decision and the states to store (the
-    refilled states when rejected: writing them back is harmless, and keeps `updated` fresh)."""
-    used = [used_at(d.kind, d.limit, s, now) for d, s in zip(demands, states, strict=True)]
-    waits = [wait_for(d.kind, d.limit, u, d.amount, now) for d, u in zip(demands, used, strict=True)]
-    longest = max(range(len(demands)), key=waits.__getitem__, default=None)
-    if longest is not None and waits[longest] > 0.0:
+    refilled states when rejected: writing them back is harmless, and keeps `updated` fresh).
+    One pass over the demands (every limited request runs this): the use at `now` and the
+    wait of each, the first longest wait kept."""
+    used: list[float] = []
+    longest = -1
+    longest_wait = 0.0
+    for index, (demand, state) in enumerate(zip(demands, states, strict=True)):
+        use = used_at(demand.kind, demand.limit, state, now)
+        used.append(use)
+        wait = wait_for(demand.kind, demand.limit, use, demand.amount, now)
+        if wait > longest_wait:
+            longest, longest_wait = index, wait
+    if longest >= 0:
         budgets = tuple(budget_of(d, u, now) for d, u in zip(demands, used, strict=True))
-        too_large = math.isinf(waits[longest])
+        too_large = math.isinf(longest_wait)
         failed = demands[longest]
-        retry = reset_after(failed.kind, failed.limit, used[longest], now) if too_large else waits[longest]
+        retry = reset_after(failed.kind, failed.limit, used[longest], now) if too_large else longest_wait
         new = [(u, max(now, s[1])) for u, s in zip(used, states, strict=True)]
         return Decision(False, budgets, now, failed, retry, too_large), new
-    after = [u + d.amount for d, u in zip(demands, used, strict=True)]
-    budgets = tuple(budget_of(d, u, now) for d, u in zip(demands, after, strict=True))
-    return Decision(True, budgets, now), [(u, max(now, s[1])) for u, s in zip(after, states, strict=True)]
+    budgets_after = []
+    new_states = []
+    for demand, use, state in zip(demands, used, states, strict=True):
+        after = use + demand.amount
+        budgets_after.append(budget_of(demand, after, now))
+        new_states.append((after, now if now > state[1] else state[1]))
+    return Decision(True, tuple(budgets_after), now), new_states
 
 
 def peek(demands: Sequence[Demand], states: Sequence[State], now: float) -> Decision:
@@ -199,8 +212,7 @@ def settle_state(
     return (max(0.0, used + delta), max(now, state[1]))
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(NamedTuple):
     """Settle `key`'s budget of `kind`: `delta` = real use - reservation (negative refunds)."""
 
     key: str

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from routeway_proxy.limits.budget import Budget, Decision
+from routeway_proxy.limits.budget import Budget, Decision, LimitKind
 
 
 def format_reset(seconds: float) -> str:
@@ -48,8 +48,9 @@ def format_retry_after(seconds: float) -> str:
 
 def tightest(budgets: Iterable[Budget], tokens: bool) -> Budget | None:
     chosen: Budget | None = None
+    rpm = LimitKind.REQUESTS_PER_MINUTE
     for budget in budgets:
-        if budget.kind.counts_tokens != tokens:
+        if (budget.kind is not rpm) != tokens:
             continue
         if chosen is None or (budget.remaining, budget.limit) < (chosen.remaining, chosen.limit):
             chosen = budget

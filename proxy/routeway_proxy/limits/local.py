@@ -33,15 +33,33 @@ Clock = Callable[[], float]
 
 
 class StoreUnavailable(Exception):
-    """A store could not decide: Redis down or slow, the shared table full."""
+    """A store could not decide: Redis down or slow, the shared table full.
+
+    `maybe_applied`: the call may have taken effect although no answer came (a Redis call that
+    timed out after it was sent); the caller then releases the reservation by its record."""
+
+    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 class LimitStore(Protocol):
-    """Where budgets live; every implementation reserves all-or-nothing and atomically."""
+    """Where budgets live; every implementation reserves all-or-nothing and atomically.
 
-    async def reserve(self, demands: Sequence[Demand]) -> Decision: ...
+    `keeps_records`: the store can be cut between doing a reservation and saying so (Redis: a
+    timeout, a cancelled call), so each reservation carries a `record` id, and settlement and
+    `release` act by it, at most once (`redis_store`). The local and shared stores decide in
+    one uninterruptible step, so an answer always follows a reservation: they ignore records."""
 
-    async def settle(self, charges: Sequence[Charge]) -> None: ...
+    keeps_records: bool
+
+    async def reserve(self, demands: Sequence[Demand], record: str = "") -> Decision: ...
+
+    async def settle(self, charges: Sequence[Charge], record: str = "") -> None: ...
+
+    async def release(self, demands: Sequence[Demand], record: str) -> None:
+        """Undo the reservation `record` of `demands` if it was made (stores with records)."""
+        ...
 
     async def peek(self, demands: Sequence[Demand]) -> Decision:
         """The demands' budgets refilled to now, reserving and writing nothing (`budget.peek`)."""
@@ -52,6 +70,8 @@ class LimitStore(Protocol):
 
 class LocalStore:
     """Budgets of this process only."""
+
+    keeps_records = False
 
     def __init__(self, clock: Clock = time.time, sweep_at: int = 1024) -> None:
         self._clock = clock
@@ -97,14 +117,17 @@ class LocalStore:
             states.append((entry[0], entry[1]) if entry is not None else (0.0, 0.0))
         return states
 
-    async def reserve(self, demands: Sequence[Demand]) -> Decision:
+    async def reserve(self, demands: Sequence[Demand], record: str = "") -> Decision:
         return self.reserve_now(demands)
 
     async def peek(self, demands: Sequence[Demand]) -> Decision:
         return self.peek_now(demands)
 
-    async def settle(self, charges: Sequence[Charge]) -> None:
+    async def settle(self, charges: Sequence[Charge], record: str = "") -> None:
         self.settle_now(charges)
+
+    async def release(self, demands: Sequence[Demand], record: str) -> None:
+        return None  # no records: a reservation here always got its answer
 
     async def close(self) -> None:
         return None

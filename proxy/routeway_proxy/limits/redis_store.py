@@ -35,6 +35,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from routeway_proxy import redis_client
 from routeway_proxy.limits.budget import Charge, Decision, Demand, decide, peek
@@ -42,6 +43,12 @@ from routeway_proxy.limits.local import Clock, StoreUnavailable
 
 DEFAULT_TIMEOUT = 0.25  # seconds; the request path waits no longer for a decision
 DEFAULT_PREFIX = "routeway:{limits}:"
+RECORD_TTL_MS = 3_600_000
+"""How long a reservation's record waits for its settlement: longer than any request runs.
+A record outliving it (its process died mid-request) stands as charged, as in every store."""
+TOMBSTONE_TTL_MS = 600_000
+"""How long a released or settled-unseen reservation stays refused: longer than any call can
+wait in a socket or a paused server before it runs."""
 
 _COMMON = """
 local DAY = 86400
@@ -76,10 +83,16 @@ RESERVE = (
     _COMMON
     + """
 local n = #KEYS
+local record = nil
+if ARGV[2] ~= '' then
+  n = n - 1
+  record = KEYS[#KEYS]
+  if redis.call('EXISTS', record) == 1 then return {-1} end
+end
 local used, updated = {}, {}
 local admitted = 1
 for i = 1, n do
-  local kind, limit, amount = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
+  local kind, limit, amount = tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1]), tonumber(ARGV[3*i+2])
   local stored = redis.call('HMGET', KEYS[i], 'u', 't')
   updated[i] = tonumber(stored[2]) or 0
   used[i] = used_at(kind, limit, tonumber(stored[1]) or 0, updated[i])
@@ -89,30 +102,59 @@ local answer = {admitted, string.format('%.17g', now)}
 for i = 1, n do
   answer[i + 2] = string.format('%.17g', used[i])
   if admitted == 1 then
-    local kind, limit, amount = tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1])
+    local kind, limit, amount = tonumber(ARGV[3*i]), tonumber(ARGV[3*i+1]), tonumber(ARGV[3*i+2])
     store(KEYS[i], kind, limit, used[i] + amount, math.max(now, updated[i]))
   end
+end
+if record and admitted == 1 then
+  redis.call('SET', record, string.format('%.17g', now), 'PX', ARGV[2])
 end
 return answer
 """
 )
+"""ARGV: now ('' for the server's TIME), the record's TTL in ms ('' for no record), then
+(kind, limit, amount) per budget key; KEYS: the budget keys, then the record's key when there
+is one. A record that exists already (`x`: released before this call arrived) refuses to
+reserve anything and answers {-1}."""
 
 SETTLE = (
     _COMMON
     + """
-for i = 1, #KEYS do
-  local kind, limit, delta = tonumber(ARGV[4*i-2]), tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i])
-  local reserved_at = tonumber(ARGV[4*i+1])
+local n = #KEYS
+local at = nil
+if ARGV[2] ~= '' then
+  n = n - 1
+  local record = KEYS[#KEYS]
+  local held = redis.call('GET', record)
+  if not held then
+    redis.call('SET', record, 'x', 'PX', ARGV[2])
+    return 0
+  end
+  if held == 'x' then return 0 end
+  at = tonumber(held)
+  redis.call('DEL', record)
+end
+for i = 1, n do
+  local kind, limit, delta = tonumber(ARGV[4*i-1]), tonumber(ARGV[4*i]), tonumber(ARGV[4*i+1])
+  local reserved_at = at or tonumber(ARGV[4*i+2])
   if kind == 3 and delta < 0 and math.floor(reserved_at / DAY) < math.floor(now / DAY) then delta = 0 end
-  local stored = redis.call('HMGET', KEYS[i], 'u', 't')
-  local updated = tonumber(stored[2]) or 0
-  local used = used_at(kind, limit, tonumber(stored[1]) or 0, updated)
-  store(KEYS[i], kind, limit, math.max(0, used + delta), math.max(now, updated))
+  if delta ~= 0 then
+    local stored = redis.call('HMGET', KEYS[i], 'u', 't')
+    local updated = tonumber(stored[2]) or 0
+    local used = used_at(kind, limit, tonumber(stored[1]) or 0, updated)
+    store(KEYS[i], kind, limit, math.max(0, used + delta), math.max(now, updated))
+  end
 end
 return 1
 """
 )
-
+"""Settle or release. ARGV: now, the tombstone's TTL in ms ('' for no record: apply the
+charges as given), then (kind, limit, delta, reserved_at) per budget key; KEYS: the budget
+keys, then the record's key when there is one. With a record the charges apply only if the
+record holds a reservation (its time replaces `reserved_at`), and the record is deleted; a
+missing record becomes a tombstone `x` so that a reservation still on its way is refused when
+it arrives; a tombstone applies nothing. So a settlement or release can be sent again safely,
+and in any order with the reservation it undoes."""
 
 PEEK = (
     _COMMON
@@ -156,6 +198,8 @@ def connect(url: str, password: str | None = None, timeout: float = DEFAULT_TIME
 class RedisStore:
     """Budgets in one Redis, shared by every pod that uses the same `url` and `prefix`."""
 
+    keeps_records = True
+
     def __init__(
         self,
         client: Redis,
@@ -178,15 +222,23 @@ class RedisStore:
         try:
             async with asyncio.timeout(self._timeout):
                 return await script.run(self._client, keys, args)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (TimeoutError, RedisTimeoutError) as exc:  # the store's bound, or the socket's
+            # sent, maybe run, no answer: only a record can tell later what happened
+            raise StoreUnavailable(f"redis: {type(exc).__name__}", maybe_applied=True) from exc
+        except (RedisError, OSError) as exc:
+            # refused, reset or closed: a server that failed mid-call lost what it held anyway
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
 
-    async def reserve(self, demands: Sequence[Demand]) -> Decision:
+    async def reserve(self, demands: Sequence[Demand], record: str = "") -> Decision:
         keys = [self._key(d.key, d.kind) for d in demands]
-        args = [self._now()]
+        args = [self._now(), str(RECORD_TTL_MS) if record else ""]
         for d in demands:
             args += (str(d.kind.value), str(d.limit), str(d.amount))
+        if record:
+            keys.append(self._record_key(record))
         answer = await self._run(_RESERVE, keys, args)
+        if int(answer[0]) < 0:  # released before it arrived: only a late call sees this
+            raise StoreUnavailable("redis: the reservation was released before it was made")
         now = float(answer[1])
         states = [(float(used), now) for used in answer[2:]]
         decision, _ = decide(demands, states, now)
@@ -202,12 +254,23 @@ class RedisStore:
         # the use is refilled to `now` already: `budget.peek` refills nothing more at the same time
         return peek(demands, [(float(used), now) for used in answer[1:]], now)
 
-    async def settle(self, charges: Sequence[Charge]) -> None:
+    async def settle(self, charges: Sequence[Charge], record: str = "") -> None:
+        """Apply `charges`; with `record`, only if that reservation is still held (once)."""
         keys = [self._key(c.key, c.kind) for c in charges]
-        args = [self._now()]
+        args = [self._now(), str(TOMBSTONE_TTL_MS) if record else ""]
         for c in charges:
             args += (str(c.kind.value), str(c.limit), repr(float(c.delta)), repr(float(c.reserved_at)))
+        if record:
+            keys.append(self._record_key(record))
         await self._run(_SETTLE, keys, args)
+
+    async def release(self, demands: Sequence[Demand], record: str) -> None:
+        """Give back everything `record` reserved (its request and tokens), if it did and was
+        not settled or released yet; else make sure it never will (a tombstone)."""
+        await self.settle([Charge(d.key, d.kind, d.limit, -float(d.amount), 0.0) for d in demands], record)
+
+    def _record_key(self, record: str) -> str:
+        return f"{self._prefix}r:{record}"
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -72,6 +72,8 @@ def make_table(path: str, slots: int = DEFAULT_SLOTS) -> str:
 class SharedStore:
     """Budgets shared by every process that maps the same table file."""
 
+    keeps_records = False
+
     def __init__(self, path: str, clock: Clock = time.time) -> None:
         self.path = path
         self._clock = clock
@@ -175,11 +177,14 @@ class SharedStore:
                 )
                 VALUES.pack_into(table, offset + 16, used, updated, float(charge.limit), charge.kind.value)
 
-    async def reserve(self, demands: Sequence[Demand]) -> Decision:
+    async def reserve(self, demands: Sequence[Demand], record: str = "") -> Decision:
         return self.reserve_now(demands)
 
-    async def settle(self, charges: Sequence[Charge]) -> None:
+    async def settle(self, charges: Sequence[Charge], record: str = "") -> None:
         self.settle_now(charges)
+
+    async def release(self, demands: Sequence[Demand], record: str) -> None:
+        return None  # no records: a reservation here always got its answer
 
     async def peek(self, demands: Sequence[Demand]) -> Decision:
         return self.peek_now(demands)

@@ -19,7 +19,9 @@ the share is the whole limit.
 
 Settlement: the local and shared stores never suspend, so settling inline costs no event-loop
 round and cannot be cut by a cancellation; a Redis settlement is a round trip the answer does
-not wait for, run as a task.
+not wait for, run as a task (every Redis ticket settles, even with nothing to change: that
+deletes its reservation record). Shutdown waits for those tasks and the limiter's background
+releases (`Limiter.drain`) before it closes the store.
 """
 
 from __future__ import annotations
@@ -83,11 +85,11 @@ class ProcessLimits:
         )
         self._settings = settings
         if previous.store is not store and previous.store is not self._base:
-            self._close_later(previous.store)
+            self._close_later(previous)
 
     async def settle(self, limiter: Limiter, ticket: Ticket | None, used: int | None) -> None:
         """Settle a reservation `limiter` made; see the module docstring for when it waits."""
-        if ticket is None or used == ticket.reserved:
+        if ticket is None or (not ticket.record and used == ticket.reserved):
             return
         if limiter.store_name != "redis":
             await limiter.settle(ticket, used)  # never suspends: no cancellation can cut it
@@ -96,12 +98,12 @@ class ProcessLimits:
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
-    def _close_later(self, store: LimitStore) -> None:
+    def _close_later(self, limiter: Limiter) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # applied outside a loop (tests): nothing is connected yet
             return
-        task = loop.create_task(store.close())
+        task = loop.create_task(_drain_and_close(limiter))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
 
@@ -109,6 +111,13 @@ class ProcessLimits:
         """At shutdown: wait for pending settlements, close Redis and the shared table."""
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+        await self.limiter.drain()
         if self.limiter.store is not self._base:
             await self.limiter.store.close()
         await self._base.close()
+
+
+async def _drain_and_close(limiter: Limiter) -> None:
+    """A replaced Redis limiter: its releases under way first, then its connection."""
+    await limiter.drain()
+    await limiter.store.close()

@@ -23,6 +23,7 @@ from routeway_proxy.pipeline.cache import CacheTicket
 from routeway_proxy.pipeline.choose import choose_arm
 from routeway_proxy.pipeline.settle import settle
 from routeway_proxy.providers import EndpointKind
+from routeway_proxy.request_ids import REQUEST_ID_HEADER, assign_request_id
 from routeway_proxy.runtime import ProxyRuntime
 from routeway_proxy.table import RouteEntry
 from routeway_proxy.upstream_client import UpstreamClient
@@ -70,6 +71,12 @@ def make_inference_handler(
 ) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         cache_result: str | None = None  # x-routeway-cache, once the route has a cache
+        rid = assign_request_id(request)
+        loop = state.loop
+        if loop is None:  # only outside the app's startup..cleanup window
+            loop = asyncio.get_running_loop()
+        started = loop.time()
+        logged = False  # the request's access-log line is written (or its exchange owns it)
         try:
             if request.method != "POST":
                 raise make_method_not_allowed(request, "POST")
@@ -77,10 +84,6 @@ def make_inference_handler(
             table = runtime.table
             if table is None:
                 raise make_not_ready()
-            loop = state.loop
-            if loop is None:  # only outside the app's startup..cleanup window
-                loop = asyncio.get_running_loop()
-            started = loop.time()
             route: RouteEntry | None = None
             ticket: CacheTicket | None = None
             reservation: limit.Reservation | None = None
@@ -142,6 +145,7 @@ def make_inference_handler(
                 access = runtime.metrics.access
                 if access is not None:
                     access.write(request, route, pair, error.status, seconds, None, caller, cache_result)
+                logged = True
                 settle(runtime.metrics.ledger, pair, error.status, seconds, None, caller)
                 if reservation is not None:  # nothing was sent upstream
                     await reservation.settle(0)
@@ -166,6 +170,7 @@ def make_inference_handler(
                 if access is not None:  # a hit: no upstream tokens (the answer's usage is a replay)
                     access.write(request, route, route.metrics, cached.status, seconds, None, caller, "hit")
                 settle(runtime.metrics.ledger, route.metrics, cached.status, seconds, None, caller)
+                cached.headers[REQUEST_ID_HEADER] = rid
                 if reservation is not None:  # a hit spends no upstream tokens
                     cached.headers.update(reservation.headers)
                     await reservation.settle(0)
@@ -182,6 +187,7 @@ def make_inference_handler(
             )
             in_flight = state.in_flight
             in_flight.add(exchange)
+            logged = True  # from here the exchange settles the request and writes its line
             try:
                 if reservation is None:
                     response = await exchange.run()
@@ -189,15 +195,23 @@ def make_inference_handler(
                     response = await limit.run_limited(exchange, reservation)
             finally:
                 in_flight.discard(exchange)
-            if cache_result is not None and not response.prepared:  # a stream has it already
-                response.headers[CACHE_HEADER] = cache_result
+            if not response.prepared:  # a stream has them already (relay.py)
+                response.headers[REQUEST_ID_HEADER] = rid
+                if cache_result is not None:
+                    response.headers[CACHE_HEADER] = cache_result
             return response
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             answer = answer_exception(request, exc)
-            if cache_result is not None and not answer.prepared:
-                answer.headers[CACHE_HEADER] = cache_result
+            if not answer.prepared:
+                answer.headers[REQUEST_ID_HEADER] = rid
+                if cache_result is not None:
+                    answer.headers[CACHE_HEADER] = cache_result
+            if not logged:  # refused before the pipeline (405, 503 not ready), or a bug's 500
+                access = state.runtime.metrics.access
+                if access is not None:
+                    access.write_answer(request, answer.status, loop.time() - started)
             return answer
 
     handle.__name__ = f"handle_{kind}"

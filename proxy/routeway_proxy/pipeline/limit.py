@@ -69,13 +69,13 @@ def subjects_of(
         limits = Limits(
             client_limits.requests_per_minute, client_limits.tokens_per_minute, client_limits.tokens_per_day
         )
-        if limits.items():
+        if limits.any():
             subjects.append(Subject("client", client_id, limits))
     route_limits = route.config.limits
     limits = Limits()
     if route_limits is not None:
         limits = Limits(route_limits.requests_per_minute, route_limits.tokens_per_minute)
-    if not subjects and not limits.items():
+    if not subjects and not limits.any():
         return []
     # the route's subject even without limits of its own: it names the `route` metric label
     subjects.append(Subject("route", route.id, limits))

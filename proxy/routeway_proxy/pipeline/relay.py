@@ -35,6 +35,7 @@ from routeway_proxy.pipeline.failures import answer_upstream_error, blame
 from routeway_proxy.pipeline.policy import cut_status
 from routeway_proxy.pipeline.settle import CLIENT_CLOSED
 from routeway_proxy.providers import UpstreamReply
+from routeway_proxy.request_ids import REQUEST_ID_HEADER, request_id_of
 from routeway_proxy.streaming import SSEUsageFilter
 from routeway_proxy.table import TargetEntry
 from routeway_proxy.timeouts import AttemptWatchdog
@@ -113,6 +114,7 @@ async def relay_stream(
     response = web.StreamResponse(
         status=status, headers=response_header_pairs(reply_headers, target.header_items)
     )
+    response.headers[REQUEST_ID_HEADER] = request_id_of(exchange.request)
     if exchange.limit_headers:
         response.headers.update(exchange.limit_headers)
     sse = SSEUsageFilter(strip_usage_chunk=not exchange.client_wants_usage)
