@@ -1,0 +1,431 @@
+"""The client connections of one serving process: read timeouts, a connection cap, half-close.
+
+Why: aiohttp's server has a keep-alive timeout but no header-read or body-read timeout, so a
+client that trickles its request line a byte a second, or never sends the body it announced,
+holds a connection (and a slot of the kernel's and the worker's) indefinitely; nothing caps how
+many connections a worker holds; and a client that shuts down its write side after sending its
+request (`shutdown(SHUT_WR)`) loses its answer, because asyncio closes a transport on EOF
+unless the protocol asks to keep it.
+
+How: every client connection is a `ClientConnection`, a subclass of aiohttp's public
+`web.RequestHandler` that only overrides protocol callbacks (`connection_made`,
+`data_received`, `eof_received`, `connection_lost`) and `handle_error`, each calling the
+original. A connection is in one phase at a time, with at most one deadline:
+
+| phase | from | deadline | when it passes |
+|---|---|---|---|
+| idle | accepted; an answer finished | `headerTimeout` after accept, `idleTimeout` after an answer | closed, no answer |
+| headers | the first byte of a request | `headerTimeout` after that byte | 408, then closed |
+| body | the handler started, body incomplete | `bodyTimeout` after the last body byte | the handler's body read fails with 408; closed after that answer |
+| busy | the whole request is in | none (routes and backends have their own timeouts) | |
+
+Deadlines are plain floats checked by one sweep per process (`ClientConnections`), every
+quarter of the shortest timeout (at most once a second), so a request costs a few attribute
+writes and no timer; a deadline may thus pass up to one sweep interval late. The handler
+phases come from `track_requests`, which `app.py` wraps around every route.
+
+Beyond `maxPerWorker` open connections a new one is answered 503 at once and closed (counted
+in `routeway_client_connections_closed{reason="over_limit"}`); the connections already open
+are not touched. With several workers the kernel spreads connections, so a pod holds up to
+`workers * maxPerWorker`.
+
+Half-close: EOF with a request under way keeps the transport open for writing; the request is
+answered (JSON or stream) and then the connection closes. EOF in the middle of a body fails the
+body read with 400; EOF on an idle connection closes it.
+
+`ClientSite` listens with this protocol; it is a `web.BaseSite` like aiohttp's `TCPSite`, so
+`AppRunner.cleanup()` (the drain) stops it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.streams import StreamReader
+
+from routeway_proxy.client_errors import (
+    MalformedRequestLog,
+    answer_protocol_error,
+    raw_error_response,
+)
+from routeway_proxy.errors import ProxyError
+
+if TYPE_CHECKING:
+    from routeway_proxy.metrics import ProxyMetrics
+
+__all__ = [
+    "ClientConnection",
+    "ClientConnections",
+    "ClientSite",
+    "ConnectionLimits",
+    "start_client_site",
+    "track_requests",
+]
+
+IDLE, HEADERS, BODY, BUSY, LINGER, CLOSED = range(6)
+"""Phases of a connection (LINGER: the answer is out, aiohttp reads what is left of the body)."""
+
+MIN_SWEEP_INTERVAL = 0.02
+MAX_SWEEP_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The client connection settings of a process (`--header-timeout` etc., `spec.connections`)."""
+
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    max_per_worker: int = 4096
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_per_worker < 1:
+            raise ValueError("max_per_worker must be at least 1")
+
+    @property
+    def sweep_interval(self) -> float:
+        shortest = min(self.header_timeout, self.body_timeout, self.idle_timeout)
+        return max(MIN_SWEEP_INTERVAL, min(MAX_SWEEP_INTERVAL, shortest / 4))
+
+
+class ClientConnections:
+    """The open client connections of one process, their deadlines and the one sweep."""
+
+    def __init__(self, limits: ConnectionLimits, metrics: ProxyMetrics | None = None) -> None:
+        self.limits = limits
+        self.open: set[ClientConnection] = set()
+        self.malformed = MalformedRequestLog()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        if metrics is not None:
+            closed = metrics.client_connections_closed
+            self._count_over_limit: Callable[[], None] = closed.labels("over_limit").inc
+            self._count_timeout = {
+                IDLE: closed.labels("idle_timeout").inc,
+                HEADERS: closed.labels("header_timeout").inc,
+                BODY: closed.labels("body_timeout").inc,
+                LINGER: closed.labels("body_timeout").inc,
+            }
+            self._gauge_inc: Callable[[], None] = metrics.client_connections_open.inc
+            self._gauge_dec: Callable[[], None] = metrics.client_connections_open.dec
+        else:
+            self._count_over_limit = _nothing
+            self._count_timeout = {}
+            self._gauge_inc = self._gauge_dec = _nothing
+        # the answers made without a request object: rendered once
+        self.timeout_answer = raw_error_response(
+            408,
+            f"The request headers were not received within {limits.header_timeout:g}s.",
+            "request_timeout",
+        )
+        self.over_limit_answer = raw_error_response(
+            503,
+            "The gateway has too many open connections; retry shortly.",
+            "too_many_connections",
+            retry_after="1",
+            error_type="server_error",
+        )
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self.limits.sweep_interval, self._sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def admit(self, connection: ClientConnection) -> bool:
+        if len(self.open) >= self.limits.max_per_worker:
+            self._count_over_limit()
+            return False
+        self.open.add(connection)
+        self._gauge_inc()
+        return True
+
+    def release(self, connection: ClientConnection) -> None:
+        if connection in self.open:
+            self.open.discard(connection)
+            self._gauge_dec()
+
+    def _sweep(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        self._sweeper = loop.call_later(self.limits.sweep_interval, self._sweep)
+        now = loop.time()
+        expired = [c for c in self.open if 0.0 < c.deadline <= now]
+        for connection in expired:
+            count = self._count_timeout.get(connection.phase)
+            if connection.expire() and count is not None:
+                count()
+
+
+def _nothing() -> None:
+    return None
+
+
+class ClientConnection(web.RequestHandler):
+    """aiohttp's request handler with the phases and deadlines of the module docstring."""
+
+    __slots__ = ("_now", "_payload", "_registry", "deadline", "phase")
+
+    def __init__(
+        self,
+        manager: web.Server,
+        registry: ClientConnections,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, loop=loop, **kwargs)
+        self._registry = registry
+        self._now = loop.time
+        self.phase = IDLE
+        self.deadline = 0.0
+        self._payload: StreamReader | None = None
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        registry = self._registry
+        if not registry.admit(self):
+            self.phase = CLOSED
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(registry.over_limit_answer)
+            transport.close()
+            return
+        self.deadline = self._now() + registry.limits.header_timeout
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase != BUSY:
+            if phase == IDLE:
+                self.phase = HEADERS
+                self.deadline = self._now() + self._registry.limits.header_timeout
+            elif phase in (BODY, LINGER):
+                self.deadline = self._now() + self._registry.limits.body_timeout
+            elif phase == CLOSED:
+                return
+        super().data_received(data)
+        if phase == BODY and self._payload is not None and self._payload.is_eof():
+            self.phase = BUSY
+            self.deadline = 0.0
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's type
+        """Keep the write side open while a request is under way (half-close, see above)."""
+        phase = self.phase
+        if phase in (IDLE, CLOSED, LINGER):
+            return None  # nothing to answer: the transport closes
+        if phase == BODY:
+            self._fail_body(
+                ProxyError(
+                    400,
+                    "The client closed its side before sending the whole request body.",
+                    "incomplete_body",
+                    headers={"Connection": "close"},
+                )
+            )
+            return True
+        # HEADERS (the request may be complete and not started yet) or BUSY: answer, then close;
+        # an incomplete request is then ended by the header deadline (408).
+        self.close()
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.phase == CLOSED and self not in self._registry.open:
+            return  # refused in connection_made: aiohttp never saw it
+        self.phase = CLOSED
+        self.deadline = 0.0
+        self._payload = None
+        self._registry.release(self)
+        super().connection_lost(exc)
+
+    # --- aiohttp -----------------------------------------------------------------------------
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request it could not parse or handle, in the OpenAI shape and
+        logged without the request's bytes (client_errors.py)."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("Response is sent already, cannot send another response")
+        return answer_protocol_error(self._registry.malformed, request, status, exc)
+
+    # --- phases from the request handlers (track_requests) -----------------------------------
+
+    def request_started(self, payload: StreamReader) -> None:
+        if self.phase == CLOSED:
+            return
+        if payload.is_eof():
+            self.phase = BUSY
+            self.deadline = 0.0
+        else:
+            self.phase = BODY
+            self._payload = payload
+            self.deadline = self._now() + self._registry.limits.body_timeout
+
+    def request_finished(self) -> None:
+        if self.phase == CLOSED:
+            return
+        payload = self._payload
+        if payload is not None and not payload.is_eof() and payload.exception() is None:
+            self.phase = LINGER  # aiohttp reads (and drops) the rest before the next request
+            return
+        self._payload = None
+        self.phase = IDLE
+        self.deadline = self._now() + self._registry.limits.idle_timeout
+
+    def expire(self) -> bool:
+        """The deadline passed (called by the sweep); False if there was nothing to end."""
+        phase = self.phase
+        self.deadline = 0.0
+        if phase == HEADERS:
+            self.phase = CLOSED
+            if self.transport is not None:
+                self.transport.write(self._registry.timeout_answer)
+            self.force_close()
+        elif phase == BODY:
+            limit = self._registry.limits.body_timeout
+            self._fail_body(
+                ProxyError(
+                    408,
+                    f"The request body was not received in time (no data for {limit:g}s).",
+                    "request_timeout",
+                    headers={"Connection": "close"},
+                )
+            )
+        elif phase in (IDLE, LINGER):
+            self.phase = CLOSED
+            self.force_close()
+        else:
+            return False
+        return True
+
+    def _fail_body(self, error: ProxyError) -> None:
+        """The handler's body read raises `error` (answered in the OpenAI shape); later bytes are
+        dropped and the connection closes after that answer."""
+        payload = self._payload
+        self.phase = BUSY
+        self.deadline = 0.0
+        if payload is not None:
+            payload.set_exception(error)
+            payload.feed_eof()  # no lingering read of a body that will not come
+        self._payload = None
+        self.close()  # aiohttp drops what still arrives and closes after the answer
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def track_requests(handler: Handler) -> Handler:
+    """Wrap a route handler so its connection knows when a request is being handled (the body
+    and busy phases); on a connection of another kind (a test server) it only calls `handler`."""
+
+    async def tracked(request: web.Request) -> web.StreamResponse:
+        connection = request.protocol
+        if not isinstance(connection, ClientConnection):
+            return await handler(request)
+        connection.request_started(request.content)
+        try:
+            return await handler(request)
+        finally:
+            connection.request_finished()
+
+    tracked.__name__ = getattr(handler, "__name__", "handler")
+    return tracked
+
+
+class ClientSite(web.BaseSite):
+    """A TCP listener whose connections are `ClientConnection`s of one `ClientConnections`."""
+
+    __slots__ = ("_handler_options", "_host", "_listener", "_port", "_registry", "_reuse_port")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        registry: ClientConnections,
+        host: str,
+        port: int,
+        *,
+        backlog: int,
+        reuse_port: bool = False,
+        handler_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._reuse_port = reuse_port
+        self._registry = registry
+        self._handler_options = handler_options or {}
+        self._listener: asyncio.Server | None = None
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def port(self) -> int:
+        if self._listener is not None and self._listener.sockets:
+            return int(self._listener.sockets[0].getsockname()[1])
+        return self._port
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert isinstance(server, web.Server)
+        loop = asyncio.get_running_loop()
+        registry = self._registry
+        # aiohttp's own keep-alive timer (from the accept and after each answer, not re-armed by
+        # bytes) would close a connection whose headers are under way without the 408: the
+        # sweep keeps the idle timeout, aiohttp's stays at its long default as a backstop.
+        options = {"loop": loop, "access_log": None, **self._handler_options}
+
+        def make_connection() -> ClientConnection:
+            return ClientConnection(server, registry, **options)
+
+        self._listener = await loop.create_server(
+            make_connection,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            reuse_port=self._reuse_port or None,
+            family=socket.AF_UNSPEC,
+        )
+        registry.start(loop)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._registry.stop()
+        await super().stop()
+
+
+async def start_client_site(
+    runner: web.BaseRunner,
+    registry: ClientConnections,
+    host: str,
+    port: int,
+    *,
+    backlog: int = 1024,
+    reuse_port: bool = False,
+) -> ClientSite:
+    """Listen for clients on `runner`'s app (after `runner.setup()`); raises OSError."""
+    site = ClientSite(runner, registry, host, port, backlog=backlog, reuse_port=reuse_port)
+    await site.start()
+    return site
