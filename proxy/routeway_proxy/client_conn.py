@@ -176,7 +176,7 @@ def _nothing() -> None:
 class ClientConnection(web.RequestHandler):
     """aiohttp's request handler with the phases and deadlines of the module docstring."""
 
-    __slots__ = ("_now", "_payload", "_registry", "deadline", "phase")
+    __slots__ = ("_eof", "_now", "_payload", "_registry", "deadline", "phase")
 
     def __init__(
         self,
@@ -192,6 +192,7 @@ class ClientConnection(web.RequestHandler):
         self.phase = IDLE
         self.deadline = 0.0
         self._payload: StreamReader | None = None
+        self._eof = False  # the client shut down its write side
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -226,18 +227,13 @@ class ClientConnection(web.RequestHandler):
         phase = self.phase
         if phase in (IDLE, CLOSED, LINGER):
             return None  # nothing to answer: the transport closes
+        self._eof = True
         if phase == BODY:
-            self._fail_body(
-                ProxyError(
-                    400,
-                    "The client closed its side before sending the whole request body.",
-                    "incomplete_body",
-                    headers={"Connection": "close"},
-                )
-            )
+            self._fail_body(_incomplete_body())
             return True
-        # HEADERS (the request may be complete and not started yet) or BUSY: answer, then close;
-        # an incomplete request is then ended by the header deadline (408).
+        # HEADERS (the request may be complete and not started yet: `request_started` fails an
+        # incomplete body) or BUSY: answer, then close; an incomplete request line or header
+        # block is ended by the header deadline (408).
         self.close()
         return True
 
@@ -277,6 +273,8 @@ class ClientConnection(web.RequestHandler):
             self.phase = BODY
             self._payload = payload
             self.deadline = self._now() + self._registry.limits.body_timeout
+            if self._eof:  # the rest of the body cannot come any more
+                self._fail_body(_incomplete_body())
 
     def request_finished(self) -> None:
         if self.phase == CLOSED:
@@ -326,6 +324,15 @@ class ClientConnection(web.RequestHandler):
             payload.feed_eof()  # no lingering read of a body that will not come
         self._payload = None
         self.close()  # aiohttp drops what still arrives and closes after the answer
+
+
+def _incomplete_body() -> ProxyError:
+    return ProxyError(
+        400,
+        "The client closed its side before sending the whole request body.",
+        "incomplete_body",
+        headers={"Connection": "close"},
+    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
