@@ -1,0 +1,167 @@
+"""Requests aiohttp's parser refuses, over raw sockets: OpenAI-shaped answers, quiet logs.
+
+Matrix:
+- malformed header bytes (a control byte after a planted client key, in a value, in a name;
+  a NUL; a bare CR) → 400 in the OpenAI shape, closed; the key appears neither in the answer
+  nor in any log record at any level;
+- smuggling forms (Content-Length with Transfer-Encoding, two different Content-Lengths,
+  obs-fold, a chunked body with broken framing) → 400, closed, nothing reaches the upstream;
+- an over-long header line or request line → 431; non-HTTP bytes (TLS) → 400;
+- `Expect`: `100-continue` gets 100 then the answer; anything else 417 without its value;
+- many malformed requests → at most the burst of log lines, and no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from conn_rig import ConnGateway, closed_by_peer, conn_gateway, read_answer, request_bytes
+from proxy_helpers import Upstream, make_backend, make_config, make_route
+from routeway_proxy.client_conn import ConnectionLimits
+from routeway_proxy.client_errors import MALFORMED_LOG_BURST
+
+LIMITS = ConnectionLimits(header_timeout=10, body_timeout=10, idle_timeout=10, max_per_worker=64)
+KEY = "sk-planted-client-key-7f3a9c"
+
+
+def serve_ok(gateway: ConnGateway, upstream: Upstream) -> None:
+    backend = make_backend("a", upstream.base("ok"))
+    gateway.runtime.apply(make_config([backend], [make_route("gpt", [("a", 1)])]), {})
+
+
+async def exchange(gateway: ConnGateway, raw: bytes) -> tuple[int, dict[str, str | None], bytes]:
+    """Send `raw`, read the one answer and the close that must follow it."""
+    reader, writer = await gateway.connect()
+    writer.write(raw)
+    answer = await read_answer(reader)
+    error = answer.error()
+    assert await closed_by_peer(reader) == b""
+    writer.close()
+    return answer.status, error, answer.body
+
+
+def head(*lines: bytes) -> bytes:
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+MALFORMED_HEADERS = {
+    "control byte after a key": head(
+        b"GET /v1/models HTTP/1.1", b"Host: gw", b"Authorization: Bearer " + KEY.encode() + b"\x01"
+    ),
+    "NUL in a value": head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-Key: " + KEY.encode() + b"\x00x"),
+    "control byte in a name": head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-K\x01ey: " + KEY.encode()),
+    "bare CR in a value": head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-Key: " + KEY.encode() + b"\rX: y"),
+    "space before the colon": head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"Authorization : " + KEY.encode()),
+    "key in the request target": head(b"GET /v1/models?k=" + KEY.encode() + b"\x7f HTTP/1.1", b"Host: gw"),
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED_HEADERS.values(), ids=MALFORMED_HEADERS.keys())
+async def test_malformed_header_bytes_get_400_and_never_echo_or_log_the_key(
+    raw: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with conn_gateway(LIMITS) as gw:
+        status, error, body = await exchange(gw, raw)
+    assert status == 400
+    assert error["type"] == "invalid_request_error"
+    assert error["code"] == "malformed_request"
+    assert KEY.encode() not in body
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    for record in caplog.records:
+        text = record.getMessage() + str(record.exc_info or "") + str(record.args or "")
+        assert KEY not in text, record
+        assert "planted" not in text, record
+
+
+SMUGGLING = {
+    "CL and TE": head(
+        b"POST /v1/chat/completions HTTP/1.1",
+        b"Host: gw",
+        b"Content-Length: 4",
+        b"Transfer-Encoding: chunked",
+    )
+    + b"0\r\n\r\nGET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n",
+    "two Content-Lengths": head(
+        b"POST /v1/chat/completions HTTP/1.1", b"Host: gw", b"Content-Length: 2", b"Content-Length: 40"
+    )
+    + b"{}",
+    "obs-fold": head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-A: one", b" folded: two"),
+    "TE not chunked last": head(
+        b"POST /v1/chat/completions HTTP/1.1", b"Host: gw", b"Transfer-Encoding: chunked, identity"
+    )
+    + b"2\r\n{}\r\n0\r\n\r\n",
+    "broken chunk size": head(b"POST /v1/chat/completions HTTP/1.1", b"Host: gw", b"Transfer-Encoding: chunked")
+    + b"zz\r\n{}\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", SMUGGLING.values(), ids=SMUGGLING.keys())
+async def test_smuggling_forms_get_400_and_reach_no_upstream(raw: bytes, upstream: Upstream) -> None:
+    async with conn_gateway(LIMITS) as gw:
+        serve_ok(gw, upstream)
+        reader, writer = await gw.connect()
+        writer.write(raw)
+        answer = await read_answer(reader)
+        assert answer.status == 400, answer
+        assert answer.error()["code"] == "malformed_request"
+        assert await closed_by_peer(reader) == b""  # nothing smuggled behind it is answered
+        writer.close()
+    assert upstream.seen == []
+
+
+async def test_an_over_long_header_line_gets_431() -> None:
+    async with conn_gateway(LIMITS) as gw:
+        status, error, _ = await exchange(
+            gw, head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-Big: " + b"a" * 20000)
+        )
+        assert status == 431
+        assert error["code"] == "request_header_too_large"
+        status, _, _ = await exchange(gw, head(b"GET /" + b"a" * 20000 + b" HTTP/1.1", b"Host: gw"))
+        assert status == 431
+
+
+async def test_tls_bytes_on_the_plain_port_get_400(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="routeway.proxy")
+    async with conn_gateway(LIMITS) as gw:
+        status, error, _ = await exchange(gw, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 64)
+    assert status == 400
+    assert error["code"] == "malformed_request"
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO and "malformed" in r.getMessage()]
+
+
+async def test_expect_100_continue_is_honoured_and_other_expectations_get_417(upstream: Upstream) -> None:
+    async with conn_gateway(LIMITS) as gw:
+        serve_ok(gw, upstream)
+        reader, writer = await gw.connect()
+        body = b'{"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}'
+        writer.write(
+            request_bytes("/v1/chat/completions", method="POST", headers={"Expect": "100-continue"}, body=b"")
+            .replace(b"Content-Length: 0", b"Content-Length: %d" % len(body))
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
+        writer.write(body)
+        assert (await read_answer(reader)).status == 200
+        writer.close()
+
+        secret = "x-" + KEY
+        status, error, raw = await exchange(gw, request_bytes(headers={"Expect": secret}))
+        assert status == 417
+        assert error["code"] == "expectation_failed"
+        assert secret.encode() not in raw
+
+
+async def test_malformed_requests_are_logged_within_the_burst_without_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with conn_gateway(LIMITS) as gw:
+        await asyncio.gather(
+            *(exchange(gw, MALFORMED_HEADERS["control byte after a key"]) for _ in range(3 * MALFORMED_LOG_BURST))
+        )
+    lines = [r for r in caplog.records if "malformed request" in r.getMessage()]
+    assert len(lines) == MALFORMED_LOG_BURST
+    assert all(r.levelno == logging.INFO and r.exc_info is None for r in lines)
+    assert [r for r in caplog.records if r.exc_info] == []
