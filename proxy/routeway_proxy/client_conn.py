@@ -43,7 +43,7 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -200,9 +200,9 @@ class ClientConnection(web.RequestHandler):
         registry = self._registry
         if not registry.admit(self):
             self.phase = CLOSED
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(registry.over_limit_answer)
-            transport.close()
+            refused = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
+            refused.write(registry.over_limit_answer)
+            refused.close()
             return
         self.deadline = self._now() + registry.limits.header_timeout
         super().connection_made(transport)

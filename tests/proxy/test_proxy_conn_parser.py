@@ -52,8 +52,12 @@ MALFORMED_HEADERS = {
     ),
     "NUL in a value": head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-Key: " + KEY.encode() + b"\x00x"),
     "control byte in a name": head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-K\x01ey: " + KEY.encode()),
-    "bare CR in a value": head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-Key: " + KEY.encode() + b"\rX: y"),
-    "space before the colon": head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"Authorization : " + KEY.encode()),
+    "bare CR in a value": head(
+        b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-Key: " + KEY.encode() + b"\rX: y"
+    ),
+    "space before the colon": head(
+        b"GET /v1/models HTTP/1.1", b"Host: gw", b"Authorization : " + KEY.encode()
+    ),
     "key in the request target": head(b"GET /v1/models?k=" + KEY.encode() + b"\x7f HTTP/1.1", b"Host: gw"),
 }
 
@@ -93,7 +97,9 @@ SMUGGLING = {
         b"POST /v1/chat/completions HTTP/1.1", b"Host: gw", b"Transfer-Encoding: chunked, identity"
     )
     + b"2\r\n{}\r\n0\r\n\r\n",
-    "broken chunk size": head(b"POST /v1/chat/completions HTTP/1.1", b"Host: gw", b"Transfer-Encoding: chunked")
+    "broken chunk size": head(
+        b"POST /v1/chat/completions HTTP/1.1", b"Host: gw", b"Transfer-Encoding: chunked"
+    )
     + b"zz\r\n{}\r\n0\r\n\r\n",
 }
 
@@ -138,8 +144,9 @@ async def test_expect_100_continue_is_honoured_and_other_expectations_get_417(up
         reader, writer = await gw.connect()
         body = b'{"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}'
         writer.write(
-            request_bytes("/v1/chat/completions", method="POST", headers={"Expect": "100-continue"}, body=b"")
-            .replace(b"Content-Length: 0", b"Content-Length: %d" % len(body))
+            request_bytes(
+                "/v1/chat/completions", method="POST", headers={"Expect": "100-continue"}, body=b""
+            ).replace(b"Content-Length: 0", b"Content-Length: %d" % len(body))
         )
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
         writer.write(body)
@@ -159,7 +166,10 @@ async def test_malformed_requests_are_logged_within_the_burst_without_tracebacks
     caplog.set_level(logging.DEBUG)
     async with conn_gateway(LIMITS) as gw:
         await asyncio.gather(
-            *(exchange(gw, MALFORMED_HEADERS["control byte after a key"]) for _ in range(3 * MALFORMED_LOG_BURST))
+            *(
+                exchange(gw, MALFORMED_HEADERS["control byte after a key"])
+                for _ in range(3 * MALFORMED_LOG_BURST)
+            )
         )
     lines = [r for r in caplog.records if "malformed request" in r.getMessage()]
     assert len(lines) == MALFORMED_LOG_BURST
