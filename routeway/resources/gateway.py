@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from routeway.durations import Duration
+from routeway.durations import Duration, parse_duration
 from routeway.resources.meta import DNS_LABEL, SecretRef
 from routeway.resources.usage import GatewayLimitsSpec
 from routeway.specbase import FieldError as FieldError
@@ -52,6 +52,10 @@ class ResourceRequirementsSpec(_Spec):
     limits: dict[str, ResourceQuantity] = Field(default_factory=dict, description="e.g. {memory: 512Mi}")
 
 
+_ZERO_DURATION = r"^(0+(\\.0+)?(ms|s|m|h))+$"
+"""A duration of 0 in every part (`0s`, `0ms0s`): CEL's `matches` (RE2) on the CRD side."""
+
+
 class ConnectionsSpec(_Spec):
     """How long the proxy waits for a client and how many connections a worker holds: a slow or
     idle client must not hold a pod's connections (passed to `routeway proxy` as flags, so a
@@ -74,6 +78,22 @@ class ConnectionsSpec(_Spec):
         le=1_000_000,
         description="Open client connections per worker process; beyond it a new connection gets 503 and is closed.",
     )
+
+    @model_validator(mode="after")
+    def _positive_timeouts(self) -> ConnectionsSpec:
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            if parse_duration(getattr(self, name)) <= 0:
+                field = name.split("_")[0] + "Timeout"
+                raise FieldError(f"connections.{field}", f"connections.{field} must be longer than 0s")
+        return self
+
+    CEL_RULES: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": f"!self.{field}.matches('{_ZERO_DURATION}')",
+            "message": f"connections.{field} must be longer than 0s",
+        }
+        for field in ("headerTimeout", "bodyTimeout", "idleTimeout")
+    ]
 
 
 class ModelGatewaySpec(_Spec):

@@ -230,5 +230,7 @@ async def test_pipelined_requests_are_answered_in_order(upstream: Upstream) -> N
 async def _until(condition: object) -> None:
     assert callable(condition)
     async with asyncio.timeout(WAIT):
-        while not condition():
+        while True:
+            if condition():
+                return
             await asyncio.sleep(0.01)
