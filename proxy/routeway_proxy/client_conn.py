@@ -218,9 +218,16 @@ class ClientConnection(web.RequestHandler):
             elif phase == CLOSED:
                 return
         super().data_received(data)
-        if phase == BODY and self._payload is not None and self._payload.is_eof():
-            self.phase = BUSY
-            self.deadline = 0.0
+        if phase in (BODY, LINGER):
+            payload = self._payload
+            if payload is not None and payload.is_eof():  # the body is complete
+                if phase == BODY:
+                    self.phase = BUSY
+                    self.deadline = 0.0
+                else:
+                    self._payload = None
+                    self.phase = IDLE
+                    self.deadline = self._now() + self._registry.limits.idle_timeout
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio.Protocol's type
         """Keep the write side open while a request is under way (half-close, see above)."""
@@ -359,7 +366,16 @@ def track_requests(handler: Handler) -> Handler:
 class ClientSite(web.BaseSite):
     """A TCP listener whose connections are `ClientConnection`s of one `ClientConnections`."""
 
-    __slots__ = ("_handler_options", "_host", "_listener", "_port", "_registry", "_reuse_port")
+    __slots__ = (
+        "_client_backlog",
+        "_client_runner",
+        "_handler_options",
+        "_host",
+        "_listener",
+        "_port",
+        "_registry",
+        "_reuse_port",
+    )
 
     def __init__(
         self,
@@ -373,6 +389,8 @@ class ClientSite(web.BaseSite):
         handler_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
+        self._client_runner = runner
+        self._client_backlog = backlog
         self._host = host
         self._port = port
         self._reuse_port = reuse_port
@@ -392,7 +410,7 @@ class ClientSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        server = self._runner.server
+        server = self._client_runner.server
         assert isinstance(server, web.Server)
         loop = asyncio.get_running_loop()
         registry = self._registry
@@ -408,7 +426,7 @@ class ClientSite(web.BaseSite):
             make_connection,
             self._host,
             self._port,
-            backlog=self._backlog,
+            backlog=self._client_backlog,
             reuse_address=True,
             reuse_port=self._reuse_port or None,
             family=socket.AF_UNSPEC,
