@@ -29,9 +29,14 @@ in `routeway_client_connections_closed{reason="over_limit"}`); the connections a
 are not touched. With several workers the kernel spreads connections, so a pod holds up to
 `workers * maxPerWorker`.
 
-Half-close: EOF with a request under way keeps the transport open for writing; the request is
-answered (JSON or stream) and then the connection closes. EOF in the middle of a body fails the
-body read with 400; EOF on an idle connection closes it.
+Half-close: a FIN looks the same whether the client shut down only its write side or closed
+the socket, so the moment decides. EOF with a request under way and no byte of its answer sent
+yet (what `shutdown(SHUT_WR)` right after a request gives) keeps the transport open for
+writing: the request is answered (JSON or stream), then the connection closes; a client that
+had in fact gone is noticed at the first write of the answer (the reset that write provokes
+cancels the handler, and with it the upstream call). EOF once the answer has begun is a client
+leaving, as before: the transport closes and the handler is cancelled at once. EOF in the
+middle of a body fails the body read with 400; EOF on an idle connection closes it.
 
 `ClientSite` listens with this protocol; it is a `web.BaseSite` like aiohttp's `TCPSite`, so
 `AppRunner.cleanup()` (the drain) stops it the same way.
@@ -176,7 +181,7 @@ def _nothing() -> None:
 class ClientConnection(web.RequestHandler):
     """aiohttp's request handler with the phases and deadlines of the module docstring."""
 
-    __slots__ = ("_eof", "_now", "_payload", "_registry", "deadline", "phase")
+    __slots__ = ("_eof", "_now", "_payload", "_registry", "_request", "deadline", "phase")
 
     def __init__(
         self,
@@ -193,6 +198,7 @@ class ClientConnection(web.RequestHandler):
         self.deadline = 0.0
         self._payload: StreamReader | None = None
         self._eof = False  # the client shut down its write side
+        self._request: web.BaseRequest | None = None  # the request being handled
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -238,6 +244,9 @@ class ClientConnection(web.RequestHandler):
         if phase == BODY:
             self._fail_body(_incomplete_body())
             return True
+        request = self._request
+        if request is not None and request.writer.output_size > 0:
+            return None  # after the answer began, EOF is a client leaving: cancel as always
         # HEADERS (the request may be complete and not started yet: `request_started` fails an
         # incomplete body) or BUSY: answer, then close; an incomplete request line or header
         # block is ended by the header deadline (408).
@@ -250,6 +259,7 @@ class ClientConnection(web.RequestHandler):
         self.phase = CLOSED
         self.deadline = 0.0
         self._payload = None
+        self._request = None
         self._registry.release(self)
         super().connection_lost(exc)
 
@@ -270,9 +280,11 @@ class ClientConnection(web.RequestHandler):
 
     # --- phases from the request handlers (track_requests) -----------------------------------
 
-    def request_started(self, payload: StreamReader) -> None:
+    def request_started(self, request: web.BaseRequest) -> None:
         if self.phase == CLOSED:
             return
+        self._request = request
+        payload = request.content
         if payload.is_eof():
             self.phase = BUSY
             self.deadline = 0.0
@@ -284,6 +296,7 @@ class ClientConnection(web.RequestHandler):
                 self._fail_body(_incomplete_body())
 
     def request_finished(self) -> None:
+        self._request = None
         if self.phase == CLOSED:
             return
         payload = self._payload
@@ -353,7 +366,7 @@ def track_requests(handler: Handler) -> Handler:
         connection = request.protocol
         if not isinstance(connection, ClientConnection):
             return await handler(request)
-        connection.request_started(request.content)
+        connection.request_started(request)
         try:
             return await handler(request)
         finally:

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from proxy_helpers import Upstream, make_backend, make_config, make_route
 from routeway_proxy.app import APP_RUNNER_OPTIONS, create_proxy_app
 from routeway_proxy.client_conn import ClientConnections, ConnectionLimits, start_client_site
 from routeway_proxy.metrics import ProxyMetrics
@@ -115,3 +116,16 @@ async def _read_answer(reader: asyncio.StreamReader) -> Answer:
 async def closed_by_peer(reader: asyncio.StreamReader) -> bytes:
     """Everything until the gateway closes the connection (within `WAIT`)."""
     return await asyncio.wait_for(reader.read(), WAIT)
+
+
+SHORT = ConnectionLimits(header_timeout=0.4, body_timeout=0.4, idle_timeout=0.4, max_per_worker=64)
+
+
+def serve_ok(gateway: ConnGateway, upstream: Upstream, behaviour: str = "ok") -> None:
+    backend = make_backend("a", upstream.base(behaviour))
+    gateway.runtime.apply(make_config([backend], [make_route("gpt", [("a", 1)])]), {})
+
+
+def chat(stream: bool = False) -> bytes:
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    return orjson.dumps(body)

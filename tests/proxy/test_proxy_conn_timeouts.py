@@ -9,8 +9,6 @@ Matrix (client_conn.py's phases):
 - busy: a request waiting on a slow upstream longer than every timeout is not cut;
 - cap: beyond `max_per_worker` a new connection gets 503 and is closed, counted; the open ones
   are still served; a closed connection frees its place;
-- half-close (`SHUT_WR` after the request): JSON and streamed answers arrive whole, then close;
-  half-close in the middle of a body → 400, closed;
 - pipelining: two requests in one write get two answers in order.
 """
 
@@ -20,21 +18,9 @@ import asyncio
 import contextlib
 
 import orjson
-from conn_rig import WAIT, ConnGateway, closed_by_peer, conn_gateway, read_answer, request_bytes
-from proxy_helpers import Upstream, make_backend, make_config, make_route
+from conn_rig import SHORT, WAIT, chat, closed_by_peer, conn_gateway, read_answer, request_bytes, serve_ok
+from proxy_helpers import Upstream
 from routeway_proxy.client_conn import ConnectionLimits
-
-SHORT = ConnectionLimits(header_timeout=0.4, body_timeout=0.4, idle_timeout=0.4, max_per_worker=64)
-
-
-def serve_ok(gateway: ConnGateway, upstream: Upstream, behaviour: str = "ok") -> None:
-    backend = make_backend("a", upstream.base(behaviour))
-    gateway.runtime.apply(make_config([backend], [make_route("gpt", [("a", 1)])]), {})
-
-
-def chat(stream: bool = False) -> bytes:
-    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-    return orjson.dumps(body)
 
 
 async def trickle(writer: asyncio.StreamWriter, data: bytes, gap: float) -> None:
@@ -167,48 +153,6 @@ async def test_beyond_the_cap_new_connections_get_503_and_open_ones_are_served(u
         assert gw.closed("over_limit") == 1
         for _, held_writer in [*held[1:], (reader, writer)]:
             held_writer.close()
-
-
-async def test_half_close_after_the_request_still_gets_the_json_answer(upstream: Upstream) -> None:
-    async with conn_gateway(SHORT) as gw:
-        serve_ok(gw, upstream)
-        reader, writer = await gw.connect()
-        writer.write(request_bytes("/v1/chat/completions", method="POST", body=chat()))
-        writer.write_eof()
-        answer = await read_answer(reader)
-        assert answer.status == 200
-        assert orjson.loads(answer.body)["choices"][0]["message"]["content"]
-        assert await closed_by_peer(reader) == b""
-        writer.close()
-
-
-async def test_half_close_after_the_request_still_gets_the_whole_stream(upstream: Upstream) -> None:
-    async with conn_gateway(SHORT) as gw:
-        serve_ok(gw, upstream, "trickle")  # ten events 50 ms apart
-        reader, writer = await gw.connect()
-        writer.write(request_bytes("/v1/chat/completions", method="POST", body=chat(stream=True)))
-        writer.write_eof()
-        answer = await read_answer(reader)
-        assert answer.status == 200
-        assert answer.body.count(b"data: {") == 11  # ten events and the finish chunk
-        assert answer.body.rstrip().endswith(b"data: [DONE]")
-        assert await closed_by_peer(reader) == b""
-        writer.close()
-
-
-async def test_half_close_in_the_middle_of_a_body_gets_400_then_close(upstream: Upstream) -> None:
-    async with conn_gateway(SHORT) as gw:
-        serve_ok(gw, upstream)
-        reader, writer = await gw.connect()
-        body = chat()
-        writer.write(request_bytes("/v1/chat/completions", method="POST", body=body)[:-5])
-        writer.write_eof()
-        answer = await read_answer(reader)
-        assert answer.status == 400
-        assert answer.error()["code"] == "incomplete_body"
-        assert await closed_by_peer(reader) == b""
-        assert upstream.seen == []
-        writer.close()
 
 
 async def test_pipelined_requests_are_answered_in_order(upstream: Upstream) -> None:
