@@ -121,8 +121,8 @@ async def closed_by_peer(reader: asyncio.StreamReader) -> bytes:
 SHORT = ConnectionLimits(header_timeout=0.4, body_timeout=0.4, idle_timeout=0.4, max_per_worker=64)
 
 
-def serve_ok(gateway: ConnGateway, upstream: Upstream, behaviour: str = "ok") -> None:
-    backend = make_backend("a", upstream.base(behaviour))
+def serve_ok(gateway: ConnGateway, upstream: Upstream, behaviour: str = "ok", **backend_options: Any) -> None:
+    backend = make_backend("a", upstream.base(behaviour), **backend_options)
     gateway.runtime.apply(make_config([backend], [make_route("gpt", [("a", 1)])]), {})
 
 

@@ -59,7 +59,8 @@ async def test_half_close_in_the_middle_of_a_body_gets_400_then_close(upstream: 
 
 async def test_a_client_leaving_mid_stream_cancels_the_upstream_call(upstream: Upstream) -> None:
     async with conn_gateway(SHORT) as gw:
-        serve_ok(gw, upstream, "gate")  # one event, then silence until released
+        # one event, then silence until released; the backend's own timeouts far beyond WAIT
+        serve_ok(gw, upstream, "gate", first_byte=60.0, idle=60.0)
         reader, writer = await gw.connect()
         writer.write(request_bytes("/v1/chat/completions", method="POST", body=chat(stream=True)))
         await asyncio.wait_for(reader.readuntil(b"\n\n"), WAIT)  # the head and the first event
