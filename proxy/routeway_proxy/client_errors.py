@@ -100,8 +100,14 @@ _PARSER_ERRORS: tuple[tuple[type[BaseException], int, str, str], ...] = (
 )
 
 
+_TOO_MANY_HEADERS = ("Too many headers received", "Too many trailers received")
+"""aiohttp's fixed messages for `max_headers` (a plain BadHttpMessage): 431 like a long line."""
+
+
 def describe_parser_error(exc: BaseException) -> tuple[int, str, str] | None:
     """(status, description, code) for one of aiohttp's parser errors; None for anything else."""
+    if isinstance(exc, http_exceptions.HttpProcessingError) and exc.message in _TOO_MANY_HEADERS:
+        return 431, "the request has more header fields than the gateway accepts", "request_header_too_large"
     for kind, status, what, code in _PARSER_ERRORS:
         if isinstance(exc, kind):
             return status, what, code

@@ -6,7 +6,7 @@ Matrix:
   nor in any log record at any level;
 - smuggling forms (Content-Length with Transfer-Encoding, two different Content-Lengths,
   obs-fold, a chunked body with broken framing) → 400, closed, nothing reaches the upstream;
-- an over-long header line or request line → 431; non-HTTP bytes (TLS) → 400;
+- an over-long header line or request line, too many header fields → 431; non-HTTP bytes (TLS) → 400;
 - `Expect`: `100-continue` gets 100 then the answer; anything else 417 without its value;
 - many malformed requests → at most the burst of log lines, and no traceback.
 """
@@ -118,7 +118,7 @@ async def test_smuggling_forms_get_400_and_reach_no_upstream(raw: bytes, upstrea
     assert upstream.seen == []
 
 
-async def test_an_over_long_header_line_gets_431() -> None:
+async def test_an_over_long_line_or_too_many_headers_get_431() -> None:
     async with conn_gateway(LIMITS) as gw:
         status, error, _ = await exchange(
             gw, head(b"GET /v1/models HTTP/1.1", b"Host: gw", b"X-Big: " + b"a" * 20000)
@@ -127,6 +127,10 @@ async def test_an_over_long_header_line_gets_431() -> None:
         assert error["code"] == "request_header_too_large"
         status, _, _ = await exchange(gw, head(b"GET /" + b"a" * 20000 + b" HTTP/1.1", b"Host: gw"))
         assert status == 431
+        many = [b"X-%d: a" % i for i in range(300)]
+        status, error, _ = await exchange(gw, head(b"GET /v1/models HTTP/1.1", b"Host: gw", *many))
+        assert status == 431
+        assert error["code"] == "request_header_too_large"
 
 
 async def test_tls_bytes_on_the_plain_port_get_400(caplog: pytest.LogCaptureFixture) -> None:
