@@ -19,9 +19,10 @@ original. A connection is in one phase at a time, with at most one deadline:
 | body | the handler started, body incomplete | `bodyTimeout` after the last body byte | the handler's body read fails with 408; closed after that answer |
 | busy | the whole request is in | none (routes and backends have their own timeouts) | |
 
-Deadlines are plain floats checked by one sweep per process (`ClientConnections`), every
-quarter of the shortest timeout (at most once a second), so a request costs a few attribute
-writes and no timer; a deadline may thus pass up to one sweep interval late. The handler
+Deadlines are plain floats checked by one sweep per process (`ClientConnections`,
+client_registry.py), every quarter of the shortest timeout (at most once a second), so a
+request costs a few attribute writes and no timer; a deadline may pass up to one sweep
+interval late. The handler
 phases come from `track_requests`, which `app.py` wraps around every route.
 
 Beyond `maxPerWorker` open connections a new one is answered 503 at once and closed (counted
@@ -33,8 +34,8 @@ Half-close: a FIN looks the same whether the client shut down only its write sid
 the socket, so the moment decides. EOF with a request under way and no byte of its answer sent
 yet (what `shutdown(SHUT_WR)` right after a request gives) keeps the transport open for
 writing: the request is answered (JSON or stream), then the connection closes; a client that
-had in fact gone is noticed at the first write of the answer (the reset that write provokes
-cancels the handler, and with it the upstream call). EOF once the answer has begun is a client
+had in fact gone is noticed once the answer is written to it (the peer's reset fails the next
+write, which cancels the handler and with it the upstream call). EOF once the answer has begun is a client
 leaving, as before: the transport closes and the handler is cancelled at once. EOF in the
 middle of a body fails the body read with 400; EOF on an idle connection closes it.
 
@@ -47,21 +48,23 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
 
-from routeway_proxy.client_errors import (
-    MalformedRequestLog,
-    answer_protocol_error,
-    raw_error_response,
+from routeway_proxy.client_errors import answer_protocol_error
+from routeway_proxy.client_registry import (
+    BODY,
+    BUSY,
+    CLOSED,
+    HEADERS,
+    IDLE,
+    LINGER,
+    ClientConnections,
+    ConnectionLimits,
 )
 from routeway_proxy.errors import ProxyError
-
-if TYPE_CHECKING:
-    from routeway_proxy.metrics import ProxyMetrics
 
 __all__ = [
     "ClientConnection",
@@ -71,111 +74,6 @@ __all__ = [
     "start_client_site",
     "track_requests",
 ]
-
-IDLE, HEADERS, BODY, BUSY, LINGER, CLOSED = range(6)
-"""Phases of a connection (LINGER: the answer is out, aiohttp reads what is left of the body)."""
-
-MIN_SWEEP_INTERVAL = 0.02
-MAX_SWEEP_INTERVAL = 1.0
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """The client connection settings of a process (`--header-timeout` etc., `spec.connections`)."""
-
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    idle_timeout: float = 60.0
-    max_per_worker: int = 4096
-
-    def __post_init__(self) -> None:
-        for name in ("header_timeout", "body_timeout", "idle_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive")
-        if self.max_per_worker < 1:
-            raise ValueError("max_per_worker must be at least 1")
-
-    @property
-    def sweep_interval(self) -> float:
-        shortest = min(self.header_timeout, self.body_timeout, self.idle_timeout)
-        return max(MIN_SWEEP_INTERVAL, min(MAX_SWEEP_INTERVAL, shortest / 4))
-
-
-class ClientConnections:
-    """The open client connections of one process, their deadlines and the one sweep."""
-
-    def __init__(self, limits: ConnectionLimits, metrics: ProxyMetrics | None = None) -> None:
-        self.limits = limits
-        self.open: set[ClientConnection] = set()
-        self.malformed = MalformedRequestLog()
-        self._sweeper: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        if metrics is not None:
-            closed = metrics.client_connections_closed
-            self._count_over_limit: Callable[[], None] = closed.labels("over_limit").inc
-            self._count_timeout = {
-                IDLE: closed.labels("idle_timeout").inc,
-                HEADERS: closed.labels("header_timeout").inc,
-                BODY: closed.labels("body_timeout").inc,
-                LINGER: closed.labels("body_timeout").inc,
-            }
-            self._gauge_inc: Callable[[], None] = metrics.client_connections_open.inc
-            self._gauge_dec: Callable[[], None] = metrics.client_connections_open.dec
-        else:
-            self._count_over_limit = _nothing
-            self._count_timeout = {}
-            self._gauge_inc = self._gauge_dec = _nothing
-        # the answers made without a request object: rendered once
-        self.timeout_answer = raw_error_response(
-            408,
-            f"The request headers were not received within {limits.header_timeout:g}s.",
-            "request_timeout",
-        )
-        self.over_limit_answer = raw_error_response(
-            503,
-            "The gateway has too many open connections; retry shortly.",
-            "too_many_connections",
-            retry_after="1",
-            error_type="server_error",
-        )
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(self.limits.sweep_interval, self._sweep)
-
-    def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-
-    def admit(self, connection: ClientConnection) -> bool:
-        if len(self.open) >= self.limits.max_per_worker:
-            self._count_over_limit()
-            return False
-        self.open.add(connection)
-        self._gauge_inc()
-        return True
-
-    def release(self, connection: ClientConnection) -> None:
-        if connection in self.open:
-            self.open.discard(connection)
-            self._gauge_dec()
-
-    def _sweep(self) -> None:
-        loop = self._loop
-        assert loop is not None
-        self._sweeper = loop.call_later(self.limits.sweep_interval, self._sweep)
-        now = loop.time()
-        expired = [c for c in self.open if 0.0 < c.deadline <= now]
-        for connection in expired:
-            count = self._count_timeout.get(connection.phase)
-            if connection.expire() and count is not None:
-                count()
-
-
-def _nothing() -> None:
-    return None
 
 
 class ClientConnection(web.RequestHandler):
