@@ -8,7 +8,8 @@ Matrix:
   obs-fold, a chunked body with broken framing) → 400, closed, nothing reaches the upstream;
 - an over-long header line or request line, too many header fields → 431; non-HTTP bytes (TLS) → 400;
 - `Expect`: `100-continue` gets 100 then the answer; anything else 417 without its value;
-- many malformed requests → at most the burst of log lines, and no traceback.
+- many malformed requests → at most the burst of log lines, and no traceback; after the
+  window the log resumes and says how many lines it left out.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 from conn_rig import ConnGateway, closed_by_peer, conn_gateway, read_answer, request_bytes
 from proxy_helpers import Upstream, make_backend, make_config, make_route
 from routeway_proxy.client_conn import ConnectionLimits
-from routeway_proxy.client_errors import MALFORMED_LOG_BURST
+from routeway_proxy.client_errors import MALFORMED_LOG_BURST, MalformedRequestLog
 
 LIMITS = ConnectionLimits(header_timeout=10, body_timeout=10, idle_timeout=10, max_per_worker=64)
 KEY = "sk-planted-client-key-7f3a9c"
@@ -179,3 +180,25 @@ async def test_malformed_requests_are_logged_within_the_burst_without_tracebacks
     assert len(lines) == MALFORMED_LOG_BURST
     assert all(r.levelno == logging.INFO and r.exc_info is None for r in lines)
     assert [r for r in caplog.records if r.exc_info] == []
+
+
+def test_the_malformed_request_log_resumes_after_its_window_and_says_how_many_it_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="routeway.proxy")
+    now = [0.0]
+    malformed = MalformedRequestLog(window=60.0, burst=2, clock=lambda: now[0])
+    for _ in range(5):
+        malformed.note(logging.INFO, "a header is malformed (InvalidHeader)", 400, "10.0.0.1")
+    assert len(caplog.records) == 2
+    now[0] = 59.0
+    malformed.note(logging.INFO, "a header is malformed (InvalidHeader)", 400, "10.0.0.1")
+    assert len(caplog.records) == 2  # still the same window
+    now[0] = 60.0
+    malformed.note(logging.INFO, "a header is malformed (InvalidHeader)", 400, "10.0.0.1")
+    assert len(caplog.records) == 3
+    assert "4 more left out" in caplog.records[-1].getMessage()
+    assert "10.0.0.1" in caplog.records[-1].getMessage()
+    malformed.note(logging.INFO, "a header is malformed (InvalidHeader)", 400, "10.0.0.1")
+    assert len(caplog.records) == 4
+    assert "left out" not in caplog.records[-1].getMessage()  # counted once, then reset
