@@ -32,7 +32,7 @@ from aiohttp import web
 
 from routeway_proxy.admin import create_admin_app
 from routeway_proxy.client_conn import track_requests
-from routeway_proxy.client_errors import expect_continue
+from routeway_proxy.client_errors import UNREADABLE_BODY, expect_continue
 from routeway_proxy.errors import INVALID_REQUEST, ProxyError, make_error_response, make_internal_error
 from routeway_proxy.pipeline.admit import model_not_found
 from routeway_proxy.pipeline.authenticate import authenticate, check_model
@@ -136,6 +136,8 @@ def _answer_exception(request: web.Request, exc: Exception) -> web.StreamRespons
     so `log.exception` has the traceback); a non-error HTTPException is raised again."""
     if isinstance(exc, ProxyError):
         return make_error_response(exc)
+    if isinstance(exc, web.RequestPayloadError):  # the client's body: undecodable, cut short
+        return make_error_response(UNREADABLE_BODY)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

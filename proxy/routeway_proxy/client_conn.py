@@ -46,8 +46,9 @@ middle of a body fails the body read with 400; EOF on an idle connection closes 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from aiohttp import web
@@ -64,7 +65,7 @@ from routeway_proxy.client_registry import (
     ClientConnections,
     ConnectionLimits,
 )
-from routeway_proxy.errors import ProxyError
+from routeway_proxy.errors import ProxyError, make_error_response
 
 __all__ = [
     "ClientConnection",
@@ -175,6 +176,33 @@ class ClientConnection(web.RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("Response is sent already, cannot send another response")
         return answer_protocol_error(self._registry.malformed, request, status, exc)
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp logs with a traceback what goes wrong around a handler; a body the client
+        sent undecodable (found while aiohttp reads what a handler left unread) is the
+        client's mistake: one rate-limited line, as for a malformed request."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, web.RequestPayloadError):
+            peer = self.peername
+            self._registry.malformed.note(
+                logging.INFO,
+                f"the body could not be decoded ({type(exc.__cause__ or exc).__name__})",
+                None,
+                peer[0] if isinstance(peer, tuple) else None,
+            )
+            return
+        super().log_exception(*args, **kw)
+
+    def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> Coroutine[Any, Any, tuple[web.StreamResponse, bool]]:
+        """aiohttp's own 404 for a request target no route can match (`CONNECT host:443`, whose
+        path is empty) becomes the OpenAI-shaped one; a plain call, no extra await."""
+        if resp.__class__ is web.HTTPNotFound:
+            resp = make_error_response(
+                ProxyError(404, f"Unknown path: {request.method} {request.raw_path}", "not_found")
+            )
+        return super().finish_response(request, resp, start_time)
 
     # --- phases from the request handlers (track_requests) -----------------------------------
 

@@ -32,6 +32,7 @@ from routeway_proxy.errors import (
 )
 
 __all__ = [
+    "UNREADABLE_BODY",
     "MalformedRequestLog",
     "answer_protocol_error",
     "expect_continue",
@@ -62,7 +63,9 @@ class MalformedRequestLog:
         self._logged = 0
         self.suppressed = 0
 
-    def note(self, level: int, what: str, status: int, peer: str | None) -> None:
+    def note(self, level: int, what: str, status: int | None, peer: str | None) -> None:
+        """One line (unless over the burst): `what` went wrong, `status` was answered (None:
+        the connection was closed)."""
         if not log.isEnabledFor(level):
             return
         now = self._clock()
@@ -75,7 +78,8 @@ class MalformedRequestLog:
         self._logged += 1
         left_out = f" ({self.suppressed} more left out before this one)" if self.suppressed else ""
         self.suppressed = 0
-        log.log(level, "malformed request from %s: %s; answered %d%s", peer or "?", what, status, left_out)
+        outcome = f"answered {status}" if status is not None else "closed the connection"
+        log.log(level, "malformed request from %s: %s; %s%s", peer or "?", what, outcome, left_out)
 
 
 _PARSER_ERRORS: tuple[tuple[type[BaseException], int, str, str], ...] = (
@@ -91,6 +95,12 @@ _PARSER_ERRORS: tuple[tuple[type[BaseException], int, str, str], ...] = (
     (http_exceptions.InvalidURLError, 400, "the request target is malformed", "malformed_request"),
     (http_exceptions.InvalidHeader, 400, "a header is malformed", "malformed_request"),
     (
+        http_exceptions.ContentEncodingError,
+        400,
+        "the body cannot be decoded as its Content-Encoding says",
+        "malformed_request",
+    ),
+    (
         http_exceptions.PayloadEncodingError,
         400,
         "the body framing (Content-Length, Transfer-Encoding) is invalid",
@@ -102,6 +112,15 @@ _PARSER_ERRORS: tuple[tuple[type[BaseException], int, str, str], ...] = (
 
 _TOO_MANY_HEADERS = ("Too many headers received", "Too many trailers received")
 """aiohttp's fixed messages for `max_headers` (a plain BadHttpMessage): 431 like a long line."""
+
+
+UNREADABLE_BODY = ProxyError(
+    400,
+    "The request body could not be read: its Content-Encoding or framing is invalid.",
+    "invalid_body",
+    headers={"Connection": "close"},
+)
+"""A handler's body read failed in aiohttp's parser (`web.RequestPayloadError`)."""
 
 
 def describe_parser_error(exc: BaseException) -> tuple[int, str, str] | None:

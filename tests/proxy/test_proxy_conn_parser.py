@@ -8,6 +8,9 @@ Matrix:
   obs-fold, a chunked body with broken framing) → 400, closed, nothing reaches the upstream;
 - an over-long header line or request line, too many header fields → 431; non-HTTP bytes (TLS) → 400;
 - `Expect`: `100-continue` gets 100 then the answer; anything else 417 without its value;
+- targets no route pattern can match (`OPTIONS *`, `CONNECT host:port`) → the OpenAI 404;
+- a body whose Content-Encoding cannot be decoded, read by a handler or left unread → 400 or
+  the 404, with no traceback and no upstream call;
 - many malformed requests → at most the burst of log lines, and no traceback; after the
   window the log resumes and says how many lines it left out.
 """
@@ -18,18 +21,13 @@ import asyncio
 import logging
 
 import pytest
-from conn_rig import ConnGateway, closed_by_peer, conn_gateway, read_answer, request_bytes
-from proxy_helpers import Upstream, make_backend, make_config, make_route
+from conn_rig import ConnGateway, closed_by_peer, conn_gateway, read_answer, request_bytes, serve_ok
+from proxy_helpers import Upstream
 from routeway_proxy.client_conn import ConnectionLimits
 from routeway_proxy.client_errors import MALFORMED_LOG_BURST, MalformedRequestLog
 
 LIMITS = ConnectionLimits(header_timeout=10, body_timeout=10, idle_timeout=10, max_per_worker=64)
 KEY = "sk-planted-client-key-7f3a9c"
-
-
-def serve_ok(gateway: ConnGateway, upstream: Upstream) -> None:
-    backend = make_backend("a", upstream.base("ok"))
-    gateway.runtime.apply(make_config([backend], [make_route("gpt", [("a", 1)])]), {})
 
 
 async def exchange(gateway: ConnGateway, raw: bytes) -> tuple[int, dict[str, str | None], bytes]:
@@ -202,3 +200,35 @@ def test_the_malformed_request_log_resumes_after_its_window_and_says_how_many_it
     malformed.note(logging.INFO, "a header is malformed (InvalidHeader)", 400, "10.0.0.1")
     assert len(caplog.records) == 4
     assert "left out" not in caplog.records[-1].getMessage()  # counted once, then reset
+
+
+@pytest.mark.parametrize("target", [b"OPTIONS * HTTP/1.1", b"CONNECT upstream.example:443 HTTP/1.1"])
+async def test_targets_no_route_can_match_get_the_openai_404(target: bytes) -> None:
+    async with conn_gateway(LIMITS) as gw:
+        reader, writer = await gw.connect()
+        writer.write(head(target, b"Host: gw"))
+        answer = await read_answer(reader)
+        writer.close()
+    assert answer.status == 404
+    assert answer.error()["code"] == "not_found"
+
+
+UNDECODABLE = {
+    "read by the handler": b"POST /v1/chat/completions HTTP/1.1",
+    "left unread (unknown path)": b"POST /v1/nothing-here HTTP/1.1",
+}
+
+
+@pytest.mark.parametrize("line", UNDECODABLE.values(), ids=UNDECODABLE.keys())
+async def test_an_undecodable_body_gets_a_4xx_and_no_traceback(
+    line: bytes, upstream: Upstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with conn_gateway(LIMITS) as gw:
+        serve_ok(gw, upstream)
+        raw = head(line, b"Host: gw", b"Content-Encoding: gzip", b"Content-Length: 10") + b"not gzip!!"
+        status, error, _ = await exchange(gw, raw)
+    assert status in (400, 404)
+    assert error["code"] == ("invalid_body" if status == 400 else "not_found")
+    assert upstream.seen == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info] == []
