@@ -31,13 +31,16 @@ are not touched. With several workers the kernel spreads connections, so a pod h
 `workers * maxPerWorker`.
 
 Half-close: a FIN looks the same whether the client shut down only its write side or closed
-the socket, so the moment decides. EOF with a request under way and no byte of its answer sent
-yet (what `shutdown(SHUT_WR)` right after a request gives) keeps the transport open for
-writing: the request is answered (JSON or stream), then the connection closes; a client that
-had in fact gone is noticed once the answer is written to it (the peer's reset fails the next
-write, which cancels the handler and with it the upstream call). EOF once the answer has begun is a client
-leaving, as before: the transport closes and the handler is cancelled at once. EOF in the
-middle of a body fails the body read with 400; EOF on an idle connection closes it.
+the socket, so the moment decides. `shutdown(SHUT_WR)` right after a request sends the FIN
+with the request's last bytes: EOF before the handler started, or within `HALF_CLOSE_WINDOW`
+of the request's last byte with no byte of the answer sent yet, keeps the transport open for
+writing; the request is answered (JSON or stream), then the connection closes. A client that
+had in fact gone that quickly is noticed once the answer is written to it (the peer's reset
+fails the next write, which cancels the handler and with it the upstream call). A FIN later
+than that, or once the answer has begun, is a client leaving, as before: the transport closes
+and the handler and its upstream call are cancelled at once, even while the upstream is
+silent. EOF in the middle of a body fails the body read with 400; EOF on an idle connection
+closes it.
 
 `ClientSite` listens with this protocol; it is a `web.BaseSite` like aiohttp's `TCPSite`, so
 `AppRunner.cleanup()` (the drain) stops it the same way.
@@ -68,6 +71,7 @@ from routeway_proxy.client_registry import (
 from routeway_proxy.errors import ProxyError, make_error_response
 
 __all__ = [
+    "HALF_CLOSE_WINDOW",
     "ClientConnection",
     "ClientConnections",
     "ClientSite",
@@ -77,10 +81,15 @@ __all__ = [
 ]
 
 
+HALF_CLOSE_WINDOW = 0.25
+"""Seconds after a request's last byte within which its client's FIN is taken for a half-close
+(`shutdown(SHUT_WR)` sends it with the request) rather than for the client leaving."""
+
+
 class ClientConnection(web.RequestHandler):
     """aiohttp's request handler with the phases and deadlines of the module docstring."""
 
-    __slots__ = ("_eof", "_now", "_payload", "_registry", "_request", "deadline", "phase")
+    __slots__ = ("_complete_at", "_eof", "_now", "_payload", "_registry", "_request", "deadline", "phase")
 
     def __init__(
         self,
@@ -98,6 +107,7 @@ class ClientConnection(web.RequestHandler):
         self._payload: StreamReader | None = None
         self._eof = False  # the client shut down its write side
         self._request: web.BaseRequest | None = None  # the request being handled
+        self._complete_at = 0.0  # when its last byte arrived
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -129,6 +139,7 @@ class ClientConnection(web.RequestHandler):
                 if phase == BODY:
                     self.phase = BUSY
                     self.deadline = 0.0
+                    self._complete_at = self._now()
                 else:
                     self._payload = None
                     self.phase = IDLE
@@ -144,8 +155,10 @@ class ClientConnection(web.RequestHandler):
             self._fail_body(_incomplete_body())
             return True
         request = self._request
-        if request is not None and request.writer.output_size > 0:
-            return None  # after the answer began, EOF is a client leaving: cancel as always
+        if request is not None and (
+            request.writer.output_size > 0 or self._now() - self._complete_at > HALF_CLOSE_WINDOW
+        ):
+            return None  # a client leaving (see above): the transport closes, the handler is cancelled
         # HEADERS (the request may be complete and not started yet: `request_started` fails an
         # incomplete body) or BUSY: answer, then close; an incomplete request line or header
         # block is ended by the header deadline (408).
@@ -214,6 +227,7 @@ class ClientConnection(web.RequestHandler):
         if payload.is_eof():
             self.phase = BUSY
             self.deadline = 0.0
+            self._complete_at = self._now()
         else:
             self.phase = BODY
             self._payload = payload

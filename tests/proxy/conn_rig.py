@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,3 +129,55 @@ def serve_ok(gateway: ConnGateway, upstream: Upstream, behaviour: str = "ok", **
 def chat(stream: bool = False) -> bytes:
     body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     return orjson.dumps(body)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` on every turn of the loop until it holds (within `WAIT`)."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.005)
+
+
+@dataclass
+class HeldUpstream:
+    """An OpenAI upstream that answers a chat request only once `release` is set (nothing at all
+    before), so a test controls when the answer begins."""
+
+    url: str
+    entered: asyncio.Event
+    release: asyncio.Event
+
+
+@contextlib.asynccontextmanager
+async def held_upstream() -> AsyncIterator[HeldUpstream]:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def chat_completion(request: web.Request) -> web.Response:
+        body = await request.json()
+        entered.set()
+        await release.wait()
+        message = {"role": "assistant", "content": "held answer"}
+        return web.json_response(
+            {
+                "id": "chatcmpl-held",
+                "object": "chat.completion",
+                "created": 1,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat_completion)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield HeldUpstream(f"http://127.0.0.1:{port}/v1", entered, release)
+    finally:
+        release.set()
+        await runner.cleanup()

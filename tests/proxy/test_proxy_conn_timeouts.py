@@ -20,13 +20,19 @@ import asyncio
 import contextlib
 
 import orjson
-from aiohttp import web
-from conn_rig import SHORT, WAIT, chat, closed_by_peer, conn_gateway, read_answer, request_bytes, serve_ok
-from proxy_helpers import Upstream, make_backend, make_config, make_route
-from routeway_proxy.app import APP_RUNNER_OPTIONS, create_proxy_app
-from routeway_proxy.client_conn import ClientConnections, ConnectionLimits, start_client_site
-from routeway_proxy.client_registry import BODY
-from routeway_proxy.runtime import ProxyRuntime
+from conn_rig import (
+    SHORT,
+    WAIT,
+    chat,
+    closed_by_peer,
+    conn_gateway,
+    read_answer,
+    request_bytes,
+    serve_ok,
+    until,
+)
+from proxy_helpers import Upstream
+from routeway_proxy.client_conn import ConnectionLimits
 
 
 async def trickle(writer: asyncio.StreamWriter, data: bytes, gap: float) -> None:
@@ -139,7 +145,7 @@ async def test_beyond_the_cap_new_connections_get_503_and_open_ones_are_served(u
     async with conn_gateway(limits) as gw:
         serve_ok(gw, upstream)
         held = [await gw.connect() for _ in range(3)]
-        await _until(lambda: len(gw.connections.open) == 3)
+        await until(lambda: len(gw.connections.open) == 3)
         reader, writer = await gw.connect()
         answer = await read_answer(reader)
         assert answer.status == 503
@@ -152,7 +158,7 @@ async def test_beyond_the_cap_new_connections_get_503_and_open_ones_are_served(u
             held_writer.write(request_bytes())
             assert (await read_answer(held_reader)).status == 200
         held[0][1].close()  # one leaves: its place is free again
-        await _until(lambda: len(gw.connections.open) == 2)
+        await until(lambda: len(gw.connections.open) == 2)
         reader, writer = await gw.connect()
         writer.write(request_bytes())
         assert (await read_answer(reader)).status == 200
@@ -175,32 +181,3 @@ async def test_pipelined_requests_are_answered_in_order(upstream: Upstream) -> N
         assert second.status == 200 and orjson.loads(second.body)["id"] == "gpt"
         assert third.status == 404 and third.error()["code"] == "not_found"
         writer.close()
-
-
-async def _until(condition: object) -> None:
-    assert callable(condition)
-    async with asyncio.timeout(WAIT):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.01)
-
-
-async def test_a_stalled_body_during_a_drain_is_ended_by_the_body_timeout(upstream: Upstream) -> None:
-    runtime = ProxyRuntime()
-    connections = ClientConnections(SHORT, runtime.metrics)
-    grace = 10 * WAIT  # what the drain would wait for a request in flight
-    runner = web.AppRunner(create_proxy_app(runtime), **APP_RUNNER_OPTIONS, shutdown_timeout=grace)
-    await runner.setup()
-    site = await start_client_site(runner, connections, "127.0.0.1", 0)
-    backend = make_backend("a", upstream.base("ok"))
-    runtime.apply(make_config([backend], [make_route("gpt", [("a", 1)])]), {})
-    reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
-    body = chat()
-    writer.write(request_bytes("/v1/chat/completions", method="POST", body=body)[:-10])
-    await _until(lambda: any(c.phase == BODY for c in connections.open))
-    drain = asyncio.create_task(runner.cleanup())  # the listener closes; the request is in flight
-    answer = await read_answer(reader)
-    assert answer.status == 408
-    await asyncio.wait_for(drain, WAIT)  # over long before the grace period
-    writer.close()
