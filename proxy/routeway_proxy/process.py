@@ -54,7 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from routeway_proxy.client_conn import ClientConnections, ConnectionLimits, start_client_site
+from routeway_proxy.client_conn import ClientConnections, ConnectionLimits
+from routeway_proxy.client_site import start_client_site
 from routeway_proxy.config_apply import ConfigApplier, ConfigSource
 from routeway_proxy.source_host import SourceHost, attach_source
 

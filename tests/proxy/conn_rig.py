@@ -17,7 +17,8 @@ import orjson
 from aiohttp import web
 from proxy_helpers import Upstream, make_backend, make_config, make_route
 from routeway_proxy.app import APP_RUNNER_OPTIONS, create_proxy_app
-from routeway_proxy.client_conn import ClientConnections, ConnectionLimits, start_client_site
+from routeway_proxy.client_conn import ClientConnections, ConnectionLimits
+from routeway_proxy.client_site import start_client_site
 from routeway_proxy.metrics import ProxyMetrics
 from routeway_proxy.runtime import ProxyRuntime
 

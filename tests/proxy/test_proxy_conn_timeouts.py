@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 
 import orjson
+from aiohttp import web
 from conn_rig import (
     SHORT,
     WAIT,
@@ -31,8 +32,12 @@ from conn_rig import (
     serve_ok,
     until,
 )
-from proxy_helpers import Upstream
-from routeway_proxy.client_conn import ConnectionLimits
+from proxy_helpers import Upstream, make_backend, make_config, make_route
+from routeway_proxy.app import APP_RUNNER_OPTIONS, create_proxy_app
+from routeway_proxy.client_conn import ClientConnections, ConnectionLimits
+from routeway_proxy.client_registry import BODY
+from routeway_proxy.client_site import start_client_site
+from routeway_proxy.runtime import ProxyRuntime
 
 
 async def trickle(writer: asyncio.StreamWriter, data: bytes, gap: float) -> None:
@@ -181,3 +186,23 @@ async def test_pipelined_requests_are_answered_in_order(upstream: Upstream) -> N
         assert second.status == 200 and orjson.loads(second.body)["id"] == "gpt"
         assert third.status == 404 and third.error()["code"] == "not_found"
         writer.close()
+
+
+async def test_a_stalled_body_during_a_drain_is_ended_by_the_body_timeout(upstream: Upstream) -> None:
+    runtime = ProxyRuntime()
+    connections = ClientConnections(SHORT, runtime.metrics)
+    grace = 10 * WAIT  # what the drain would wait for a request in flight
+    runner = web.AppRunner(create_proxy_app(runtime), **APP_RUNNER_OPTIONS, shutdown_timeout=grace)
+    await runner.setup()
+    site = await start_client_site(runner, connections, "127.0.0.1", 0)
+    backend = make_backend("a", upstream.base("ok"))
+    runtime.apply(make_config([backend], [make_route("gpt", [("a", 1)])]), {})
+    reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+    body = chat()
+    writer.write(request_bytes("/v1/chat/completions", method="POST", body=body)[:-10])
+    await until(lambda: any(c.phase == BODY for c in connections.open))
+    drain = asyncio.create_task(runner.cleanup())  # the listener closes; the request is in flight
+    answer = await read_answer(reader)
+    assert answer.status == 408
+    await asyncio.wait_for(drain, WAIT)  # over long before the grace period
+    writer.close()
