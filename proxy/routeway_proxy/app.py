@@ -11,7 +11,7 @@ the upstream request even while the upstream is silent. Without it a disconnect 
 the next write only.
 
 The client connections (read timeouts, the cap, half-close, aiohttp's own answers to requests
-it cannot parse) are `client_conn.py`'s: serve this app through its `ClientSite`.
+it cannot parse) are `client_conn.py`'s: serve this app through `client_site.start_client_site`.
 
 Every answer is in the OpenAI shape: `_guard` (and `_answer_exception`, which the inference
 handlers of `pipeline/handle.py` use the same way) turns `ProxyError`, wrong methods, unknown
