@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from routeway.configstore import REVISION_ANNOTATION, SHARD_KEY, config_object_names, encode_credentials
-from routeway.resources import API_VERSION, GROUP, ModelGateway
+from routeway.resources import API_VERSION, GROUP, ConnectionsSpec, ModelGateway
 from routeway_operator.settings import OperatorSettings
 
 MANAGED_BY = "routeway"
@@ -160,6 +160,21 @@ def proxy_args(gateway: ModelGateway) -> list[str]:
         args += ["--workers", str(gateway.spec.workers)]
     if gateway.spec.access_log:
         args.append("--access-log")
+    return args + connection_args(gateway.spec.connections)
+
+
+def connection_args(connections: ConnectionsSpec) -> list[str]:
+    """`spec.connections` as `routeway proxy` flags; a default is left to the proxy's own."""
+    defaults = ConnectionsSpec()
+    args: list[str] = []
+    for flag, value, default in (
+        ("--header-timeout", connections.header_timeout, defaults.header_timeout),
+        ("--body-timeout", connections.body_timeout, defaults.body_timeout),
+        ("--idle-timeout", connections.idle_timeout, defaults.idle_timeout),
+        ("--max-connections", str(connections.max_per_worker), str(defaults.max_per_worker)),
+    ):
+        if value != default:
+            args += [flag, value]
     return args
 
 

@@ -10,6 +10,9 @@ Serving it: run the app with `handler_cancellation=True` (`APP_RUNNER_OPTIONS`, 
 the upstream request even while the upstream is silent. Without it a disconnect is noticed at
 the next write only.
 
+The client connections (read timeouts, the cap, half-close, aiohttp's own answers to requests
+it cannot parse) are `client_conn.py`'s: serve this app through `client_site.start_client_site`.
+
 Every answer is in the OpenAI shape: `_guard` (and `_answer_exception`, which the inference
 handlers of `pipeline/handle.py` use the same way) turns `ProxyError`, wrong methods, unknown
 paths and any unexpected exception (logged, never shown) into `{"error": {...}}` documents.
@@ -28,6 +31,8 @@ import orjson
 from aiohttp import web
 
 from routeway_proxy.admin import create_admin_app
+from routeway_proxy.client_conn import track_requests
+from routeway_proxy.client_errors import UNREADABLE_BODY, expect_continue
 from routeway_proxy.errors import INVALID_REQUEST, ProxyError, make_error_response, make_internal_error
 from routeway_proxy.pipeline.admit import model_not_found
 from routeway_proxy.pipeline.authenticate import authenticate, check_model
@@ -86,11 +91,17 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
     app.cleanup_ctx.append(own_client_session)
     for kind, path in ENDPOINT_PATHS.items():
         handler = make_inference_handler(kind, state, _answer_exception)  # guards itself
-        app.router.add_route("*", "/v1" + path, handler)
-    app.router.add_route("*", "/v1/models", _guard("GET", list_models))
-    app.router.add_route("*", "/v1/models/{model:.+}", _guard("GET", get_model))
-    app.router.add_route("*", "/{tail:.*}", _guard(None, _not_found))
+        _add_route(app, "/v1" + path, handler)
+    _add_route(app, "/v1/models", _guard("GET", list_models))
+    _add_route(app, "/v1/models/{model:.+}", _guard("GET", get_model))
+    _add_route(app, "/{tail:.*}", _guard(None, _not_found))
     return app
+
+
+def _add_route(app: web.Application, path: str, handler: Handler) -> None:
+    """Every method on `path`; the connection layer sees the request start and end
+    (`track_requests`: body and busy phases), and `Expect` is answered in the OpenAI shape."""
+    app.router.add_route("*", path, track_requests(handler), expect_handler=expect_continue)
 
 
 async def _own_client_session(app: web.Application) -> AsyncIterator[None]:
@@ -134,6 +145,8 @@ def _answer_exception(request: web.Request, exc: Exception) -> web.StreamRespons
     so `log.exception` has the traceback); a non-error HTTPException is raised again."""
     if isinstance(exc, ProxyError):
         return make_error_response(exc)
+    if isinstance(exc, web.RequestPayloadError):  # the client's body: undecodable, cut short
+        return make_error_response(UNREADABLE_BODY)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

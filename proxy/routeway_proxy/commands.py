@@ -84,6 +84,59 @@ def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str)
         help="write one JSON line per request to stdout (method, path, model, route, backend, "
         "client, status, duration, tokens, cost, cache; never a key, header value or body)",
     )
+    add_connection_arguments(parser)
+
+
+def duration_seconds(text: str) -> float:
+    """A positive duration: `10s`, `500ms`, `1m30s`, or a plain number of seconds."""
+    from routeway.durations import parse_duration
+
+    try:
+        value = float(text)
+    except ValueError:
+        try:
+            value = parse_duration(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive duration")
+    return value
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """Client connection limits (client_conn.py); a ModelGateway's `spec.connections`."""
+    group = parser.add_argument_group("client connections (per worker process)")
+    group.add_argument(
+        "--header-timeout",
+        type=duration_seconds,
+        default=10.0,
+        metavar="DURATION",
+        help="the request line and headers must arrive within this time of their first byte, "
+        "else 408 and the connection closes (default: 10s)",
+    )
+    group.add_argument(
+        "--body-timeout",
+        type=duration_seconds,
+        default=30.0,
+        metavar="DURATION",
+        help="longest gap between two reads of a request body, else 408 and the connection "
+        "closes (default: 30s)",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=duration_seconds,
+        default=60.0,
+        metavar="DURATION",
+        help="a keep-alive connection with no request for this long is closed (default: 60s)",
+    )
+    group.add_argument(
+        "--max-connections",
+        type=positive_int,
+        default=4096,
+        metavar="N",
+        help="open client connections per worker; beyond it a new connection gets 503 and is "
+        "closed, the open ones are not touched (default: 4096)",
+    )
 
 
 def check_serving_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -93,6 +146,7 @@ def check_serving_args(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def options_from_args(args: argparse.Namespace, *, command: str) -> ServeOptions:
+    from routeway_proxy.client_conn import ConnectionLimits
     from routeway_proxy.process import ServeOptions
 
     return ServeOptions(
@@ -104,6 +158,12 @@ def options_from_args(args: argparse.Namespace, *, command: str) -> ServeOptions
         worker_timeout=args.worker_timeout,
         log_level=args.log_level,
         access_log=args.access_log,
+        connections=ConnectionLimits(
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            idle_timeout=args.idle_timeout,
+            max_per_worker=args.max_connections,
+        ),
         command=command,
     )
 

@@ -197,6 +197,20 @@ class ProxyMetrics:
         self.reloads = Counter(
             "routeway_config_reloads", "Configs applied or rejected.", ["result"], registry=registry
         )
+        # client connections (client_conn.py): per connection, never per request
+        self.client_connections_open = Gauge(
+            "routeway_client_connections_open",
+            "Client connections open.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.client_connections_closed = Counter(
+            "routeway_client_connections_closed",
+            "Client connections the gateway closed itself, by reason (over_limit: refused with 503 "
+            "beyond --max-connections; header_timeout, body_timeout, idle_timeout).",
+            ["reason"],
+            registry=registry,
+        )
         self.arms = ArmFamilies(registry)  # per-revision observations (rollout analysis)
         self.usage = UsageFamilies(registry)  # cost, and per-client windows (GET /usage)
 

@@ -49,11 +49,13 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from routeway_proxy.client_conn import ClientConnections, ConnectionLimits
+from routeway_proxy.client_site import start_client_site
 from routeway_proxy.config_apply import ConfigApplier, ConfigSource
 from routeway_proxy.source_host import SourceHost, attach_source
 
@@ -79,6 +81,7 @@ class ServeOptions:
     worker_timeout: float = 30.0  # a worker whose loop is silent this long is replaced (0: never)
     log_level: str = "info"
     access_log: bool = False  # --access-log: one JSON line per request on stdout (access_log.py)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)  # client_conn.py
     command: str = "routeway proxy"  # for log lines
 
 
@@ -187,6 +190,23 @@ async def start_site(runner: web.AppRunner, host: str, port: int, what: str, *, 
     return site.port
 
 
+async def start_client_port(
+    runner: web.AppRunner, connections: ClientConnections, options: ServeOptions, *, shared: bool
+) -> int:
+    """Listen for clients through the connection layer (client_conn.py); returns the bound port.
+    `shared` as in `start_site`."""
+    await runner.setup()
+    try:
+        site = await start_client_site(
+            runner, connections, options.host, options.port, backlog=LISTEN_BACKLOG, reuse_port=shared
+        )
+    except OSError as exc:
+        raise ListenError(
+            f"cannot listen for clients on {options.host}:{options.port}: {exc.strerror}"
+        ) from None
+    return site.port
+
+
 def describe_listening(options: ServeOptions, port: int, admin_port: int, source: ConfigSource) -> str:
     workers = f" with {options.workers} workers" if options.workers > 1 else ""
     return (
@@ -259,7 +279,8 @@ async def serve_process(
     drained = False
     try:
         shared = role.worker_index is not None
-        port = await start_site(proxy_runner, options.host, options.port, "clients", shared=shared)
+        connections = ClientConnections(options.connections, runtime.metrics)
+        port = await start_client_port(proxy_runner, connections, options, shared=shared)
         if role.serve_admin:
             admin_app = create_admin_app(runtime, host=host)
             add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else None)

@@ -29,6 +29,7 @@ from routeway.resources.client import (
 from routeway.resources.gateway import (
     AllowedRoutes,
     ClientAuthSpec,
+    ConnectionsSpec,
     ModelGatewaySpec,
     ResourceQuantity,
     ResourceRequirementsSpec,
@@ -121,6 +122,7 @@ __all__ = [
     "ClientLimitsSpec",
     "ClientUsage",
     "Condition",
+    "ConnectionsSpec",
     "CustomKind",
     "FallbackRef",
     "FieldError",

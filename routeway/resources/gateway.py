@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from routeway.durations import Duration, parse_duration
 from routeway.resources.meta import DNS_LABEL, SecretRef
 from routeway.resources.usage import GatewayLimitsSpec
 from routeway.specbase import FieldError as FieldError
@@ -51,6 +52,50 @@ class ResourceRequirementsSpec(_Spec):
     limits: dict[str, ResourceQuantity] = Field(default_factory=dict, description="e.g. {memory: 512Mi}")
 
 
+_ZERO_DURATION = r"^(0+(\\.0+)?(ms|s|m|h))+$"
+"""A duration of 0 in every part (`0s`, `0ms0s`): CEL's `matches` (RE2) on the CRD side."""
+
+
+class ConnectionsSpec(_Spec):
+    """How long the proxy waits for a client and how many connections a worker holds: a slow or
+    idle client must not hold a pod's connections (passed to `routeway proxy` as flags, so a
+    change rolls the pods)."""
+
+    header_timeout: Duration = Field(
+        "10s",
+        description="The request line and headers must arrive within this time of their first byte; else 408 and the connection closes.",
+    )
+    body_timeout: Duration = Field(
+        "30s",
+        description="Longest gap between two reads of a request body; else 408 and the connection closes.",
+    )
+    idle_timeout: Duration = Field(
+        "60s", description="A keep-alive connection with no request for this long is closed."
+    )
+    max_per_worker: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Open client connections per worker process; beyond it a new connection gets 503 and is closed.",
+    )
+
+    @model_validator(mode="after")
+    def _positive_timeouts(self) -> ConnectionsSpec:
+        for name in ("header_timeout", "body_timeout", "idle_timeout"):
+            if parse_duration(getattr(self, name)) <= 0:
+                field = name.split("_")[0] + "Timeout"
+                raise FieldError(f"connections.{field}", f"connections.{field} must be longer than 0s")
+        return self
+
+    CEL_RULES: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": f"!self.{field}.matches('{_ZERO_DURATION}')",
+            "message": f"connections.{field} must be longer than 0s",
+        }
+        for field in ("headerTimeout", "bodyTimeout", "idleTimeout")
+    ]
+
+
 class ModelGatewaySpec(_Spec):
     replicas: int = Field(2, ge=0, le=1000, description="Proxy pods.")
     image: Annotated[str, Field(max_length=512)] | None = Field(
@@ -77,6 +122,10 @@ class ModelGatewaySpec(_Spec):
     access_log: bool = Field(
         False,
         description="One JSON line per request on the proxy's stdout (routeway proxy --access-log).",
+    )
+    connections: ConnectionsSpec = Field(
+        default_factory=ConnectionsSpec,
+        description="Client connection timeouts and the per-worker connection cap.",
     )
 
     @model_validator(mode="after")

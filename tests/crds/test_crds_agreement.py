@@ -52,6 +52,9 @@ SPEC_RULE_MESSAGES = {
     "window": "window must be at least interval and at most 24h (window defaults to 5m)",
     "unique-metrics": "metric names must be unique within an analysis",
     "progress-deadline": "progressDeadline must be between 1s and 720h",
+    "header-timeout": "connections.headerTimeout must be longer than 0s",
+    "body-timeout": "connections.bodyTimeout must be longer than 0s",
+    "idle-timeout": "connections.idleTimeout must be longer than 0s",
 }
 # What the CRD cannot check, by the key a row names in `server_gap`.
 SERVER_GAPS = {
@@ -449,6 +452,23 @@ CASES: list[Case] = [
     gateway({"auth": {}}, False, "auth-without-secret"),
     gateway({"replica": 3}, False, "unknown-field"),
     gateway({"replicas": "3"}, False, "string-for-replicas"),
+    gateway(
+        {
+            "connections": {
+                "headerTimeout": "500ms",
+                "bodyTimeout": "1m",
+                "idleTimeout": "2m30s",
+                "maxPerWorker": 1,
+            }
+        },
+        True,
+        "connections",
+    ),
+    gateway({"connections": {"headerTimeout": "0s"}}, False, "zero-header-timeout", rule="header-timeout"),
+    gateway({"connections": {"bodyTimeout": "0.0ms"}}, False, "zero-body-timeout", rule="body-timeout"),
+    gateway({"connections": {"idleTimeout": "0m0s"}}, False, "zero-idle-timeout", rule="idle-timeout"),
+    gateway({"connections": {"idleTimeout": "10"}}, False, "connections-duration-without-unit"),
+    gateway({"connections": {"maxPerWorker": 0}}, False, "connections-cap-zero"),
     # ---------------------------------------------------------------- status, as the operator writes it
     Case(
         "backend-status",
