@@ -53,7 +53,8 @@ def planted(tag: str) -> str:
 UPSTREAM_KEYS = (planted("upone"), planted("uptwo"))
 CLIENT_KEYS = (planted("clone"), planted("cltwo"))
 GATEWAY_KEYS = (planted("gwone"), planted("gwtwo"))
-ALL_KEYS = (*UPSTREAM_KEYS, *CLIENT_KEYS, *GATEWAY_KEYS)
+TWIN_KEY = planted("twin")  # claimed by two ModelClients: authenticates neither, and is logged about
+ALL_KEYS = (*UPSTREAM_KEYS, *CLIENT_KEYS, *GATEWAY_KEYS, TWIN_KEY)
 
 
 def forms(key: str) -> dict[str, str]:
@@ -201,6 +202,12 @@ def manifests(upstream: str, version: int = 0, *, canary_version: str = "v1", br
             "---\napiVersion: routeway.dev/v1alpha1\nkind: ModelClient\nmetadata: {name: team, namespace: default}\n"
             "spec:\n  keySecretRef: {name: client-key, key: key}\n"
             "  models: [chat, echo, reset, limited, cached, canary]\n",
+            secret("twin-keys", f"stringData: {{a: '{TWIN_KEY}', b: '{TWIN_KEY}'}}"),
+            *(
+                "---\napiVersion: routeway.dev/v1alpha1\nkind: ModelClient\n"
+                f"metadata: {{name: twin-{k}, namespace: default}}\nspec:\n  keySecretRef: {{name: twin-keys, key: {k}}}\n"
+                for k in ("a", "b")
+            ),
             "---\napiVersion: routeway.dev/v1alpha1\nkind: ModelClient\nmetadata: {name: keyless, namespace: default}\n"
             "spec:\n  keySecretRef: {name: client-key, key: no-such-key}\n",  # a translation finding
             backend("good", "good"),
@@ -299,6 +306,7 @@ async def traffic(routeway: Routeway, version: int, made: list[bytes], relayed: 
         bearer(gateway + " " + client),
         {"Authorization": f"Basic {base64.b64encode(f'user:{client}x'.encode()).decode()}"},
         {"api-key": client + "x"},
+        bearer(TWIN_KEY),
     ]
     for headers in refused:
         status, _, body = await post(routeway, "chat", headers)
@@ -426,6 +434,7 @@ async def test_planted_keys_found_nowhere(tmp_path: Path, launch: Launch, hostil
     assert await routeway.stop() == 0
     log = routeway.log()
     assert " DEBUG " in log and '"status":401' in log  # DEBUG lines and access lines were written
+    assert "one key is claimed by" in log  # the twins' shared key was logged about, by name only
     documents["log"] = log
     documents |= {f"gateway answer {i}": body.decode(errors="replace") for i, body in enumerate(made)}
     assert leaks(documents) == []
