@@ -16,6 +16,9 @@ belongs anywhere `serve` shows: its credential store is in memory) — across:
   non-UTF-8 byte on a raw socket), 403, 404, 400, 405, 429, 502 (an upstream that resets),
   a wrapped non-JSON upstream 500, and the ends of streams;
 
+- every request an upstream received: the upstream key as `Authorization`, no client or
+  gateway key in any header but the `x-api-key` the client itself chose to send;
+
 while it serves JSON and streamed answers (a stream dropped mid-way too), a rate-limited and
 a cached route, a rollout started by an edit and promoted, a key rotation, a save that breaks
 a Secret (rejected; the last good config keeps serving) and a translation finding.
@@ -95,6 +98,16 @@ def test_the_search_finds_each_form() -> None:
 # --- a hostile upstream ---------------------------------------------------------------------
 
 
+SEEN_UPSTREAM: list[dict[str, str]] = []  # the headers of every request an upstream received
+
+
+@web.middleware
+async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+    SEEN_UPSTREAM.append(dict(request.headers))
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 async def good(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Authorization") not in {f"Bearer {k}" for k in UPSTREAM_KEYS}:
         return web.json_response({"error": {"message": "bad key", "type": "auth", "code": None}}, status=401)
@@ -155,7 +168,8 @@ async def reset(request: web.Request) -> web.Response:
 
 @pytest.fixture
 async def hostile() -> Any:
-    app = web.Application()
+    SEEN_UPSTREAM.clear()
+    app = web.Application(middlewares=[record])
     app.router.add_post("/good/v1/chat/completions", good)
     app.router.add_post("/echo/v1/chat/completions", echo)
     app.router.add_post("/reset/v1/chat/completions", reset)
@@ -286,6 +300,8 @@ async def traffic(routeway: Routeway, version: int, made: list[bytes], relayed: 
             await sdk.chat.completions.create(model="secret", messages=[{"role": "user", "content": "hi"}])
         ).choices
         assert [m.id async for m in sdk.models.list()]
+
+    assert (await post(routeway, "chat", {"api-key": client}))[0] == 200  # Azure-style clients
 
     # a stream the client drops after its first event
     async with aiohttp.ClientSession() as session:
@@ -439,6 +455,15 @@ async def test_planted_keys_found_nowhere(tmp_path: Path, launch: Launch, hostil
     documents["log"] = log
     documents |= {f"gateway answer {i}": body.decode(errors="replace") for i, body in enumerate(made)}
     assert leaks(documents) == []
+    # upstreams got the upstream key as Authorization, and a client key only where the client
+    # itself put one (x-api-key, which the gateway forwards like any header of the client's)
+    assert len(SEEN_UPSTREAM) > 20
+    upstream_headers = {
+        f"upstream request {i}": str({k: v for k, v in headers.items() if k.lower() != "x-api-key"})
+        for i, headers in enumerate(SEEN_UPSTREAM)
+    }
+    assert all(h.get("Authorization") in {f"Bearer {k}" for k in UPSTREAM_KEYS} for h in SEEN_UPSTREAM)
+    assert [leak for leak in leaks(upstream_headers) if leak[1] not in UPSTREAM_KEYS] == []
     # the hostile upstream did reflect both keys, and the gateway relayed them unchanged
     assert all(UPSTREAM_KEYS[0] in text or UPSTREAM_KEYS[1] in text for text in relayed)
     assert all(CLIENT_KEYS[0] in text or CLIENT_KEYS[1] in text for text in relayed)
