@@ -20,6 +20,7 @@ import orjson
 import pytest
 from openai import AsyncOpenAI
 from proxy_helpers import CLIENT_LABELLED, Gateway, Upstream, make_backend, make_config, make_route
+from routeway_proxy.client_conn import HALF_CLOSE_WINDOW
 
 CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -222,6 +223,9 @@ async def test_client_disconnect_before_first_byte_cancels_upstream(
     async with aiohttp.ClientSession() as session:
         request = asyncio.create_task(session.post(f"{gateway.v1}/chat/completions", json=CHAT))
         await upstream.entered.wait()
+        # a FIN within HALF_CLOSE_WINDOW of the request is taken for a half-close (answered);
+        # a client giving up later is cancelled at once
+        await asyncio.sleep(2 * HALF_CLOSE_WINDOW)
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
