@@ -142,7 +142,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="ModelGateway to serve: NAME or NAMESPACE/NAME (default: the only one)",
     )
     add_skip_foreign(parser, counted=False)
-    add_serving_arguments(parser, default_host="127.0.0.1")
+    add_serving_arguments(parser, default_host="127.0.0.1", default_admin_host="127.0.0.1")
     parser.set_defaults(func=run, parser=parser)
 
 

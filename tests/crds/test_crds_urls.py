@@ -81,9 +81,7 @@ def test_backend_url_message_points_at_the_secret_ref(url: str, says: str) -> No
 @pytest.mark.parametrize("url", BAD_REDIS_URLS)
 def test_redis_url_message_points_at_password_secret_ref(url: str) -> None:
     with pytest.raises(pydantic.ValidationError) as caught:
-        ModelGateway.model_validate(
-            {"metadata": {"name": "gw"}, "spec": {"limits": {"redis": {"url": url}}}}
-        )
+        ModelGateway.model_validate({"metadata": {"name": "gw"}, "spec": {"limits": {"redis": {"url": url}}}})
     messages = [e["msg"] for e in caught.value.errors(include_url=False, include_input=False)]
     assert len(messages) == 1
     assert "passwordSecretRef" in messages[0]
