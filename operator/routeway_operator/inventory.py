@@ -233,7 +233,10 @@ def snapshot_gateway(
     )
     backend_entries: dict[NsName, Entry] = {}
     for route in route_entries:
-        for name in route.backends:
+        # and those its last good version names, which serves while its newest has a problem
+        last_good = route.status.get("lastGood")
+        older = route_backends({"spec": last_good.get("spec")}) if isinstance(last_good, Mapping) else ()
+        for name in dict.fromkeys((*route.backends, *older)):
             entry = first(backends, (route.namespace, name))
             if entry is not None:
                 backend_entries[entry.key] = entry

@@ -1,0 +1,126 @@
+"""The operator keeps serving each object's last good version (issue 14 item 3), against kmock.
+
+Matrix: a route's backends renamed to names that do not exist (the reported typo): the config
+keeps the last good targets, no ControllerRevision is made from the bad version, the route
+reports the problem with observedGeneration 2 and servingGeneration 1 and keeps lastGood;
+an operator restart serves the same (the last good version is read back from status, not
+memory); the fix serves the new version. A backend pointed at a Secret key that does not
+exist keeps its last good version, in the config and in its status, and the route using it
+stays Ready. A route whose first version is broken is absent, with no lastGood.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kmock_ext import RoutewayEmulator
+from operator_factories import backend, condition, config_of, create, gateway, get, patch, route, secret, seed
+from rig import BACKENDS, ROUTES, eventually, objects_of, running_operator, settled
+
+REVISIONS = "apps/v1/controllerrevisions"
+
+
+def world() -> list[dict[str, Any]]:
+    return [
+        secret("openai", token="sk-test-123"),
+        gateway("gw"),
+        backend("llama-v1"),
+        backend("llama-v2", url="http://vllm:8000/v1", apiKeySecretRef={"name": "openai", "key": "token"}),
+        route("chat", "llama", {"llama-v1": 90, "llama-v2": 10}),
+    ]
+
+
+def served_targets(kmock: RoutewayEmulator, model: str = "llama") -> list[tuple[str, int]]:
+    (served,) = [r for r in config_of(kmock)["routes"] if r["model"] == model]
+    return [(t["backend"], t["weight"]) for t in served["targets"]]
+
+
+def status(kmock: RoutewayEmulator, resource: str, name: str) -> dict[str, Any]:
+    found: dict[str, Any] = (get(kmock, resource, name) or {}).get("status") or {}
+    return found
+
+
+def ready_at(kmock: RoutewayEmulator, name: str, generation: int) -> bool:
+    cond = condition(get(kmock, ROUTES, name), "Ready")
+    return bool(cond and cond["status"] == "True" and cond["observedGeneration"] == generation)
+
+
+async def test_route_typo_serves_the_last_good_version_across_a_restart(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    good = [("default/llama-v1", 90), ("default/llama-v2", 10)]
+    async with running_operator(kmock) as state:
+        await eventually(lambda: ready_at(kmock, "chat", 1), what="route Ready")
+        await settled(kmock, state)
+        assert status(kmock, ROUTES, "chat")["servingGeneration"] == 1
+        revisions = set(objects_of(kmock, REVISIONS))
+        revision = config_of(kmock)["revision"]
+
+        await patch(kmock, "ModelRoute", "chat", {"spec": {"backends": [{"name": "llama-v11", "weight": 1}]}})
+
+        def reported() -> bool:
+            current = status(kmock, ROUTES, "chat")
+            return current.get("observedGeneration") == 2 and current.get("servingGeneration") == 1
+
+        await eventually(reported, what="the typo reported, generation 1 served")
+        await settled(kmock, state)
+        resolved = condition(get(kmock, ROUTES, "chat"), "ResolvedRefs")
+        assert (
+            resolved is not None and resolved["status"] == "False" and resolved["reason"] == "BackendNotFound"
+        )
+        assert "llama-v11" in resolved["message"] and "serving the last good version" in resolved["message"]
+        programmed = condition(get(kmock, ROUTES, "chat"), "Programmed")
+        assert programmed is not None and programmed["status"] == "True"
+        assert "generation 1 (the last good one)" in programmed["message"]
+        assert status(kmock, ROUTES, "chat")["lastGood"]["generation"] == 1
+        assert served_targets(kmock) == good and config_of(kmock)["revision"] == revision
+        assert set(objects_of(kmock, REVISIONS)) == revisions  # no revision of the bad version
+
+    # A new operator process has no memory: it reads the last good version from status.
+    async with running_operator(kmock) as state:
+        await settled(kmock, state)
+        assert served_targets(kmock) == good and config_of(kmock)["revision"] == revision
+        assert status(kmock, ROUTES, "chat")["servingGeneration"] == 1
+
+        await patch(kmock, "ModelRoute", "chat", {"spec": {"backends": [{"name": "llama-v2", "weight": 1}]}})
+        await eventually(lambda: ready_at(kmock, "chat", 3), what="the fix Ready")
+        await settled(kmock, state)
+    assert served_targets(kmock) == [("default/llama-v2", 1)]
+    fixed = status(kmock, ROUTES, "chat")
+    assert fixed["servingGeneration"] == 3 and fixed["lastGood"]["generation"] == 3
+
+
+async def test_backend_with_a_missing_secret_key_keeps_its_last_good_version(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: ready_at(kmock, "chat", 1), what="route Ready")
+        await eventually(lambda: status(kmock, BACKENDS, "llama-v2").get("servingGeneration") == 1)
+        revision = config_of(kmock)["revision"]
+        body = {
+            "spec": {"url": "http://vllm-new:8000/v1", "apiKeySecretRef": {"name": "openai", "key": "tokne"}}
+        }
+        await patch(kmock, "ModelBackend", "llama-v2", body)
+
+        def reported() -> bool:
+            current = status(kmock, BACKENDS, "llama-v2")
+            return current.get("observedGeneration") == 2 and current.get("servingGeneration") == 1
+
+        await eventually(reported, what="the backend's problem reported")
+        await settled(kmock, state)
+    resolved = condition(get(kmock, BACKENDS, "llama-v2"), "ResolvedRefs")
+    assert resolved is not None and resolved["reason"] == "SecretKeyNotFound"
+    (served,) = [b for b in config_of(kmock)["backends"] if b["name"] == "llama-v2"]
+    assert served["url"] == "http://vllm:8000/v1" and served["credentialRef"] == "default/openai/token"
+    assert config_of(kmock)["revision"] == revision
+    assert ready_at(kmock, "chat", 1)  # the route resolves to the backend's last good version
+
+
+async def test_first_version_broken_is_absent(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: ready_at(kmock, "chat", 1), what="route Ready")
+        await create(kmock, route("code", "code", {"nowhere": 1}))
+        await eventually(lambda: condition(get(kmock, ROUTES, "code"), "ResolvedRefs"), what="code reported")
+        await settled(kmock, state)
+    code = status(kmock, ROUTES, "code")
+    assert "lastGood" not in code and "servingGeneration" not in code
+    assert served_targets(kmock, "code") == []  # rendered without targets, as before
