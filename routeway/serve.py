@@ -121,9 +121,10 @@ class LocalManifestSource:
 
 
 def to_update(result: LocalLoad, source: str) -> ConfigUpdate:
-    """Files that do not parse reject the change (they are mid-edit or broken: the last good
-    config keeps serving). Translation findings do not: like the operator, everything valid is
-    served and the findings travel along as warnings, shown in the log and at /routes."""
+    """A blocking load (no gateway, or a first load whose files do not parse) rejects the
+    change: the last good config keeps serving. Anything else is served — objects with a
+    problem in their last good versions, as the operator does — and the problems travel
+    along as warnings, shown in the log and at /routes."""
     if result.blocking or result.config is None:
         return ConfigRejected(source, result.problems or ("no config could be rendered",))
     return ConfigLoaded(result.config, result.credentials, source, warnings=result.problems)
