@@ -29,7 +29,8 @@ from dataclasses import dataclass, field, replace
 from typing import IO
 
 from routeway.credentials import Lookup, credential_refs, lookup_in, resolve_credentials
-from routeway.lastgood import LastGood, translate_keeping_last_good
+from routeway.lastgood import translate_keeping_last_good
+from routeway.local_memory import Memory, unreadable_objects
 from routeway.manifests import LoadResult, Problem, load_manifests
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
@@ -133,33 +134,6 @@ class LocalLoad:
     lookup: Lookup | None = field(default=None, compare=False, repr=False)
     # What the next load needs to keep each object's last good version.
     memory: Memory | None = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Memory:
-    """What one served load leaves for the next: each object's last good version, and the
-    file each object came from (a file that cannot be parsed next time keeps its objects)."""
-
-    good: LastGood = field(default_factory=dict)
-    sources: Mapping[ObjectKey, str] = field(default_factory=dict)
-
-
-def unreadable_objects(loaded: LoadResult, memory: Memory) -> dict[ObjectKey, str]:
-    """Objects of the last load that are missing now because their file (or a document of it)
-    cannot be read or parsed: they still exist, their new version is unusable (a file mid-edit
-    or broken), so they count as invalid, not deleted."""
-    troubled = {
-        p.source.split("#", 1)[0]: p.message
-        for p in loaded.problems
-        if p.obj == "file" or p.obj.startswith("document ")
-    }
-    present = {ObjectKey(o.kind, o.namespace, o.name) for o in loaded.objects} | set(loaded.invalid)
-    out = {}
-    for key, source in memory.sources.items():
-        file = source.split("#", 1)[0]
-        if key in memory.good and key not in present and file in troubled:
-            out[key] = f"its file no longer holds it in a usable form ({troubled[file]})"
-    return out
 
 
 def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
