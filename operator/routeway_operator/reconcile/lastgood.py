@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from routeway.lastgood import LastGood, Versioned
-from routeway.resources import API_VERSION, KIND_MODELS
+from routeway.resources import API_VERSION, KIND_MODELS, ModelClient, ModelRoute
 from routeway.translate import ObjectKey, Translation
 from routeway_operator.inventory import Entry
 
@@ -61,7 +61,9 @@ def last_good_fields(entry: Entry, translation: Translation) -> dict[str, Any]:
     field is removed)."""
     key = entry.object_key
     good = translation.good.get(key)
-    if key in translation.serving_older:
+    if key.kind in (ModelRoute.KIND, ModelClient.KIND) and key not in translation.attachments:
+        serving = None  # not attached: no version of it serves
+    elif key in translation.serving_older:
         serving = translation.serving_older[key]
     elif good is not None and good.metadata.generation == entry.generation:
         serving = entry.generation
