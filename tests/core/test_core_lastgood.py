@@ -17,7 +17,8 @@ Matrix, per kind and per kind of problem, each as "version 1 good, version 2 bad
 from __future__ import annotations
 
 import random
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core_factories import backend, client, gateway, route, secret
@@ -27,6 +28,7 @@ from test_core_properties import INVALID, OBJECTS
 
 from routeway import status as st
 from routeway.lastgood import SERVING_LAST_GOOD, translate_keeping_last_good
+from routeway.proxyconfig import RouteConfig
 from routeway.render import render, render_all
 from routeway.resources import ModelRoute
 from routeway.translate import Inventory, ObjectKey, Translation, translate
@@ -252,3 +254,45 @@ def test_route_edited_with_its_backend_is_judged_against_the_backends_last_good_
     both = run(gateway(), keys, at(bad_backend, 2), at(route("chat", [("a", 5)]), 2), last=good)
     assert both.serving_older == {BACKEND_A: 1}
     assert served_targets(both) == [("default/a", 5)] and both.good[CHAT].metadata.generation == 2
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A route as the operator last saw it (routeway.status.Observed)."""
+
+    generation: int | None = 2
+    status: Mapping[str, Any] = field(default_factory=dict)
+
+
+def test_route_status_programmed_at_the_older_generation_it_serves() -> None:
+    """routeway.status: a route whose newest generation (2) has a problem is programmed at the
+    generation it serves (1), not left Pending for a render that will never come."""
+    from dataclasses import dataclass, field
+
+    @dataclass(frozen=True)
+    class Seen:
+        generation: int | None = 2
+        status: Mapping[str, Any] = field(default_factory=dict)
+
+    rendered = RouteConfig.model_validate(
+        {
+            "id": "default/chat",
+            "namespace": "default",
+            "name": "chat",
+            "model": "chat",
+            "generation": 1,
+            "targets": [{"backend": "default/a", "model": "chat", "weight": 1}],
+            "retries": {"attempts": 1},
+        }
+    )
+    applied = st.Outcome("rev", st.programmed("rev", "is applied"))
+    problem = [
+        st.Condition(st.ACCEPTED, "True", st.REASON_ACCEPTED),
+        st.Condition(st.RESOLVED_REFS, "False", "BackendNotFound", "x"),
+    ]
+    doc = st.route_status(Seen(), problem, GW, rendered, applied, "2026-01-01T00:00:00Z", serving=1)
+    programmed = {c["type"]: c for c in doc["conditions"]}[st.PROGRAMMED]
+    assert programmed["status"] == "True" and "generation 1 (the last good one)" in programmed["message"]
+    assert doc["observedGeneration"] == 2 and doc["backendWeights"] == "a=1"
+    pending = st.route_status(Seen(), problem, GW, rendered, applied, "2026-01-01T00:00:00Z")
+    assert {c["type"]: c for c in pending["conditions"]}[st.PROGRAMMED]["reason"] == st.REASON_PENDING
