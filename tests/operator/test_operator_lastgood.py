@@ -6,7 +6,8 @@ reports the problem with observedGeneration 2 and servingGeneration 1 and keeps 
 an operator restart serves the same (the last good version is read back from status, not
 memory); the fix serves the new version. A backend pointed at a Secret key that does not
 exist keeps its last good version, in the config and in its status, and the route using it
-stays Ready. A route whose first version is broken is absent, with no lastGood.
+stays Ready. A ModelClient and the gateway pointed at key Secrets that do not exist keep
+their last good versions. A route whose first version is broken is absent, with no lastGood.
 """
 
 from __future__ import annotations
@@ -14,10 +15,23 @@ from __future__ import annotations
 from typing import Any
 
 from kmock_ext import RoutewayEmulator
-from operator_factories import backend, condition, config_of, create, gateway, get, patch, route, secret, seed
-from rig import BACKENDS, ROUTES, eventually, objects_of, running_operator, settled
+from operator_factories import (
+    backend,
+    client,
+    condition,
+    config_of,
+    create,
+    gateway,
+    get,
+    patch,
+    route,
+    secret,
+    seed,
+)
+from rig import BACKENDS, GATEWAYS, ROUTES, eventually, objects_of, running_operator, settled
 
 REVISIONS = "apps/v1/controllerrevisions"
+CLIENTS = "routeway.dev/v1alpha1/modelclients"
 
 
 def world() -> list[dict[str, Any]]:
@@ -124,3 +138,51 @@ async def test_first_version_broken_is_absent(kmock: RoutewayEmulator) -> None:
     code = status(kmock, ROUTES, "code")
     assert "lastGood" not in code and "servingGeneration" not in code
     assert served_targets(kmock, "code") == []  # rendered without targets, as before
+
+
+async def test_client_and_gateway_with_missing_secrets_keep_their_last_good_versions(
+    kmock: RoutewayEmulator,
+) -> None:
+    """A ModelClient pointed at a key Secret that does not exist, and the gateway pointed at a
+    client-key Secret that does not exist: both keep their last good versions in the config."""
+    seed(
+        kmock,
+        *world(),
+        secret("gw-keys", admin="sk-admin-1"),
+        secret("team-key", **{"api-key": "sk-team-1"}),
+        client("team", "team-key", models=["llama"]),
+    )
+    await patch(kmock, "ModelGateway", "gw", {"spec": {"auth": {"apiKeySecretRef": {"name": "gw-keys"}}}})
+    async with running_operator(kmock) as state:
+
+        def listed() -> bool:
+            gateway = config_of(kmock)["gateway"]
+            return [c["id"] for c in gateway["clients"]] == ["default/team"] and bool(
+                gateway["clientKeyRefs"]
+            )
+
+        await eventually(listed, what="client and gateway keys served")
+        await settled(kmock, state)
+        before = config_of(kmock)
+        await patch(
+            kmock, "ModelClient", "team", {"spec": {"keySecretRef": {"name": "team-kye", "key": "api-key"}}}
+        )
+        await patch(kmock, "ModelGateway", "gw", {"spec": {"auth": {"apiKeySecretRef": {"name": "gw-kyes"}}}})
+
+        def reported() -> bool:
+            team = status(kmock, CLIENTS, "team")
+            gateway = status(kmock, GATEWAYS, "gw")
+            return (team.get("observedGeneration"), team.get("servingGeneration")) == (2, 1) and (
+                gateway.get("observedGeneration"),
+                gateway.get("servingGeneration"),
+            ) == (3, 2)
+
+        await eventually(reported, what="client and gateway serving their last good versions")
+        await settled(kmock, state)
+    after = config_of(kmock)
+    assert after["gateway"]["clients"] == before["gateway"]["clients"]
+    assert (
+        after["gateway"]["clientKeyRefs"] == before["gateway"]["clientKeyRefs"] == ["default/gw-keys/admin"]
+    )
+    assert condition(get(kmock, CLIENTS, "team"), "ResolvedRefs")["reason"] == "SecretNotFound"
+    assert condition(get(kmock, GATEWAYS, "gw"), "ResolvedRefs")["reason"] == "SecretNotFound"
