@@ -85,16 +85,13 @@ def route_target(body: Mapping[str, Any]) -> NsName:
 
 
 def route_backends(body: Mapping[str, Any]) -> tuple[str, ...]:
-    """The backends a route names: its spec's, then its last good version's (status.lastGood,
-    which serves while the newest version has a problem), so a change to either reaches it."""
     names: list[str] = []
-    for spec in (_get(body, "spec"), _get(body, "status", "lastGood", "spec")):
-        for section in ("backends", "fallbacks"):
-            items = _get(spec, section)
-            for item in items if isinstance(items, list) else []:
-                name = item.get("name") if isinstance(item, Mapping) else None
-                if isinstance(name, str) and name not in names:
-                    names.append(name)
+    for section in ("backends", "fallbacks"):
+        items = _get(body, "spec", section)
+        for item in items if isinstance(items, list) else []:
+            name = item.get("name") if isinstance(item, Mapping) else None
+            if isinstance(name, str) and name not in names:
+                names.append(name)
     return tuple(names)
 
 
@@ -249,7 +246,10 @@ def snapshot_gateway(
     )
     backend_entries: dict[NsName, Entry] = {}
     for route in route_entries:
-        for name in route.backends:
+        # and those its last good version names, which serves while its newest has a problem
+        last_good = route.status.get("lastGood")
+        older = route_backends({"spec": last_good.get("spec")}) if isinstance(last_good, Mapping) else ()
+        for name in dict.fromkeys((*route.backends, *older)):
             entry = first(backends, (route.namespace, name))
             if entry is not None:
                 backend_entries[entry.key] = entry
