@@ -15,6 +15,11 @@ to exist in the cluster, each key asked for. SOPS-encrypted Secrets count by the
 Which Secrets were taken on trust, declared or encrypted is said in `notes`, never silently.
 `load_local` (serve) needs values: it reports every credential it cannot fill, an encrypted
 value first of all, and never sends ciphertext upstream.
+
+Last good versions (serve, issue 14 item 3): `load_local` takes the `Memory` of the previous
+load it served. An object whose new version has a problem — a translation finding, a schema
+error, or a file that cannot be read or parsed now, for the objects that file held — is served
+in its last good version (routeway.lastgood) and reported; the rest of the change applies.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from dataclasses import dataclass, field, replace
 from typing import IO
 
 from routeway.credentials import Lookup, credential_refs, lookup_in, resolve_credentials
+from routeway.lastgood import translate_keeping_last_good
+from routeway.local_memory import Memory, unreadable_objects
 from routeway.manifests import LoadResult, Problem, load_manifests
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
@@ -38,7 +45,7 @@ from routeway.resources import (
     Secret,
 )
 from routeway.secretsources import DeclaredSecret, keys_text
-from routeway.translate import Inventory, NsName, ObjectKey, Translation, translate
+from routeway.translate import Inventory, NsName, ObjectKey, Translation
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,8 @@ class LocalLoad:
     # The files' Secrets, for credentials the config does not name but a rollout arm does (an
     # undo to a revision whose backend spec named another Secret).
     lookup: Lookup | None = field(default=None, compare=False, repr=False)
+    # What the next load needs to keep each object's last good version.
+    memory: Memory | None = field(default=None, compare=False, repr=False)
 
 
 def implicit_gateways(loaded: LoadResult) -> list[ModelGateway]:
@@ -183,13 +192,23 @@ def evaluate(
     *,
     skip_foreign: bool = False,
     assume_secrets: bool = False,
+    memory: Memory | None = None,
 ) -> Evaluation:
     """`skip_foreign`: leave out documents that are not Routeway's (see routeway.manifests).
     `assume_secrets`: a Secret referred to but not in the files (nor declared by them) exists
     in the cluster with every key asked of it. A Secret that is in the files is taken as
-    written either way: a key it lacks is still SecretKeyNotFound."""
+    written either way: a key it lacks is still SecretKeyNotFound. `memory`: the last served
+    load's (serve only): objects with a problem keep their last good versions."""
     loaded = load_manifests(paths, stdin, skip_foreign=skip_foreign)
-    objects = [*loaded.objects, *implicit_gateways(loaded)]
+    implicit = implicit_gateways(loaded)
+    if memory is not None:
+        kept = unreadable_objects(loaded, memory)
+        if kept:
+            loaded = replace(loaded, invalid={**loaded.invalid, **kept})
+        # The gateways implied by the routes that will serve, last good versions included.
+        older = tuple(memory.good[k] for k in loaded.invalid if k in memory.good)
+        implicit = implicit_gateways(replace(loaded, objects=(*loaded.objects, *older)))
+    objects = [*loaded.objects, *implicit]
     in_files = {(o.namespace, o.name) for o in loaded.objects if isinstance(o, Secret)}
     in_files |= {(k.namespace, k.name) for k in loaded.invalid if k.kind == "Secret"}
     declared = {k: v for k, v in declared_keys(loaded.declared).items() if k not in in_files}
@@ -203,12 +222,12 @@ def evaluate(
         secret_keys={**{k: v for k, v in declared.items() if v is not None}, **base.secret_keys},
         assumed_secrets=frozenset(assumed),
     )
-    translation = translate(inventory)
+    translation = translate_keeping_last_good(inventory, memory.good if memory is not None else None)
     problems = list(loaded.problems)
     for key, findings in translation.findings.items():
-        if key in loaded.invalid:
+        if key in loaded.invalid and key not in translation.serving_older:
             continue  # already reported field by field while parsing
-        source = loaded.sources.get(key, "<implicit>")
+        source = loaded.sources.get(key) or (memory.sources.get(key) if memory else None) or "<implicit>"
         for f in findings:
             problems.append(Problem(source, str(key), f.field, f"{f.reason}: {f.message}"))
     return Evaluation(loaded, translation, tuple(problems), missing, assume_secrets)
@@ -241,8 +260,17 @@ def choose_gateway(translation: Translation, wanted: str | None) -> NsName:
     raise GatewayChoiceError(f"the files define several gateways ({names}): choose one with --gateway")
 
 
-def load_local(paths: Sequence[str], gateway: str | None = None, *, skip_foreign: bool = False) -> LocalLoad:
-    ev = evaluate(paths, skip_foreign=skip_foreign)
+def load_local(
+    paths: Sequence[str],
+    gateway: str | None = None,
+    *,
+    skip_foreign: bool = False,
+    memory: Memory | None = None,
+) -> LocalLoad:
+    """`memory`: what the last served load left (None before the first one). Without it a file
+    that does not parse blocks the whole load, as there is no last good version of anything;
+    with it only the objects with a problem keep their last good versions."""
+    ev = evaluate(paths, skip_foreign=skip_foreign, memory=memory)
     problems = [str(p) for p in ev.problems]
     try:
         key = choose_gateway(ev.translation, gateway)
@@ -254,19 +282,23 @@ def load_local(paths: Sequence[str], gateway: str | None = None, *, skip_foreign
     lookup = lookup_in(secrets)
     credentials = resolve_credentials(config, lookup)
     problems += [str(p) for p in unusable_credentials(ev, key, config, credentials)]
-    routes = tuple(o for o in ev.loaded.objects if isinstance(o, ModelRoute))
-    backend_ids = frozenset(
-        f"{o.namespace}/{o.name}" for o in ev.loaded.objects if isinstance(o, ModelBackend)
-    )
+    # What serves: each object as loaded, or its last good version where that one serves.
+    served = [*ev.loaded.objects, *(ev.translation.good[k] for k in ev.translation.serving_older)]
+    served_routes = {(o.namespace, o.name): o for o in served if isinstance(o, ModelRoute)}
+    routes = tuple(served_routes[k] for k in sorted(served_routes))
+    backend_ids = frozenset(f"{o.namespace}/{o.name}" for o in served if isinstance(o, ModelBackend))
+    good = ev.translation.good
+    sources = {**(memory.sources if memory is not None else {}), **ev.loaded.sources}
     return LocalLoad(
         config,
         credentials,
         tuple(problems),
         ev.loaded.files,
-        blocking=ev.blocking,
+        blocking=ev.blocking and memory is None,
         routes=routes,
         backend_ids=backend_ids,
         lookup=lookup,
+        memory=Memory(good, {k: v for k, v in sources.items() if k in good}),
     )
 
 
@@ -336,6 +368,7 @@ __all__ = [
     "Evaluation",
     "GatewayChoiceError",
     "LocalLoad",
+    "Memory",
     "MissingSecret",
     "ObjectKey",
     "choose_gateway",

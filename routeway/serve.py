@@ -4,12 +4,14 @@ The manifests go through `load_local` — the translation the operator runs — 
 here is what a cluster would serve. The files and folders given with `-f` are watched
 (a file added to a watched folder counts); a saved change is live within a second.
 
-Two kinds of problems, treated as the operator treats them:
-- files that do not parse or objects that do not match their schema: the change is rejected,
-  logged once and shown at `/routes` (`lastRejection`); the last good config keeps serving;
-- translation findings (a missing backend, a model-name conflict, a revoked key Secret): the
-  valid objects are served, the affected object alone loses out, and the findings are logged
-  and shown at `/routes` (`problems`).
+Problems are kept to the object they concern, as the operator does (issue 14 item 3): an
+object whose new version has a translation finding (a missing backend, a model-name conflict,
+a revoked key Secret), does not match its schema, or sits in a file that no longer parses,
+keeps serving its last good version (routeway.lastgood; one it never had is left out), while
+the rest of the change applies; the problems, and which objects serve an older version, are
+logged and shown at `/routes` (`problems`). Only a load with no gateway to serve, or a first
+load whose files do not parse (there is no last good version of anything yet), is rejected as
+a whole: logged once, shown at `/routes` (`lastRejection`), the last good config keeps serving.
 If the very first load is rejected the proxy starts anyway — `serve` is a watch-mode tool, and
 the fix is usually one save away — with `/readyz` at 503 and every request answered 503 until
 a valid config is saved. Exit codes:
@@ -36,7 +38,7 @@ from routeway_proxy.commands import add_serving_arguments, check_serving_args, o
 
 from routeway.cli import add_skip_foreign
 from routeway.configupdate import ConfigLoaded, ConfigRejected, ConfigUpdate
-from routeway.local import LocalLoad, load_local
+from routeway.local import LocalLoad, Memory, load_local
 from routeway.manifests import YAML_SUFFIXES
 from routeway.serve_driver import RolloutDriver, SourceHost
 
@@ -66,6 +68,9 @@ class LocalManifestSource:
     interval: float = POLL_INTERVAL
     skip_foreign: bool = False  # `--skip-foreign`: serve from a folder that holds other kinds too
     rollouts: RolloutDriver = field(default_factory=RolloutDriver, compare=False, repr=False)
+    # The last served load's memory: each object's last good version (routeway.local.Memory).
+    # One list slot, so the frozen source can replace it; only the reading thread writes it.
+    memory: list[Memory] = field(default_factory=list, compare=False, repr=False)
 
     def describe(self) -> str:
         return ", ".join(self.paths)
@@ -102,17 +107,24 @@ class LocalManifestSource:
                 yield result
 
     def load(self) -> LocalLoad | ConfigRejected:
+        """One read of the files; a load that will be served leaves its memory for the next,
+        so an object whose new version has a problem keeps its last good version."""
         try:
-            return load_local(self.paths, self.gateway, skip_foreign=self.skip_foreign)
+            memory = self.memory[0] if self.memory else None
+            result = load_local(self.paths, self.gateway, skip_foreign=self.skip_foreign, memory=memory)
         except Exception as exc:  # a bug in translation must not take the proxy down
             log.exception("translating %s failed", self.describe())
             return ConfigRejected(self.describe(), (f"cannot load manifests: {type(exc).__name__}: {exc}",))
+        if isinstance(to_update(result, self.describe()), ConfigLoaded) and result.memory is not None:
+            self.memory[:] = [result.memory]
+        return result
 
 
 def to_update(result: LocalLoad, source: str) -> ConfigUpdate:
-    """Files that do not parse reject the change (they are mid-edit or broken: the last good
-    config keeps serving). Translation findings do not: like the operator, everything valid is
-    served and the findings travel along as warnings, shown in the log and at /routes."""
+    """A blocking load (no gateway, or a first load whose files do not parse) rejects the
+    change: the last good config keeps serving. Anything else is served — objects with a
+    problem in their last good versions, as the operator does — and the problems travel
+    along as warnings, shown in the log and at /routes."""
     if result.blocking or result.config is None:
         return ConfigRejected(source, result.problems or ("no config could be rendered",))
     return ConfigLoaded(result.config, result.credentials, source, warnings=result.problems)
@@ -142,7 +154,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="ModelGateway to serve: NAME or NAMESPACE/NAME (default: the only one)",
     )
     add_skip_foreign(parser, counted=False)
-    add_serving_arguments(parser, default_host="127.0.0.1")
+    add_serving_arguments(parser, default_host="127.0.0.1", default_admin_host="127.0.0.1")
     parser.set_defaults(func=run, parser=parser)
 
 

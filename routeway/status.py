@@ -306,12 +306,16 @@ def route_status(
     outcome: Outcome,
     now: str,
     rollout: Condition | None = None,
+    serving: int | None = None,
 ) -> dict[str, Any]:
     """`conditions`: translation's for this route; `gateway`: the one it is attached to;
     `rendered`: this route in the config just applied (None when absent or not applied);
     `rollout`: the route's rollout as a prerequisite of Ready (routeway.rollout_status), not
-    listed itself: Ready, Reconciling and Stalled say it."""
+    listed itself: Ready, Reconciling and Stalled say it; `serving`: the older generation
+    served in place of this one, whose version has a problem (routeway.lastgood)."""
     accepted, resolved = translated(conditions)
+    wanted = route.generation if serving is None else serving
+    older = "" if serving is None else " (the last good one)"
     previous = route.status
     same_generation = previous.get("observedGeneration") == route.generation
     weights: str | None = None
@@ -330,7 +334,7 @@ def route_status(
             programmed_ = programmed(revision, f"serves generation {route.generation}")
         else:
             programmed_ = not_programmed(outcome.programmed.reason, outcome.programmed.message)
-    elif rendered is None or rendered.generation != route.generation:
+    elif rendered is None or rendered.generation != wanted:
         programmed_ = not_programmed(REASON_PENDING, "waiting for the gateway's config to be rendered")
     else:
         weights = backend_weights((t.backend.split("/", 1)[1], t.weight) for t in rendered.targets)
@@ -339,7 +343,7 @@ def route_status(
         # message), so another route's change does not rewrite every route's status.
         if previous.get("configRevision") and same_generation and previous.get("backendWeights") == weights:
             revision = previous["configRevision"]
-        programmed_ = programmed(revision, f"serves generation {route.generation}")
+        programmed_ = programmed(revision, f"serves generation {wanted}{older}")
     listed = [accepted, resolved, programmed_]
     prerequisites = [*listed, rollout] if rollout is not None else listed
     return {

@@ -120,6 +120,13 @@ class Translation:
     findings: Mapping[ObjectKey, tuple[st.Finding, ...]]
     conditions: Mapping[ObjectKey, tuple[st.Condition, ...]]  # Accepted + ResolvedRefs per object
     attachments: Mapping[ObjectKey, NsName]  # accepted route or client → its gateway
+    # Filled by routeway.lastgood (empty from `translate` alone): objects translated in their
+    # last good version because the new one has a problem, with the generation served; and
+    # every existing object's last good version after this translation, to pass next time.
+    serving_older: Mapping[ObjectKey, int | None] = field(default_factory=dict)
+    good: Mapping[ObjectKey, ModelBackend | ModelRoute | ModelGateway | ModelClient] = field(
+        default_factory=dict
+    )
 
 
 def translate(inv: Inventory) -> Translation:

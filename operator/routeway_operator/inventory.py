@@ -164,6 +164,19 @@ def build_entry(kind: str, body: Mapping[str, Any]) -> Entry:
     )
 
 
+def secrets_named(entry: Entry) -> tuple[str, ...]:
+    """The Secrets an entry's snapshot needs: the one its spec names, and the one its last good
+    version (status.lastGood, routeway_operator.reconcile.lastgood) names, which serves while
+    the newest has a problem."""
+    last_good = entry.status.get("lastGood")
+    older = (
+        referenced_secret(entry.kind, {"spec": last_good.get("spec")})
+        if isinstance(last_good, Mapping)
+        else None
+    )
+    return tuple(dict.fromkeys(name for name in (entry.secret, older) if name))
+
+
 def first(index: IndexLike, key: Any) -> Any:
     """The single value an index holds under `key` (indexes here are keyed by identity)."""
     store = index.get(key) if hasattr(index, "get") else None
@@ -233,7 +246,10 @@ def snapshot_gateway(
     )
     backend_entries: dict[NsName, Entry] = {}
     for route in route_entries:
-        for name in route.backends:
+        # and those its last good version names, which serves while its newest has a problem
+        last_good = route.status.get("lastGood")
+        older = route_backends({"spec": last_good.get("spec")}) if isinstance(last_good, Mapping) else ()
+        for name in dict.fromkeys((*route.backends, *older)):
             entry = first(backends, (route.namespace, name))
             if entry is not None:
                 backend_entries[entry.key] = entry
@@ -245,10 +261,11 @@ def snapshot_gateway(
         ),
         key=lambda e: e.key,
     )
-    secret_names = {(b.namespace, b.secret) for b in backend_entries.values() if b.secret}
-    secret_names |= {(c.namespace, c.secret) for c in client_entries if c.secret}
-    if gateway is not None and gateway.secret:
-        secret_names.add((gateway.namespace, gateway.secret))
+    secret_names = {
+        (e.namespace, name)
+        for e in (*backend_entries.values(), *client_entries, *([gateway] if gateway else []))
+        for name in secrets_named(e)
+    }
     secret_keys = {}
     for sk in sorted(secret_names):
         keys = first(secrets, sk)
@@ -266,10 +283,10 @@ def snapshot_backend(
     if entry is None:
         return None, Inventory()
     secret_keys = {}
-    if entry.secret:
-        keys = first(secrets, (entry.namespace, entry.secret))
+    for name in secrets_named(entry):
+        keys = first(secrets, (entry.namespace, name))
         if keys is not None:
-            secret_keys[(entry.namespace, entry.secret)] = keys
+            secret_keys[(entry.namespace, name)] = keys
     inv = Inventory(
         backends={entry.key: entry.model} if isinstance(entry.model, ModelBackend) else {},
         secret_keys=secret_keys,

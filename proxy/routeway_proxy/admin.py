@@ -17,20 +17,33 @@ whose `install` also adds the admin routes a config source asked for).
 
 Health and concurrency in /routes are this worker's view; `ejectedUntil` (from the registry)
 is the latest ejection any worker made.
+
+Nothing here authenticates its caller (`--admin-host` and, in a cluster, the chart's
+NetworkPolicy decide who reaches the port), so the rule for `/config` (and every document
+here) is: nothing a reader could use against an upstream or to pass as a client. Secrets are
+shown by reference only (`credentialRef`, `clientKeyRefs`, `keyRef`, `redisPasswordRef`: a
+Secret's namespace, name and key name); a URL is shown without userinfo, query or fragment
+(validation rejects them, this is the second line); known credential values, values of
+secret-looking fields and anything shaped like a client key's digest are replaced by
+`<redacted>`. The config holds no header values; should one ever be added it falls under the
+secret-looking rule or must be redacted here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from routeway_proxy.headers import REVISION_HEADER
+from routeway_proxy.redact import REDACTED
 from routeway_proxy.runtime import ProxyRuntime
 from routeway_proxy.source_host import SourceHost
 from routeway_proxy.stats import ProxyStats, read_stats
@@ -114,26 +127,64 @@ async def config(request: web.Request) -> web.Response:
     headers: dict[str, str] = {}
     rejection = runtime.last_rejection
     if rejection is not None:
-        headers["x-routeway-last-rejection"] = orjson.dumps(runtime.redact(rejection.describe())).decode()
+        described = public_config(runtime.redact(rejection.describe()))
+        headers["x-routeway-last-rejection"] = orjson.dumps(described).decode()
     current = runtime.config
     if current is None:
         errors = list(rejection.errors) if rejection is not None else []
         return _json(
-            runtime.redact(
-                {
-                    "error": {
-                        "message": "No config applied yet.",
-                        "type": "server_error",
-                        "code": "not_ready",
-                        "rejected": errors,
+            public_config(
+                runtime.redact(
+                    {
+                        "error": {
+                            "message": "No config applied yet.",
+                            "type": "server_error",
+                            "code": "not_ready",
+                            "rejected": errors,
+                        }
                     }
-                }
+                )
             ),
             status=503,
             headers=headers,
         )
     headers[REVISION_HEADER] = current.revision
-    return _json(runtime.redact(current.to_document()), headers=headers)
+    return _json(public_config(runtime.redact(current.to_document())), headers=headers)
+
+
+_URL_FIELDS = frozenset({"url", "redisUrl"})
+_KEY_DIGEST = re.compile(r"sha256:[0-9a-fA-F]{64}")
+_URL_TAIL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]*)[?#]\S*")
+
+
+def public_config(document: Any) -> Any:
+    """`document` (already redacted by the runtime) with every URL field cut to scheme, host
+    and path, and digests of client keys replaced: see the module's rule."""
+    if isinstance(document, dict):
+        return {
+            k: public_url(v) if k in _URL_FIELDS and isinstance(v, str) else public_config(v)
+            for k, v in document.items()
+        }
+    if isinstance(document, list):
+        return [public_config(item) for item in document]
+    if isinstance(document, str):
+        text = _KEY_DIGEST.sub(REDACTED, document)
+        return _URL_TAIL.sub(lambda m: f"{m.group('head')}?{REDACTED}", text)  # a URL in a message
+    return document
+
+
+def public_url(url: str) -> str:
+    """`url` without userinfo, query and fragment (each replaced by a marker, so the reader
+    sees that something was there); an unparsable one is hidden whole."""
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{REDACTED}@{host}" if "@" in parts.netloc else host
+        query = REDACTED if parts.query or "?" in url else ""
+        fragment = REDACTED if parts.fragment or "#" in url else ""
+        return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+    except ValueError:
+        return REDACTED
 
 
 def describe_routes(runtime: ProxyRuntime, stats: ProxyStats) -> dict[str, Any]:

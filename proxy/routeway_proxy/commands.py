@@ -41,10 +41,24 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def add_serving_arguments(parser: argparse.ArgumentParser, *, default_host: str) -> None:
-    """Flags shared by `routeway proxy` and `routeway serve`."""
+def add_serving_arguments(
+    parser: argparse.ArgumentParser, *, default_host: str, default_admin_host: str
+) -> None:
+    """Flags shared by `routeway proxy` and `routeway serve`.
+
+    The admin port has its own address because it answers without authentication (/config,
+    /routes, /usage, rollout actions under `serve`): `serve` keeps it on loopback even when
+    `--host` opens the API to the network; a pod's stays reachable by Prometheus and the
+    operator, behind the chart's NetworkPolicy."""
     parser.add_argument(
-        "--host", default=default_host, help=f"address to listen on (default: {default_host})"
+        "--host", default=default_host, help=f"address to listen on for clients (default: {default_host})"
+    )
+    parser.add_argument(
+        "--admin-host",
+        default=default_admin_host,
+        metavar="ADDRESS",
+        help="address of the admin port, which has no authentication (default: "
+        f"{default_admin_host}, whatever --host says)",
     )
     parser.add_argument(
         "--port", type=int, default=8080, help="client port (default: 8080; 0 picks one, logged at start)"
@@ -151,6 +165,7 @@ def options_from_args(args: argparse.Namespace, *, command: str) -> ServeOptions
 
     return ServeOptions(
         host=args.host,
+        admin_host=args.admin_host,
         port=args.port,
         admin_port=args.admin_port,
         workers=args.workers,
@@ -197,7 +212,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cluster.add_argument(
         "--namespace", metavar="NS", help="namespace of both (default: $POD_NAMESPACE, else the pod's own)"
     )
-    add_serving_arguments(parser, default_host="0.0.0.0")
+    add_serving_arguments(parser, default_host="0.0.0.0", default_admin_host="0.0.0.0")
     parser.set_defaults(func=run, parser=parser)
 
 

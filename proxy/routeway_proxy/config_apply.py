@@ -116,7 +116,8 @@ class ConfigApplier:
             lines = "".join(f"\n  - {w}" for w in update.warnings)
             self._log(
                 logging.WARNING,
-                "served with problems in %s (affected objects left out):%s",
+                "served with problems in %s (affected objects serve their last good version, "
+                "or are left out):%s",
                 update.source,
                 lines,
             )

@@ -76,6 +76,7 @@ class ServeOptions:
     host: str
     port: int
     admin_port: int
+    admin_host: str | None = None  # --admin-host; None: the client port's `host`
     workers: int = 1
     drain_timeout: float = 30.0
     worker_timeout: float = 30.0  # a worker whose loop is silent this long is replaced (0: never)
@@ -211,8 +212,13 @@ def describe_listening(options: ServeOptions, port: int, admin_port: int, source
     workers = f" with {options.workers} workers" if options.workers > 1 else ""
     return (
         f"{options.command} listening on http://{options.host}:{port}{workers} "
-        f"(admin on http://{options.host}:{admin_port}), config from {source.describe()}"
+        f"(admin on http://{admin_address(options)}:{admin_port}), config from {source.describe()}"
     )
+
+
+def admin_address(options: ServeOptions) -> str:
+    """Where the admin port listens: `--admin-host`, else the clients' address."""
+    return options.admin_host if options.admin_host is not None else options.host
 
 
 class ListenError(RuntimeError):
@@ -285,7 +291,7 @@ async def serve_process(
             admin_app = create_admin_app(runtime, host=host)
             add_readiness_gate(admin_app, lambda: "draining" if signals.first.is_set() else None)
             admin_runner = web.AppRunner(admin_app, access_log=None, shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT)
-            admin_port = await start_site(admin_runner, options.host, options.admin_port, "admin")
+            admin_port = await start_site(admin_runner, admin_address(options), options.admin_port, "admin")
             log.info("%s", describe_listening(options, port, admin_port, source))
         else:
             log.debug("worker %s listening on http://%s:%d", role.worker_index, options.host, port)

@@ -18,7 +18,16 @@ REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(
     r"(api[_-]?key|token|secret|password|passwd|authorization|bearer|credential)", re.IGNORECASE
 )
-_REFERENCE_KEYS = frozenset({"credentialRef", "credential_ref", "clientKeyRefs", "client_key_refs"})
+_REFERENCE_KEYS = frozenset(
+    {
+        "credentialRef",
+        "credential_ref",
+        "clientKeyRefs",
+        "client_key_refs",
+        "redisPasswordRef",
+        "redis_password_ref",
+    }
+)
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 
 

@@ -47,6 +47,7 @@ from routeway_proxy.process import (
     ServeOptions,
     StopSignals,
     add_readiness_gate,
+    admin_address,
     cancel_tasks,
     configure_logging,
     describe_listening,
@@ -381,7 +382,7 @@ async def supervise(source: ConfigSource, options: ServeOptions) -> int:
     monitor: asyncio.Task[None] | None = None
     code = 1
     try:
-        admin_port = await start_site(admin_runner, options.host, options.admin_port, "admin")
+        admin_port = await start_site(admin_runner, admin_address(options), options.admin_port, "admin")
         log.info("%s", describe_listening(options, options.port, admin_port, source))
         monitor = asyncio.create_task(group.keep_running(signals.first), name="workers")
         await signals.first.wait()

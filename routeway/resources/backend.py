@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from routeway.durations import Duration
-from routeway.resources.meta import SecretKeyRef, UpstreamURL
+from routeway.resources.meta import URL_QUERY_MESSAGE, URL_USERINFO_MESSAGE, SecretKeyRef, UpstreamURL
 from routeway.resources.usage import PricingSpec
 from routeway.specbase import FieldError as FieldError
 from routeway.specbase import SpecModel as _Spec
@@ -64,8 +64,9 @@ class ModelBackendSpec(_Spec):
     url: UpstreamURL | None = Field(
         None,
         description="Base URL as an OpenAI SDK takes it, e.g. http://vllm.ml.svc:8000/v1. "
-        "Required for provider `openai`. No user:password@ part: credentials belong in "
-        "apiKeySecretRef, never in a URL that is rendered into ConfigMaps.",
+        "Required for provider `openai`. No user:password@ part, no query string and no "
+        "fragment: the API path is appended to it, and credentials belong in apiKeySecretRef, "
+        "never in a URL that is rendered into ConfigMaps.",
     )
     model: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
         None, description="Model name sent upstream; defaults to the route's public model name."
@@ -107,5 +108,14 @@ class ModelBackendSpec(_Spec):
         {
             "rule": "self.provider == 'mock' || !has(self.mock)",
             "message": "mock may only be set when provider is mock",
+        },
+        # The schema's pattern rejects these too; the rules say why, and where the key goes.
+        {
+            "rule": "!has(self.url) || !self.url.matches('^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@')",
+            "message": f"url {URL_USERINFO_MESSAGE}",
+        },
+        {
+            "rule": "!has(self.url) || !(self.url.contains('?') || self.url.contains('#'))",
+            "message": f"url {URL_QUERY_MESSAGE}",
         },
     ]

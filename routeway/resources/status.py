@@ -24,6 +24,17 @@ class Condition(_Spec):
     last_transition_time: str | None = Field(None, description="When status last changed (RFC 3339).")
 
 
+class LastGoodVersion(_Spec):
+    """The newest version of the object that translated without a problem: what the gateway
+    serves while a newer one has a problem (routeway.lastgood). Kept in status so an operator
+    restart serves the same; a spec, never a credential (Secrets are referenced by name)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+    generation: int | None = Field(None, description="metadata.generation of that version.")
+    spec: dict[str, Any] = Field(default_factory=dict, description="Its spec, defaults applied.")
+
+
 class _Status(_Spec):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
 
@@ -32,6 +43,15 @@ class _Status(_Spec):
         default_factory=list,
         description="Current conditions, keyed by type.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    serving_generation: int | None = Field(
+        None,
+        description="The generation the gateway's config is built from: observedGeneration, or an "
+        "older one (lastGood) while the newest has a problem (Accepted or ResolvedRefs say which); "
+        "absent while no version of it is usable.",
+    )
+    last_good: LastGoodVersion | None = Field(
+        None, description="The newest version that had no problem, served in place of a newer one that has."
     )
 
 

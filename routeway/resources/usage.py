@@ -8,7 +8,7 @@ Kept apart from the routing fields on purpose: none of them is part of a route r
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -95,14 +95,40 @@ class PricingSpec(_Spec):
     )
 
 
+REDIS_URL_PATTERN = r"^rediss?://[^\s/?#@]+(/[0-9]{1,2})?$"
+REDIS_URL_MESSAGE = (
+    "must not carry credentials or options (user:password@, ?password=...): it is rendered "
+    "into ConfigMaps; put the password in passwordSecretRef"
+)
+
+
+def _check_redis_url(url: str) -> str:
+    if "@" in url or "?" in url or "#" in url:
+        raise ValueError(REDIS_URL_MESSAGE)
+    if not re.match(REDIS_URL_PATTERN, url):
+        raise ValueError("must be redis://host:port or rediss://host:port, optionally /db (0-99)")
+    return url
+
+
 class GatewayRedisSpec(_Spec):
     url: Annotated[
-        str, Field(min_length=1, max_length=2048, pattern=r"^rediss?://[^\s/?#@]+(/[0-9]{1,2})?$")
+        str,
+        AfterValidator(_check_redis_url),
+        # The pattern reaches the CRD through the JSON schema; the validator gives a sentence.
+        Field(min_length=1, max_length=2048, json_schema_extra={"pattern": REDIS_URL_PATTERN}),
     ] = Field(
         description="redis:// or rediss:// host:port[/db] of the Redis shared by the gateway's pods "
-        "(no password here: passwordSecretRef)."
+        "(no user:password@ and no query here: passwordSecretRef)."
     )
     password_secret_ref: SecretKeyRef | None = Field(None, description="The Redis password (AUTH).")
+
+    CEL_RULES: ClassVar[list[dict[str, str]]] = [
+        # The pattern rejects these too; the rule says why, and where the password goes.
+        {
+            "rule": "!(self.url.contains('@') || self.url.contains('?') || self.url.contains('#'))",
+            "message": f"url {REDIS_URL_MESSAGE}",
+        },
+    ]
 
 
 class GatewayLimitsSpec(_Spec):

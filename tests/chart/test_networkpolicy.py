@@ -6,9 +6,10 @@ names) is parsed with the operator's model and turned into the proxy Deployment 
 label of the operator's own pods, and its two ports must be the container ports named `http`
 (the API) and `admin` (metrics, /routes, /config).
 
-Matrix: disabled (the default), enabled with defaults, watched namespaces, an extra gateway
+Matrix: the default (on), disabled, enabled with defaults, watched namespaces, an extra gateway
 namespace, explicit namespaces, and custom selectors with ipBlocks x checks: valid against the
-Kubernetes schema (strict), which namespaces get a policy, who may reach which port.
+Kubernetes schema (strict), which namespaces get a policy, who may reach which port; and the
+gateway's Service, which must not expose the admin port the policy protects.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from routeway_operator.builders import build_deployment
+from routeway_operator.builders import build_deployment, build_service
 from routeway_operator.settings import OperatorSettings
 
 from routeway.resources import ModelGateway
@@ -68,8 +69,22 @@ def matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return bool(selector["matchLabels"].items() <= labels.items())
 
 
-def test_absent_by_default(template: Callable[..., Rendered]) -> None:
-    assert template().of_kind("NetworkPolicy") == []
+def test_on_by_default_and_removable(template: Callable[..., Rendered]) -> None:
+    """The admin port answers without authentication: by default only the operator and
+    Prometheus reach it (issue 14 item 12); `enabled: false` removes the policy."""
+    (policy,) = template().of_kind("NetworkPolicy")
+    assert [r["ports"][0]["port"] for r in policy["spec"]["ingress"]] == [8080, 9090]
+    assert template({"networkPolicy": {"enabled": False}}).of_kind("NetworkPolicy") == []
+
+
+def test_gateway_service_does_not_expose_the_admin_port(template: Callable[..., Rendered]) -> None:
+    """The policy guards pod addresses; the Service (maybe a LoadBalancer) must not route to admin."""
+    document = template(WITH_GATEWAY).one("ModelGateway")
+    document["spec"]["service"] = {"type": "LoadBalancer", "port": 443}
+    _, ports = proxy_pod(document)
+    service = build_service(ModelGateway.model_validate(document))
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(443, "http")]
+    assert ports["http"] != ports["admin"]
 
 
 @pytest.mark.parametrize(

@@ -55,6 +55,12 @@ SPEC_RULE_MESSAGES = {
     "header-timeout": "connections.headerTimeout must be longer than 0s",
     "body-timeout": "connections.bodyTimeout must be longer than 0s",
     "idle-timeout": "connections.idleTimeout must be longer than 0s",
+    "url-userinfo": "url must not contain user:password@; put the credential in apiKeySecretRef",
+    "url-query": "url must not contain a query string or fragment (?... or #...): the API path is "
+    "appended to the url, and a key in a query would be rendered into ConfigMaps; put the "
+    "credential in apiKeySecretRef",
+    "redis-url-credentials": "url must not carry credentials or options (user:password@, "
+    "?password=...): it is rendered into ConfigMaps; put the password in passwordSecretRef",
 }
 # What the CRD cannot check, by the key a row names in `server_gap`.
 SERVER_GAPS = {
@@ -109,6 +115,7 @@ VLLM = "http://vllm.ml.svc:8000/v1"
 OPENAI = {"provider": "openai", "url": VLLM}
 MOCK = {"provider": "mock"}
 ROUTE = {"model": "chat", "backends": [{"name": "llama-v1"}]}
+REDIS_PW = {"name": "redis", "key": "password"}
 
 
 def _with(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -193,6 +200,17 @@ CASES: list[Case] = [
     backend({"provider": "openai"}, False, "openai-without-url", rule="openai-url"),
     backend(_with(OPENAI, mock={"latency": "1s"}), False, "mock-block-on-openai", rule="mock-only"),
     backend(_with(OPENAI, url="ftp://files.example/v1"), False, "url-not-http"),
+    # Issue 14 item 11: no query, fragment or userinfo in a backend URL (they break the upstream
+    # path or carry a credential into ConfigMaps); an `@` or `:` in the path is fine.
+    backend(_with(OPENAI, url="https://api.example/v1/team@ml:8"), True, "url-at-in-path"),
+    backend(_with(OPENAI, url="http://vllm:8000"), True, "url-without-path"),
+    backend(_with(OPENAI, url="http://vllm:8000/v1?api_key=sk-1"), False, "url-query", rule="url-query"),
+    backend(_with(OPENAI, url="http://vllm:8000/v1?"), False, "url-empty-query", rule="url-query"),
+    backend(_with(OPENAI, url="http://vllm:8000?x=y"), False, "url-query-without-path", rule="url-query"),
+    backend(_with(OPENAI, url="http://vllm:8000/v1#top"), False, "url-fragment", rule="url-query"),
+    backend(_with(OPENAI, url="http://user:sk-1@vllm:8000/v1"), False, "url-userinfo", rule="url-userinfo"),
+    backend(_with(OPENAI, url="https://sk-1@api.example/v1"), False, "url-user-only", rule="url-userinfo"),
+    backend(_with(OPENAI, url="http://:sk-1@vllm"), False, "url-password-only", rule="url-userinfo"),
     backend(_with(OPENAI, timeouts={"connect": "5 seconds"}), False, "bad-duration"),
     backend(_with(OPENAI, queueTimeout="1d"), False, "bad-duration-unit"),
     backend(_with(OPENAI, region="eu"), False, "unknown-field"),
@@ -425,6 +443,32 @@ CASES: list[Case] = [
         "full",
     ),
     gateway({"allowedRoutes": {"namespaces": {"from": "All"}}}, True, "all-namespaces"),
+    gateway(
+        {"limits": {"redis": {"url": "rediss://redis.ml.svc:6380/2", "passwordSecretRef": REDIS_PW}}},
+        True,
+        "redis",
+    ),
+    gateway({"limits": {"redis": {"url": "redis://redis:6379"}}}, True, "redis-without-db"),
+    gateway(
+        {"limits": {"redis": {"url": "redis://:hunter2@redis:6379/0"}}},
+        False,
+        "redis-url-password",
+        rule="redis-url-credentials",
+    ),
+    gateway(
+        {"limits": {"redis": {"url": "redis://default:hunter2@redis:6379"}}},
+        False,
+        "redis-url-userinfo",
+        rule="redis-url-credentials",
+    ),
+    gateway(
+        {"limits": {"redis": {"url": "redis://redis:6379/0?password=hunter2"}}},
+        False,
+        "redis-url-query",
+        rule="redis-url-credentials",
+    ),
+    gateway({"limits": {"redis": {"url": "http://redis:6379"}}}, False, "redis-url-not-redis"),
+    gateway({"limits": {"redis": {"url": "redis://redis:6379/100"}}}, False, "redis-url-db-too-large"),
     gateway({"replicas": 0}, True, "scaled-to-zero"),
     gateway(
         {"allowedRoutes": {"namespaces": {"from": "Same", "names": ["ml"]}}},

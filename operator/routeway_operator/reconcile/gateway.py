@@ -27,6 +27,7 @@ from routeway.configstore import (
     manifest_slot,
 )
 from routeway.credentials import credential_refs, resolve_credentials, secret_value
+from routeway.lastgood import translate_keeping_last_good
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
 from routeway.resources import ModelGateway, ModelRoute, Secret
@@ -42,13 +43,14 @@ from routeway.status import (
     programmed,
     route_status,
 )
-from routeway.translate import NsName, ObjectKey, Translation, translate
+from routeway.translate import NsName, ObjectKey, Translation
 from routeway_operator import builders
 from routeway_operator.apply import OwnerCheck, OwnerGone
 from routeway_operator.inventory import Entry, snapshot_gateway
 from routeway_operator.kube import ApiError, path_for
 from routeway_operator.reconcile import clients, rollouts, statuses
 from routeway_operator.reconcile.backend import reconcile_backend
+from routeway_operator.reconcile.lastgood import cache_key, last_good_fields, last_good_of
 from routeway_operator.state import BACKEND, GATEWAY, OperatorState
 
 log = logging.getLogger("routeway.operator.gateway")
@@ -75,12 +77,15 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
         clients=idx.clients,
         clients_by_gateway=idx.clients_by_gateway,
     )
-    fingerprint = snap.fingerprint()
+    entries = [e for e in (snap.gateway, *snap.routes, *snap.backends.values(), *snap.clients) if e]
+    last_good = last_good_of(statuses.latest(state, e) for e in entries)
+    plain = snap.fingerprint()
+    fingerprint = (plain, cache_key(last_good)) if plain is not None else None
     cached = state.renders.get(key)
     if fingerprint is not None and cached is not None and cached[0] == fingerprint:
         translation, rendered = cached[1], cached[2]
     else:
-        translation, rendered = translate(snap.inventory()), None
+        translation, rendered = translate_keeping_last_good(snap.inventory(), last_good), None
     gateway = snap.gateway.model if snap.gateway and isinstance(snap.gateway.model, ModelGateway) else None
     previous = state.revisions.get(key) or (
         snap.gateway.status.get("configRevision") if snap.gateway else None
@@ -162,13 +167,16 @@ async def report(
             outcome,
             now,
             rollout=view.condition,
+            serving=translation.serving_older.get(entry.object_key),
         )
+        desired |= last_good_fields(entry, translation)
         if view.document is not None:
             desired["rollout"] = view.document
         await statuses.post_condition_events(state, entry, desired)
         items.append((entry, desired))
     key = gateway_entry.key if gateway_entry is not None else None
     for entry, desired in clients.client_items(state, key, client_entries, translation, config, outcome, now):
+        desired |= last_good_fields(entry, translation)
         await statuses.post_condition_events(state, entry, desired)
         items.append((entry, desired))
     if gateway_entry is not None:
@@ -190,6 +198,7 @@ async def report(
             now=now,
             proxies_current=proxies,
         )
+        desired |= last_good_fields(gateway_entry, translation)
         await statuses.post_condition_events(state, gateway_entry, desired)
         if (
             config is not None
