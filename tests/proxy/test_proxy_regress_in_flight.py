@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 import pytest
 from proxy_helpers import Gateway, Upstream, make_backend, make_config, make_route
+from routeway_proxy.client_conn import HALF_CLOSE_WINDOW
 
 from routeway.proxyconfig import BackendConfig, CacheConfig, ProxyConfig, RouteConfig, RouteLimits
 
@@ -141,6 +142,7 @@ async def test_a_client_leaving_before_the_first_byte_releases_the_gauge_and_the
         request = asyncio.create_task(session.post(f"{gateway.v1}/chat/completions", json=CHAT))
         await upstream.entered.wait()
         assert in_flight(gateway) == 1 and slots_in_use(gateway) == {"ns/b": 1}
+        await asyncio.sleep(2 * HALF_CLOSE_WINDOW)  # giving up, not a half-close (client_conn)
         request.cancel()
         with pytest.raises(asyncio.CancelledError):
             await request
