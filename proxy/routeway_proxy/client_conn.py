@@ -206,7 +206,12 @@ class ClientConnection(web.RequestHandler):
         self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> Coroutine[Any, Any, tuple[web.StreamResponse, bool]]:
         """aiohttp's own 404 for a request target no route can match (`CONNECT host:443`, whose
-        path is empty) becomes the OpenAI-shaped one; a plain call, no extra await."""
+        path is empty) becomes the OpenAI-shaped one; a plain call, no extra await. An answer
+        made without a route handler (that 404, the 417 of an unknown `Expect`) ends the
+        headers phase too: the connection is idle after it, not owed a 408."""
+        if self.phase == HEADERS:
+            self.phase = IDLE
+            self.deadline = self._now() + self._registry.limits.idle_timeout
         if resp.__class__ is web.HTTPNotFound:
             resp = make_error_response(
                 ProxyError(404, f"Unknown path: {request.method} {request.raw_path}", "not_found")

@@ -11,7 +11,9 @@ Matrix (client_conn.py's phases):
   held for the drain's grace period;
 - cap: beyond `max_per_worker` a new connection gets 503 and is closed, counted; the open ones
   are still served; a closed connection frees its place;
-- pipelining: two requests in one write get two answers in order.
+- pipelining: two requests in one write get two answers in order;
+- an answer made without a route handler (aiohttp's 404 for `OPTIONS *`, the 417) leaves the
+  connection idle: closed silently, no 408 after it.
 """
 
 from __future__ import annotations
@@ -206,3 +208,21 @@ async def test_a_stalled_body_during_a_drain_is_ended_by_the_body_timeout(upstre
     assert answer.status == 408
     await asyncio.wait_for(drain, WAIT)  # over long before the grace period
     writer.close()
+
+
+async def test_an_answer_made_without_a_route_handler_leaves_the_connection_idle(upstream: Upstream) -> None:
+    """aiohttp's own 404 (`OPTIONS *`) and the 417 of an unknown `Expect` never reach a route
+    handler (`track_requests`): the connection must still leave the headers phase, or the
+    header deadline later writes an unsolicited 408 after the answer."""
+    async with conn_gateway(SHORT) as gw:
+        serve_ok(gw, upstream)
+        for raw in (
+            b"OPTIONS * HTTP/1.1\r\nHost: gw\r\n\r\n",
+            request_bytes("/v1/chat/completions", method="POST", headers={"Expect": "bogus"}),
+        ):
+            reader, writer = await gw.connect()
+            writer.write(raw)
+            assert (await read_answer(reader)).status in (404, 417)
+            assert await closed_by_peer(reader) == b""  # closed idle, no second answer
+            writer.close()
+        assert gw.closed("header_timeout") == 0
