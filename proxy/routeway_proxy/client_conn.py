@@ -208,10 +208,13 @@ class ClientConnection(web.RequestHandler):
         """aiohttp's own 404 for a request target no route can match (`CONNECT host:443`, whose
         path is empty) becomes the OpenAI-shaped one; a plain call, no extra await. An answer
         made without a route handler (that 404, the 417 of an unknown `Expect`) ends the
-        headers phase too: the connection is idle after it, not owed a 408."""
+        headers phase too: the connection is idle after it (or lingers over the body that
+        request announced), not owed a 408."""
         if self.phase == HEADERS:
-            self.phase = IDLE
-            self.deadline = self._now() + self._registry.limits.idle_timeout
+            self._payload = request.content
+            self.request_finished()
+            if self.phase == LINGER:
+                self.deadline = self._now() + self._registry.limits.body_timeout
         if resp.__class__ is web.HTTPNotFound:
             resp = make_error_response(
                 ProxyError(404, f"Unknown path: {request.method} {request.raw_path}", "not_found")

@@ -225,4 +225,13 @@ async def test_an_answer_made_without_a_route_handler_leaves_the_connection_idle
             assert (await read_answer(reader)).status in (404, 417)
             assert await closed_by_peer(reader) == b""  # closed idle, no second answer
             writer.close()
+        # the body announced with the unknown expectation, sent anyway after the 417: dropped
+        reader, writer = await gw.connect()
+        writer.write(
+            request_bytes("/v1/chat/completions", method="POST", headers={"Expect": "bogus"}, body=b"{}")[:-2]
+        )
+        assert (await read_answer(reader)).status == 417
+        writer.write(b"{}")
+        assert await closed_by_peer(reader) == b""
+        writer.close()
         assert gw.closed("header_timeout") == 0
