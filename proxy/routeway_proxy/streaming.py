@@ -160,6 +160,12 @@ def _find_usage_open(data: bytes, start: int) -> re.Match[bytes] | None:
     return None
 
 
+MAX_EVENT_BYTES = 4 * 1024 * 1024
+"""Most bytes of one unfinished SSE event the relay holds: an upstream sending bytes that never
+end an event is not stalled (idle counts bytes), so without this bound it would grow the buffer
+(and copy it once per chunk) until the stream ended."""
+
+
 class SSEUsageFilter:
     """Feed upstream SSE bytes; get back the bytes to forward now. Records `usage`."""
 
@@ -191,6 +197,11 @@ class SSEUsageFilter:
         if match is not None:
             return self._take_usage(complete, match)
         return complete
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the unfinished event held back."""
+        return len(self._pending)
 
     def flush(self) -> bytes:
         """Bytes of an unterminated last event, at the end of a stream that ended cleanly."""

@@ -513,6 +513,15 @@ async def _trickle_stream(writer: asyncio.StreamWriter, model: str, stream: bool
     await _send(writer, b"0\r\n\r\n")
 
 
+async def _endless_event(writer: asyncio.StreamWriter, model: str, stream: bool) -> None:
+    """Bytes steadily, well within `idle` of each other, that never end an SSE event."""
+    await _send(writer, _sse_head())
+    piece = _chunked(b"data: " + b"x" * 65536)
+    while True:
+        await _send(writer, piece)
+        await asyncio.sleep(0.005)
+
+
 async def _late_body(writer: asyncio.StreamWriter, model: str, stream: bool) -> None:
     document = chat_document(model)
     await _send(
@@ -564,6 +573,7 @@ BEHAVIOURS: dict[str, Callable[[asyncio.StreamWriter, str, bool], Awaitable[None
     "trickle-stream": _trickle_stream,
     "late-body": _late_body,
     "late-stream": _late_stream,
+    "endless-event": _endless_event,
 }
 
 

@@ -4,7 +4,8 @@ and 13 of issue 14).
 Matrix: bytes arriving steadily but slower than whole events per `idle` (a trickle) are not a
 stall; a first event later than `idle` but within `firstByte` (a long time to first token) is
 not cut; an upstream that drops or stalls after its headers but before its first event is
-retried on the fallback, and the client reads one clean stream; one that drops after an
+retried on the fallback, and the client reads one clean stream (so is one that sends bytes
+steadily that never end an event, beyond `MAX_EVENT_BYTES`); one that drops after an
 event reached the client ends the stream with an error event the SDK raises.
 """
 
@@ -60,7 +61,7 @@ async def test_a_slow_but_live_stream_is_not_cut(
     assert faults.seen == {behaviour: 1}
 
 
-@pytest.mark.parametrize("behaviour", ["reset-stream-early", "stall-stream-early"])
+@pytest.mark.parametrize("behaviour", ["reset-stream-early", "stall-stream-early", "endless-event"])
 async def test_a_failure_before_the_first_event_goes_to_the_fallback(
     gateway: Gateway, faults: FaultServer, behaviour: str
 ) -> None:

@@ -10,7 +10,7 @@ usage-only event); its headers go out with its first event, so an upstream that 
 that can still be retried, and once they went out it can only be cut, with an OpenAI error
 event (`data: {"error": ...}`) that the OpenAI SDKs raise as an APIError. The idle bound is
 the gap between bytes received, complete events or not: a slow but steady upstream is not
-stalled.
+stalled; an event still unfinished after `MAX_EVENT_BYTES` counts as the upstream breaking off.
 
 On a route with a response cache the request's `CacheTicket` (`exchange.cache`) is handed
 the answer: a successful document as it is, a stream's upstream bytes as they arrive (before
@@ -34,9 +34,9 @@ from routeway_proxy.headers import response_header_pairs
 from routeway_proxy.pipeline.failures import answer_upstream_error, blame
 from routeway_proxy.pipeline.policy import cut_status
 from routeway_proxy.pipeline.settle import CLIENT_CLOSED
-from routeway_proxy.providers import UpstreamReply
+from routeway_proxy.providers import StreamDropped, UpstreamReply
 from routeway_proxy.request_ids import REQUEST_ID_HEADER, request_id_of
-from routeway_proxy.streaming import SSEUsageFilter
+from routeway_proxy.streaming import MAX_EVENT_BYTES, SSEUsageFilter
 from routeway_proxy.table import TargetEntry
 from routeway_proxy.timeouts import AttemptWatchdog
 
@@ -143,6 +143,8 @@ async def relay_stream(
                     await response.prepare(exchange.request)
                     exchange.commit(response, sse)
                 await response.write(out)
+            elif sse.pending_bytes > MAX_EVENT_BYTES:  # bytes that never end an event
+                raise StreamDropped(f"an SSE event beyond {MAX_EVENT_BYTES} bytes")
             watchdog.touch()  # bytes arrived (a whole event or not): the upstream is not stalled
             chunk = await reply.read_chunk()
         if first:  # the stream ended without an event: its headers go out now
