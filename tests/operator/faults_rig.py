@@ -10,6 +10,7 @@ timestamps) are set aside. A lost status, a missing child or a child patched onc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -20,10 +21,10 @@ import aiohttp
 import kmock as kmock_lib
 import kopf
 import yaml
+from kmock._internal import enums
 from kmock_faults import FaultyEmulator
 from operator_factories import backend, client, condition, gateway, route, secret, seed
-from rig import GATEWAYS, ROUTES, eventually, running_operator, settled
-
+from rig import GATEWAYS, ROUTES, WAIT, eventually, running_operator
 from routeway_operator.state import OperatorState
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
@@ -52,6 +53,24 @@ def fast_kopf(settings: kopf.OperatorSettings) -> None:
     settings.networking.error_backoffs = [0.1, 0.2, 0.3]
     settings.watching.reconnect_backoff = 0.05
     settings.watching.inactivity_timeout = 1.0
+
+
+async def settle(kmock: FaultyEmulator, state: OperatorState, quiet: float = 0.3) -> None:
+    """Until the reconciler is idle and kmock saw no request other than a watch for `quiet`
+    seconds (watches reconnect every second here: see `fast_kopf`)."""
+
+    def busy() -> int:
+        return sum(1 for r in kmock._requests if r.action != enums.action.WATCH)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while loop.time() < deadline:
+        await state.reconciler.wait_idle()
+        before = busy()
+        await asyncio.sleep(quiet)
+        if state.reconciler.pending == 0 and busy() == before:
+            return
+    raise AssertionError("the operator did not settle")
 
 
 def world() -> list[dict[str, Any]]:
@@ -115,9 +134,7 @@ def _normalise(value: Any, owners: dict[str, str]) -> Any:
 def snapshot(kmock: FaultyEmulator) -> dict[str, Any]:
     """Every child object whole, and every custom resource's status and finalizers, with
     server-filled values and timestamps set aside (owner uids become the owner's name)."""
-    objects = [
-        (res, name, obj.raw) for (res, _ns, name), obj in kmock.objects.items() if not obj.deleted
-    ]
+    objects = [(res, name, obj.raw) for (res, _ns, name), obj in kmock.objects.items() if not obj.deleted]
     owners = {raw["metadata"]["uid"]: f"{raw.get('kind')}/{name}" for _res, name, raw in objects}
     children = {kmock.resource(r): r for r in CHILD_RESOURCES}
     custom = {kmock.resource(r): r for r in CUSTOM_RESOURCES}
@@ -148,7 +165,7 @@ def statuses_complete(kmock: FaultyEmulator) -> bool:
 
 async def converge(kmock: FaultyEmulator, state: OperatorState, what: str = "converged") -> None:
     await eventually(lambda: statuses_complete(kmock), what=what)
-    await settled(kmock, state)
+    await settle(kmock, state)
 
 
 async def reference(
@@ -171,7 +188,6 @@ def writes_but_events(kmock: FaultyEmulator, since: int = 0) -> list[tuple[str, 
     return [(m, p) for m, p in kmock.writes_since(since) if "/events" not in p]
 
 
-
 def differences(have: Any, want: Any, path: str = "") -> list[str]:
     """Where two snapshots differ, as readable paths (an assertion message that says what)."""
     if isinstance(have, dict) and isinstance(want, dict):
@@ -185,5 +201,9 @@ def differences(have: Any, want: Any, path: str = "") -> list[str]:
                 out.extend(differences(have[key], want[key], f"{path}/{key}"))
         return out
     if isinstance(have, list) and isinstance(want, list) and len(have) == len(want):
-        return [d for i, (h, w) in enumerate(zip(have, want, strict=True)) for d in differences(h, w, f"{path}[{i}]")]
+        return [
+            d
+            for i, (h, w) in enumerate(zip(have, want, strict=True))
+            for d in differences(h, w, f"{path}[{i}]")
+        ]
     return [] if have == want else [f"{path}: {have!r:.300} != {want!r:.300}"]

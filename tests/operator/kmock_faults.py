@@ -30,7 +30,7 @@ from typing import Any, Literal
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import enums, rendering, references
+from kmock._internal import enums, references, rendering
 from kmock_ext import RoutewayEmulator
 
 GONE = {
@@ -189,13 +189,17 @@ class FaultyEmulator(RoutewayEmulator):
                 raise kmock.KubernetesError(status=503, reason="Held", message="held, never applied")
             hold = None
         if fault is not None and not fault.applied:
-            raise kmock.KubernetesError(status=fault.status, reason="Injected", message="injected by the test")
+            raise kmock.KubernetesError(
+                status=fault.status, reason="Injected", message="injected by the test"
+            )
         response = await super()._handle(request)
         if hold is not None:
             hold.arrived.set()
             await hold.released.wait()
         if fault is not None:
-            raise kmock.KubernetesError(status=fault.status, reason="Injected", message="applied, answer lost")
+            raise kmock.KubernetesError(
+                status=fault.status, reason="Injected", message="applied, answer lost"
+            )
         return response
 
     async def _remove(self, res: references.resource, namespace: str | None, name: str) -> None:
@@ -251,7 +255,9 @@ class FaultyEmulator(RoutewayEmulator):
                     return
                 if next_event is None:
                     next_event = asyncio.ensure_future(stream.__anext__())
-                done, _ = await asyncio.wait({next_event, cut}, timeout=remaining, return_when="FIRST_COMPLETED")
+                done, _ = await asyncio.wait(
+                    {next_event, cut}, timeout=remaining, return_when="FIRST_COMPLETED"
+                )
                 if cut in done:
                     if watch.gone:
                         yield GONE

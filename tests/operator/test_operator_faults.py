@@ -27,13 +27,14 @@ from faults_rig import (
     fast_kopf,
     faulty_emulator,
     reference,
+    settle,
     snapshot,
     world,
     writes_but_events,
 )
 from kmock_faults import FaultyEmulator
 from operator_factories import create, delete, patch, route, seed
-from rig import eventually, running_operator, settled
+from rig import eventually, running_operator
 
 QUIET = 1.5  # longer than kopf's watch inactivity timeout in these tests (fast_kopf)
 
@@ -48,7 +49,7 @@ async def assert_quiet(kmock: FaultyEmulator, state: Any) -> None:
     """Converged means silent: no write over a period in which kopf reconnects its watches."""
     before = len(kmock.writes())
     await asyncio.sleep(QUIET)
-    await settled(kmock, state)
+    await settle(kmock, state)
     assert kmock.writes_since(before) == []
 
 
@@ -144,7 +145,7 @@ async def test_changes_made_while_a_watch_was_broken_are_not_lost(kmock: FaultyE
             await change_while_away(kmock)
         reconnect.release()
         await eventually(lambda: not differences(snapshot(kmock), expected), what="the changes are served")
-        await settled(kmock, state)
+        await settle(kmock, state)
         await assert_quiet(kmock, state)
     await assert_restart_writes_nothing(kmock)
 
@@ -161,6 +162,6 @@ async def test_a_relist_after_compaction_forgets_what_was_deleted_meanwhile(kmoc
         kmock.compact()  # the resume gets 410 Gone: kopf lists routes afresh
         resume.release()
         await eventually(lambda: not differences(snapshot(kmock), expected), what="the changes are served")
-        await settled(kmock, state)
+        await settle(kmock, state)
         await assert_quiet(kmock, state)
     await assert_restart_writes_nothing(kmock)

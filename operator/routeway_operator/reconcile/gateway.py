@@ -128,7 +128,12 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
     views = plan.views() if plan is not None else {}
     proxies = rollouts.proxies_current(state, key, outcome.revision)
     await clients.refresh_usage(state, key, gateway, clients.attached_clients(translation, key))
-    await report(state, snap.gateway, snap.routes, translation, config, outcome, views, proxies, snap.clients)
+    # A transient failure is the gateway's alone to report: its routes and clients keep the
+    # status they have (their observedGeneration says what it reflects) until the retry
+    # decides, so an API brownout does not turn into one status write per route, twice.
+    members = failure is None or isinstance(failure, kopf.PermanentError)
+    routes, client_entries = (snap.routes, snap.clients) if members else ((), ())
+    await report(state, snap.gateway, routes, translation, config, outcome, views, proxies, client_entries)
     if plan is not None:
         await rollouts.finish_rollouts(state, plan, outcome.revision)
     if failure is not None:
