@@ -1,0 +1,175 @@
+"""Objects deleted while kopf was not watching: found after a re-list, hidden from the indexes.
+
+kopf lists a kind afresh whenever its watch cannot resume (``410 Gone`` once etcd compacted
+the version it would resume from, an ``ERROR`` event, a list or watch that failed) and then
+watches from that new list. An object deleted in between gets no DELETED event and is simply
+missing from the new list, but kopf (1.45) never drops what its index handlers returned for
+it: the operator would keep serving a deleted route, and a deleted Secret's keys, until it
+restarts.
+
+A listing shows itself to event handlers as events of type None. After a burst of them for a
+kind (`listed`), one LIST of that kind from the API says which indexed keys no longer exist;
+those keys are hidden from every lookup of the indexes (`HidingIndex`: the entries under the
+key, and the key among the values of reverse indexes) and handled as deletions by the caller.
+A later event for the key (the object re-created) shows it again. Nothing is written: a
+restart or a re-list of an unchanged cluster costs one LIST per kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from routeway.translate import NsName
+from routeway_operator.kube import ApiError, KubeApi, path_for
+
+log = logging.getLogger("routeway.operator.relist")
+
+QUIET = 1.0  # seconds without listed objects of a kind before its audit (a listing is a burst)
+RETRY = 5.0  # seconds before an audit that failed is tried again
+
+Deleted = Callable[[str, NsName], None]
+
+
+class HidingIndex(Mapping[Any, Iterable[Any]]):
+    """A live view of a kopf index without the keys of `kind` that `Ghosts` hides: as the
+    index's own keys (`by_key`), or among its values (reverse indexes hold object keys)."""
+
+    def __init__(
+        self, index: Mapping[Any, Iterable[Any]], ghosts: Ghosts, kind: str, *, by_key: bool
+    ) -> None:
+        self._index = index
+        self._ghosts = ghosts
+        self._kind = kind
+        self._by_key = by_key
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        store = self._index.get(key)
+        hidden = self._ghosts.of(self._kind)
+        if store is None or not hidden:  # the common case: nothing hidden, no copy
+            return default if store is None else store
+        if self._by_key:
+            return default if key in hidden else store
+        kept = [value for value in store if value not in hidden]
+        return kept if kept else default
+
+    def __getitem__(self, key: Any) -> Iterable[Any]:
+        store = self.get(key)
+        if store is None:
+            raise KeyError(key)
+        result: Iterable[Any] = store
+        return result
+
+    def __iter__(self) -> Iterator[Any]:
+        hidden = self._ghosts.of(self._kind) if self._by_key else set()
+        return (key for key in self._index if key not in hidden)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class Ghosts:
+    """Keys per kind that an audit found gone while an index still holds them."""
+
+    def __init__(self) -> None:
+        self._hidden: dict[str, set[NsName]] = {}
+
+    def of(self, kind: str) -> set[NsName]:
+        return self._hidden.get(kind) or set()
+
+    def hide(self, kind: str, key: NsName) -> None:
+        self._hidden.setdefault(kind, set()).add(key)
+
+    def reveal(self, kind: str, key: NsName) -> None:
+        hidden = self._hidden.get(kind)
+        if hidden is not None:
+            hidden.discard(key)
+
+
+class RelistAudit:
+    """Schedules one audit per kind after kopf listed it, and runs it (see the module doc)."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        resources: Mapping[str, tuple[str, str]],
+        indexes: Mapping[str, Mapping[Any, Iterable[Any]]],
+        namespaces: Iterable[str],
+        deleted: Deleted,
+        *,
+        ghosts: Ghosts | None = None,
+    ) -> None:
+        """`resources`: kind → (apiVersion, plural); `indexes`: kind → kopf's own index keyed
+        by (namespace, name); `namespaces`: the watched ones (none: cluster-wide); `ghosts`:
+        shared with the `HidingIndex` views the reconciles read."""
+        self.ghosts = ghosts if ghosts is not None else Ghosts()
+        self.audits = 0  # completed audits, for tests
+        self._api = api
+        self._resources = dict(resources)
+        self._indexes = dict(indexes)
+        self._namespaces = tuple(namespaces)
+        self._deleted = deleted
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def seen(self, kind: str, key: NsName, event_type: str | None) -> None:
+        """Every event of an audited kind: a listed object (type None) re-arms the kind's
+        audit; any event but a deletion shows a hidden key again (the object exists)."""
+        if event_type != "DELETED":
+            self.ghosts.reveal(kind, key)
+        if event_type is None and kind in self._resources:
+            self._arm(kind, QUIET)
+
+    def _arm(self, kind: str, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        timer = self._timers.pop(kind, None)
+        if timer is not None:
+            timer.cancel()
+        self._timers[kind] = loop.call_later(delay, self._start, kind)
+
+    def _start(self, kind: str) -> None:
+        self._timers.pop(kind, None)
+        task = asyncio.get_running_loop().create_task(self.audit(kind), name=f"relist audit {kind}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def audit(self, kind: str) -> None:
+        """Hide and report as deleted every key the index holds that the API no longer has."""
+        index = self._indexes[kind]
+        indexed = {key for key in index if key not in self.ghosts.of(kind)}
+        try:
+            live = await self._list(kind)
+        except ApiError as exc:
+            log.warning(
+                "could not list %s to check for deletions missed: %s; again in %.0fs", kind, exc, RETRY
+            )
+            self._arm(kind, RETRY)
+            return
+        for key in sorted(indexed - live):
+            if key in index:  # still indexed: its deletion was never seen
+                log.info("%s %s/%s was deleted while the watch was down: forgotten", kind, *key)
+                self.ghosts.hide(kind, key)
+                self._deleted(kind, key)
+        self.audits += 1
+
+    async def _list(self, kind: str) -> set[NsName]:
+        api_version, plural = self._resources[kind]
+        live: set[NsName] = set()
+        for namespace in self._namespaces or (None,):
+            listing = await self._api.get(path_for(api_version, plural, namespace))
+            for item in (listing or {}).get("items") or []:
+                meta = item.get("metadata") or {}
+                live.add((str(meta.get("namespace") or "default"), str(meta.get("name"))))
+        return live
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._tasks, return_exceptions=True)
