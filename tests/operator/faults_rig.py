@@ -171,13 +171,15 @@ async def converge(kmock: FaultyEmulator, state: OperatorState, what: str = "con
 
 
 async def reference(
-    objects: Sequence[dict[str, Any]], change: Callable[[FaultyEmulator], Any] | None = None
+    objects: Sequence[dict[str, Any]],
+    change: Callable[[FaultyEmulator], Any] | None = None,
+    **overrides: Any,
 ) -> tuple[dict[str, Any], int]:
-    """The state a fault-free operator reaches for `objects` (then `change`, if given), and
-    how many writes other than Events it made to get there."""
+    """The state a fault-free operator (with settings `overrides`) reaches for `objects`
+    (then `change`, if given), and how many writes other than Events it made to get there."""
     async with faulty_emulator() as kmock:
         seed(kmock, *objects)
-        async with running_operator(kmock, kopf_settings=fast_kopf) as state:
+        async with running_operator(kmock, kopf_settings=fast_kopf, **overrides) as state:
             await converge(kmock, state, "reference converged")
             if change is not None:
                 await change(kmock)

@@ -76,6 +76,7 @@ class Hold:
     path_contains: str
     mode: HoldMode
     watch: bool | None
+    name: str | None  # only the object of this name (in the path, or the body of a create)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     released: asyncio.Event = field(default_factory=asyncio.Event)
     taken: bool = False
@@ -90,6 +91,12 @@ class OpenWatch:
     cut: asyncio.Event = field(default_factory=asyncio.Event)
     gone: bool = False
     hung: bool = False
+
+
+def _body_name(request: rendering.Request) -> str | None:
+    data = request.data if isinstance(request.data, dict) else {}
+    name = (data.get("metadata") or {}).get("name")
+    return str(name) if name else None
 
 
 @attrs.define(kw_only=True)
@@ -120,8 +127,16 @@ class FaultyEmulator(RoutewayEmulator):
         self._faults.append(fault)
         return fault
 
-    def hold(self, method: str, path_contains: str, mode: HoldMode, *, watch: bool | None = None) -> Hold:
-        hold = Hold(method.upper(), path_contains, mode, watch)
+    def hold(
+        self,
+        method: str,
+        path_contains: str,
+        mode: HoldMode,
+        *,
+        watch: bool | None = None,
+        name: str | None = None,
+    ) -> Hold:
+        hold = Hold(method.upper(), path_contains, mode, watch, name)
         self._holds.append(hold)
         return hold
 
@@ -174,6 +189,7 @@ class FaultyEmulator(RoutewayEmulator):
                 and request.method == hold.method
                 and hold.path_contains in request.url.path
                 and (hold.watch is None or hold.watch == (request.action == enums.action.WATCH))
+                and (hold.name is None or hold.name in (request.name, _body_name(request)))
             ):
                 hold.taken = True
                 return hold

@@ -95,7 +95,7 @@ async def test_conflicts_on_child_patches(kmock: FaultyEmulator) -> None:
         kmock.fail("PATCH", "/deployments/routeway-gw", 409, applied=True)
         await heavier(kmock)
         await converge(kmock, state)
-        assert differences(snapshot(kmock), expected) == []
+        await reaches(kmock, expected, "the changes are served", mask_first_revisions=True)
         await assert_quiet(kmock, state)
     await assert_restart_writes_nothing(kmock)
 
@@ -151,8 +151,9 @@ async def test_changes_made_while_a_watch_was_broken_are_not_lost(kmock: FaultyE
         reconnect.release()
         # closed, hung: kopf resumes from its last version and gets every change, deletion
         # included; gone: kopf lists afresh and the deletion is found by the operator's audit
-        # after the listing, so one intermediate config may be applied first.
-        await reaches(kmock, expected, "the changes are served", mask_first_revisions=how == "gone")
+        # after the listing. Either way (and in the reference run, which saw the changes one
+        # by one) the revision that first served a route's generation depends on timing.
+        await reaches(kmock, expected, "the changes are served", mask_first_revisions=True)
         await settle(kmock, state)
         await assert_quiet(kmock, state)
     await assert_restart_writes_nothing(kmock)

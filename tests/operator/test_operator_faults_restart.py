@@ -43,14 +43,23 @@ async def kmock() -> Any:
         yield emulator
 
 
-async def kill_at(kmock: FaultyEmulator, method: str, path: str, mode: HoldMode, before: Any = None) -> None:
+async def kill_at(
+    kmock: FaultyEmulator,
+    method: str,
+    path: str,
+    mode: HoldMode,
+    before: Any = None,
+    *,
+    name: str | None = None,
+    **overrides: Any,
+) -> None:
     """Run an operator until it sends the matching request, then kill it there."""
-    started, ready = await start_operator(kmock, kopf_settings=fast_kopf)
+    started, ready = await start_operator(kmock, kopf_settings=fast_kopf, **overrides)
     try:
         state = await started.wait_ready(ready)
         if before is not None:
             await converge(kmock, state)
-        hold = kmock.hold(method, path, mode)
+        hold = kmock.hold(method, path, mode, name=name)
         if before is not None:
             await before(kmock)
         await asyncio.wait_for(hold.arrived.wait(), WAIT)
@@ -62,8 +71,10 @@ async def kill_at(kmock: FaultyEmulator, method: str, path: str, mode: HoldMode,
     assert len(kmock.writes()) == writes, kmock.writes_since(writes)
 
 
-async def restart_and_check(kmock: FaultyEmulator, expected: dict[str, Any], budget: int) -> None:
-    async with running_operator(kmock, kopf_settings=fast_kopf) as state:
+async def restart_and_check(
+    kmock: FaultyEmulator, expected: dict[str, Any], budget: int, **overrides: Any
+) -> None:
+    async with running_operator(kmock, kopf_settings=fast_kopf, **overrides) as state:
         await converge(kmock, state)
         await reaches(kmock, expected, "converged after the restart")
         assert len(writes_but_events(kmock)) <= budget, writes_but_events(kmock)
@@ -72,7 +83,7 @@ async def restart_and_check(kmock: FaultyEmulator, expected: dict[str, Any], bud
         await settle(kmock, state)
         assert kmock.writes_since(before) == []
     before = len(kmock.writes())
-    async with running_operator(kmock, kopf_settings=fast_kopf) as state:
+    async with running_operator(kmock, kopf_settings=fast_kopf, **overrides) as state:
         await converge(kmock, state)
     assert kmock.writes_since(before) == []
 
@@ -107,3 +118,20 @@ async def test_killed_while_applying_a_change(kmock: FaultyEmulator, mode: HoldM
     await kill_at(kmock, "PATCH", "/configmaps/routeway-gw-config", mode, before=new_weights)
     # The fault-free run's writes include the test's own route patch, as do ours.
     await restart_and_check(kmock, expected, reference_writes + (1 if mode == "unapplied" else 0))
+
+
+SHARDED = {"configmap_budget": 300}  # a tiny budget: the config is written as shards + manifest
+
+
+@pytest.mark.parametrize("first", [True, False])
+async def test_killed_between_config_shards_and_their_manifest(kmock: FaultyEmulator, first: bool) -> None:
+    """The shards landed, the manifest naming them did not: the next operator writes the
+    manifest over the very same shards (same slot, nothing rewritten)."""
+    change = None if first else new_weights
+    expected, reference_writes = await reference(world(), change, **SHARDED)
+    seed(kmock, *world())
+    method = "POST" if first else "PATCH"
+    manifest = "routeway-gw-config"
+    await kill_at(kmock, method, "/configmaps", "unapplied", change, name=manifest, **SHARDED)
+    assert any(name.startswith("routeway-gw-config-") for (_r, _ns, name) in kmock.objects)
+    await restart_and_check(kmock, expected, reference_writes + 1, **SHARDED)
