@@ -158,9 +158,14 @@ class RelistAudit:
     async def _list(self, kind: str) -> set[NsName]:
         api_version, plural = self._resources[kind]
         live: set[NsName] = set()
-        for namespace in self._namespaces or (None,):
-            listing = await self._api.get(path_for(api_version, plural, namespace))
-            for item in (listing or {}).get("items") or []:
+        # kopf also takes namespace patterns (team-*): those are listed cluster-wide
+        patterned = any(c in ns for ns in self._namespaces for c in "*?[!")
+        for namespace in (None,) if patterned or not self._namespaces else self._namespaces:
+            path = path_for(api_version, plural, namespace)
+            listing = await self._api.get(path)
+            if listing is None:  # the kind itself is gone (its CRD deleted): decide nothing
+                raise ApiError(404, "NotFound", f"{path} cannot be listed")
+            for item in listing.get("items") or []:
                 meta = item.get("metadata") or {}
                 live.add((str(meta.get("namespace") or "default"), str(meta.get("name"))))
         return live
