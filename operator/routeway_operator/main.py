@@ -9,7 +9,9 @@ What is registered:
 - indexes: routes, backends, gateways, clients (parsed entries), Secrets (key names only,
   never values), reverse lookups (routes and clients by gateway, routes by backend, backends,
   gateways and clients by Secret) and the proxy Deployments' readiness;
-- event handlers that only mark keys dirty (state.py says which);
+- event handlers that only mark keys dirty (state.py says which), and tell the re-list audit
+  what they saw (relist.py: deletions kopf misses across a re-list; the indexes reconciles
+  read hide what it finds);
 - startup/cleanup: kopf settings (finalizer and annotation prefix under routeway.dev, watch
   timeouts), the API client and the reconciler task;
 - a resync timer per gateway (peering-aware).

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from routeway.translate import NsName
@@ -32,6 +33,7 @@ QUIET = 1.0  # seconds without listed objects of a kind before its audit (a list
 RETRY = 5.0  # seconds before an audit that failed is tried again
 
 Deleted = Callable[[str, NsName], None]
+NOTHING: AbstractSet[NsName] = frozenset()
 
 
 class HidingIndex(Mapping[Any, Iterable[Any]]):
@@ -64,7 +66,7 @@ class HidingIndex(Mapping[Any, Iterable[Any]]):
         return result
 
     def __iter__(self) -> Iterator[Any]:
-        hidden = self._ghosts.of(self._kind) if self._by_key else set()
+        hidden = self._ghosts.of(self._kind) if self._by_key else NOTHING
         return (key for key in self._index if key not in hidden)
 
     def __len__(self) -> int:
@@ -77,8 +79,8 @@ class Ghosts:
     def __init__(self) -> None:
         self._hidden: dict[str, set[NsName]] = {}
 
-    def of(self, kind: str) -> set[NsName]:
-        return self._hidden.get(kind) or set()
+    def of(self, kind: str) -> AbstractSet[NsName]:
+        return self._hidden.get(kind) or NOTHING
 
     def hide(self, kind: str, key: NsName) -> None:
         self._hidden.setdefault(kind, set()).add(key)
