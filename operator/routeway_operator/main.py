@@ -160,6 +160,9 @@ def create_registry(
             config.namespaces,
             state.on_deleted,
             ghosts=ghosts,
+            children={plural: api_version for _kind, (api_version, plural) in CHILD_KINDS.items()},
+            children_listed=state.on_children_listed,
+            child_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
         )
         if config.metrics_port:
             state.metrics.serve(config.metrics_port)
@@ -340,6 +343,8 @@ def create_registry(
     )
     async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         state = state_of(memo)
+        if state.relist is not None:
+            state.relist.recheck()  # deletions a lone empty re-list could not show
         names = ChildNames.of(name)
         state.applier.forget_where(
             lambda path: (
@@ -353,6 +358,10 @@ def create_registry(
 
         @kopf.on.event(api_version, plural, labels=MANAGED, id=f"child_{plural}", registry=reg)
         async def child_event(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
-            state_of(memo).on_child(body, type == "DELETED")
+            state = state_of(memo)
+            child = CHILD_KINDS.get(str(body.get("kind")))
+            if state.relist is not None and child is not None:
+                state.relist.seen_child(child[1], type)
+            state.on_child(body, type == "DELETED")
 
     return reg

@@ -7,12 +7,20 @@ missing from the new list, but kopf (1.45) never drops what its index handlers r
 it: the operator would keep serving a deleted route, and a deleted Secret's keys, until it
 restarts.
 
-A listing shows itself to event handlers as events of type None. After a burst of them for a
-kind (`listed`), one LIST of that kind from the API says which indexed keys no longer exist;
+A listing shows itself to event handlers as events of type None. After a burst of them
+(`seen`), one LIST of each kind from the API says which indexed keys no longer exist;
 those keys are hidden from every lookup of the indexes (`HidingIndex`: the entries under the
 key, and the key among the values of reverse indexes) and handled as deletions by the caller.
 A later event for the key (the object re-created) shows it again. Nothing is written: a
-restart or a re-list of an unchanged cluster costs one LIST per kind.
+restart or a re-list of an unchanged cluster costs one LIST per kind. A kind that lists empty
+shows no event: when it alone was re-listed, the periodic resync (`recheck`) finds what it
+missed.
+
+The operator's own children have the same blind spot with another consequence: the applier
+remembers what it wrote (to skip even the GET next time), so a child deleted unseen would
+stay deleted until the next resync. After a child kind is re-listed, one LIST of the owned
+objects of that kind lets the applier forget every path it remembers where nothing exists
+now; the gateways are then reconciled, which re-creates exactly those.
 """
 
 from __future__ import annotations
@@ -31,8 +39,12 @@ log = logging.getLogger("routeway.operator.relist")
 
 QUIET = 1.0  # seconds without listed objects of a kind before its audit (a listing is a burst)
 RETRY = 5.0  # seconds before an audit that failed is tried again
+MAX_WAIT = 10.0  # seconds a reconcile waits for pending audits at most
 
 Deleted = Callable[[str, NsName], None]
+ChildrenListed = Callable[[str, set[str]], None]  # plural, paths that exist
+CHILD = "child:"
+ALL = "all"
 NOTHING: AbstractSet[NsName] = frozenset()
 
 
@@ -103,11 +115,19 @@ class RelistAudit:
         deleted: Deleted,
         *,
         ghosts: Ghosts | None = None,
+        children: Mapping[str, str] | None = None,
+        children_listed: ChildrenListed | None = None,
+        child_selector: str = "",
     ) -> None:
         """`resources`: kind → (apiVersion, plural); `indexes`: kind → kopf's own index keyed
         by (namespace, name); `namespaces`: the watched ones (none: cluster-wide); `ghosts`:
-        shared with the `HidingIndex` views the reconciles read."""
+        shared with the `HidingIndex` views the reconciles read. `children`: plural →
+        apiVersion of the kinds the operator writes; after one of them is re-listed, the paths
+        of those that exist (`child_selector` selects them) go to `children_listed`."""
         self.ghosts = ghosts if ghosts is not None else Ghosts()
+        self._children = dict(children or {})
+        self._children_listed = children_listed
+        self._child_selector = child_selector
         self.audits = 0  # completed audits, for tests
         self._api = api
         self._resources = dict(resources)
@@ -116,14 +136,37 @@ class RelistAudit:
         self._deleted = deleted
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: set[str] = set()  # kinds listed and not yet audited
+        self._settled = asyncio.Event()
+        self._settled.set()
+
+    async def settled(self, within: float = MAX_WAIT) -> None:
+        """Until no listed kind awaits its audit (at most `within` seconds: an API that
+        cannot be listed must not stop every reconcile). A reconcile waits here so that it
+        never renders a snapshot that still holds what the audit is about to find gone."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), within)
 
     def seen(self, kind: str, key: NsName, event_type: str | None) -> None:
-        """Every event of an audited kind: a listed object (type None) re-arms the kind's
-        audit; any event but a deletion shows a hidden key again (the object exists)."""
+        """Every event of an audited kind: a listed object (type None) schedules the audits;
+        any event but a deletion shows a hidden key again (the object exists)."""
         if event_type != "DELETED":
             self.ghosts.reveal(kind, key)
-        if event_type is None and kind in self._resources:
-            self._arm(kind, QUIET)
+        if event_type is None:
+            self.recheck()
+
+    def seen_child(self, plural: str, event_type: str | None) -> None:
+        """An event of an owned child: a listed one (type None) schedules the audits."""
+        if event_type is None:
+            self.recheck()
+
+    def recheck(self) -> None:
+        """Audit every kind once things are quiet. After any re-list, not only the kind seen
+        re-listed: a kind whose objects were all deleted meanwhile lists empty and shows no
+        event, and watches mostly break together (an API server restarting)."""
+        self._pending.update(self._resources)
+        self._settled.clear()
+        self._arm(ALL, QUIET)
 
     def _arm(self, kind: str, delay: float) -> None:
         loop = asyncio.get_running_loop()
@@ -134,7 +177,12 @@ class RelistAudit:
 
     def _start(self, kind: str) -> None:
         self._timers.pop(kind, None)
-        task = asyncio.get_running_loop().create_task(self.audit(kind), name=f"relist audit {kind}")
+        if kind == ALL:
+            for each in [*self._resources, *(CHILD + plural for plural in self._children)]:
+                self._start(each)
+            return
+        work = self.audit_children(kind.removeprefix(CHILD)) if kind.startswith(CHILD) else self.audit(kind)
+        task = asyncio.get_running_loop().create_task(work, name=f"relist audit {kind}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -156,15 +204,38 @@ class RelistAudit:
                 self.ghosts.hide(kind, key)
                 self._deleted(kind, key)
         self.audits += 1
+        if kind not in self._timers and ALL not in self._timers:  # not listed again meanwhile
+            self._pending.discard(kind)
+            if not self._pending:
+                self._settled.set()
+
+    async def audit_children(self, plural: str) -> None:
+        """The paths of the owned objects of a kind that exist, for the applier to forget
+        what it believes it wrote where nothing is any more (a child deleted unseen)."""
+        api_version = self._children[plural]
+        try:
+            items = await self._items(api_version, plural, {"labelSelector": self._child_selector})
+        except ApiError as exc:
+            log.warning(
+                "could not list %s to check for deletions missed: %s; again in %.0fs", plural, exc, RETRY
+            )
+            self._arm(CHILD + plural, RETRY)
+            return
+        if self._children_listed is not None:
+            self._children_listed(plural, {path_for(api_version, plural, ns, name) for ns, name in items})
+        self.audits += 1
 
     async def _list(self, kind: str) -> set[NsName]:
         api_version, plural = self._resources[kind]
+        return await self._items(api_version, plural, {})
+
+    async def _items(self, api_version: str, plural: str, params: Mapping[str, str]) -> set[NsName]:
         live: set[NsName] = set()
         # kopf also takes namespace patterns (team-*): those are listed cluster-wide
         patterned = any(c in ns for ns in self._namespaces for c in "*?[!")
         for namespace in (None,) if patterned or not self._namespaces else self._namespaces:
             path = path_for(api_version, plural, namespace)
-            listing = await self._api.get(path)
+            listing = await self._api.get(path, params=params or None)
             if listing is None:  # the kind itself is gone (its CRD deleted): decide nothing
                 raise ApiError(404, "NotFound", f"{path} cannot be listed")
             for item in listing.get("items") or []:

@@ -162,6 +162,16 @@ class OperatorState:
         else:
             self.on_secret(key)
 
+    def on_children_listed(self, plural: str, live: set[str]) -> None:
+        """Owned objects of a kind re-listed (relist.py): forget what we believe we wrote where
+        nothing exists now, and reconcile the gateways, which re-create just those."""
+        gone = [p for p in self.applier.known_paths() if f"/{plural}/" in p and p not in live]
+        for path in gone:
+            self.applier.forget(path)
+        if gone:
+            for gateway in list(self.indexes.gateways):
+                self.mark_gateway(gateway)
+
     def on_route(self, key: NsName, entry: Entry | None) -> None:
         before = self.routes_seen.pop(key, None)
         if entry is not None and entry.gateway is not None:

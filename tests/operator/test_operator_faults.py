@@ -206,3 +206,32 @@ async def test_a_deletion_missed_then_recreated_is_served_again(kmock: FaultyEmu
             what="the re-created route is served",
         )
         assert state.relist.ghosts.of("ModelRoute") == set()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/apis/apps/v1/namespaces/default/deployments/routeway-gw",
+        "/api/v1/namespaces/default/configmaps/routeway-gw-config",
+        "/api/v1/namespaces/default/secrets/routeway-gw-credentials",
+    ],
+)
+async def test_a_child_deleted_while_its_watch_was_down_is_made_again(
+    kmock: FaultyEmulator, path: str
+) -> None:
+    """No DELETED event, and kopf's re-list simply lacks it (the API server restarted and
+    compacted: every watch ends with 410): the operator still notices."""
+    expected, _ = await reference(world())
+    seed(kmock, *world())
+    plural = path.rsplit("/", 2)[-2]
+    async with running_operator(kmock, kopf_settings=fast_kopf) as state:
+        await converge(kmock, state)
+        relist = kmock.hold("GET", f"/{plural}", "delayed", watch=False)
+        assert kmock.cut_watches(gone=True) >= 10  # every watch
+        await asyncio.wait_for(relist.arrived.wait(), 10)
+        assert (await kmock.delete(path)).status == 200
+        relist.release()
+        await reaches(kmock, expected, "the child is made again")
+        await settle(kmock, state)
+        await assert_quiet(kmock, state)
+    await assert_restart_writes_nothing(kmock)

@@ -57,6 +57,8 @@ log = logging.getLogger("routeway.operator.gateway")
 async def reconcile(state: OperatorState, key: Hashable) -> None:
     """The reconciler's entry point: dispatch by the key's kind."""
     assert isinstance(key, ObjectKey)
+    if state.relist is not None:
+        await state.relist.settled()  # kopf re-listed a kind: first learn what it missed
     if key.kind == GATEWAY:
         await reconcile_gateway(state, (key.namespace, key.name))
     elif key.kind == BACKEND:
