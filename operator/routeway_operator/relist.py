@@ -104,7 +104,7 @@ class Ghosts:
 
 
 class RelistAudit:
-    """Schedules one audit per kind after kopf listed it, and runs it (see the module doc)."""
+    """Schedules the audits after kopf re-listed anything (or at a resync), and runs them."""
 
     def __init__(
         self,
@@ -179,6 +179,9 @@ class RelistAudit:
         self._timers.pop(kind, None)
         if kind == ALL:
             for each in [*self._resources, *(CHILD + plural for plural in self._children)]:
+                retry = self._timers.pop(each, None)
+                if retry is not None:
+                    retry.cancel()
                 self._start(each)
             return
         work = self.audit_children(kind.removeprefix(CHILD)) if kind.startswith(CHILD) else self.audit(kind)
@@ -193,10 +196,8 @@ class RelistAudit:
         try:
             live = await self._list(kind)
         except ApiError as exc:
-            log.warning(
-                "could not list %s to check for deletions missed: %s; again in %.0fs", kind, exc, RETRY
-            )
-            self._arm(kind, RETRY)
+            self._failed(kind, exc)
+            self._done(kind)  # reconciles do not wait for an API that cannot answer
             return
         for key in sorted(indexed - live):
             if key in index:  # still indexed: its deletion was never seen
@@ -204,10 +205,22 @@ class RelistAudit:
                 self.ghosts.hide(kind, key)
                 self._deleted(kind, key)
         self.audits += 1
-        if kind not in self._timers and ALL not in self._timers:  # not listed again meanwhile
+        self._done(kind)
+
+    def _done(self, kind: str) -> None:
+        if ALL not in self._timers:  # not listed again meanwhile
             self._pending.discard(kind)
             if not self._pending:
                 self._settled.set()
+
+    def _failed(self, kind: str, exc: ApiError) -> None:
+        """A transient failure is tried again soon; any other (403: no right to list) is left
+        to the next resync's recheck, with one warning each time."""
+        if exc.transient:
+            log.warning("could not list %s to find deletions missed: %s; again in %.0fs", kind, exc, RETRY)
+            self._arm(kind, RETRY)
+        else:
+            log.warning("could not list %s to find deletions missed: %s; again at the next resync", kind, exc)
 
     async def audit_children(self, plural: str) -> None:
         """The paths of the owned objects of a kind that exist, for the applier to forget
@@ -216,10 +229,7 @@ class RelistAudit:
         try:
             items = await self._items(api_version, plural, {"labelSelector": self._child_selector})
         except ApiError as exc:
-            log.warning(
-                "could not list %s to check for deletions missed: %s; again in %.0fs", plural, exc, RETRY
-            )
-            self._arm(CHILD + plural, RETRY)
+            self._failed(CHILD + plural, exc)
             return
         if self._children_listed is not None:
             self._children_listed(plural, {path_for(api_version, plural, ns, name) for ns, name in items})

@@ -2,7 +2,8 @@
 
 Matrix: keys the index holds and the API lacks are hidden and reported once, as keys and
 among reverse-index values, and shown again by a later event; a failed or impossible listing
-hides nothing (and is tried again); namespace patterns are listed cluster-wide.
+hides nothing (tried again soon when transient, at the next resync when forbidden);
+namespace patterns are listed cluster-wide.
 """
 
 from __future__ import annotations
@@ -64,7 +65,13 @@ async def test_a_failed_listing_hides_nothing(kmock: FaultyEmulator) -> None:
         kmock.fail("GET", "/modelroutes", 503, times=2, watch=False)  # outlasts one repeat
         await audit.audit(ROUTE)
         assert deleted == [] and audit.ghosts.of(ROUTE) == set()
-        assert audit.audits == 0  # to be tried again
+        assert audit.audits == 0 and ROUTE in audit._timers  # to be tried again soon
+        retry = audit._timers[ROUTE]
+
+        kmock.fail("GET", "/modelroutes", 403, watch=False)  # no right to list: no retry loop
+        await audit.audit(ROUTE)
+        assert deleted == [] and audit.audits == 0
+        assert audit._timers[ROUTE] is retry  # not armed again
     finally:
         await audit.close()
         await api.close()
