@@ -153,20 +153,22 @@ class RelistAudit:
         if event_type != "DELETED":
             self.ghosts.reveal(kind, key)
         if event_type is None:
-            self.recheck()
+            self.recheck(postpone=True)
 
     def seen_child(self, plural: str, event_type: str | None) -> None:
         """An event of an owned child: a listed one (type None) schedules the audits."""
         if event_type is None:
-            self.recheck()
+            self.recheck(postpone=True)
 
-    def recheck(self) -> None:
+    def recheck(self, *, postpone: bool = False) -> None:
         """Audit every kind once things are quiet. After any re-list, not only the kind seen
         re-listed: a kind whose objects were all deleted meanwhile lists empty and shows no
-        event, and watches mostly break together (an API server restarting)."""
+        event, and watches mostly break together (an API server restarting). `postpone`: a
+        listing goes on (its events re-arm the wait); else an audit already due stays due."""
         self._pending.update(self._resources)
         self._settled.clear()
-        self._arm(ALL, QUIET)
+        if postpone or ALL not in self._timers:
+            self._arm(ALL, QUIET)
 
     def _arm(self, kind: str, delay: float) -> None:
         loop = asyncio.get_running_loop()
