@@ -137,6 +137,7 @@ class RelistAudit:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: set[str] = set()  # kinds listed and not yet audited
+        self._listing = False  # a re-list's events still arrive: its audits are not yet due
         self._settled = asyncio.Event()
         self._settled.set()
 
@@ -164,10 +165,14 @@ class RelistAudit:
         """Audit every kind once things are quiet. After any re-list, not only the kind seen
         re-listed: a kind whose objects were all deleted meanwhile lists empty and shows no
         event, and watches mostly break together (an API server restarting). `postpone`: a
-        listing goes on (its events re-arm the wait); else an audit already due stays due."""
-        self._pending.update(self._resources)
-        self._settled.clear()
-        if postpone or ALL not in self._timers:
+        listing goes on (its events re-arm the wait, and reconciles wait for the audits);
+        else (a resync) an audit already due stays due, and nothing waits for it."""
+        if postpone:
+            self._listing = True
+            self._pending.update(self._resources)
+            self._settled.clear()
+            self._arm(ALL, QUIET)
+        elif ALL not in self._timers:
             self._arm(ALL, QUIET)
 
     def _arm(self, kind: str, delay: float) -> None:
@@ -180,6 +185,7 @@ class RelistAudit:
     def _start(self, kind: str) -> None:
         self._timers.pop(kind, None)
         if kind == ALL:
+            self._listing = False
             for each in [*self._resources, *(CHILD + plural for plural in self._children)]:
                 retry = self._timers.pop(each, None)
                 if retry is not None:
@@ -210,7 +216,7 @@ class RelistAudit:
         self._done(kind)
 
     def _done(self, kind: str) -> None:
-        if ALL not in self._timers:  # not listed again meanwhile
+        if not self._listing:  # not listed again meanwhile
             self._pending.discard(kind)
             if not self._pending:
                 self._settled.set()
