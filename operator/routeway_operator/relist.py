@@ -138,8 +138,14 @@ class RelistAudit:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: set[str] = set()  # kinds listed and not yet audited
         self._listing = False  # a re-list's events still arrive: its audits are not yet due
+        self._initial = True  # until the first audits: kopf's first listing cannot hide deletions
         self._settled = asyncio.Event()
         self._settled.set()
+
+    @property
+    def initial(self) -> bool:
+        """Whether kopf's first listing is still being taken (its audits not yet started)."""
+        return self._initial
 
     async def settled(self, within: float = MAX_WAIT) -> None:
         """Until no listed kind awaits its audit (at most `within` seconds: an API that
@@ -167,7 +173,9 @@ class RelistAudit:
         event, and watches mostly break together (an API server restarting). `postpone`: a
         listing goes on (its events re-arm the wait, and reconciles wait for the audits);
         else (a resync) an audit already due stays due, and nothing waits for it."""
-        if postpone:
+        if postpone and self._initial:
+            self._arm(ALL, QUIET)  # kopf's first listing: the indexes are built from it
+        elif postpone:
             self._listing = True
             self._pending.update(self._resources)
             self._settled.clear()
@@ -185,7 +193,7 @@ class RelistAudit:
     def _start(self, kind: str) -> None:
         self._timers.pop(kind, None)
         if kind == ALL:
-            self._listing = False
+            self._listing = self._initial = False
             for each in [*self._resources, *(CHILD + plural for plural in self._children)]:
                 retry = self._timers.pop(each, None)
                 if retry is not None:

@@ -169,6 +169,8 @@ def statuses_complete(kmock: FaultyEmulator) -> bool:
 
 async def converge(kmock: FaultyEmulator, state: OperatorState, what: str = "converged") -> None:
     await eventually(lambda: statuses_complete(kmock), what=what)
+    # kopf's first listing is over and checked: a re-list from now on is one
+    await eventually(lambda: state.relist is not None and not state.relist.initial, what="first audits")
     await settle(kmock, state)
 
 
