@@ -153,6 +153,9 @@ class Applier:
         written = self._known.get(path)
         return written.hash if written else None
 
+    def known_paths(self) -> list[str]:
+        return list(self._known)
+
     def forget(self, path: str) -> None:
         self._known.pop(path, None)
 

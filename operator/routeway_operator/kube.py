@@ -6,6 +6,13 @@ builders do not already guarantee, so requests carry plain dicts by URL path. Cr
 from in-cluster config or KUBECONFIG, as kubectl does (`create_api`), or from an explicit
 server URL (tests, against kmock).
 
+Transient failures (throttling, 5xx, a refused or reset connection) are retried here, a few
+times within a second or two, as kopf retries its own requests: kopf's retries cover only
+what kopf sends (lists, watches, its finalizer), not this client. Every request here is safe
+to repeat: creates carry a fixed name (a repeat meets 409, which create-or-patch handles),
+patches are merge patches, deletes of a gone object are not errors. A request that timed out
+is not repeated (it may take as long again); the reconcile as a whole is retried instead.
+
 Errors are mapped once, here, into kopf's vocabulary: retryable ones become
 `kopf.TemporaryError` (with a delay), the rest `kopf.PermanentError`, so no caller can
 swallow an API failure with a log line.
@@ -13,27 +20,44 @@ swallow an API failure with a log line.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+import logging
+import random
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import kopf
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+log = logging.getLogger("routeway.operator.kube")
+
 RETRYABLE = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+TRANSIENT = frozenset({0, 429, 500, 502, 503, 504})
+"""Statuses repeated at once (0: no answer, the connection failed); 409 is not among them:
+what a conflict means is the caller's to decide (create-or-patch re-reads)."""
+RETRY_BACKOFFS = (0.2, 0.5, 1.0)  # seconds before the 2nd, 3rd and 4th attempt (±25%)
+MAX_RETRY_AFTER = 10.0  # a server's Retry-After is honoured up to this; longer: the reconcile backs off
 MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = 30.0
+TIMEOUT_REASON = "Timeout"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status in TRANSIENT and self.reason != TIMEOUT_REASON
 
     def to_kopf(self, what: str) -> kopf.TemporaryError | kopf.PermanentError:
         """Retry what may pass (throttling, conflicts, server trouble); report the rest."""
@@ -56,8 +80,11 @@ def path_for(api_version: str, plural: str, namespace: str | None, name: str | N
 class KubeApi:
     """GET/POST/PATCH/DELETE of JSON documents by path; 404 on GET/DELETE is not an error."""
 
-    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+    def __init__(
+        self, api_client: k8s_client.ApiClient, *, backoffs: Sequence[float] = RETRY_BACKOFFS
+    ) -> None:
         self._client = api_client
+        self._backoffs = tuple(backoffs)
 
     @classmethod
     async def connect(cls, server: str | None = None, *, config_file: str | None = None) -> KubeApi:
@@ -87,6 +114,33 @@ class KubeApi:
         params: Mapping[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Any:
+        """One request, repeated after a short backoff while it fails transiently."""
+        for backoff in self._backoffs:
+            try:
+                return await self._call_once(
+                    method, path, body=body, params=params, content_type=content_type
+                )
+            except ApiError as exc:
+                if not exc.transient:
+                    raise
+                delay = backoff * random.uniform(0.75, 1.25)
+                if exc.retry_after is not None:
+                    delay = max(delay, min(exc.retry_after, MAX_RETRY_AFTER))
+                log.info(
+                    "%s %s failed (%s %s); repeating in %.1fs", method, path, exc.status, exc.reason, delay
+                )
+                await asyncio.sleep(delay)
+        return await self._call_once(method, path, body=body, params=params, content_type=content_type)
+
+    async def _call_once(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any,
+        params: Mapping[str, str] | None,
+        content_type: str,
+    ) -> Any:
         try:
             resp = await self._client.call_api(
                 path,
@@ -100,14 +154,22 @@ class KubeApi:
             )
         except ApiException as exc:
             raise _api_error(exc) from None
-        except (OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            raise ApiError(0, TIMEOUT_REASON, str(exc) or "no answer in time") from None
+        except (OSError, aiohttp.ClientError) as exc:  # refused, reset, disconnected
             raise ApiError(0, "ConnectionError", str(exc) or type(exc).__name__) from None
         try:
             raw = await resp.read()
+        except TimeoutError as exc:
+            raise ApiError(0, TIMEOUT_REASON, str(exc) or "no answer in time") from None
+        except (OSError, aiohttp.ClientError) as exc:  # the body broke off
+            raise ApiError(0, "ConnectionError", str(exc) or type(exc).__name__) from None
         finally:
             resp.release()
         if not 200 <= resp.status <= 299:
-            raise _status_error(resp.status, str(resp.reason or ""), raw)
+            error = _status_error(resp.status, str(resp.reason or ""), raw)
+            error.retry_after = _retry_after(resp.headers.get("Retry-After"))
+            raise error
         return json.loads(raw) if raw else None
 
     async def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any] | None:
@@ -139,7 +201,18 @@ class KubeApi:
 
 def _api_error(exc: ApiException) -> ApiError:
     body: Any = exc.body
-    return _status_error(int(exc.status or 0), str(exc.reason or ""), body)
+    error = _status_error(int(exc.status or 0), str(exc.reason or ""), body)
+    headers: Mapping[str, str] = exc.headers or {}
+    error.retry_after = _retry_after(headers.get("Retry-After"))
+    return error
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (the API server sends whole seconds)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _status_error(status: int, reason: str, body: Any) -> ApiError:

@@ -9,7 +9,9 @@ What is registered:
 - indexes: routes, backends, gateways, clients (parsed entries), Secrets (key names only,
   never values), reverse lookups (routes and clients by gateway, routes by backend, backends,
   gateways and clients by Secret) and the proxy Deployments' readiness;
-- event handlers that only mark keys dirty (state.py says which);
+- event handlers that only mark keys dirty (state.py says which), and tell the re-list audit
+  what they saw (relist.py: deletions kopf misses across a re-list; the indexes reconciles
+  read hide what it finds);
 - startup/cleanup: kopf settings (finalizer and annotation prefix under routeway.dev, watch
   timeouts), the API client and the reconciler task;
 - a resync timer per gateway (peering-aware).
@@ -33,12 +35,14 @@ from routeway_operator.inventory import build_entry, first, referenced_secret, r
 from routeway_operator.kube import KubeApi
 from routeway_operator.proxies import HttpProxyReader, ProxyReader
 from routeway_operator.reconcile.gateway import reconcile
+from routeway_operator.relist import Ghosts, HidingIndex, RelistAudit
 from routeway_operator.settings import ANNOTATION_PREFIX, FINALIZER, OperatorSettings
 from routeway_operator.state import Indexes, OperatorState
 
 log = logging.getLogger("routeway.operator")
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+SECRET = "Secret"
 # Owned kinds watched for drift; Secrets are not among them: `secret_event` sees every Secret.
 CHILD_RESOURCES = tuple((api, plural) for kind, (api, plural) in CHILD_KINDS.items() if kind != "Secret")
 INDEX_NAMES = (
@@ -56,10 +60,48 @@ INDEX_NAMES = (
     "rw_clients_by_secret",
 )
 Connect = Callable[[], Awaitable[KubeApi]]
+AUDITED = {
+    ModelRoute.KIND: (f"{GROUP}/{VERSION}", ModelRoute.PLURAL),
+    ModelBackend.KIND: (f"{GROUP}/{VERSION}", ModelBackend.PLURAL),
+    ModelGateway.KIND: (f"{GROUP}/{VERSION}", ModelGateway.PLURAL),
+    ModelClient.KIND: (f"{GROUP}/{VERSION}", ModelClient.PLURAL),
+    SECRET: ("v1", "secrets"),
+}
+"""Kinds whose deletions missed during a watch outage are looked for after kopf re-lists them."""
+AUDITED_INDEXES = {
+    ModelRoute.KIND: "rw_routes",
+    ModelBackend.KIND: "rw_backends",
+    ModelGateway.KIND: "rw_gateways",
+    ModelClient.KIND: "rw_clients",
+    SECRET: "rw_secrets",
+}
+REVERSE_INDEXES = {
+    "rw_routes_by_gateway": ModelRoute.KIND,
+    "rw_routes_by_backend": ModelRoute.KIND,
+    "rw_backends_by_secret": ModelBackend.KIND,
+    "rw_gateways_by_secret": ModelGateway.KIND,
+    "rw_clients_by_gateway": ModelClient.KIND,
+    "rw_clients_by_secret": ModelClient.KIND,
+}
+
+
+def hiding(index: Any, ghosts: Ghosts, name: str) -> Any:
+    """kopf's index as reconciles see it: without objects found deleted behind its back."""
+    for kind, index_name in AUDITED_INDEXES.items():
+        if index_name == name:
+            return HidingIndex(index, ghosts, kind, by_key=True)
+    if name in REVERSE_INDEXES:
+        return HidingIndex(index, ghosts, REVERSE_INDEXES[name], by_key=False)
+    return index
 
 
 def _ns(namespace: str | None) -> str:
     return namespace or "default"
+
+
+def seen(state: OperatorState, kind: str, key: tuple[str, str], event_type: str | None) -> None:
+    if state.relist is not None:
+        state.relist.seen(kind, key, event_type)
 
 
 def configure_kopf(settings: kopf.OperatorSettings, config: OperatorSettings) -> None:
@@ -98,7 +140,10 @@ def create_registry(
     async def startup(settings: kopf.OperatorSettings, memo: Any, **kwargs: Any) -> None:
         configure_kopf(settings, config)
         api = await connect_api()
-        indexes = Indexes(**{name.removeprefix("rw_"): kwargs[name] for name in INDEX_NAMES})
+        ghosts = Ghosts()
+        indexes = Indexes(
+            **{name.removeprefix("rw_"): hiding(kwargs[name], ghosts, name) for name in INDEX_NAMES}
+        )
         state = OperatorState(
             config,
             api,
@@ -108,6 +153,17 @@ def create_registry(
             proxy_reader=proxy_reader if proxy_reader is not None else HttpProxyReader(),
         )
         state.start(reconcile)
+        state.relist = RelistAudit(
+            api,
+            AUDITED,
+            {kind: kwargs[index] for kind, index in AUDITED_INDEXES.items()},
+            config.namespaces,
+            state.on_deleted,
+            ghosts=ghosts,
+            children={plural: api_version for _kind, (api_version, plural) in CHILD_KINDS.items()},
+            children_listed=state.on_children_listed,
+            child_selector=f"app.kubernetes.io/managed-by={MANAGED_BY}",
+        )
         if config.metrics_port:
             state.metrics.serve(config.metrics_port)
         memo.routeway = state
@@ -123,6 +179,8 @@ def create_registry(
         await asyncio.gather(*tasks, return_exceptions=True)
         state = getattr(memo, "routeway", None)
         if state is not None:
+            if state.relist is not None:
+                await state.relist.close()
             await state.api.close()
             await state.proxy_reader.close()
             state.metrics.close()
@@ -218,6 +276,7 @@ def create_registry(
     async def route_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         state = state_of(memo)
         namespace = _ns(namespace)
+        seen(state, ModelRoute.KIND, (namespace, name), type)
         deleted = type == "DELETED"
         entry = None if deleted else first(state.indexes.routes, (namespace, name))
         generation = entry.generation if entry is not None else None
@@ -231,6 +290,7 @@ def create_registry(
     async def backend_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         state = state_of(memo)
         namespace = _ns(namespace)
+        seen(state, ModelBackend.KIND, (namespace, name), type)
         deleted = type == "DELETED"
         entry = None if deleted else first(state.indexes.backends, (namespace, name))
         generation = entry.generation if entry is not None else None
@@ -241,6 +301,7 @@ def create_registry(
     async def gateway_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         state = state_of(memo)
         namespace = _ns(namespace)
+        seen(state, ModelGateway.KIND, (namespace, name), type)
         deleted = type == "DELETED"
         entry = None if deleted else first(state.indexes.gateways, (namespace, name))
         generation = entry.generation if entry is not None else None
@@ -251,6 +312,7 @@ def create_registry(
     async def client_event(type: str, namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         state = state_of(memo)
         namespace = _ns(namespace)
+        seen(state, ModelClient.KIND, (namespace, name), type)
         deleted = type == "DELETED"
         entry = None if deleted else first(state.indexes.clients, (namespace, name))
         generation = entry.generation if entry is not None else None
@@ -262,6 +324,7 @@ def create_registry(
         type: str, body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
     ) -> None:
         state = state_of(memo)
+        seen(state, SECRET, (_ns(namespace), name), type)
         state.on_secret((_ns(namespace), name))
         if (body.get("metadata", {}).get("labels") or {}).get("app.kubernetes.io/managed-by") == MANAGED_BY:
             state.on_child(body, type == "DELETED")
@@ -280,6 +343,8 @@ def create_registry(
     )
     async def resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
         state = state_of(memo)
+        if state.relist is not None:
+            state.relist.recheck()  # deletions a lone empty re-list could not show
         names = ChildNames.of(name)
         state.applier.forget_where(
             lambda path: (
@@ -293,6 +358,10 @@ def create_registry(
 
         @kopf.on.event(api_version, plural, labels=MANAGED, id=f"child_{plural}", registry=reg)
         async def child_event(type: str, body: kopf.Body, memo: Any, **_: Any) -> None:
-            state_of(memo).on_child(body, type == "DELETED")
+            state = state_of(memo)
+            child = CHILD_KINDS.get(str(body.get("kind")))
+            if state.relist is not None and child is not None:
+                state.relist.seen_child(child[1], type)
+            state.on_child(body, type == "DELETED")
 
     return reg

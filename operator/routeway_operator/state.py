@@ -25,7 +25,7 @@ from typing import Any
 
 from routeway.client_usage import ClientUsage
 from routeway.proxyconfig import ProxyConfig
-from routeway.resources import ModelBackend, ModelGateway
+from routeway.resources import ModelBackend, ModelClient, ModelGateway, ModelRoute
 from routeway.rollout.observations import Sample
 from routeway.translate import NsName, ObjectKey, Translation
 from routeway_operator.apply import COMPARED_BY_CONTENT, HASH_ANNOTATION, PLURALS, Applier
@@ -35,6 +35,7 @@ from routeway_operator.kube import KubeApi, path_for
 from routeway_operator.metrics import OperatorMetrics
 from routeway_operator.proxies import HttpProxyReader, ProxyReader
 from routeway_operator.reconciler import Reconciler
+from routeway_operator.relist import RelistAudit
 from routeway_operator.revisions import RevisionStore
 from routeway_operator.settings import OperatorSettings
 
@@ -99,6 +100,8 @@ class OperatorState:
     clients_seen: dict[NsName, NsName] = field(default_factory=dict)
     usage_read: dict[NsName, float] = field(default_factory=dict)
     usage: dict[NsName, tuple[str, dict[str, ClientUsage]]] = field(default_factory=dict)
+    # Deletions kopf missed while its watch was down (relist.py); set at startup.
+    relist: RelistAudit | None = None
 
     def __post_init__(self) -> None:
         self.revision_store = RevisionStore(self.api)
@@ -139,6 +142,35 @@ class OperatorState:
         before = self.actions_seen.get(key, ())
         self.actions_seen[key] = actions
         return before != actions
+
+    def on_deleted(self, kind: str, key: NsName) -> None:
+        """An object found gone without a DELETED event (relist.py): what its event would do."""
+        object_key = ObjectKey(kind, *key)
+        if kind == ModelRoute.KIND:
+            self.spec_changed(object_key, None, True)
+            self.actions_changed(object_key, (), True)
+            self.on_route(key, None)
+        elif kind == ModelBackend.KIND:
+            self.spec_changed(object_key, None, True)
+            self.on_backend(key)
+        elif kind == GATEWAY:
+            self.spec_changed(object_key, None, True)
+            self.mark_gateway(key)
+        elif kind == ModelClient.KIND:
+            self.spec_changed(object_key, None, True)
+            self.on_client(key, None)
+        else:
+            self.on_secret(key)
+
+    def on_children_listed(self, plural: str, live: set[str]) -> None:
+        """Owned objects of a kind re-listed (relist.py): forget what we believe we wrote where
+        nothing exists now, and reconcile the gateways, which re-create just those."""
+        gone = [p for p in self.applier.known_paths() if f"/{plural}/" in p and p not in live]
+        for path in gone:
+            self.applier.forget(path)
+        if gone:
+            for gateway in list(self.indexes.gateways):
+                self.mark_gateway(gateway)
 
     def on_route(self, key: NsName, entry: Entry | None) -> None:
         before = self.routes_seen.pop(key, None)

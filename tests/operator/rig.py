@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import kopf
@@ -37,16 +37,49 @@ BACKENDS = "routeway.dev/v1alpha1/modelbackends"
 GATEWAYS = "routeway.dev/v1alpha1/modelgateways"
 
 
-@contextlib.asynccontextmanager
-async def running_operator(
+@dataclass
+class StartedOperator:
+    """A kopf operator task started by `start_operator`; `state` is set once it is ready."""
+
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+    memo: kopf.Memo
+
+    @property
+    def state(self) -> OperatorState:
+        state: OperatorState = self.memo.routeway
+        return state
+
+    async def wait_ready(self, ready: asyncio.Event) -> OperatorState:
+        await asyncio.wait_for(ready.wait(), WAIT)
+        await eventually(lambda: getattr(self.memo, "routeway", None) is not None)
+        return self.state
+
+    async def stop_gracefully(self) -> None:
+        self.stop.set()
+        try:
+            await asyncio.wait_for(self.task, WAIT)
+        except TimeoutError:
+            await self.kill()
+
+    async def kill(self) -> None:
+        """Stop at once, as a killed process would: no stop flag, no cleanup handlers run
+        to completion, whatever request is in flight is abandoned."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def start_operator(
     kmock: RoutewayEmulator,
     settings: OperatorSettings | None = None,
     *,
     proxy_reader: ProxyReader | None = None,
+    kopf_settings: Callable[[kopf.OperatorSettings], None] | None = None,
     **overrides: Any,
-) -> AsyncIterator[OperatorState]:
-    """`proxy_reader`: the stand-in for reading proxy pods' admin ports (default: the real
-    HTTP reader, which finds no pod to read unless a test creates Pods)."""
+) -> tuple[StartedOperator, asyncio.Event]:
+    """Start the real kopf operator against kmock; returns it and kopf's ready flag.
+    `kopf_settings`: a test's change to kopf's settings, made after the operator's own."""
     config = replace(settings or TEST_SETTINGS, **overrides)
     server = str(kmock.url).rstrip("/")
     registry = kopf.OperatorRegistry()
@@ -59,6 +92,13 @@ async def running_operator(
         return await KubeApi.connect(server=server)
 
     create_registry(config, registry=registry, connect=connect, proxy_reader=proxy_reader)
+    if kopf_settings is not None:
+        tweak = kopf_settings
+
+        @kopf.on.startup(registry=registry)
+        def test_kopf_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
+            tweak(settings)  # startup handlers run in order: after configure_kopf
+
     memo = kopf.Memo()
     stop = asyncio.Event()
     ready = asyncio.Event()
@@ -73,18 +113,27 @@ async def running_operator(
             memo=memo,
         )
     )
+    return StartedOperator(task, stop, memo), ready
+
+
+@contextlib.asynccontextmanager
+async def running_operator(
+    kmock: RoutewayEmulator,
+    settings: OperatorSettings | None = None,
+    *,
+    proxy_reader: ProxyReader | None = None,
+    kopf_settings: Callable[[kopf.OperatorSettings], None] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[OperatorState]:
+    """`proxy_reader`: the stand-in for reading proxy pods' admin ports (default: the real
+    HTTP reader, which finds no pod to read unless a test creates Pods)."""
+    started, ready = await start_operator(
+        kmock, settings, proxy_reader=proxy_reader, kopf_settings=kopf_settings, **overrides
+    )
     try:
-        await asyncio.wait_for(ready.wait(), WAIT)
-        await eventually(lambda: getattr(memo, "routeway", None) is not None)
-        yield memo.routeway
+        yield await started.wait_ready(ready)
     finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(task, WAIT)
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await started.stop_gracefully()
 
 
 async def eventually(check: Callable[[], Any], within: float = WAIT, what: str = "") -> Any:

@@ -59,6 +59,8 @@ log = logging.getLogger("routeway.operator.gateway")
 async def reconcile(state: OperatorState, key: Hashable) -> None:
     """The reconciler's entry point: dispatch by the key's kind."""
     assert isinstance(key, ObjectKey)
+    if state.relist is not None:
+        await state.relist.settled()  # kopf re-listed a kind: first learn what it missed
     if key.kind == GATEWAY:
         await reconcile_gateway(state, (key.namespace, key.name))
     elif key.kind == BACKEND:
@@ -133,7 +135,12 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
     views = plan.views() if plan is not None else {}
     proxies = rollouts.proxies_current(state, key, outcome.revision)
     await clients.refresh_usage(state, key, gateway, clients.attached_clients(translation, key))
-    await report(state, snap.gateway, snap.routes, translation, config, outcome, views, proxies, snap.clients)
+    # A transient failure is the gateway's alone to report: its routes and clients keep the
+    # status they have (their observedGeneration says what it reflects) until the retry
+    # decides, so an API brownout does not turn into one status write per route, twice.
+    members = failure is None or isinstance(failure, kopf.PermanentError)
+    routes, client_entries = (snap.routes, snap.clients) if members else ((), ())
+    await report(state, snap.gateway, routes, translation, config, outcome, views, proxies, client_entries)
     if plan is not None:
         await rollouts.finish_rollouts(state, plan, outcome.revision)
     if failure is not None:
