@@ -84,6 +84,37 @@ def route_target(body: Mapping[str, Any]) -> NsName:
     return (ref_ns if isinstance(ref_ns, str) and ref_ns else namespace, ref["name"])
 
 
+def gateway_targets(body: Mapping[str, Any]) -> tuple[NsName, ...]:
+    """The gateway a route or client names, and the one its last good version (status.lastGood)
+    names, which it keeps serving on while its newest version has a problem (a gatewayRef typo)."""
+    namespace = str(_get(body, "metadata", "namespace") or "default")
+    older = last_good_target(namespace, _get(body, "status") or {})
+    return tuple(dict.fromkeys(t for t in (route_target(body), older) if t is not None))
+
+
+def last_good_target(namespace: str, status: Mapping[str, Any]) -> NsName | None:
+    """The gateway the last good version in `status` names (None: there is none)."""
+    last_good = status.get("lastGood") if isinstance(status, Mapping) else None
+    spec = last_good.get("spec") if isinstance(last_good, Mapping) else None
+    return (
+        route_target({"metadata": {"namespace": namespace}, "spec": spec})
+        if isinstance(spec, Mapping)
+        else None
+    )
+
+
+def serving_gateway(entry: Entry, gateways: IndexLike) -> NsName | None:
+    """The one gateway whose reconcile owns a route or client indexed under several
+    (`gateway_targets`): the gateway its newest version names when that one exists, else the
+    one its last good version names when that one exists (a gatewayRef typo keeps serving
+    there), else the newest's (reported as not found, as before). A route moved to another
+    existing gateway belongs to that gateway only."""
+    if entry.gateway is None or first(gateways, entry.gateway) is not None:
+        return entry.gateway
+    older = last_good_target(entry.namespace, entry.status)
+    return older if older is not None and first(gateways, older) is not None else entry.gateway
+
+
 def route_backends(body: Mapping[str, Any]) -> tuple[str, ...]:
     names: list[str] = []
     for section in ("backends", "fallbacks"):
@@ -241,7 +272,11 @@ def snapshot_gateway(
 ) -> GatewaySnapshot:
     gateway: Entry | None = first(gateways, key)
     route_entries = sorted(
-        (e for e in (first(routes, rk) for rk in set(values(routes_by_gateway, key))) if e is not None),
+        (
+            e
+            for e in (first(routes, rk) for rk in set(values(routes_by_gateway, key)))
+            if e is not None and serving_gateway(e, gateways) == key
+        ),
         key=lambda e: e.key,
     )
     backend_entries: dict[NsName, Entry] = {}
@@ -257,7 +292,7 @@ def snapshot_gateway(
         (
             e
             for e in (first(clients or {}, ck) for ck in set(values(clients_by_gateway or {}, key)))
-            if e is not None
+            if e is not None and serving_gateway(e, gateways) == key
         ),
         key=lambda e: e.key,
     )

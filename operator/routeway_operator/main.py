@@ -31,7 +31,13 @@ from routeway.translate import ObjectKey
 from routeway_operator.apply import CHILD_KINDS, Applier
 from routeway_operator.builders import MANAGED_BY, ChildNames
 from routeway_operator.events import EventRecorder
-from routeway_operator.inventory import build_entry, first, referenced_secret, route_backends, route_target
+from routeway_operator.inventory import (
+    build_entry,
+    first,
+    gateway_targets,
+    referenced_secret,
+    route_backends,
+)
 from routeway_operator.kube import KubeApi
 from routeway_operator.proxies import HttpProxyReader, ProxyReader
 from routeway_operator.reconcile.gateway import reconcile
@@ -196,7 +202,7 @@ def create_registry(
     async def index_routes_by_gateway(
         body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> dict[Any, Any]:
-        return {route_target(body): (_ns(namespace), name)}
+        return dict.fromkeys(gateway_targets(body), (_ns(namespace), name))
 
     @kopf.index(GROUP, VERSION, ModelRoute.PLURAL, id="rw_routes_by_backend", registry=reg)
     async def index_routes_by_backend(
@@ -237,7 +243,7 @@ def create_registry(
     async def index_clients_by_gateway(
         body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> dict[Any, Any]:
-        return {route_target(body): (_ns(namespace), name)}
+        return dict.fromkeys(gateway_targets(body), (_ns(namespace), name))
 
     @kopf.index(GROUP, VERSION, ModelClient.PLURAL, id="rw_clients_by_secret", registry=reg)
     async def index_clients_by_secret(
