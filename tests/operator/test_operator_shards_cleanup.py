@@ -126,4 +126,6 @@ async def test_a_shard_left_behind_by_a_stopped_operator_is_removed(kmock: Route
     assert shards_present(kmock) == {f"{CONFIGMAP}-b0"}
     async with running_operator(kmock, configmap_budget=BUDGET) as state:
         await serving(kmock, state, 1)
+        # the cleanup follows the apply: wait for it while the operator runs
+        await eventually(lambda: not shards_present(kmock), what="the leftover shard removed")
     assert shards_present(kmock) == set()
