@@ -30,7 +30,7 @@ from typing import IO
 
 from routeway.credentials import Lookup, credential_refs, lookup_in, resolve_credentials
 from routeway.lastgood import translate_keeping_last_good
-from routeway.local_memory import Memory, keep_last_good_secrets, unreadable_objects
+from routeway.local_memory import Memory, unreadable_objects
 from routeway.manifests import LoadResult, Problem, load_manifests
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
@@ -205,7 +205,6 @@ def evaluate(
         kept = unreadable_objects(loaded, memory)
         if kept:
             loaded = replace(loaded, invalid={**loaded.invalid, **kept})
-        loaded = keep_last_good_secrets(loaded, memory)
         # The gateways implied by the routes that will serve, last good versions included.
         older = tuple(memory.good[k] for k in loaded.invalid if k in memory.good)
         implicit = implicit_gateways(replace(loaded, objects=(*loaded.objects, *older)))
@@ -289,7 +288,6 @@ def load_local(
     routes = tuple(served_routes[k] for k in sorted(served_routes))
     backend_ids = frozenset(f"{o.namespace}/{o.name}" for o in served if isinstance(o, ModelBackend))
     good = ev.translation.good
-    served_secrets = {ObjectKey("Secret", s.namespace, s.name): s for s in secrets}
     sources = {**(memory.sources if memory is not None else {}), **ev.loaded.sources}
     return LocalLoad(
         config,
@@ -300,11 +298,7 @@ def load_local(
         routes=routes,
         backend_ids=backend_ids,
         lookup=lookup,
-        memory=Memory(
-            good,
-            {k: v for k, v in sources.items() if k in good or k in served_secrets},
-            served_secrets,
-        ),
+        memory=Memory(good, {k: v for k, v in sources.items() if k in good}),
     )
 
 
