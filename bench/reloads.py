@@ -308,11 +308,15 @@ async def problems(admin: str) -> list[str]:
         return found
 
 
+class NotSettled(Exception):
+    """A save whose effect did not show in time: a failure of the run, reported as such."""
+
+
 async def until(check: Any, what: str, within: float = 30) -> None:
     deadline = time.monotonic() + within
     while not await check():
         if time.monotonic() > deadline:
-            raise SystemExit(f"not within {within}s: {what}")
+            raise NotSettled(f"not within {within:.0f} s: {what}")
         await asyncio.sleep(0.05)
 
 
@@ -455,7 +459,12 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
             kind = KINDS[(n - 1) % len(KINDS)]
             load.epoch += 1
             await reload_once(n, kind, files, path)
-            await settle(kind, files, gateway, load)
+            try:
+                await settle(kind, files, gateway, load)
+            except NotSettled as error:
+                print(f"reload {n} ({kind}) FAILED: {error}")
+                bad += 1
+                break
             reloads[kind] += 1
         took = time.monotonic() - started
         print(f"reloads: {sum(reloads.values())} in {took:.0f} s, {dict(reloads)}")
