@@ -241,6 +241,7 @@ class Load:
     in_flight: int = 0
     usage_streams: int = 0
     at_sigterm: Counter[str] = field(default_factory=Counter)  # outcomes of those in flight
+    note: str = ""  # the drain's line for the summary
 
     async def one(self, session: aiohttp.ClientSession, kind: str) -> None:
         body: dict[str, Any] = {"model": self.route, "messages": [{"role": "user", "content": "hi"}]}
@@ -408,6 +409,8 @@ def summary(title: str, load: Load) -> int:
     failed = sum(c for (_, o), c in load.counts.items() if o not in ("ok", "shutting-down", "refused"))
     truncated = sum(c for (_, o), c in load.counts.items() if o == "truncated")
     print(f"{title}:")
+    if load.note:
+        print(f"  {load.note}")
     for kind in ("json", "stream"):
         outcomes = {o: c for (k, o), c in sorted(load.counts.items()) if k == kind}
         lat = load.latencies[kind]
@@ -431,9 +434,8 @@ async def drain(gateway: Gateway, load: Load, concurrency: int, seconds: float) 
     gateway.process.send_signal(signal.SIGTERM)
     await asyncio.gather(*loops)
     code = await asyncio.wait_for(gateway.process.wait(), 60)
-    print(
-        f"  SIGTERM with {in_flight} requests in flight, which ended {dict(load.at_sigterm)}; serve exited {code}"
-    )
+    ended = dict(load.at_sigterm)
+    load.note = f"SIGTERM with {in_flight} requests in flight, which ended {ended}; serve exited {code}"
     return 0 if code == 0 else 1
 
 

@@ -9,8 +9,9 @@ Secrets are objects too. A save that breaks an upstream-key Secret (`data:` that
 base64, a value that is not a string, the key a backend uses removed) would otherwise make
 every backend using it SecretNotFound and its routes answer 503, although the Secret had a
 good previous version. Such a Secret keeps its last good version, reported like any other
-object; a new version that parses and has every key the objects ask of it is good, so a
-rotation (new values) takes effect at once. A deleted Secret is gone, as a deleted object is.
+object; a new version that parses and has every key the gateway sends (`wanted_keys`) is good,
+so a rotation (new values) takes effect at once, and removing a client key revokes it. A
+deleted Secret is gone, as a deleted object is.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from routeway.lastgood import SERVING_LAST_GOOD, LastGood
 from routeway.manifests import LoadResult, Problem
-from routeway.resources import ModelBackend, ModelClient, ModelGateway, Secret
+from routeway.resources import ModelBackend, ModelGateway, Secret
 from routeway.secretsources import keys_text
 from routeway.translate import ObjectKey
 
@@ -59,8 +60,10 @@ def secret_key(secret: Secret) -> ObjectKey:
 
 
 def wanted_keys(objects: Iterable[object]) -> dict[ObjectKey, dict[str, str]]:
-    """Per Secret, the keys the objects ask of it and who asks (`ModelBackend default/gpt`).
-    A gateway's client-key Secret asks for no key by name: any key is a client key."""
+    """Per Secret, the keys the gateway sends that the objects ask of it, and who asks
+    (`ModelBackend default/gpt`): upstream keys and the limits' Redis password. Keys the
+    gateway accepts (a ModelClient's, the gateway's client keys) are left out: removing one
+    from its Secret revokes it, and a revoked key must not keep working as a last good value."""
     wanted: dict[ObjectKey, dict[str, str]] = {}
 
     def want(namespace: str, name: str, key: str, by: object) -> None:
@@ -71,8 +74,6 @@ def wanted_keys(objects: Iterable[object]) -> dict[ObjectKey, dict[str, str]]:
         if isinstance(obj, ModelBackend) and obj.spec.api_key_secret_ref is not None:
             ref = obj.spec.api_key_secret_ref
             want(obj.namespace, ref.name, ref.key, obj)
-        elif isinstance(obj, ModelClient):
-            want(obj.namespace, obj.spec.key_secret_ref.name, obj.spec.key_secret_ref.key, obj)
         elif isinstance(obj, ModelGateway) and obj.spec.limits is not None and obj.spec.limits.redis:
             password = obj.spec.limits.redis.password_secret_ref
             if password is not None:

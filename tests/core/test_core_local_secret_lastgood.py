@@ -5,7 +5,7 @@ Covers: a Secret whose new version does not parse (`data:` not base64, a value t
 string), lacks the key a backend uses, or sits in a file that stops parsing keeps its last good
 value and is reported; a rotation (a new good value) and a coordinated key rename (Secret and
 backend in one save) take effect; a deleted Secret is gone; a Secret with no last good version
-is taken as written.
+is taken as written; a client key removed from its Secret is revoked, not kept.
 """
 
 from __future__ import annotations
@@ -136,3 +136,23 @@ def test_a_key_the_last_good_version_lacked_too_does_not_hold_a_rotation_back(tm
     load = reload(tmp_path, load)
     assert load.credentials[REF] == "sk-two" and served_backends(load) == ["default/upstream"]
     assert not secret_problems(load) and any("SecretKeyNotFound" in p for p in load.problems)
+
+
+def test_a_client_key_removed_from_its_secret_is_revoked_not_kept(tmp_path: Path) -> None:
+    client = (
+        "apiVersion: routeway.dev/v1alpha1\nkind: ModelGateway\nmetadata: {name: default, namespace: default}\n"
+        "spec: {auth: {apiKeySecretRef: {name: gw-keys}}}\n---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: gw-keys, namespace: default}\n"
+        "stringData: {ops: sk-ops-1}\n---\n"
+        "apiVersion: routeway.dev/v1alpha1\nkind: ModelClient\nmetadata: {name: team, namespace: default}\n"
+        "spec: {keySecretRef: {name: team-key, key: key}}\n---\n"
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: team-key, namespace: default}\n"
+    )
+    save(tmp_path, secret("stringData: {api-key: sk-one}"))
+    (tmp_path / "client.yaml").write_text(client + "stringData: {key: sk-team-1}\n")
+    load = reload(tmp_path, None)
+    assert "default/team-key/key" in load.credentials, load.problems  # (as its hash)
+    (tmp_path / "client.yaml").write_text(client + "stringData: {other: sk-team-2}\n")
+    load = reload(tmp_path, load)
+    assert "default/team-key/key" not in load.credentials
+    assert not [p for p in load.problems if LAST_GOOD in p]

@@ -2,14 +2,15 @@
 as `routeway serve` does (routeway.local_memory).
 
 The operator reads users' Secrets and writes each gateway's credentials Secret from them. A
-Secret edited so that it lacks the key a backend (or a ModelClient, or the limits' Redis
-password) uses would otherwise make that backend SecretKeyNotFound, drop it from the config,
+Secret edited so that it lacks the key a backend (or the limits' Redis password) uses would
+otherwise make that backend SecretKeyNotFound, drop it from the config,
 blank its credential, and leave its routes answering 503, although the credential had a good
 previous value: the one in the credentials Secret the proxies read now. That value keeps
 serving; the object still reports the problem (its ResolvedRefs condition says
 SecretKeyNotFound, from its own reconcile), and a Warning Event on the gateway names the
 Secret and key (never a value). A rotation (the key present, a new value) takes effect as
-before. A deleted Secret is gone, like a deleted object: nothing is kept for it. Values are
+before. Keys the gateway accepts (client keys) are never kept: removing one revokes it. A
+deleted Secret is gone, like a deleted object: nothing is kept for it. Values are
 read from the API when needed and never kept in the operator's memory.
 """
 
