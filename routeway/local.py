@@ -30,7 +30,7 @@ from typing import IO
 
 from routeway.credentials import Lookup, credential_refs, lookup_in, resolve_credentials
 from routeway.lastgood import translate_keeping_last_good
-from routeway.local_memory import Memory, unreadable_objects
+from routeway.local_memory import Memory, keep_last_good_secrets, secret_key, unreadable_objects
 from routeway.manifests import LoadResult, Problem, load_manifests
 from routeway.proxyconfig import ProxyConfig
 from routeway.render import render
@@ -201,6 +201,7 @@ def evaluate(
     load's (serve only): objects with a problem keep their last good versions."""
     loaded = load_manifests(paths, stdin, skip_foreign=skip_foreign)
     implicit = implicit_gateways(loaded)
+    secret_problems: list[Problem] = []
     if memory is not None:
         kept = unreadable_objects(loaded, memory)
         if kept:
@@ -208,6 +209,7 @@ def evaluate(
         # The gateways implied by the routes that will serve, last good versions included.
         older = tuple(memory.good[k] for k in loaded.invalid if k in memory.good)
         implicit = implicit_gateways(replace(loaded, objects=(*loaded.objects, *older)))
+        loaded, secret_problems = keep_last_good_secrets(loaded, (*loaded.objects, *older, *implicit), memory)
     objects = [*loaded.objects, *implicit]
     in_files = {(o.namespace, o.name) for o in loaded.objects if isinstance(o, Secret)}
     in_files |= {(k.namespace, k.name) for k in loaded.invalid if k.kind == "Secret"}
@@ -223,7 +225,7 @@ def evaluate(
         assumed_secrets=frozenset(assumed),
     )
     translation = translate_keeping_last_good(inventory, memory.good if memory is not None else None)
-    problems = list(loaded.problems)
+    problems = [*loaded.problems, *secret_problems]
     for key, findings in translation.findings.items():
         if key in loaded.invalid and key not in translation.serving_older:
             continue  # already reported field by field while parsing
@@ -288,6 +290,7 @@ def load_local(
     routes = tuple(served_routes[k] for k in sorted(served_routes))
     backend_ids = frozenset(f"{o.namespace}/{o.name}" for o in served if isinstance(o, ModelBackend))
     good = ev.translation.good
+    kept = {secret_key(s): s for s in secrets}  # each Secret's last good version, as served
     sources = {**(memory.sources if memory is not None else {}), **ev.loaded.sources}
     return LocalLoad(
         config,
@@ -298,7 +301,7 @@ def load_local(
         routes=routes,
         backend_ids=backend_ids,
         lookup=lookup,
-        memory=Memory(good, {k: v for k, v in sources.items() if k in good}),
+        memory=Memory(good, {k: v for k, v in sources.items() if k in good or k in kept}, kept),
     )
 
 

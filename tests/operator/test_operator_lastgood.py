@@ -8,10 +8,15 @@ memory); the fix serves the new version. A backend pointed at a Secret key that 
 exist keeps its last good version, in the config and in its status, and the route using it
 stays Ready. A ModelClient and the gateway pointed at key Secrets that do not exist keep
 their last good versions. A route whose first version is broken is absent, with no lastGood.
+A Secret that loses the key a backend uses keeps its last good value (reconcile.kept_keys):
+the backend stays in the config, the credentials Secret keeps the value, the backend reports
+SecretKeyNotFound and the gateway a Warning Event; a rotation then takes effect, and a deleted
+Secret is gone.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from kmock_ext import RoutewayEmulator
@@ -186,3 +191,49 @@ async def test_client_and_gateway_with_missing_secrets_keep_their_last_good_vers
     )
     assert condition(get(kmock, CLIENTS, "team"), "ResolvedRefs")["reason"] == "SecretNotFound"
     assert condition(get(kmock, GATEWAYS, "gw"), "ResolvedRefs")["reason"] == "SecretNotFound"
+
+
+def credential(kmock: RoutewayEmulator, ref: str = "default_openai_token") -> str | None:
+    data = (get(kmock, "v1/secrets", "routeway-gw-credentials") or {}).get("data") or {}
+    return base64.b64decode(data[ref]).decode() if ref in data else None
+
+
+def served_backends(kmock: RoutewayEmulator) -> list[str]:
+    return sorted(b["name"] for b in config_of(kmock)["backends"])
+
+
+async def put_secret(kmock: RoutewayEmulator, **values: str) -> None:
+    resp = await kmock.put("/api/v1/namespaces/default/secrets/openai", json=secret("openai", **values))
+    assert resp.status == 200, await resp.text()
+
+
+async def test_a_secret_that_loses_a_key_keeps_its_last_good_value(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock) as state:
+        await eventually(lambda: credential(kmock) == "sk-test-123", what="credential written")
+        await settled(kmock, state)
+        await put_secret(kmock, other="sk-other-1")  # the key the backend uses removed
+
+        def reported() -> bool:
+            resolved = condition(get(kmock, BACKENDS, "llama-v2"), "ResolvedRefs")
+            return resolved is not None and resolved["reason"] == "SecretKeyNotFound"
+
+        await eventually(reported, what="the backend's problem reported")
+        await settled(kmock, state)
+        assert served_backends(kmock) == ["llama-v1", "llama-v2"]
+        assert served_targets(kmock) == [("default/llama-v1", 90), ("default/llama-v2", 10)]
+        assert credential(kmock) == "sk-test-123"
+        warnings = [
+            e for e in objects_of(kmock, "v1/events").values() if e["reason"] == "SecretKeyKeptLastGood"
+        ]
+        assert [e["type"] for e in warnings] == ["Warning"]
+        assert "default/openai/token" in warnings[0]["message"] and "sk-" not in warnings[0]["message"]
+
+        await put_secret(kmock, token="sk-test-456")  # back, rotated: the new value serves
+        await eventually(lambda: credential(kmock) == "sk-test-456", what="the rotation applied")
+        await settled(kmock, state)
+        resp = await kmock.delete("/api/v1/namespaces/default/secrets/openai")
+        assert resp.status == 200, await resp.text()
+        await eventually(lambda: served_backends(kmock) == ["llama-v1"], what="the deleted Secret gone")
+        await settled(kmock, state)
+    assert credential(kmock) is None

@@ -50,6 +50,7 @@ from routeway_operator.inventory import Entry, snapshot_gateway
 from routeway_operator.kube import ApiError, path_for
 from routeway_operator.reconcile import clients, rollouts, statuses
 from routeway_operator.reconcile.backend import reconcile_backend
+from routeway_operator.reconcile.kept_keys import KEPT_REASON, Kept, kept_credentials, with_kept_keys
 from routeway_operator.reconcile.lastgood import cache_key, last_good_fields, last_good_of
 from routeway_operator.state import BACKEND, GATEWAY, OperatorState
 
@@ -81,13 +82,18 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
     )
     entries = [e for e in (snap.gateway, *snap.routes, *snap.backends.values(), *snap.clients) if e]
     last_good = last_good_of(statuses.latest(state, e) for e in entries)
+    inventory = snap.inventory()
+    kept = await kept_credentials(state, key, inventory) if snap.gateway is not None else Kept()
     plain = snap.fingerprint()
-    fingerprint = (plain, cache_key(last_good)) if plain is not None else None
+    fingerprint = (plain, cache_key(last_good), kept.refs) if plain is not None else None
     cached = state.renders.get(key)
+    announced = cached[0][2] if cached is not None and isinstance(cached[0], tuple) else None
+    if kept.values and snap.gateway is not None and announced != kept.refs:  # once per change
+        await state.events.warning(snap.gateway.reference(), KEPT_REASON, kept.message())
     if fingerprint is not None and cached is not None and cached[0] == fingerprint:
         translation, rendered = cached[1], cached[2]
     else:
-        translation, rendered = translate_keeping_last_good(snap.inventory(), last_good), None
+        translation, rendered = translate_keeping_last_good(with_kept_keys(inventory, kept), last_good), None
     gateway = snap.gateway.model if snap.gateway and isinstance(snap.gateway.model, ModelGateway) else None
     previous = state.revisions.get(key) or (
         snap.gateway.status.get("configRevision") if snap.gateway else None
@@ -110,7 +116,7 @@ async def reconcile_gateway(state: OperatorState, key: NsName) -> None:
             plan = await rollouts.plan_rollouts(state, key, gateway, latest, config)
             config = serve_rollouts(config, plan.served)
             await rollouts.store_revisions(state, plan)
-            await apply_gateway(state, gateway, config)
+            await apply_gateway(state, gateway, config, kept)
         except OwnerGone:
             log.info("gateway %s/%s is gone; its children are left to the garbage collector", *key)
             state.revisions.pop(key, None)
@@ -222,8 +228,11 @@ async def report(
     await statuses.write_statuses(state, items)
 
 
-async def fetch_credentials(state: OperatorState, config: ProxyConfig) -> dict[str, str]:
-    """Read the referenced Secrets now (values are never cached in the operator's memory)."""
+async def fetch_credentials(
+    state: OperatorState, config: ProxyConfig, kept: Kept | None = None
+) -> dict[str, str]:
+    """Read the referenced Secrets now (values are never cached in the operator's memory);
+    `kept`: the last good values of keys their Secret lost (reconcile.kept_keys)."""
     secrets: dict[NsName, Secret | None] = {}
     for ref in credential_refs(config):
         namespace, name, _ = ref.split("/", 2)
@@ -237,12 +246,17 @@ async def fetch_credentials(state: OperatorState, config: ProxyConfig) -> dict[s
 
     def lookup(namespace: str, name: str, key: str) -> str | None:
         secret = secrets.get((namespace, name))
-        return secret_value(secret, key) if secret is not None else None
+        value = secret_value(secret, key) if secret is not None else None
+        if value is None and secret is not None and kept is not None:
+            value = kept.values.get(f"{namespace}/{name}/{key}")
+        return value
 
     return resolve_credentials(config, lookup)
 
 
-async def apply_gateway(state: OperatorState, gateway: ModelGateway, config: ProxyConfig) -> None:
+async def apply_gateway(
+    state: OperatorState, gateway: ModelGateway, config: ProxyConfig, kept: Kept | None = None
+) -> None:
     applier = state.applier
     verdict: list[bool] = []
 
@@ -263,7 +277,7 @@ async def apply_gateway(state: OperatorState, gateway: ModelGateway, config: Pro
     deployment = workload.pop()
     for obj in workload:
         await applier.apply(obj, owner_check=owner_exists)
-    credentials = await fetch_credentials(state, config)
+    credentials = await fetch_credentials(state, config, kept)
     await applier.apply(builders.build_secret(gateway, credentials), owner_check=owner_exists)
     await apply_config(state, gateway, config, owner_exists)
     await applier.apply(deployment, owner_check=owner_exists)
