@@ -211,7 +211,12 @@ def test_last_good_properties(
     existing = set(unfiltered.findings)
     assert set(second.good) <= existing  # deleted objects drop out
     for key, obj in second.good.items():
-        assert obj is first.good.get(key) or not unfiltered.findings[key]
+        # a new version is recorded as good only when it serves without a problem; it may have
+        # one in the plain translation when it names an object that serves its last good
+        # version (a route on a backend whose new version is bad resolves to the older one)
+        assert obj is first.good.get(key) or not second.findings[key]
+        if unfiltered.findings[key] and obj is not first.good.get(key):
+            assert second.serving_older, key
 
     # fed back, the last good set changes nothing: it is a fixed point
     again = translate_keeping_last_good(inv, second.good)
