@@ -21,9 +21,10 @@ import re
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from routeway.gcpause import gc_paused
+from routeway.urls import check_url
 
 SCHEMA_VERSION = 1
 """Bumped on any change a proxy of the previous version would misread."""
@@ -95,6 +96,13 @@ class BackendConfig(_Doc):
     outlier_detection: OutlierDetection = Field(alias="outlierDetection")
     mock: MockBehaviour | None = None
     pricing: Pricing | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_holds_no_credential(cls, url: str | None) -> str | None:
+        """A hand-written config (`routeway proxy --config`) follows the ModelBackend's rule:
+        no userinfo, query or fragment (the path is appended; /config would show them)."""
+        return None if url is None else check_url(url)
 
 
 class Target(_Doc):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -10,6 +9,11 @@ from pydantic.alias_generators import to_camel
 
 from routeway.specbase import FieldError as FieldError
 from routeway.specbase import SpecModel as _Spec
+from routeway.urls import URL_CREDENTIAL_HINT as URL_CREDENTIAL_HINT
+from routeway.urls import URL_PATTERN as URL_PATTERN
+from routeway.urls import URL_QUERY_MESSAGE as URL_QUERY_MESSAGE
+from routeway.urls import URL_USERINFO_MESSAGE as URL_USERINFO_MESSAGE
+from routeway.urls import check_url
 
 GROUP = "routeway.dev"
 VERSION = "v1alpha1"
@@ -20,34 +24,10 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 
-# http(s), a host without userinfo (no `@` before the path), then a path: no query, no fragment.
-# The proxy appends `/chat/completions` and the like to the URL, so a query or fragment would
-# end up in the middle of the upstream path; and a URL is rendered into ConfigMaps and shown on
-# the admin port, so a credential in it (`user:password@`, `?key=...`) would leak.
-URL_PATTERN = r"^https?://[^\s/?#@]+(/[^\s?#]*)?$"
-URL_CREDENTIAL_HINT = "put the credential in apiKeySecretRef"
-URL_USERINFO_MESSAGE = f"must not contain user:password@; {URL_CREDENTIAL_HINT}"
-URL_QUERY_MESSAGE = (
-    "must not contain a query string or fragment (?... or #...): the API path is appended to the "
-    f"url, and a key in a query would be rendered into ConfigMaps; {URL_CREDENTIAL_HINT}"
-)
-_USERINFO = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#\s]*@")
-
-
-def _check_url(url: str) -> str:
-    if not re.match(URL_PATTERN, url):
-        if _USERINFO.match(url):
-            raise ValueError(URL_USERINFO_MESSAGE)
-        if "?" in url or "#" in url:
-            raise ValueError(URL_QUERY_MESSAGE)
-        raise ValueError("must be an http:// or https:// URL without spaces, e.g. http://vllm.ml.svc:8000/v1")
-    return url
-
-
 # The pattern reaches the CRD through the JSON schema; the validator gives people a sentence.
 UpstreamURL = Annotated[
     str,
-    AfterValidator(_check_url),
+    AfterValidator(check_url),
     Field(max_length=2048, json_schema_extra={"pattern": URL_PATTERN}),
 ]
 

@@ -142,6 +142,20 @@ def test_config_file_rejections(tmp_path: Path) -> None:
     invalid = source.load()
     assert isinstance(invalid, ConfigRejected) and invalid.errors[0].startswith(f"{config}: routes")
 
+    # a hand-written config follows the ModelBackend's URL rule, without quoting the URL
+    for url, hint in (
+        ("http://127.0.0.1:9/v1?key=sk-PLANTED", "query string"),
+        ("http://127.0.0.1:9/v1#sk-PLANTED", "query string"),
+        ("http://user:sk-PLANTED@127.0.0.1:9/v1", "user:password@"),
+    ):
+        document = sample_config().to_document()
+        document["backends"][0]["url"] = url
+        config.write_text(json.dumps(document))
+        bad_url = source.load()
+        assert isinstance(bad_url, ConfigRejected), url
+        assert bad_url.errors[0].startswith(f"{config}: backends.0.url") and hint in bad_url.errors[0]
+        assert "apiKeySecretRef" in bad_url.errors[0] and "PLANTED" not in " ".join(bad_url.errors)
+
     config.write_bytes(sample_config().to_json())
     (tmp_path / "creds.json").write_text(json.dumps({REF: "sk-1"}))
     loaded = ConfigFileSource(str(config), str(tmp_path / "creds.json")).load()
