@@ -85,7 +85,19 @@ HALF_CLOSE_WINDOW = 0.25
 class ClientConnection(web.RequestHandler):
     """aiohttp's request handler with the phases and deadlines of the module docstring."""
 
-    __slots__ = ("_complete_at", "_eof", "_now", "_payload", "_registry", "_request", "deadline", "phase")
+    __slots__ = (
+        "_complete_at",
+        "_drained",
+        "_eof",
+        "_now",
+        "_payload",
+        "_registry",
+        "_request",
+        "_stalled_since",
+        "_writer",
+        "deadline",
+        "phase",
+    )
 
     def __init__(
         self,
@@ -104,6 +116,9 @@ class ClientConnection(web.RequestHandler):
         self._eof = False  # the client shut down its write side
         self._request: web.BaseRequest | None = None  # the request being handled
         self._complete_at = 0.0  # when its last byte arrived
+        self._writer: Any = None  # the writer of the latest answer (its `output_size`)
+        self._drained = 0  # bytes of it the client took, at the last sweep that saw a backlog
+        self._stalled_since = 0.0  # since when the backlog has not shrunk (0: no backlog)
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -168,6 +183,7 @@ class ClientConnection(web.RequestHandler):
         self.deadline = 0.0
         self._payload = None
         self._request = None
+        self._writer = None
         self._registry.release(self)
         super().connection_lost(exc)
 
@@ -227,6 +243,7 @@ class ClientConnection(web.RequestHandler):
         if self.phase == CLOSED:
             return
         self._request = request
+        self._writer = request.writer
         payload = request.content
         if payload.is_eof():
             self.phase = BUSY
@@ -276,6 +293,35 @@ class ClientConnection(web.RequestHandler):
         else:
             return False
         return True
+
+    def write_stalled(self, now: float, limit: float) -> bool | None:
+        """Called by the sweep: None when no answer bytes wait in the transport, True when some
+        have waited `limit` seconds without the client taking any (the kernel's buffers are
+        full by then), False while it takes them. Progress is bytes drained (written minus
+        still buffered), so a client reading slowly but steadily is never stalled, however full
+        its buffer looks at each sweep."""
+        transport = self.transport
+        backlog = transport.get_write_buffer_size() if transport is not None else 0
+        if not backlog:
+            self._stalled_since = 0.0
+            return None
+        writer = self._writer
+        drained = (writer.output_size if writer is not None else 0) - backlog
+        if not self._stalled_since or drained != self._drained:
+            self._drained = drained
+            self._stalled_since = now
+            return False
+        return now - self._stalled_since >= limit
+
+    def abort_write(self) -> None:
+        """End a connection whose client stopped reading its answer: the transport is aborted
+        (closing it would wait for a flush that never comes), so aiohttp cancels the handler
+        (a client abort, 499) and with it the upstream call and its backend slot."""
+        self.phase = CLOSED
+        self.deadline = 0.0
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
 
     def _fail_body(self, error: ProxyError) -> None:
         """The handler's body read raises `error` (answered in the OpenAI shape); later bytes are
