@@ -56,6 +56,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 
 from routeway_proxy.client_errors import answer_protocol_error
+from routeway_proxy.client_pipelining import queued_requests
 from routeway_proxy.client_registry import (
     BODY,
     BUSY,
@@ -172,8 +173,10 @@ class ClientConnection(web.RequestHandler):
             return None  # a client leaving (see above): the transport closes, the handler is cancelled
         # HEADERS (the request may be complete and not started yet: `request_started` fails an
         # incomplete body) or BUSY: answer, then close; an incomplete request line or header
-        # block is ended by the header deadline (408).
-        self.close()
+        # block is ended by the header deadline (408). With the queue known, the close waits
+        # for the last pipelined request (`finish_response`); else it comes after this one.
+        if queued_requests(self) is None:
+            self.close()
         return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -226,6 +229,8 @@ class ClientConnection(web.RequestHandler):
         made without a route handler (that 404, the 417 of an unknown `Expect`) ends the
         headers phase too: the connection is idle after it (or lingers over the body that
         request announced), not owed a 408."""
+        if self._eof and not queued_requests(self):
+            self.close()  # half-closed: the last request it sent is being answered
         if self.phase == HEADERS:
             self._payload = request.content
             self.request_finished()
