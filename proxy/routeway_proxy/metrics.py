@@ -208,7 +208,8 @@ class ProxyMetrics:
         self.client_connections_closed = Counter(
             "routeway_client_connections_closed",
             "Client connections the gateway closed itself, by reason (over_limit: refused with 503 "
-            "beyond --max-connections; header_timeout, body_timeout, idle_timeout).",
+            "beyond --max-connections; header_timeout, body_timeout, idle_timeout; write_timeout: an "
+            "answer not read for --idle-timeout).",
             ["reason"],
             registry=registry,
         )
