@@ -20,7 +20,9 @@ from proxy_helpers import Gateway, make_backend, make_config, make_route
 
 SECRET = "sk-upstream-secret-echoed-back"
 CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}]}
-OPENAI_ERROR = {"error": {"message": "bad model", "type": "invalid_request_error", "param": None, "code": "x"}}
+OPENAI_ERROR = {
+    "error": {"message": "bad model", "type": "invalid_request_error", "param": None, "code": "x"}
+}
 
 
 @pytest.fixture
@@ -54,9 +56,11 @@ async def upstream() -> AsyncIterator[tuple[str, list[str]]]:
 async def call(gateway: Gateway, base: str, kind: str) -> tuple[int, dict[str, str], bytes]:
     backend = make_backend("a", f"{base}/{kind}/v1")
     gateway.runtime.apply(make_config([backend], [make_route("gpt", [("a", 1)])]), {})
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{gateway.v1}/chat/completions", json=CHAT, allow_redirects=False) as response:
-            return response.status, dict(response.headers), await response.read()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{gateway.v1}/chat/completions", json=CHAT, allow_redirects=False) as response,
+    ):
+        return response.status, dict(response.headers), await response.read()
 
 
 def openai_error(body: bytes) -> dict[str, object]:
@@ -79,7 +83,9 @@ async def test_a_json_error_that_is_no_openai_error_is_wrapped(
     assert error["code"] == "upstream_error"
     assert error["type"] == ("invalid_request_error" if status < 500 else "server_error")
     message = str(error["message"])
-    assert "ns/a" in message and str(status) in message and "application/json" in message and "bytes" in message
+    assert (
+        "ns/a" in message and str(status) in message and "application/json" in message and "bytes" in message
+    )
 
 
 async def test_an_openai_error_is_relayed_as_it_is(gateway: Gateway, upstream: tuple[str, list[str]]) -> None:
