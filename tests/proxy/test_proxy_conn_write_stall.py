@@ -6,7 +6,11 @@ Matrix:
   (`reason="write_timeout"`), the request is a client abort (499), the upstream call is
   cancelled and the backend's only slot (`maxConcurrency: 1`) serves the next request;
 - a JSON answer larger than every buffer on the way, never read → aborted the same way;
-- a client that reads slowly but steadily, for much longer than the timeout → served whole.
+- a client that reads slowly but steadily, for much longer than the timeout → served whole;
+- the sweep's decision on a clock moved by hand: progress is bytes taken (written minus still
+  buffered), so a backlog that looks the same at every sweep while the client takes bytes is
+  no stall, and one that has not moved for the timeout is (loopback's kernel buffers grow to
+  megabytes, so the end-to-end slow reader rarely leaves a backlog for a sweep to see).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from conn_rig import WAIT, ConnGateway, chat, closed_by_peer, conn_gateway, read_answer, request_bytes, until
 from proxy_helpers import chat_chunk, chat_document, make_backend, make_config, make_route
-from routeway_proxy.client_conn import ConnectionLimits
+from routeway_proxy.client_conn import ClientConnection, ClientConnections, ConnectionLimits
 
 LIMITS = ConnectionLimits(header_timeout=5.0, body_timeout=5.0, idle_timeout=0.4, max_per_worker=64)
 EVENT = chat_chunk("gpt", "x" * 16_000)  # one SSE event of about 16 KB
@@ -146,3 +150,35 @@ async def test_a_client_reading_slowly_but_steadily_gets_the_whole_answer() -> N
         assert received.count(b"data: {") == 31
         assert gw.closed("write_timeout") == 0 and not upstream.gone.is_set()
         writer.close()
+
+
+@dataclass
+class Backlog:
+    """What the sweep reads of a transport, and of the answer's writer, set by hand."""
+
+    size: int = 0
+    output_size: int = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.size
+
+
+async def test_the_sweep_counts_bytes_taken_as_progress_not_the_backlog_size() -> None:
+    async def never(request: web.BaseRequest) -> web.StreamResponse:
+        raise AssertionError("no request is handled")
+
+    loop = asyncio.get_running_loop()
+    connection = ClientConnection(web.Server(never), ClientConnections(LIMITS), loop=loop)
+    wire = Backlog()
+    connection.transport = wire  # type: ignore[assignment]
+    connection._writer = wire  # the answer's writer: bytes written so far
+    assert connection.write_stalled(0.0, 0.4) is None  # nothing waits for the client
+    wire.size, wire.output_size = 65_536, 100_000
+    assert connection.write_stalled(1.0, 0.4) is False  # a backlog appears: the clock starts
+    for now in (1.3, 1.6, 1.9, 2.2):  # the same backlog at each sweep, yet 16 KB taken each time
+        wire.output_size += 16_384
+        assert connection.write_stalled(now, 0.4) is False
+    assert connection.write_stalled(2.5, 0.4) is False  # nothing taken for 0.3 s
+    assert connection.write_stalled(2.7, 0.4) is True  # nothing taken for 0.5 s: stalled
+    wire.size = 0
+    assert connection.write_stalled(2.8, 0.4) is None  # drained: the clock is reset
