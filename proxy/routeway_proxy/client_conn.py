@@ -19,6 +19,10 @@ original. A connection is in one phase at a time, with at most one deadline:
 | body | the handler started, body incomplete | `bodyTimeout` after the last body byte | the handler's body read fails with 408; closed after that answer |
 | busy | the whole request is in | none (routes and backends have their own timeouts) | |
 
+Whatever the phase, answer bytes the client takes none of for `idleTimeout` end the
+connection (`write_stalled`, `abort_write`: the sweep aborts it, which cancels the handler and
+its upstream call); while they wait, the phase's deadline does not apply.
+
 Deadlines are plain floats checked by one sweep per process (`ClientConnections`,
 client_registry.py), every quarter of the shortest timeout (at most once a second), so a
 request costs a few attribute writes and no timer; a deadline may pass up to one sweep
@@ -34,7 +38,9 @@ Half-close: a FIN looks the same whether the client shut down only its write sid
 the socket, so the moment decides. `shutdown(SHUT_WR)` right after a request sends the FIN
 with the request's last bytes: EOF before the handler started, or within `HALF_CLOSE_WINDOW`
 of the request's last byte with no byte of the answer sent yet, keeps the transport open for
-writing; the request is answered (JSON or stream), then the connection closes. A client that
+writing; the request is answered (JSON or stream), and so is every request pipelined behind
+it (their count read behind a seam, client_pipelining.py; without it only the one under way),
+then the connection closes. A client that
 had in fact gone that quickly is noticed once the answer is written to it (the peer's reset
 fails the next write, which cancels the handler and with it the upstream call). A FIN later
 than that, or once the answer has begun, is a client leaving, as before: the transport closes
