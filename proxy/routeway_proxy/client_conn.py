@@ -19,6 +19,10 @@ original. A connection is in one phase at a time, with at most one deadline:
 | body | the handler started, body incomplete | `bodyTimeout` after the last body byte | the handler's body read fails with 408; closed after that answer |
 | busy | the whole request is in | none (routes and backends have their own timeouts) | |
 
+Whatever the phase, answer bytes the client takes none of for `idleTimeout` end the
+connection (`write_stalled`, `abort_write`: the sweep aborts it, which cancels the handler and
+its upstream call); while they wait, the phase's deadline does not apply.
+
 Deadlines are plain floats checked by one sweep per process (`ClientConnections`,
 client_registry.py), every quarter of the shortest timeout (at most once a second), so a
 request costs a few attribute writes and no timer; a deadline may pass up to one sweep
@@ -34,7 +38,9 @@ Half-close: a FIN looks the same whether the client shut down only its write sid
 the socket, so the moment decides. `shutdown(SHUT_WR)` right after a request sends the FIN
 with the request's last bytes: EOF before the handler started, or within `HALF_CLOSE_WINDOW`
 of the request's last byte with no byte of the answer sent yet, keeps the transport open for
-writing; the request is answered (JSON or stream), then the connection closes. A client that
+writing; the request is answered (JSON or stream), and so is every request pipelined behind
+it (their count read behind a seam, client_pipelining.py; without it only the one under way),
+then the connection closes. A client that
 had in fact gone that quickly is noticed once the answer is written to it (the peer's reset
 fails the next write, which cancels the handler and with it the upstream call). A FIN later
 than that, or once the answer has begun, is a client leaving, as before: the transport closes
@@ -56,6 +62,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 
 from routeway_proxy.client_errors import answer_protocol_error
+from routeway_proxy.client_pipelining import queued_requests
 from routeway_proxy.client_registry import (
     BODY,
     BUSY,
@@ -85,7 +92,19 @@ HALF_CLOSE_WINDOW = 0.25
 class ClientConnection(web.RequestHandler):
     """aiohttp's request handler with the phases and deadlines of the module docstring."""
 
-    __slots__ = ("_complete_at", "_eof", "_now", "_payload", "_registry", "_request", "deadline", "phase")
+    __slots__ = (
+        "_complete_at",
+        "_drained",
+        "_eof",
+        "_now",
+        "_payload",
+        "_registry",
+        "_request",
+        "_stalled_since",
+        "_writer",
+        "deadline",
+        "phase",
+    )
 
     def __init__(
         self,
@@ -104,6 +123,9 @@ class ClientConnection(web.RequestHandler):
         self._eof = False  # the client shut down its write side
         self._request: web.BaseRequest | None = None  # the request being handled
         self._complete_at = 0.0  # when its last byte arrived
+        self._writer: Any = None  # the writer of the latest answer (its `output_size`)
+        self._drained = 0  # bytes of it the client took, at the last sweep that saw a backlog
+        self._stalled_since = 0.0  # since when the backlog has not shrunk (0: no backlog)
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -157,8 +179,10 @@ class ClientConnection(web.RequestHandler):
             return None  # a client leaving (see above): the transport closes, the handler is cancelled
         # HEADERS (the request may be complete and not started yet: `request_started` fails an
         # incomplete body) or BUSY: answer, then close; an incomplete request line or header
-        # block is ended by the header deadline (408).
-        self.close()
+        # block is ended by the header deadline (408). With the queue known, the close waits
+        # for the last pipelined request (`finish_response`); else it comes after this one.
+        if queued_requests(self) is None:
+            self.close()
         return True
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -168,6 +192,7 @@ class ClientConnection(web.RequestHandler):
         self.deadline = 0.0
         self._payload = None
         self._request = None
+        self._writer = None
         self._registry.release(self)
         super().connection_lost(exc)
 
@@ -210,6 +235,8 @@ class ClientConnection(web.RequestHandler):
         made without a route handler (that 404, the 417 of an unknown `Expect`) ends the
         headers phase too: the connection is idle after it (or lingers over the body that
         request announced), not owed a 408."""
+        if self._eof and not queued_requests(self):
+            self.close()  # half-closed: the last request it sent is being answered
         if self.phase == HEADERS:
             self._payload = request.content
             self.request_finished()
@@ -227,6 +254,7 @@ class ClientConnection(web.RequestHandler):
         if self.phase == CLOSED:
             return
         self._request = request
+        self._writer = request.writer
         payload = request.content
         if payload.is_eof():
             self.phase = BUSY
@@ -276,6 +304,35 @@ class ClientConnection(web.RequestHandler):
         else:
             return False
         return True
+
+    def write_stalled(self, now: float, limit: float) -> bool | None:
+        """Called by the sweep: None when no answer bytes wait in the transport, True when some
+        have waited `limit` seconds without the client taking any (the kernel's buffers are
+        full by then), False while it takes them. Progress is bytes drained (written minus
+        still buffered), so a client reading slowly but steadily is never stalled, however full
+        its buffer looks at each sweep."""
+        transport = self.transport
+        backlog = transport.get_write_buffer_size() if transport is not None else 0
+        if not backlog:
+            self._stalled_since = 0.0
+            return None
+        writer = self._writer
+        drained = (writer.output_size if writer is not None else 0) - backlog
+        if not self._stalled_since or drained != self._drained:
+            self._drained = drained
+            self._stalled_since = now
+            return False
+        return now - self._stalled_since >= limit
+
+    def abort_write(self) -> None:
+        """End a connection whose client stopped reading its answer: the transport is aborted
+        (closing it would wait for a flush that never comes), so aiohttp cancels the handler
+        (a client abort, 499) and with it the upstream call and its backend slot."""
+        self.phase = CLOSED
+        self.deadline = 0.0
+        transport = self.transport
+        if transport is not None:
+            transport.abort()
 
     def _fail_body(self, error: ProxyError) -> None:
         """The handler's body read raises `error` (answered in the OpenAI shape); later bytes are

@@ -7,6 +7,13 @@ the shortest timeout (at most once a second) and ends those whose deadline passe
 thus costs a few attribute writes. The sweep goes on after the listener closed (a drain) for
 as long as connections are open, so a slow client cannot outstay the drain's own grace period
 by trickling.
+
+The same sweep ends a connection whose client stops reading its answer (a stream or a JSON
+document): answer bytes left in the transport's buffer with none taken for `idle_timeout`
+abort it (`reason="write_timeout"`); while the client takes them, the connection's own
+deadline waits (it is not idle, and closing would wait for a flush). Without this, a client
+with a small receive buffer that never reads would hold its upstream call and backend slot
+(`maxConcurrency`) for good, since a relay waiting on the client stops its upstream idle clock.
 """
 
 from __future__ import annotations
@@ -81,11 +88,13 @@ class ClientConnections:
                 BODY: closed.labels("body_timeout").inc,
                 LINGER: closed.labels("body_timeout").inc,
             }
+            self._count_write_timeout: Callable[[], None] = closed.labels("write_timeout").inc
             self._gauge_inc: Callable[[], None] = metrics.client_connections_open.inc
             self._gauge_dec: Callable[[], None] = metrics.client_connections_open.dec
         else:
             self._count_over_limit = _nothing
             self._count_timeout = {}
+            self._count_write_timeout = _nothing
             self._gauge_inc = self._gauge_dec = _nothing
         # the answers made without a request object: rendered once
         self.timeout_answer = raw_error_response(
@@ -135,11 +144,23 @@ class ClientConnections:
             return
         self._sweeper = loop.call_later(self.limits.sweep_interval, self._sweep)
         now = loop.time()
-        expired = [c for c in self.open if 0.0 < c.deadline <= now]
+        write_limit = self.limits.idle_timeout
+        expired: list[ClientConnection] = []
+        stalled: list[ClientConnection] = []
+        for connection in self.open:
+            writing = connection.write_stalled(now, write_limit)
+            if writing is None:  # no answer waiting on the client: its deadline applies
+                if 0.0 < connection.deadline <= now:
+                    expired.append(connection)
+            elif writing:
+                stalled.append(connection)
         for connection in expired:
             count = self._count_timeout.get(connection.phase)
             if connection.expire() and count is not None:
                 count()
+        for connection in stalled:
+            connection.abort_write()
+            self._count_write_timeout()
 
 
 def _nothing() -> None:

@@ -15,7 +15,11 @@ router's decision, not this class's.
 A hold (`hold(seconds)`) is the backend's own word, not a guess: it answered 429 or 503 with a
 `Retry-After`, so it is out of rotation until then like an ejected backend, and, unlike one, is
 never sent a request before then, not even when every candidate is out (`is_held`; the attempt
-policy enforces it). A hold neither counts as an ejection nor changes the doubling.
+policy enforces it). A hold neither counts as an ejection nor changes the doubling: it is kept
+in `held_until`, apart from `ejected_until`, so the doubling is forgotten `max_ejection` after
+the last ejection however long a hold lasted, and failures of requests already in flight when
+the hold began count towards an ejection as usual. The router reads `out_until`, the later of
+the two, so telling "out of rotation" apart from "in service" stays one attribute read.
 
 `ConcurrencyLimiter` bounds requests in flight to a backend with a FIFO wait of bounded length:
 a freed slot is handed to the oldest waiter, so nobody starves while newcomers barge in.
@@ -45,6 +49,7 @@ class OutlierDetector:
         "held_status",
         "held_until",
         "level",
+        "out_until",
     )
 
     def __init__(self, config: OutlierDetection, clock: Clock = time.monotonic) -> None:
@@ -53,17 +58,19 @@ class OutlierDetector:
         self.consecutive_failures = 0
         self.ejections = 0
         self.level = 0
-        self.ejected_until: float | None = None  # out of rotation until (an ejection or a hold)
+        self.ejected_until: float | None = None  # the last ejection ends (holds never set it)
         self.held_until: float | None = None  # never called before (a hold: its Retry-After)
+        self.out_until: float | None = None  # out of rotation until: the later of the two above
         self.held_status = 503  # the status that asked for the hold (429 or 503)
 
     def is_ejected(self) -> bool:
-        until = self.ejected_until
+        """Out of rotation now: ejected, or held (the router treats both alike)."""
+        until = self.out_until
         return until is not None and self._clock() < until
 
     def ejection_remaining(self) -> float:
-        """Seconds until the current ejection ends (0 when not ejected)."""
-        until = self.ejected_until
+        """Seconds until the backend is back in rotation (0 when it is)."""
+        until = self.out_until
         return max(until - self._clock(), 0.0) if until is not None else 0.0
 
     def is_held(self) -> bool:
@@ -88,9 +95,9 @@ class OutlierDetector:
             return False
         self.held_until = until
         self.held_status = status
-        ejected = self.ejected_until
-        if ejected is None or ejected < until:
-            self.ejected_until = until
+        out = self.out_until
+        if out is None or out < until:
+            self.out_until = until
         return True
 
     def record_success(self) -> None:
@@ -111,7 +118,10 @@ class OutlierDetector:
             return False
         self._forget_old_ejections(now)
         duration = min(self._config.base_ejection * (2**self.level), self._config.max_ejection)
-        self.ejected_until = now + duration
+        self.ejected_until = until = now + duration
+        out = self.out_until
+        if out is None or out < until:
+            self.out_until = until
         self.level += 1
         self.ejections += 1
         self.consecutive_failures = 0
@@ -125,12 +135,11 @@ class OutlierDetector:
     def describe(self) -> dict[str, Any]:
         """JSON-ready state for /routes."""
         now = self._clock()
-        ejected = self.ejected_until is not None and now < self.ejected_until
+        out = self.out_until
+        ejected = out is not None and now < out
         return {
             "ejected": ejected,
-            "ejectedForSeconds": round(self.ejected_until - now, 3)
-            if ejected and self.ejected_until
-            else 0.0,
+            "ejectedForSeconds": round(out - now, 3) if out is not None and ejected else 0.0,
             "heldForSeconds": round(self.held_until - now, 3)
             if self.held_until is not None and now < self.held_until
             else 0.0,

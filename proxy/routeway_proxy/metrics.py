@@ -83,7 +83,8 @@ IN_FLIGHT = "routeway_requests_in_flight"
 
 ErrorReason = str
 """connect-failure, timeout (first byte), idle-timeout, total-timeout, disconnect, 5xx, 429,
-overloaded (no concurrency slot), or upstream-5xx (a 500/501... not retried)."""
+overloaded (no concurrency slot), upstream-5xx (a 500/501... not retried), or redirect (a 3xx,
+answered 502)."""
 
 
 CONFIG_INFO = "routeway_config_info"
@@ -207,7 +208,8 @@ class ProxyMetrics:
         self.client_connections_closed = Counter(
             "routeway_client_connections_closed",
             "Client connections the gateway closed itself, by reason (over_limit: refused with 503 "
-            "beyond --max-connections; header_timeout, body_timeout, idle_timeout).",
+            "beyond --max-connections; header_timeout, body_timeout, idle_timeout; write_timeout: an "
+            "answer not read for --idle-timeout).",
             ["reason"],
             registry=registry,
         )

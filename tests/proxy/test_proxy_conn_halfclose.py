@@ -2,7 +2,9 @@
 
 Matrix: `shutdown(SHUT_WR)` right after the request, or just after the handler started → the
 JSON answer, the whole stream, then the close; in the middle of a body → 400 `incomplete_body`, closed, nothing sent upstream; a
-client that closes once its stream has begun, or before the first byte but later than the
+pipelined requests, then `shutdown(SHUT_WR)` → every one answered in order, then the close
+(with aiohttp's request queue out of reach, `ROUTEWAY_FAST_PATHS=off`: the first only, as the
+README says); a client that closes once its stream has begun, or before the first byte but later than the
 half-close window → the handler and the upstream call are cancelled at once, as without the
 connection layer.
 """
@@ -26,6 +28,7 @@ from conn_rig import (
 )
 from proxy_helpers import Upstream, make_backend, make_config, make_route
 from routeway_proxy.client_conn import HALF_CLOSE_WINDOW
+from routeway_proxy.client_pipelining import QUEUE_SEAM
 from routeway_proxy.client_registry import BUSY
 
 
@@ -53,6 +56,28 @@ async def test_half_close_after_the_request_still_gets_the_whole_stream(upstream
         assert answer.body.count(b"data: {") == 11  # ten events and the finish chunk
         assert answer.body.rstrip().endswith(b"data: [DONE]")
         assert await closed_by_peer(reader) == b""
+        writer.close()
+
+
+async def test_pipelined_requests_then_a_half_close_get_every_answer(upstream: Upstream) -> None:
+    async with conn_gateway(SHORT) as gw:
+        serve_ok(gw, upstream)
+        reader, writer = await gw.connect()
+        writer.write(
+            request_bytes("/v1/chat/completions", method="POST", body=chat())
+            + request_bytes("/v1/chat/completions", method="POST", body=chat(stream=True))
+            + request_bytes("/v1/models/gpt")
+        )
+        writer.write_eof()
+        first = await read_answer(reader)
+        assert first.status == 200 and orjson.loads(first.body)["object"] == "chat.completion"
+        if QUEUE_SEAM.get():
+            second, third = await read_answer(reader), await read_answer(reader)
+            assert second.status == 200 and second.body.rstrip().endswith(b"data: [DONE]")
+            assert third.status == 200 and orjson.loads(third.body)["id"] == "gpt"
+            assert len(upstream.seen) == 2
+        assert await closed_by_peer(reader) == b""
+        assert gw.closed("idle_timeout") == 0  # closed after the last answer, not left idle
         writer.close()
 
 

@@ -3,8 +3,8 @@
 Matrix: a hold takes the backend out of rotation and marks it never to be called until it
 ends, then both end together; a shorter hold while a longer one runs changes nothing, a
 longer one extends it and takes its status; a hold is no ejection (no count, no doubling of
-the next ejection) and does not shorten a running ejection; failures while held do not count
-towards an ejection; zero or negative seconds hold nothing; `/routes`' description shows it.
+the next ejection, no delay in forgetting the doubling) and does not shorten a running
+ejection; failures while held count towards an ejection; zero or negative seconds hold nothing; `/routes`' description shows it.
 """
 
 from __future__ import annotations
@@ -49,14 +49,43 @@ def test_a_hold_is_no_ejection() -> None:
     clock = FakeClock()
     health = detector(clock)
     health.hold(5.0, 429)
-    assert health.record_failure() is False and health.record_failure() is False  # held: not counted
-    assert (health.ejections, health.level, health.consecutive_failures) == (0, 0, 0)
+    assert (health.ejections, health.level, health.ejected_until) == (0, 0, None)
     clock.advance(6.0)
     assert health.record_failure() is False
     assert health.record_failure() is True  # the first ejection: the base time, not doubled
     assert health.ejection_remaining() == 10.0
     health.hold(3.0, 503)  # a shorter hold does not shorten the ejection
     assert health.ejection_remaining() == 10.0 and health.held_remaining() == 3.0
+
+
+def test_failures_while_held_count_towards_an_ejection() -> None:
+    """Requests already in flight when the hold began still fail for real; the ejection they
+    cause runs from its own start, not from the hold's end."""
+    clock = FakeClock()
+    health = detector(clock)
+    health.hold(50.0, 503)
+    assert health.record_failure() is False
+    assert health.record_failure() is True
+    assert (health.ejections, health.level) == (1, 1)
+    assert health.ejected_until == clock() + 10.0 and health.ejection_remaining() == 50.0  # still held
+
+
+def test_a_hold_does_not_delay_forgetting_the_doubling() -> None:
+    """The doubling is forgotten `max_ejection` after the last ejection ended, however long a
+    hold given since runs."""
+    clock = FakeClock()
+    health = detector(clock)
+    health.record_failure()
+    assert health.record_failure() is True  # ejected 10 s, level 1
+    clock.advance(20.0)
+    health.hold(300.0, 503)  # far past when the doubling is due to be forgotten
+    clock.advance(95.0)  # 105 s after the ejection ended (max_ejection is 100)
+    health.record_success()
+    assert health.level == 0
+    clock.advance(300.0)
+    health.record_failure()
+    assert health.record_failure() is True
+    assert health.ejection_remaining() == 10.0  # the base time again, not doubled
 
 
 def test_no_hold_for_nothing() -> None:

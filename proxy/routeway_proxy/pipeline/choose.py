@@ -147,10 +147,10 @@ class CandidatePlan:
 
 
 def none_ever_ejected(targets: tuple[TargetEntry, ...]) -> bool:
-    """No backend of `targets` was ever ejected (`ejected_until` stays set once one was): the
+    """No backend of `targets` was ever out of rotation (`out_until` stays set once one was): the
     common case, where their health needs no closer look. (A loop, not `all()` over a
     generator: this runs on every request, usually over one or two targets.)"""
     for candidate in targets:  # noqa: SIM110  (see the docstring)
-        if candidate.backend.health.ejected_until is not None:
+        if candidate.backend.health.out_until is not None:
             return False
     return True

@@ -9,10 +9,14 @@ the body, a timer), so the rules sit in one place:
   or a stream that broke off or stalled before its first event): a `Failure`, which the
   policy may retry — a break-off counts as `5xx` (the client would get a 502), a stall as
   `timeout` (504); a stream cut after its headers went out never comes here (`relay.cut_stream`);
-- an upstream error status: relayed when its body is JSON (a 5xx only in the OpenAI error
-  shape), otherwise wrapped in the OpenAI shape with the same status. The wrapper never
-  quotes the upstream's body (an error page may echo the request's credential), only its
-  media type and size. A `Retry-After` (either form) is read, bounded, passed on to the
+- an upstream error status: relayed when its body is an OpenAI error document, otherwise
+  wrapped in the OpenAI shape with the same status: another JSON document as much as an HTML
+  page, since either may echo the request's credential. The wrapper never quotes the
+  upstream's body, only its media type and size;
+- an upstream 3xx: answered `502 upstream_error` (wrapped the same way). The gateway follows
+  no redirect, and relaying one would send the client, with its key, to a place the gateway's
+  configuration never named (or, wrapped with its status, leave a redirect without a
+  `Location`). A `Retry-After` (either form) is read, bounded, passed on to the
   client in delta-seconds, and on a 429 or 503 puts the backend on hold.
 """
 
@@ -107,6 +111,33 @@ def hold(exchange: Exchange, target: TargetEntry, seconds: float, status: int) -
         metrics.holds.labels(backend.id).inc()
         metrics.ejected_until.labels(backend.id).set(time.time() + seconds)
         log.info("backend %s answered %d with Retry-After: skipped for %.0fs", backend.id, status, seconds)
+
+
+def _answer_redirect(
+    exchange: Exchange, target: TargetEntry, status: int, reply_headers: Mapping[str, str], body: bytes
+) -> web.Response:
+    """An upstream 3xx: `502 upstream_error`, naming the status (never its `Location`, which
+    may carry what the backend's URL holds). The backend is not blamed: it answered, and a
+    redirect is its configuration's problem, which ejecting it would not mend."""
+    backend = target.backend
+    message = (
+        f"Route {exchange.route.id}: backend {backend.id} answered {status}, a redirect "
+        f"({describe_body(reply_headers, body)}); the gateway does not follow redirects."
+    )
+    error = ProxyError(502, message, "upstream_error", "server_error")
+    response = web.Response(
+        status=502,
+        body=render_error_body(error.message, error.error_type, error.code),
+        content_type="application/json",
+        headers=target.headers,
+    )
+    target.metrics.count_error("redirect")
+    backend.health.record_success()
+    observer = exchange.route.observer
+    if observer is not None:
+        observer.answered(502)
+    exchange.conclude(502, target.metrics)
+    return response
 
 
 def connect_failed(exchange: Exchange, target: TargetEntry, detail: str) -> AttemptFailed:
@@ -207,15 +238,17 @@ def answer_upstream_error(
     when the status may be retried elsewhere."""
     backend = target.backend
     route_id = exchange.route.id
+    if status < 400:
+        return _answer_redirect(exchange, target, status, reply_headers, body)
     kind = body_kind(body)
-    relayed = kind == "openai" or (kind == "json" and status < 500)
+    relayed = kind == "openai"
     if relayed:
         response = web.Response(
             status=status, body=body, headers=response_header_pairs(reply_headers, target.header_items)
         )
     else:
-        message = f"Route {route_id}: backend {backend.id} answered {status}"
-        message += "." if kind == "json" else f" with a non-JSON body ({describe_body(reply_headers, body)})."
+        what = "a JSON body that is no OpenAI error" if kind == "json" else "a non-JSON body"
+        message = f"Route {route_id}: backend {backend.id} answered {status} with {what} ({describe_body(reply_headers, body)})."
         error = wrapped_error(status, message)
         response = web.Response(
             status=status,
@@ -249,7 +282,7 @@ def answer_upstream_error(
         target.metrics.count_error("upstream-5xx")
         blame(exchange, target)
     else:
-        backend.health.record_success()  # a 3xx/4xx is an answer: the backend works
+        backend.health.record_success()  # a 4xx is an answer: the backend works
     observer = exchange.route.observer
     if observer is not None:
         observer.answered(status)

@@ -158,8 +158,8 @@ class AttemptPolicy:
     def first(self) -> TargetEntry | None:
         self._attempts = 1
         target = self._plan.next()
-        if target is not None and target.backend.health.ejected_until is not None:
-            return self._skip_held(target)  # a hold is an ejection too: only then can one apply
+        if target is not None and target.backend.health.out_until is not None:
+            return self._skip_held(target)  # a hold puts it out of rotation: only then can one apply
         return target
 
     def failed(self, target: TargetEntry, failure: Failure, now: float) -> Decision:
