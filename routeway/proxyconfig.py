@@ -24,7 +24,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from routeway.gcpause import gc_paused
-from routeway.urls import check_url
+from routeway.urls import check_proxy_url
 
 SCHEMA_VERSION = 1
 """Bumped on any change a proxy of the previous version would misread."""
@@ -100,9 +100,9 @@ class BackendConfig(_Doc):
     @field_validator("url")
     @classmethod
     def _url_holds_no_credential(cls, url: str | None) -> str | None:
-        """A hand-written config (`routeway proxy --config`) follows the ModelBackend's rule:
-        no userinfo, query or fragment (the path is appended; /config would show them)."""
-        return None if url is None else check_url(url)
+        """A hand-written config (`routeway proxy --config`): no query or fragment, which would
+        break the upstream path the proxy appends (routeway.urls.check_proxy_url)."""
+        return None if url is None else check_proxy_url(url)
 
 
 class Target(_Doc):

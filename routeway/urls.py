@@ -28,3 +28,12 @@ def check_url(url: str) -> str:
             raise ValueError(URL_QUERY_MESSAGE)
         raise ValueError("must be an http:// or https:// URL without spaces, e.g. http://vllm.ml.svc:8000/v1")
     return url
+
+
+def check_proxy_url(url: str) -> str:
+    """The ProxyConfig's rule, looser than the resource's by one thing: userinfo is kept there
+    (a hand-written config may use it for Basic auth; /config redacts it). A query or fragment
+    would land in the middle of the upstream path, so it is refused there too."""
+    if "?" in url or "#" in url:
+        raise ValueError(URL_QUERY_MESSAGE)
+    return url

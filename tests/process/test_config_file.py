@@ -142,11 +142,12 @@ def test_config_file_rejections(tmp_path: Path) -> None:
     invalid = source.load()
     assert isinstance(invalid, ConfigRejected) and invalid.errors[0].startswith(f"{config}: routes")
 
-    # a hand-written config follows the ModelBackend's URL rule, without quoting the URL
+    # a hand-written config refuses a query or fragment (it would break the upstream path),
+    # without quoting the URL; userinfo stays possible there (Basic auth, redacted at /config)
     for url, hint in (
         ("http://127.0.0.1:9/v1?key=sk-PLANTED", "query string"),
         ("http://127.0.0.1:9/v1#sk-PLANTED", "query string"),
-        ("http://user:sk-PLANTED@127.0.0.1:9/v1", "user:password@"),
+        ("http://user:pw@127.0.0.1:9/v1?key=sk-PLANTED", "query string"),
     ):
         document = sample_config().to_document()
         document["backends"][0]["url"] = url
