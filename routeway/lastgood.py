@@ -94,7 +94,7 @@ def translate_keeping_last_good(inv: Inventory, last_good: LastGood | None = Non
     conditions = {k: st.conditions_from_findings(f) for k, f in findings.items()}
     serving = {k: last_good[k].metadata.generation for k in sorted(replaced)}
     return replace(
-        translation,
+        translation,  # its `troubled`: the served (older) versions' own findings, not the notes
         findings=findings,
         conditions=conditions,
         serving_older=serving,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple, TypeAlias
 
 from routeway import status as st
@@ -133,6 +134,21 @@ class Translation:
     good: Mapping[ObjectKey, ModelBackend | ModelRoute | ModelGateway | ModelClient] = field(
         default_factory=dict
     )
+    # Objects whose *served* version has findings of its own (routeway.lastgood fills it; for
+    # `translate` alone, every object with findings): nothing of theirs is usable as written,
+    # so no generation of theirs may be reported as serving.
+    troubled: frozenset[ObjectKey] = frozenset()
+
+    @cached_property
+    def routes_with_targets(self) -> frozenset[ObjectKey]:
+        """Routes rendered with at least one target: the ones that really serve (a route whose
+        every backend is missing renders, answers nothing, and serves no generation)."""
+        return frozenset(
+            ObjectKey(ModelRoute.KIND, r.route.namespace, r.route.name)
+            for gateway in self.gateways.values()
+            for r in gateway.routes
+            if r.targets
+        )
 
 
 def translate(inv: Inventory) -> Translation:
@@ -166,7 +182,8 @@ def _translate(inv: Inventory) -> Translation:
     )
     frozen_findings = {k: tuple(findings.get(k, ())) for k in sorted(set(all_keys))}
     conds = {k: st.conditions_from_findings(f) for k, f in frozen_findings.items()}
-    return Translation(gateways, frozen_findings, conds, attachments)
+    troubled = frozenset(k for k, f in frozen_findings.items() if f)
+    return Translation(gateways, frozen_findings, conds, attachments, troubled=troubled)
 
 
 def _check_backends(

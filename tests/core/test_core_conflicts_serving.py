@@ -132,7 +132,7 @@ def route_sets(draw: Any) -> dict[str, Any]:
         hst.none(),
         hst.tuples(
             hst.sampled_from(MODELS),
-            hst.sampled_from(BACKENDS + ("missing",)),
+            hst.sampled_from((*BACKENDS, "missing")),
             hst.sampled_from((None, OLD, YOUNG)),
         ),
     ),
