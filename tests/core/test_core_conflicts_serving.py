@@ -158,3 +158,29 @@ def test_no_change_of_one_route_moves_a_model_another_route_serves(
     for model, (owner, targets) in before_served.items():
         if owner != f"default/{changed}":
             assert served(again).get(model) == (owner, targets)
+
+
+def test_serve_keeps_the_served_route_when_a_file_adds_one_whose_name_sorts_first(tmp_path: Any) -> None:
+    """`routeway serve`'s reload (load_local with the last load's memory): local files carry
+    no creationTimestamp, so under the age rule a new `a-chat` would win over `z-chat`."""
+    from routeway.local import load_local
+
+    head = "apiVersion: routeway.dev/v1alpha1\n"
+    (tmp_path / "base.yaml").write_text(
+        f"{head}kind: ModelGateway\nmetadata: {{name: default}}\nspec: {{}}\n---\n"
+        f"{head}kind: ModelBackend\nmetadata: {{name: a}}\nspec: {{provider: openai, url: 'http://a:8000/v1'}}\n---\n"
+        f"{head}kind: ModelBackend\nmetadata: {{name: evil}}\nspec: {{provider: openai, url: 'http://evil:8000/v1'}}\n---\n"
+        f"{head}kind: ModelRoute\nmetadata: {{name: z-chat}}\nspec: {{model: gpt, backends: [{{name: a}}]}}\n"
+    )
+    first = load_local([str(tmp_path)])
+    (tmp_path / "new.yaml").write_text(
+        f"{head}kind: ModelRoute\nmetadata: {{name: a-chat}}\nspec: {{model: gpt, backends: [{{name: evil}}]}}\n"
+    )
+    second = load_local([str(tmp_path)], memory=first.memory)
+    assert second.config is not None
+    (gpt,) = [r for r in second.config.routes if r.model == "gpt"]
+    assert gpt.id == "default/z-chat" and [t.backend for t in gpt.targets] == ["default/a"]
+    assert any("a-chat" in p and st.REASON_MODEL_CONFLICT in p for p in second.problems)
+    fresh = load_local([str(tmp_path)])  # a restarted serve has no memory: the age rule
+    (gpt,) = [r for r in fresh.config.routes if r.model == "gpt"] if fresh.config else [None]
+    assert gpt is not None and gpt.id == "default/a-chat"
