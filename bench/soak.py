@@ -18,9 +18,13 @@ Every `--interval` seconds it reads VmRSS and the number of entries of /proc/PID
 supervisor and each worker. A worker that changes pid (it crashed or was replaced) fails the
 run. The verdict looks only at samples after `--warmup`: the least-squares slope of RSS (MiB per
 hour) and of fds, and the growth it projects over the post-warm-up window; RSS is flat when
-that projection is under `--rss-tolerance` MiB and fds are flat when the last sample is not
-the highest sample of the second half of that window is not above the highest of the first
-half plus `--fd-tolerance` (single samples move with the connections in flight). Exit 0 when flat, 1 when not.
+that projection is under `--rss-tolerance` MiB; fds are flat when the highest sample of the
+second half of that window is not above the highest of the first half plus `--fd-tolerance`
+(single samples move with the connections in flight). Flat memory proves nothing if the
+requests failed, so the run also fails when more than `--max-failure-rate` of the requests of
+kinds with a known answer got another one (`EXPECTED`: 200 for `json`, `stream`, `fallback`,
+`cached`; 200 or 429 for `limited`; 401, 400 for `unauthorized`, `bad_body`; `error` answers
+5xx by design and is not counted). Exit 0 when flat and answered, 1 when not.
 The output is what docs/reliability.md "## Soak" records. Not part of the test suite.
 """
 
@@ -48,6 +52,17 @@ UPSTREAM_KEY = "sk-upstream-SOAK-4b1d"
 CLIENT_KEY = "sk-client-SOAK-77e0"
 GATEWAY_KEY = "sk-gateway-SOAK-0a9c"
 KINDS = ("json", "stream", "abort", "error", "fallback", "unauthorized", "limited", "cached", "bad_body")
+# The outcomes (Load.one's strings) each kind must get; any other counts as a failure.
+EXPECTED: dict[str, frozenset[str]] = {
+    "json": frozenset({"200"}),
+    "stream": frozenset({"200"}),
+    "abort": frozenset({"200-aborted"}),
+    "fallback": frozenset({"200"}),
+    "unauthorized": frozenset({"401"}),
+    "limited": frozenset({"200", "429"}),
+    "cached": frozenset({"200-hit", "200-miss"}),
+    "bad_body": frozenset({"400"}),
+}
 
 
 # --- the upstream (its own process) ----------------------------------------------------------
@@ -209,6 +224,21 @@ class Load:
                 self.counts[kind, outcome] += 1
 
 
+def failure_verdict(counts: Counter[tuple[str, str]], bound: float) -> tuple[bool, str]:
+    """Whether the kinds with a known answer got it often enough (a run where every request
+    failed must not pass for flat memory)."""
+    total = sum(c for (kind, _), c in counts.items() if kind in EXPECTED)
+    failed = sum(
+        c for (kind, outcome), c in counts.items() if kind in EXPECTED and outcome not in EXPECTED[kind]
+    )
+    rate = failed / total if total else 1.0
+    ok = total > 0 and rate <= bound
+    return (
+        ok,
+        f"unexpected answers: {failed} of {total} ({rate:.2%}, bound {bound:.2%}): {'ok' if ok else 'FAILED'}",
+    )
+
+
 # --- sampling --------------------------------------------------------------------------------
 
 
@@ -340,8 +370,10 @@ async def soak(args: argparse.Namespace, workdir: Path) -> int:
         for _, line in results:
             print(f"  {line}")
         flat = all(ok for ok, _ in results)
-        print("FLAT" if flat else "NOT FLAT")
-        return 0 if flat else 1
+        answered, line = failure_verdict(load.counts, args.max_failure_rate)
+        print(f"  {line}")
+        print(("FLAT" if flat else "NOT FLAT") + ("" if answered else ", REQUESTS FAILED"))
+        return 0 if flat and answered else 1
     finally:
         for proc in (serve, upstream):
             if proc.returncode is None:
@@ -372,6 +404,12 @@ def main() -> int:
     parser.add_argument("--rss-tolerance", type=float, default=4.0, help="MiB of projected growth")
     parser.add_argument(
         "--fd-tolerance", type=int, default=8, help="fds the second half's maximum may exceed the first's by"
+    )
+    parser.add_argument(
+        "--max-failure-rate",
+        type=float,
+        default=0.01,
+        help="share of requests of kinds with a known answer that may get another (default 0.01)",
     )
     parser.add_argument("--upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -38,7 +38,7 @@ from typing import TypeAlias
 
 from routeway import status as st
 from routeway.resources import ModelBackend, ModelClient, ModelGateway, ModelRoute
-from routeway.translate import Inventory, ObjectKey, Translation, translate
+from routeway.translate import Inventory, ObjectKey, Translation, gateway_of, translate
 
 Versioned: TypeAlias = ModelBackend | ModelRoute | ModelGateway | ModelClient
 LastGood: TypeAlias = Mapping[ObjectKey, Versioned]
@@ -62,7 +62,7 @@ def translate_keeping_last_good(inv: Inventory, last_good: LastGood | None = Non
     last-good set to pass next time; `serving_older` names the objects replaced (with the
     generation served, None where objects carry none, as in local files)."""
     last_good = last_good or {}
-    current = inv
+    current = replace(inv, holders=holders(last_good)) if last_good else inv
     replaced: dict[ObjectKey, tuple[st.Finding, ...]] = {}  # → the new version's findings
     translation = translate(current)
     while last_good:
@@ -94,12 +94,32 @@ def translate_keeping_last_good(inv: Inventory, last_good: LastGood | None = Non
     conditions = {k: st.conditions_from_findings(f) for k, f in findings.items()}
     serving = {k: last_good[k].metadata.generation for k in sorted(replaced)}
     return replace(
-        translation,
+        translation,  # its `troubled`: the served (older) versions' own findings, not the notes
         findings=findings,
         conditions=conditions,
         serving_older=serving,
         good=_good(inv, translation, replaced, last_good),
     )
+
+
+def holders(last_good: LastGood) -> dict[tuple[tuple[str, str], str], tuple[str, str]]:
+    """(gateway, public model) → the route serving it: the one whose last good version claims
+    it. A route whose new version is bad serves its last good version, and one whose new
+    version is good has that as its last good version after this translation, so the last good
+    set says who serves what — and, being persisted (serve: in memory across reloads; the
+    operator: `status.lastGood`), survives an operator restart. Two last good versions can claim
+    one name only if the set was written by hand; then the age rule decides between them."""
+    out: dict[tuple[tuple[str, str], str], tuple[str, str]] = {}
+    shared: set[tuple[tuple[str, str], str]] = set()
+    for key, obj in last_good.items():
+        if isinstance(obj, ModelRoute):
+            claim = (gateway_of(obj), obj.spec.model)
+            if claim in out:
+                shared.add(claim)
+            out[claim] = (key.namespace, key.name)
+    for claim in shared:
+        del out[claim]
+    return out
 
 
 def _generation_text(obj: Versioned) -> str:

@@ -9,14 +9,18 @@ the object is left out (or, for a route missing one of several backends, rendere
 backends that do resolve) while everything else renders. `routeway.status` says which
 conditions and reasons the findings become.
 
-Conflict rule: when two routes claim the same public model on one gateway, the older one
-(by creationTimestamp, then namespace/name) keeps it, as Gateway API resolves conflicts.
+Conflict rule: when two routes claim the same public model on one gateway, the route already
+serving it keeps it (`Inventory.holders`, from the last good versions: routeway.lastgood), so an
+edit or a new route can never take a served name over; the route that newly claims it is the one
+in conflict. Only when no claimant is serving it (first load, or no last good state) does the
+older one (by creationTimestamp, then namespace/name) win, as Gateway API resolves conflicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import NamedTuple, TypeAlias
 
 from routeway import status as st
@@ -55,6 +59,9 @@ class Inventory:
     # or made by a controller from data elsewhere): any key of theirs resolves. The operator
     # reads real Secrets and leaves this empty.
     assumed_secrets: frozenset[NsName] = frozenset()
+    # Which route serves each (gateway, public model) now: it keeps the name against any other
+    # claimant, older or not (routeway.lastgood fills it from the last good versions).
+    holders: Mapping[tuple[NsName, str], NsName] = field(default_factory=dict)
 
     @classmethod
     def from_objects(
@@ -127,6 +134,21 @@ class Translation:
     good: Mapping[ObjectKey, ModelBackend | ModelRoute | ModelGateway | ModelClient] = field(
         default_factory=dict
     )
+    # Objects whose *served* version has findings of its own (routeway.lastgood fills it; for
+    # `translate` alone, every object with findings): nothing of theirs is usable as written,
+    # so no generation of theirs may be reported as serving.
+    troubled: frozenset[ObjectKey] = frozenset()
+
+    @cached_property
+    def routes_with_targets(self) -> frozenset[ObjectKey]:
+        """Routes rendered with at least one target: the ones that really serve (a route whose
+        every backend is missing renders, answers nothing, and serves no generation)."""
+        return frozenset(
+            ObjectKey(ModelRoute.KIND, r.route.namespace, r.route.name)
+            for gateway in self.gateways.values()
+            for r in gateway.routes
+            if r.targets
+        )
 
 
 def translate(inv: Inventory) -> Translation:
@@ -160,7 +182,8 @@ def _translate(inv: Inventory) -> Translation:
     )
     frozen_findings = {k: tuple(findings.get(k, ())) for k in sorted(set(all_keys))}
     conds = {k: st.conditions_from_findings(f) for k, f in frozen_findings.items()}
-    return Translation(gateways, frozen_findings, conds, attachments)
+    troubled = frozenset(k for k, f in frozen_findings.items() if f)
+    return Translation(gateways, frozen_findings, conds, attachments, troubled=troubled)
 
 
 def _check_backends(
@@ -217,9 +240,17 @@ def _check_gateways(
     return out
 
 
-def _route_order(item: tuple[NsName, ModelRoute]) -> tuple[str, str, str]:
-    key, route = item
-    return (route.metadata.creation_timestamp or "", key[0], key[1])
+def _route_order(
+    holders: Mapping[tuple[NsName, str], NsName],
+) -> Callable[[tuple[NsName, ModelRoute]], tuple[bool, str, str, str]]:
+    """Claim order: the route serving a (gateway, model) first, then by age, then by name."""
+
+    def order(item: tuple[NsName, ModelRoute]) -> tuple[bool, str, str, str]:
+        key, route = item
+        serving = holders.get((gateway_of(route), route.spec.model)) == key
+        return (not serving, route.metadata.creation_timestamp or "", key[0], key[1])
+
+    return order
 
 
 def _translate_routes(
@@ -228,10 +259,10 @@ def _translate_routes(
     by_gateway: dict[NsName, list[RouteIR]] = {}
     attachments: dict[ObjectKey, NsName] = {}
     claimed: dict[tuple[NsName, str], ObjectKey] = {}
-    for key, route in sorted(inv.routes.items(), key=_route_order):
+    for key, route in sorted(inv.routes.items(), key=_route_order(inv.holders)):
         okey = ObjectKey(ModelRoute.KIND, *key)
         mine = findings.setdefault(okey, [])
-        gw_key = _gateway_of(route)
+        gw_key = gateway_of(route)
         rejection = _attachment_problem(inv, route, gw_key)
         if rejection is None and sum(b.weight for b in route.spec.backends) == 0:
             rejection = st.Finding(
@@ -268,7 +299,7 @@ def _translate_routes(
     return by_gateway, attachments
 
 
-def _gateway_of(obj: ModelRoute | ModelClient) -> NsName:
+def gateway_of(obj: ModelRoute | ModelClient) -> NsName:
     ref = obj.spec.gateway_ref
     if ref is None:
         return (obj.namespace, "default")
@@ -285,7 +316,7 @@ def _translate_clients(
     for key, client in sorted(inv.clients.items()):
         okey = ObjectKey(ModelClient.KIND, *key)
         mine = findings.setdefault(okey, [])
-        gw_key = _gateway_of(client)
+        gw_key = gateway_of(client)
         problem = _attachment_problem(inv, client, gw_key)
         if problem is None and inv.gateways[gw_key].spec.auth is None:
             problem = st.Finding(

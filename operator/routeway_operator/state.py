@@ -79,6 +79,8 @@ class OperatorState:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     routes_seen: dict[NsName, RouteMemory] = field(default_factory=dict)
     revisions: dict[NsName, str] = field(default_factory=dict)  # last revision applied per gateway
+    # Gateways whose stale config shards were looked for since start (reconcile/gateway.py).
+    shards_swept: set[NsName] = field(default_factory=set)
     generations: dict[ObjectKey, int | None] = field(default_factory=dict)  # last spec seen
     status_written: dict[ObjectKey, dict[str, Any]] = field(default_factory=dict)
     # Last translation and render per gateway, by snapshot fingerprint: a resync or a proxy

@@ -203,6 +203,10 @@ class RoutewayEmulator(kmock.KubernetesEmulator):
     def resource_version(self) -> int:
         return self._rv
 
+    def requests(self) -> list[rendering.Request]:
+        """Every request served so far, reads included."""
+        return list(self._requests)
+
     def writes(self) -> list[rendering.Request]:
         """Every mutating request served so far (POST, PUT, PATCH, DELETE)."""
         return [r for r in self._requests if r.method in {"POST", "PUT", "PATCH", "DELETE"}]

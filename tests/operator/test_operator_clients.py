@@ -212,7 +212,12 @@ async def test_usage_is_summed_over_the_pods_and_written_when_it_changes(kmock: 
         assert first["minute"]["cost"] == "0.02"
         assert first["day"]["requests"] == 50
         assert first["currency"] == "USD" and first["observedAt"].endswith("Z")
-        everything = get(kmock, CLIENTS, "everything")["status"]["usage"]
+
+        # Each client's usage is its own status write: wait for this one's, not search-team's.
+        def usage_of_everything() -> dict[str, Any]:
+            return dict((get(kmock, CLIENTS, "everything") or {}).get("status", {}).get("usage") or {})
+
+        everything = await eventually(usage_of_everything, what="everything's status.usage written")
         assert everything["observedAt"] and "minute" not in everything  # read, and nothing used
 
         # Unchanged numbers: read again and again, never written again.

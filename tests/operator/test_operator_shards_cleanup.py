@@ -9,7 +9,11 @@ Matrix: inline → sharded (slot a) → fewer shards (slot b, a kept) → fewer 
 the a-shards beyond the new count removed, b kept) → inline again (every shard removed); at
 each step the config read back through the manifest is the one rendered. And a shard left
 behind by an operator that stopped between writing the ConfigMap and cleaning up is removed
-when the next operator reconciles, although the config itself is unchanged.
+when the next operator reconciles, although the config itself is unchanged — inline, and
+sharded: the tail of the live slot from two revisions ago goes, this manifest's shards and
+every shard of the other slot (a proxy may still read the previous set) stay. Stale shards
+are looked for once per gateway after start and after a write, never on a reconcile that
+changes nothing (no ConfigMap LIST per resync).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
 from kmock_ext import RoutewayEmulator
 from operator_factories import backend, gateway, get, patch, route, seed
 from rig import eventually, objects_of, running_operator, settled
 
 from routeway.configstore import CONFIG_KEY, MANIFEST_KEY, decode_config, manifest_shards, shards_to_read
+from routeway.translate import ObjectKey
 
 BUDGET = 1400
 CONFIGMAP = "routeway-gw-config"
@@ -129,3 +135,68 @@ async def test_a_shard_left_behind_by_a_stopped_operator_is_removed(kmock: Route
         # the cleanup follows the apply: wait for it while the operator runs
         await eventually(lambda: not shards_present(kmock), what="the leftover shard removed")
     assert shards_present(kmock) == set()
+
+
+def shard_like(kmock: RoutewayEmulator, name: str) -> dict[str, Any]:
+    """A shard as an operator would have written it (its labels and owner), named `name`."""
+    meta = get(kmock, "v1/configmaps", CONFIGMAP)["metadata"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": meta["labels"], "ownerReferences": meta["ownerReferences"]},
+        "binaryData": {"part": "AAAA"},
+    }
+
+
+async def test_the_live_slots_old_tail_left_by_a_stopped_operator_is_removed(kmock: RoutewayEmulator) -> None:
+    seed(kmock, *world())
+    async with running_operator(kmock, configmap_budget=BUDGET) as state:
+        await serving(kmock, state, 1)
+        first = manifest_shards(await widen(kmock, state, WIDE))
+        live = manifest_shards(await widen(kmock, state, WIDE // 2))
+        assert slots_of(first) == {"a"} and slots_of(live) == {"b"}
+        assert shards_present(kmock) == first | live
+    # An operator stopped right after writing the manifest: b's tail from two revisions ago
+    # (more b shards than the live set names) is still there.
+    tail = {f"{CONFIGMAP}-b{i}" for i in range(len(live), len(live) + 3)}
+    for name in sorted(tail):
+        kmock.seed("v1/configmaps", "default", shard_like(kmock, name))
+    extra_a = f"{CONFIGMAP}-a{len(first) + 2}"  # any shard of the other slot stays
+    kmock.seed("v1/configmaps", "default", shard_like(kmock, extra_a))
+    async with running_operator(kmock, configmap_budget=BUDGET) as state:
+        await serving(kmock, state, WIDE // 2)
+        await eventually(lambda: not (shards_present(kmock) & tail), what="the live slot's old tail removed")
+        await settled(kmock, state)
+    assert shards_present(kmock) == live | first | {extra_a}
+    assert manifest_shards(get(kmock, "v1/configmaps", CONFIGMAP)["data"]) == live
+
+
+def configmap_lists(kmock: RoutewayEmulator) -> int:
+    return sum(
+        1
+        for r in kmock.requests()
+        if r.method == "GET"
+        and r.url.path == "/api/v1/namespaces/default/configmaps"
+        and r.params.get("labelSelector", "").startswith("routeway.dev/gateway=")  # the shard sweep
+    )
+
+
+@pytest.mark.parametrize("sharded", [True, False], ids=["sharded", "inline"])
+async def test_a_reconcile_that_changes_nothing_lists_no_configmaps(
+    kmock: RoutewayEmulator, sharded: bool
+) -> None:
+    seed(kmock, *world())
+    overrides = {"configmap_budget": BUDGET} if sharded else {}
+    async with running_operator(kmock, **overrides) as state:
+        await serving(kmock, state, 1)
+        if sharded:
+            assert manifest_shards(await widen(kmock, state, WIDE))
+        before = configmap_lists(kmock)
+        assert before >= 1  # the first reconcile after start looked once
+        key = ObjectKey("ModelGateway", "default", "gw")
+        for _ in range(3):
+            runs = state.reconciler.runs_by_key[key]
+            state.mark_gateway(("default", "gw"))
+            await eventually(lambda r=runs: state.reconciler.runs_by_key[key] > r, what="a reconcile")
+            await settled(kmock, state)
+        assert configmap_lists(kmock) == before

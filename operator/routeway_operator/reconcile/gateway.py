@@ -287,17 +287,24 @@ async def apply_config(
     state: OperatorState, gateway: ModelGateway, config: ProxyConfig, owner_check: OwnerCheck
 ) -> None:
     """Write the config: shards first (into the slot the live manifest does not use), then the
-    ConfigMap naming them, then remove shards neither the new nor the previous manifest uses."""
+    ConfigMap naming them, then remove shards neither the new nor the previous manifest uses.
+
+    Stale shards are looked for (one LIST) after a write, and once per gateway after the
+    operator starts (`state.shards_swept`): an operator stopped between writing the ConfigMap
+    and this cleanup left shards that nothing names, and finds the ConfigMap already as desired
+    when it comes back. Not on every reconcile: a resync of 1,000 unchanged gateways must not
+    list ConfigMaps 1,000 times."""
     names = builders.ChildNames.of(gateway.name)
+    gw_key = (gateway.namespace, gateway.name)
+    swept = gw_key in state.shards_swept
     body = config.to_json()
     budget = state.settings.configmap_budget
     encoded = encode_config(body, config.revision, names.configmap, budget=budget)
     if not encoded.shards:
         desired = builders.build_config_map(gateway, config.revision, encoded.data)
-        await state.applier.apply(desired, owner_check=owner_check)
-        # Even when the ConfigMap was already as desired: an operator stopped between writing
-        # it and this cleanup left shards that nothing names (a list; deletes only if any).
-        await remove_stale_shards(state, gateway, keep=set())
+        if await state.applier.apply(desired, owner_check=owner_check) or not swept:
+            await remove_stale_shards(state, gateway, keep=set())
+            state.shards_swept.add(gw_key)
         return
     path = path_for("v1", "configmaps", gateway.namespace, names.configmap)
     try:
@@ -319,9 +326,21 @@ async def apply_config(
     if await state.applier.apply(manifest, owner_check=owner_check):
         keep = {n for n, _ in encoded.shards} | manifest_shards(current_data)
         await remove_stale_shards(state, gateway, keep=keep)
+        state.shards_swept.add(gw_key)
+    elif not swept:
+        # Unchanged since before a restart: keep this manifest's shards and every shard of the
+        # other slot (a proxy may still be reading the previous set), drop the rest — the tail
+        # of this slot from two revisions ago (a3..a5 when the live set is a0..a2).
+        other = "b" if slot == "a" else "a"
+        await remove_stale_shards(state, gateway, keep={n for n, _ in encoded.shards}, keep_slot=other)
+        state.shards_swept.add(gw_key)
 
 
-async def remove_stale_shards(state: OperatorState, gateway: ModelGateway, keep: set[str]) -> None:
+async def remove_stale_shards(
+    state: OperatorState, gateway: ModelGateway, keep: set[str], keep_slot: str | None = None
+) -> None:
+    """Delete the gateway's shard ConfigMaps not in `keep` (nor, with `keep_slot`, of that
+    slot: `<configmap>-<slot><index>`)."""
     names = builders.ChildNames.of(gateway.name)
     selector = f"{builders.GATEWAY_LABEL}={builders.common_labels(gateway)[builders.GATEWAY_LABEL]}"
     try:
@@ -330,12 +349,16 @@ async def remove_stale_shards(state: OperatorState, gateway: ModelGateway, keep:
         )
     except ApiError as exc:
         raise exc.to_kopf("listing config shards") from None
+    slot_prefix = f"{names.configmap}-{keep_slot}" if keep_slot else None
     for item in (listing or {}).get("items") or []:
         name = item.get("metadata", {}).get("name", "")
-        if name.startswith(f"{names.configmap}-") and name not in keep:
-            shard = {
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"namespace": gateway.namespace, "name": name},
-            }
-            await state.applier.delete(shard)
+        if not name.startswith(f"{names.configmap}-") or name in keep:
+            continue
+        if slot_prefix and name.startswith(slot_prefix) and name[len(slot_prefix) :].isdigit():
+            continue
+        shard = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"namespace": gateway.namespace, "name": name},
+        }
+        await state.applier.delete(shard)

@@ -72,11 +72,18 @@ def last_good_of(entries: Iterable[Entry]) -> dict[ObjectKey, Versioned]:
 
 def last_good_fields(entry: Entry, translation: Translation) -> dict[str, Any]:
     """`servingGeneration` and `lastGood` of `entry`'s status after `translation` (None: the
-    field is removed)."""
+    field is removed). A generation is reported only when that version really serves: a route
+    rendered with at least one target, an attached client, a backend or gateway whose served
+    version has no findings (an unchanged object whose Secret was deleted is not in the config,
+    although its generation is the last good one)."""
     key = entry.object_key
     good = translation.good.get(key)
     if key.kind in (ModelRoute.KIND, ModelClient.KIND) and key not in translation.attachments:
         serving = None  # not attached: no version of it serves
+    elif key.kind == ModelRoute.KIND and key not in translation.routes_with_targets:
+        serving = None  # rendered, but with nothing to send a request to
+    elif key.kind != ModelRoute.KIND and key in translation.troubled:
+        serving = None
     elif key in translation.serving_older:
         serving = translation.serving_older[key]
     elif good is not None and good.metadata.generation == entry.generation:
