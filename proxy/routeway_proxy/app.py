@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from routeway_proxy.admin import create_admin_app
-from routeway_proxy.client_conn import track_requests
+from routeway_proxy.client_conn import start_request
 from routeway_proxy.client_errors import UNREADABLE_BODY, expect_continue
 from routeway_proxy.errors import INVALID_REQUEST, ProxyError, make_error_response, make_internal_error
 from routeway_proxy.pipeline.admit import model_not_found
@@ -99,9 +99,9 @@ def create_proxy_app(runtime: ProxyRuntime) -> web.Application:
 
 
 def _add_route(app: web.Application, path: str, handler: Handler) -> None:
-    """Every method on `path`; the connection layer sees the request start and end
-    (`track_requests`: body and busy phases), and `Expect` is answered in the OpenAI shape."""
-    app.router.add_route("*", path, track_requests(handler), expect_handler=expect_continue)
+    """Every method on `path` (the handler calls `start_request` first: the connection layer's
+    body and busy phases), and `Expect` is answered in the OpenAI shape."""
+    app.router.add_route("*", path, handler, expect_handler=expect_continue)
 
 
 async def _own_client_session(app: web.Application) -> AsyncIterator[None]:
@@ -120,6 +120,7 @@ def _guard(method: str | None, handler: Handler) -> Handler:
     """
 
     async def guarded(request: web.Request) -> web.StreamResponse:
+        start_request(request)
         rid = assign_request_id(request)
         access = request.app[RUNTIME_KEY].metrics.access
         started = asyncio.get_running_loop().time() if access is not None else 0.0

@@ -26,8 +26,9 @@ its upstream call); while they wait, the phase's deadline does not apply.
 Deadlines are plain floats checked by one sweep per process (`ClientConnections`,
 client_registry.py), every quarter of the shortest timeout (at most once a second), so a
 request costs a few attribute writes and no timer; a deadline may pass up to one sweep
-interval late. The handler
-phases come from `track_requests`, which `app.py` wraps around every route.
+interval late. The body and busy phases begin with `start_request`, which every route
+handler calls first (a plain call: a wrapping coroutine would cost a frame and a resume per
+request), and end in `finish_response`, which aiohttp calls after every handler.
 
 Beyond `maxPerWorker` open connections a new one is answered 503 at once and closed (counted
 in `routeway_client_connections_closed{reason="over_limit"}`); the connections already open
@@ -55,7 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any, cast
 
 from aiohttp import web
@@ -80,7 +81,7 @@ __all__ = [
     "ClientConnection",
     "ClientConnections",
     "ConnectionLimits",
-    "track_requests",
+    "start_request",
 ]
 
 
@@ -150,7 +151,7 @@ class ClientConnection(web.RequestHandler):
                 self.deadline = self._now() + self._registry.limits.body_timeout
             elif phase == CLOSED:
                 return
-        super().data_received(data)
+        _base_data_received(self, data)
         if phase in (BODY, LINGER):
             payload = self._payload
             if payload is not None and payload.is_eof():  # the body is complete
@@ -234,7 +235,8 @@ class ClientConnection(web.RequestHandler):
         path is empty) becomes the OpenAI-shaped one; a plain call, no extra await. An answer
         made without a route handler (that 404, the 417 of an unknown `Expect`) ends the
         headers phase too: the connection is idle after it (or lingers over the body that
-        request announced), not owed a 408."""
+        request announced), not owed a 408. After a route handler (aiohttp calls this next in
+        the same task, whether the handler returned or raised) the request is finished."""
         if self._eof and not queued_requests(self):
             self.close()  # half-closed: the last request it sent is being answered
         if self.phase == HEADERS:
@@ -242,13 +244,15 @@ class ClientConnection(web.RequestHandler):
             self.request_finished()
             if self.phase == LINGER:
                 self.deadline = self._now() + self._registry.limits.body_timeout
+        else:
+            self.request_finished()
         if resp.__class__ is web.HTTPNotFound:
             resp = make_error_response(
                 ProxyError(404, f"Unknown path: {request.method} {request.raw_path}", "not_found")
             )
-        return super().finish_response(request, resp, start_time)
+        return _base_finish_response(self, request, resp, start_time)
 
-    # --- phases from the request handlers (track_requests) -----------------------------------
+    # --- phases from the request handlers (start_request, finish_response) ------------------
 
     def request_started(self, request: web.BaseRequest) -> None:
         if self.phase == CLOSED:
@@ -356,22 +360,16 @@ def _incomplete_body() -> ProxyError:
     )
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_base_data_received = web.RequestHandler.data_received
+_base_finish_response = web.RequestHandler.finish_response
+"""aiohttp's originals, called by the overrides (a zero-argument `super()` builds an object
+per call on Python 3.11)."""
 
 
-def track_requests(handler: Handler) -> Handler:
-    """Wrap a route handler so its connection knows when a request is being handled (the body
-    and busy phases); on a connection of another kind (a test server) it only calls `handler`."""
-
-    async def tracked(request: web.Request) -> web.StreamResponse:
-        connection = request.protocol
-        if not isinstance(connection, ClientConnection):
-            return await handler(request)
+def start_request(request: web.BaseRequest) -> None:
+    """Every route handler calls this first, so its connection knows a request is being
+    handled (the body and busy phases; `finish_response` ends them). On a connection of
+    another kind (a test server) it does nothing."""
+    connection = request.protocol
+    if isinstance(connection, ClientConnection):
         connection.request_started(request)
-        try:
-            return await handler(request)
-        finally:
-            connection.request_finished()
-
-    tracked.__name__ = getattr(handler, "__name__", "handler")
-    return tracked

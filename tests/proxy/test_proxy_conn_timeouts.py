@@ -212,7 +212,7 @@ async def test_a_stalled_body_during_a_drain_is_ended_by_the_body_timeout(upstre
 
 async def test_an_answer_made_without_a_route_handler_leaves_the_connection_idle(upstream: Upstream) -> None:
     """aiohttp's own 404 (`OPTIONS *`) and the 417 of an unknown `Expect` never reach a route
-    handler (`track_requests`): the connection must still leave the headers phase, or the
+    handler (`start_request`, `finish_response`): the connection must still leave the headers phase, or the
     header deadline later writes an unsolicited 408 after the answer."""
     async with conn_gateway(SHORT) as gw:
         serve_ok(gw, upstream)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from routeway_proxy.cache.control import CACHE_HEADER
+from routeway_proxy.client_conn import start_request
 from routeway_proxy.errors import ProxyError
 from routeway_proxy.pipeline import cache, limit
 from routeway_proxy.pipeline.admit import find_route, parse_request, read_body
@@ -70,6 +71,7 @@ def make_inference_handler(
     kind: EndpointKind, state: InferenceState, answer_exception: ExceptionAnswer
 ) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
+        start_request(request)  # the connection's body and busy phases (client_conn.py)
         cache_result: str | None = None  # x-routeway-cache, once the route has a cache
         rid = assign_request_id(request)
         loop = state.loop
