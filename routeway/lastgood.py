@@ -128,16 +128,14 @@ def _generation_text(obj: Versioned) -> str:
 
 
 def _present(inv: Inventory, key: ObjectKey) -> Versioned | None:
-    where = (key.namespace, key.name)
-    if key.kind == ModelBackend.KIND:
-        return inv.backends.get(where)
-    if key.kind == ModelRoute.KIND:
-        return inv.routes.get(where)
-    if key.kind == ModelGateway.KIND:
-        return inv.gateways.get(where)
-    if key.kind == ModelClient.KIND:
-        return inv.clients.get(where)
-    return None
+    tables: dict[str, Mapping[tuple[str, str], Versioned]] = {
+        ModelBackend.KIND: inv.backends,
+        ModelRoute.KIND: inv.routes,
+        ModelGateway.KIND: inv.gateways,
+        ModelClient.KIND: inv.clients,
+    }
+    table = tables.get(key.kind)
+    return None if table is None else table.get((key.namespace, key.name))
 
 
 def _better(inv: Inventory, key: ObjectKey, last_good: LastGood) -> bool:

@@ -25,24 +25,17 @@ writes to a user's Secret.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import pytest
+from key_search import find_leaks, forms, planted
 from kmock_ext import RoutewayEmulator
 from operator_factories import backend, client, condition, create, gateway, get, patch, route, secret, seed
 from rig import ROUTES, eventually, running_operator, settled
 from rollout_standin import StandInProxies
-
-
-def planted(tag: str) -> str:
-    """A key with characters that change under URL-encoding and are not in base64."""
-    return f"sk-{tag}/PLANTED{tag.upper()}q7+Zx="
-
 
 UPSTREAM_KEYS = (planted("opupone"), planted("opuptwo"))
 CLIENT_KEYS = (planted("opclone"), planted("opcltwo"))
@@ -52,30 +45,8 @@ USER_SECRETS = ("gw-keys", "upstream-key", "team-key", "twin-key")
 CREDENTIALS = "routeway-gw-credentials"
 
 
-def forms(key: str) -> dict[str, str]:
-    raw = key.encode()
-    return {
-        "raw": key,
-        "middle": key.split("/")[1].split("+")[0],
-        "base64": base64.b64encode(raw).decode().rstrip("="),
-        "base64url": base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        "url-encoded": quote(key, safe=""),
-        "url-encoded-plus": quote_plus(key),
-        "hex": raw.hex(),
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        "json-escaped": key.replace("/", "\\/"),
-    }
-
-
 def leaks(documents: dict[str, str], keys: tuple[str, ...] = ALL_KEYS) -> list[tuple[str, str, str]]:
-    found = []
-    for where, text in documents.items():
-        lowered = text.lower()
-        for key in keys:
-            for form, value in forms(key).items():
-                if value in text or (form in ("hex", "sha256") and value in lowered):
-                    found.append((where, key, form))
-    return found
+    return find_leaks(documents, keys)
 
 
 class Collect(logging.Handler):

@@ -36,22 +36,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote
 
 import aiohttp
 import openai
 import pytest
 from aiohttp import web
+from key_search import find_leaks, forms, planted
 from process_rig import Launch, Routeway, eventually, routeway_command, write_atomically
-
-
-def planted(tag: str) -> str:
-    """A key with characters that change under URL-encoding and are not in base64."""
-    return f"sk-{tag}/PLANTED{tag.upper()}q7+Zx="
-
 
 UPSTREAM_KEYS = (planted("upone"), planted("uptwo"))
 CLIENT_KEYS = (planted("clone"), planted("cltwo"))
@@ -60,31 +54,9 @@ TWIN_KEY = planted("twin")  # claimed by two ModelClients: authenticates neither
 ALL_KEYS = (*UPSTREAM_KEYS, *CLIENT_KEYS, *GATEWAY_KEYS, TWIN_KEY)
 
 
-def forms(key: str) -> dict[str, str]:
-    raw = key.encode()
-    return {
-        "raw": key,
-        "middle": key.split("/")[1].split("+")[0],
-        "base64": base64.b64encode(raw).decode().rstrip("="),
-        "base64url": base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        "url-encoded": quote(key, safe=""),
-        "url-encoded-plus": quote_plus(key),
-        "hex": raw.hex(),
-        "sha256": hashlib.sha256(raw).hexdigest(),
-        "json-escaped": key.replace("/", "\\/"),
-    }
-
-
 def leaks(documents: dict[str, str]) -> list[tuple[str, str, str]]:
     """(where, which key, which form) for every planted key found in any form."""
-    found = []
-    for where, text in documents.items():
-        lowered = text.lower()
-        for key in ALL_KEYS:
-            for form, value in forms(key).items():
-                if value in text or (form in ("hex", "sha256") and value in lowered):
-                    found.append((where, key, form))
-    return found
+    return find_leaks(documents, ALL_KEYS)
 
 
 def test_the_search_finds_each_form() -> None:
